@@ -1,0 +1,111 @@
+package features
+
+import "math"
+
+// Flow is what the feature extractor needs of one flow record, seen from the
+// device: it initiated the flow towards Dst:DstPort.
+type Flow struct {
+	// Dst identifies the destination address (a hash of it is enough).
+	Dst        uint64
+	DstPort    uint16
+	BytesOut   uint64
+	BytesIn    uint64
+	PacketsOut uint64
+	PacketsIn  uint64
+	// Failed marks a flow that was refused or never answered (for TCP: no
+	// reply packets, or a reset with no payload back).
+	Failed bool
+}
+
+// Window accumulates one device's flows for one window. Its maps are kept
+// between uses, so recycle Windows through Reset rather than allocating.
+type Window struct {
+	flows, failed                          uint64
+	bytesOut, bytesIn, packetsOut, packets uint64
+	dsts                                   map[uint64]struct{}
+	ports                                  map[uint16]uint32
+}
+
+// NewWindow returns an empty window.
+func NewWindow() *Window {
+	return &Window{dsts: make(map[uint64]struct{}, 8), ports: make(map[uint16]uint32, 8)}
+}
+
+// Reset empties the window for reuse. Maps that a burst (a port scan, say)
+// grew large are dropped so that one burst does not pin memory forever.
+func (w *Window) Reset() {
+	*w = Window{dsts: w.dsts, ports: w.ports}
+	if len(w.dsts) > 256 {
+		w.dsts = make(map[uint64]struct{}, 8)
+	} else {
+		clear(w.dsts)
+	}
+	if len(w.ports) > 256 {
+		w.ports = make(map[uint16]uint32, 8)
+	} else {
+		clear(w.ports)
+	}
+}
+
+// Add counts one flow.
+func (w *Window) Add(f Flow) {
+	w.flows++
+	if f.Failed {
+		w.failed++
+	}
+	w.bytesOut += f.BytesOut
+	w.bytesIn += f.BytesIn
+	w.packets += f.PacketsOut + f.PacketsIn
+	w.dsts[f.Dst] = struct{}{}
+	w.ports[f.DstPort]++
+}
+
+// Flows is the number of flows added since the last Reset.
+func (w *Window) Flows() uint64 { return w.flows }
+
+// Destinations calls fn for every distinct destination in the window.
+func (w *Window) Destinations(fn func(dst uint64)) {
+	for d := range w.dsts {
+		fn(d)
+	}
+}
+
+// Vector computes the window's features. known reports whether a
+// destination is in the device's history; it may be nil for "none known".
+func (w *Window) Vector(known func(dst uint64) bool) Vector {
+	var v Vector
+	if w.flows == 0 {
+		return v
+	}
+	flows := float64(w.flows)
+	v[Flows] = flows
+	v[BytesOut] = float64(w.bytesOut)
+	v[BytesIn] = float64(w.bytesIn)
+	v[Packets] = float64(w.packets)
+	v[DistinctDst] = float64(len(w.dsts))
+	v[DistinctDstPorts] = float64(len(w.ports))
+
+	// H = −Σ p_i log₂ p_i over the share of flows to each destination port.
+	entropy := 0.0
+	for _, c := range w.ports {
+		p := float64(c) / flows
+		entropy -= p * math.Log2(p)
+	}
+	v[DstPortEntropy] = entropy + 0 // +0 turns −0 into 0 for a single port
+
+	newDst := 0
+	for d := range w.dsts {
+		if known == nil || !known(d) {
+			newDst++
+		}
+	}
+	v[NewDstShare] = float64(newDst) / float64(len(w.dsts))
+	v[FailedShare] = float64(w.failed) / flows
+	if w.packets > 0 {
+		v[BytesPerPacket] = float64(w.bytesOut+w.bytesIn) / float64(w.packets)
+	}
+	if total := w.bytesOut + w.bytesIn; total > 0 {
+		v[BytesOutShare] = float64(w.bytesOut) / float64(total)
+	}
+	return v
+}

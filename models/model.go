@@ -1,0 +1,154 @@
+package models
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/chainwatch/chainwatch/models/iforest"
+)
+
+// Algorithm names as they appear in artifacts.
+const (
+	AlgorithmIsolationForest         = "isolation-forest"
+	AlgorithmExtendedIsolationForest = "extended-isolation-forest"
+)
+
+// Hyperparameters record how the forest was grown.
+type Hyperparameters struct {
+	Trees     int    `json:"trees"`
+	Subsample int    `json:"subsample"`
+	Extension int    `json:"extension"`
+	Seed      uint64 `json:"seed"`
+}
+
+// Metadata is the self-describing part of an artifact, stored as JSON.
+type Metadata struct {
+	Algorithm       string             `json:"algorithm"`
+	Profile         string             `json:"profile,omitempty"`
+	Features        []string           `json:"features"`
+	Hyperparameters Hyperparameters    `json:"hyperparameters"`
+	Calibration     Calibration        `json:"calibration"`
+	Baselines       []Baseline         `json:"baselines"`
+	TrainingRows    int                `json:"training_rows"`
+	TrainingData    []string           `json:"training_data,omitempty"`
+	Metrics         map[string]float64 `json:"metrics,omitempty"`
+	CreatedAt       time.Time          `json:"created_at"`
+}
+
+// Model is a trained, calibrated forest with its metadata. It is immutable
+// and safe for concurrent use.
+type Model struct {
+	Metadata
+	forest *iforest.Forest
+	hash   string
+}
+
+// TrainOptions configure Train. The zero value trains the paper's forest
+// with 1% contamination.
+type TrainOptions struct {
+	Forest iforest.Config
+	// Contamination is the share of training rows expected to be anomalous;
+	// it sets the alert threshold. Zero means 0.01.
+	Contamination float64
+	Profile       string
+	// TrainingData names what the rows came from (ledger anchor ids, a
+	// file's SHA-256), so that anyone can fetch and check them.
+	TrainingData []string
+	// Now stamps CreatedAt; nil means time.Now.
+	Now func() time.Time
+}
+
+// Train fits a forest on n rows of row-major data with one column per name,
+// calibrates it on its own training scores and records baselines.
+func Train(data []float64, names []string, opts TrainOptions) (*Model, error) {
+	d := len(names)
+	if d == 0 {
+		return nil, fmt.Errorf("models: no feature names")
+	}
+	if opts.Contamination == 0 {
+		opts.Contamination = 0.01
+	}
+	forest, err := iforest.Fit(data, d, opts.Forest)
+	if err != nil {
+		return nil, fmt.Errorf("models: fit: %w", err)
+	}
+	n := len(data) / d
+	scores := make([]float64, n)
+	if err := forest.ScoreBatchParallel(scores, data, max(opts.Forest.Workers, 1)); err != nil {
+		return nil, err
+	}
+	cal, err := Calibrate(scores, opts.Contamination)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	algo := AlgorithmIsolationForest
+	if forest.Extension() > 0 {
+		algo = AlgorithmExtendedIsolationForest
+	}
+	m := &Model{
+		Metadata: Metadata{
+			Algorithm: algo,
+			Profile:   opts.Profile,
+			Features:  slices.Clone(names),
+			Hyperparameters: Hyperparameters{
+				Trees: forest.Trees(), Subsample: forest.Subsample(),
+				Extension: forest.Extension(), Seed: opts.Forest.Seed,
+			},
+			Calibration:  cal,
+			Baselines:    baselines(data, d),
+			TrainingRows: n,
+			TrainingData: slices.Clone(opts.TrainingData),
+			CreatedAt:    now().UTC().Truncate(time.Millisecond),
+		},
+		forest: forest,
+	}
+	if _, err := m.MarshalBinary(); err != nil { // sets m.hash
+		return nil, err
+	}
+	return m, nil
+}
+
+// Forest is the underlying isolation forest.
+func (m *Model) Forest() *iforest.Forest { return m.forest }
+
+// Hash is the hex SHA-256 of the model's artifact file: its identity on the
+// ledger and in alerts, checkable with sha256sum.
+func (m *Model) Hash() string { return m.hash }
+
+// Score returns s(x, ψ) for one row in the model's feature order.
+func (m *Model) Score(x []float64) float64 { return m.forest.Score(x) }
+
+// Contribution is one feature's part in an anomaly score.
+type Contribution struct {
+	Feature  string  `json:"feature"`
+	Value    float64 `json:"value"`
+	Baseline float64 `json:"baseline"`
+	// Share of the isolation credited to this feature, in [0, 1].
+	Share float64 `json:"share"`
+}
+
+// Explain returns the top features that drove the isolation of x, largest
+// share first, each with its value and training median.
+func (m *Model) Explain(x []float64, top int) []Contribution {
+	shares := make([]float64, len(m.Features))
+	m.forest.Explain(x, shares)
+	out := make([]Contribution, len(shares))
+	for j, s := range shares {
+		out[j] = Contribution{Feature: m.Features[j], Value: x[j], Baseline: m.Baselines[j].Median, Share: s}
+	}
+	slices.SortStableFunc(out, func(a, b Contribution) int {
+		switch {
+		case a.Share > b.Share:
+			return -1
+		case a.Share < b.Share:
+			return 1
+		}
+		return 0
+	})
+	return out[:min(top, len(out))]
+}
