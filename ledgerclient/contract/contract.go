@@ -34,13 +34,19 @@ const (
 
 // Argument types of the functions that take more than a record.
 type (
-	IDArgs      struct{ ID string `json:"id"` }
-	RevokeArgs  struct {
+	IDArgs struct {
+		ID string `json:"id"`
+	}
+	RevokeArgs struct {
 		ID     string `json:"id"`
 		Reason string `json:"reason"`
 	}
-	ProfileArgs     struct{ Profile string `json:"profile"` }
-	HashArgs        struct{ Hash string `json:"hash"` }
+	ProfileArgs struct {
+		Profile string `json:"profile"`
+	}
+	HashArgs struct {
+		Hash string `json:"hash"`
+	}
 	ListAnchorsArgs struct {
 		Stream    string `json:"stream"`
 		Partition int32  `json:"partition"`
