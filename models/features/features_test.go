@@ -23,7 +23,6 @@ func TestVectorOfKnownWindow(t *testing.T) {
 		NewDstShare:    1.0 / 3,
 		FailedShare:    0.25,
 		BytesPerPacket: 1040.0 / 11,
-		BytesOutShare:  320.0 / 1040,
 	}
 	for i := range v {
 		if math.Abs(v[i]-want[i]) > 1e-12 {

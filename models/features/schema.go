@@ -13,7 +13,6 @@ const (
 	NewDstShare             // share of distinct destinations absent from the device's history
 	FailedShare             // share of flows that were refused or never answered
 	BytesPerPacket          // mean bytes per packet, both directions
-	BytesOutShare           // bytes out / (bytes out + bytes in)
 
 	Count // number of features
 )
@@ -31,7 +30,6 @@ var Names = [Count]string{
 	"new_dst_share",
 	"failed_share",
 	"bytes_per_packet",
-	"bytes_out_share",
 }
 
 // Vector is one device-window's features, indexed by the constants above.

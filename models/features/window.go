@@ -104,8 +104,5 @@ func (w *Window) Vector(known func(dst uint64) bool) Vector {
 	if w.packets > 0 {
 		v[BytesPerPacket] = float64(w.bytesOut+w.bytesIn) / float64(w.packets)
 	}
-	if total := w.bytesOut + w.bytesIn; total > 0 {
-		v[BytesOutShare] = float64(w.bytesOut) / float64(total)
-	}
 	return v
 }

@@ -1,0 +1,283 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+)
+
+// DetectConfig configures the detection stage. Zero values are defaults.
+type DetectConfig struct {
+	Brokers []string
+	// GroupID is the consumer group; instances sharing it split the
+	// partitions. Default "chainwatch-detect".
+	GroupID string
+	Topics  Topics
+	Window  WindowConfig
+	// CommitInterval is how often fully processed offsets are committed.
+	// Default 1s.
+	CommitInterval time.Duration
+}
+
+func (c DetectConfig) withDefaults() DetectConfig {
+	if c.GroupID == "" {
+		c.GroupID = "chainwatch-detect"
+	}
+	c.Topics = c.Topics.WithDefaults()
+	c.Window = c.Window.WithDefaults()
+	if c.CommitInterval == 0 {
+		c.CommitInterval = time.Second
+	}
+	return c
+}
+
+// DetectStage consumes flow records, windows them per device, scores closed
+// windows and delivers the alerts. Offsets are committed only up to the
+// newest record whose every window has been closed and whose alerts every
+// sink has accepted.
+type DetectStage struct {
+	cfg      DetectConfig
+	registry *Registry
+	detector *Detector
+	sinks    []AlertSink
+	dlq      *DeadLetter
+	metrics  *Metrics
+	log      *slog.Logger
+
+	reader     *kafka.Reader
+	partitions map[int]*partitionWindows
+	committed  map[int]int64
+	trustSeen  map[string]time.Time
+	pending    []contract.Alert
+	closed     []ClosedWindow
+
+	done chan struct{}
+	err  error
+	mu   sync.Mutex
+}
+
+// NewDetectStage wires the stage; Start runs it.
+func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, sinks []AlertSink, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *DetectStage {
+	return &DetectStage{
+		cfg: cfg.withDefaults(), registry: registry, detector: detector, sinks: sinks, dlq: dlq,
+		metrics: metrics, log: log.With("stage", "detect"),
+		partitions: map[int]*partitionWindows{}, committed: map[int]int64{}, trustSeen: map[string]time.Time{},
+	}
+}
+
+// Start joins the consumer group and processes records until ctx ends or
+// Shutdown is called.
+func (s *DetectStage) Start(ctx context.Context) error {
+	s.reader = kafka.NewReader(kafka.ReaderConfig{
+		Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, Topic: s.cfg.Topics.Flows,
+		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond,
+		StartOffset: kafka.FirstOffset, CommitInterval: 0, // synchronous commits
+	})
+	s.done = make(chan struct{})
+	go func() {
+		defer close(s.done)
+		err := s.run(ctx)
+		if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
+			err = nil
+		}
+		s.mu.Lock()
+		s.err = err
+		s.mu.Unlock()
+		if err != nil {
+			s.log.Error("detection stage stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Done is closed when the stage has stopped.
+func (s *DetectStage) Done() <-chan struct{} { return s.done }
+
+// Err is why the stage stopped, nil for a requested stop.
+func (s *DetectStage) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Shutdown waits for the stage to stop (cancel the Start context first),
+// commits what was fully processed and leaves the group.
+func (s *DetectStage) Shutdown(ctx context.Context) error {
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.commit(ctx)
+	return s.reader.Close()
+}
+
+func (s *DetectStage) run(ctx context.Context) error {
+	lastCommit := time.Now()
+	for {
+		m, err := s.reader.FetchMessage(ctx)
+		if err != nil {
+			return err
+		}
+		if err := s.process(ctx, m); err != nil {
+			return err
+		}
+		if time.Since(lastCommit) >= s.cfg.CommitInterval {
+			s.commit(ctx)
+			lastCommit = time.Now()
+		}
+	}
+}
+
+// process runs one record through decode → identity → window → score →
+// sinks.
+func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
+	topic := s.cfg.Topics.Flows
+	s.metrics.RecordsConsumed.WithLabelValues(topic).Inc()
+	s.metrics.Summary.RecordsConsumed.Add(1)
+	if m.HighWaterMark > 0 {
+		s.metrics.ConsumerLag.WithLabelValues(s.cfg.GroupID, topic, strconv.Itoa(m.Partition)).Set(float64(m.HighWaterMark - m.Offset - 1))
+	}
+	p := s.partitions[m.Partition]
+	if p == nil || m.Offset <= p.processed {
+		// New partition, or one handed back after a rebalance and re-read
+		// from its committed offset: start its windows afresh.
+		p = newPartitionWindows(s.cfg.Window, int32(m.Partition))
+		s.partitions[m.Partition] = p
+	}
+
+	var rec FlowRecord
+	if err := DecodeNativeFlow(m.Value, &rec); err != nil {
+		reason := err.Error()
+		var de *DecodeError
+		if errors.As(err, &de) {
+			reason = de.Reason
+		}
+		s.metrics.RecordsRejected.WithLabelValues(topic, "decode").Inc()
+		s.metrics.Summary.RecordsRejected.Add(1)
+		if err := s.dlq.Send(ctx, m, reason); err != nil {
+			return fmt.Errorf("dead-letter offset %d: %w", m.Offset, err)
+		}
+		p.processed = m.Offset
+		return nil
+	}
+
+	dev := s.registry.Resolve(&rec)
+	switch {
+	case dev == nil:
+		p.processed = m.Offset
+		s.trustAlert(contract.AlertRogueDevice, unknownDeviceKey(&rec), "", rec.Time, m,
+			"device is not registered on the ledger")
+	case dev.Status == contract.DeviceRevoked:
+		p.processed = m.Offset
+		s.trustAlert(contract.AlertRevokedDevice, dev.ID, dev.Profile, rec.Time, m,
+			"device was revoked: "+dev.RevokedReason)
+	default:
+		var accepted bool
+		s.closed, accepted = p.Add(dev.ID, dev.Profile, rec.Time, m.Offset, rec.Feature(), s.closed[:0])
+		if !accepted {
+			s.metrics.RecordsLate.WithLabelValues(topic).Inc()
+		}
+		for i := range s.closed {
+			cw := &s.closed[i]
+			started := time.Now()
+			alert, learn, err := s.detector.Score(ctx, cw)
+			p.Release(cw, learn)
+			if err != nil {
+				return err
+			}
+			s.metrics.StageLatency.WithLabelValues("score").Observe(time.Since(started).Seconds())
+			if alert != nil {
+				s.pending = append(s.pending, *alert)
+			}
+		}
+	}
+	if len(s.pending) > 0 {
+		return s.flushAlerts(ctx)
+	}
+	return nil
+}
+
+// trustAlert raises a rogue- or revoked-device alert once per device and
+// window: the id is derived from the window, so repeats are idempotent anyway,
+// and the memo spares the sinks a call per record.
+func (s *DetectStage) trustAlert(kind, deviceKey, profile string, t time.Time, m kafka.Message, detail string) {
+	size := s.cfg.Window.Size
+	start := t.Truncate(size)
+	id := contract.AlertID(kind, deviceKey, start, start.Add(size), "")
+	if _, seen := s.trustSeen[id]; seen {
+		return
+	}
+	s.trustSeen[id] = start
+	for k, at := range s.trustSeen {
+		if at.Before(start.Add(-2 * size)) {
+			delete(s.trustSeen, k)
+		}
+	}
+	s.pending = append(s.pending, contract.Alert{
+		ID: id, Kind: kind, DeviceID: deviceKey, Profile: profile,
+		WindowStart: start, WindowEnd: start.Add(size), Score: 1, Confidence: "high",
+		Evidence: contract.Evidence{Topic: m.Topic, Partition: int32(m.Partition), Offsets: []int64{m.Offset, m.Offset}, Detail: detail},
+	})
+}
+
+func unknownDeviceKey(r *FlowRecord) string {
+	switch {
+	case r.DeviceID != "":
+		return r.DeviceID
+	case r.SrcMAC != "":
+		return "mac:" + r.SrcMAC
+	default:
+		return "ip:" + r.SrcIP.String()
+	}
+}
+
+func (s *DetectStage) flushAlerts(ctx context.Context) error {
+	started := time.Now()
+	if err := deliverWithRetry(ctx, s.sinks, s.pending, s.metrics, s.log); err != nil {
+		return err
+	}
+	s.metrics.StageLatency.WithLabelValues("deliver_alerts").Observe(time.Since(started).Seconds())
+	for _, a := range s.pending {
+		s.metrics.Alerts.WithLabelValues(a.Kind, a.Confidence).Inc()
+		s.metrics.Summary.addAlert(a.Kind)
+	}
+	s.pending = s.pending[:0]
+	return nil
+}
+
+// commit commits, per partition, the newest fully processed offset.
+func (s *DetectStage) commit(ctx context.Context) {
+	var msgs []kafka.Message
+	devices, open := 0, 0
+	for part, p := range s.partitions {
+		devices += len(p.devices)
+		open += p.openWindows()
+		off := p.committable()
+		if last, ok := s.committed[part]; off < 0 || ok && off <= last {
+			continue
+		}
+		msgs = append(msgs, kafka.Message{Topic: s.cfg.Topics.Flows, Partition: part, Offset: off})
+	}
+	s.metrics.TrackedDevices.Set(float64(devices))
+	s.metrics.OpenWindows.Set(float64(open))
+	if len(msgs) == 0 {
+		return
+	}
+	if err := s.reader.CommitMessages(ctx, msgs...); err != nil {
+		s.log.Warn("offset commit failed; will retry", "err", err)
+		return
+	}
+	for _, m := range msgs {
+		s.committed[m.Partition] = m.Offset
+	}
+}

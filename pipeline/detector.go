@@ -1,0 +1,247 @@
+package pipeline
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/models"
+	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/models/iforest"
+)
+
+// DetectorConfig sets how windows are scored and how a profile's first
+// model is trained. The zero value means the documented defaults.
+type DetectorConfig struct {
+	// Warmup is the span of event time whose windows train a profile's
+	// first model when the ledger has none. Default 24h: one whole daily
+	// cycle, so that night and day traffic are both normal to the model.
+	Warmup time.Duration `yaml:"warmup"`
+	// MinTrainingWindows is the fewest windows a first model trains on,
+	// however long the warm-up has run. Default 256.
+	MinTrainingWindows int `yaml:"min_training_windows"`
+	// Contamination is the share of warm-up windows assumed anomalous; it
+	// places the alert threshold. Default 0.005.
+	Contamination float64 `yaml:"contamination"`
+	// Trees, Subsample, Extension and Seed are the forest's hyperparameters
+	// (models/iforest.Config; zero means the paper's 100 trees of ψ = 256).
+	Trees     int    `yaml:"trees"`
+	Subsample int    `yaml:"subsample"`
+	Extension int    `yaml:"extension"`
+	Seed      uint64 `yaml:"seed"`
+	// TopFeatures is how many contributing features an alert lists. Default 3.
+	TopFeatures int `yaml:"top_features"`
+}
+
+// WithDefaults fills zero fields.
+func (c DetectorConfig) WithDefaults() DetectorConfig {
+	if c.Warmup == 0 {
+		c.Warmup = 24 * time.Hour
+	}
+	if c.MinTrainingWindows == 0 {
+		c.MinTrainingWindows = 256
+	}
+	if c.Contamination == 0 {
+		c.Contamination = 0.005
+	}
+	if c.TopFeatures == 0 {
+		c.TopFeatures = 3
+	}
+	return c
+}
+
+// Validate names the first unusable field.
+func (c DetectorConfig) Validate() error {
+	c = c.WithDefaults()
+	switch {
+	case c.Warmup < 0:
+		return fmt.Errorf("warmup: must be positive, got %s", c.Warmup)
+	case c.MinTrainingWindows < 2:
+		return fmt.Errorf("min_training_windows: must be at least 2, got %d", c.MinTrainingWindows)
+	case !(c.Contamination > 0 && c.Contamination < 0.5):
+		return fmt.Errorf("contamination: must be in (0, 0.5), got %v", c.Contamination)
+	case c.TopFeatures < 1 || c.TopFeatures > features.Count:
+		return fmt.Errorf("top_features: must be in [1, %d], got %d", features.Count, c.TopFeatures)
+	}
+	if err := (iforest.Config{Trees: c.Trees, Subsample: c.Subsample, Extension: c.Extension}).Validate(features.Count); err != nil {
+		return fmt.Errorf("trees/subsample/extension: %w", err)
+	}
+	return nil
+}
+
+// Detector scores closed windows with their profile's model and turns
+// scores above the calibrated threshold into alerts. It is where a score
+// becomes an alert. Until a profile has a model, its windows feed warm-up
+// training instead.
+type Detector struct {
+	cfg     DetectorConfig
+	store   *ModelStore
+	metrics *Metrics
+	log     *slog.Logger
+	topic   string
+
+	mu       sync.Mutex
+	profiles map[string]*profileState
+}
+
+type profileState struct {
+	model    *models.Model
+	checked  bool // asked the ledger for an active model
+	warm     []warmRow
+	warmFrom time.Time
+	warmTo   time.Time
+}
+
+// warmRow is one warm-up window. Rows are sorted by (start, device) before
+// training, so the model does not depend on how partitions interleaved.
+type warmRow struct {
+	start  int64
+	device string
+	vector features.Vector
+}
+
+// NewDetector returns a detector over the given model store.
+func NewDetector(cfg DetectorConfig, store *ModelStore, topic string, metrics *Metrics, log *slog.Logger) *Detector {
+	return &Detector{cfg: cfg.WithDefaults(), store: store, metrics: metrics, log: log, topic: topic, profiles: map[string]*profileState{}}
+}
+
+// Model returns the profile's active model, or nil while it warms up.
+func (d *Detector) Model(profile string) *models.Model {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if p := d.profiles[profile]; p != nil {
+		return p.model
+	}
+	return nil
+}
+
+// Score judges one closed window. It returns the alert the window raises,
+// if any, and whether the window counts as normal behaviour the device's
+// history may learn from.
+func (d *Detector) Score(ctx context.Context, cw *ClosedWindow) (*contract.Alert, bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p := d.profiles[cw.Profile]
+	if p == nil {
+		p = &profileState{}
+		d.profiles[cw.Profile] = p
+	}
+	if !p.checked {
+		m, err := d.store.Active(ctx, cw.Profile)
+		if err != nil {
+			return nil, false, err
+		}
+		p.checked = true
+		if m != nil {
+			d.activate(cw.Profile, p, m, "loaded from the ledger's active model")
+		}
+	}
+	if p.model == nil {
+		return nil, true, d.warmUp(ctx, cw, p)
+	}
+
+	score := p.model.Score(cw.Vector[:])
+	d.metrics.WindowsScored.WithLabelValues(cw.Profile).Inc()
+	d.metrics.Scores.WithLabelValues(cw.Profile).Observe(score)
+	d.metrics.Summary.WindowsScored.Add(1)
+	cal := p.model.Calibration
+	if !cal.Anomalous(score) {
+		return nil, true, nil
+	}
+	hash := p.model.Hash()
+	alert := &contract.Alert{
+		ID:          contract.AlertID(contract.AlertBehaviour, cw.DeviceID, cw.Start, cw.End, hash),
+		Kind:        contract.AlertBehaviour,
+		DeviceID:    cw.DeviceID,
+		Profile:     cw.Profile,
+		WindowStart: cw.Start,
+		WindowEnd:   cw.End,
+		Score:       score,
+		Confidence:  string(cal.Confidence(score)),
+		ModelHash:   hash,
+		Evidence: contract.Evidence{
+			Topic: d.topic, Partition: cw.Partition, Offsets: []int64{cw.FirstOffset, cw.LastOffset},
+		},
+	}
+	for _, c := range p.model.Explain(cw.Vector[:], d.cfg.TopFeatures) {
+		alert.Features = append(alert.Features, contract.Contribution(c))
+	}
+	return alert, false, nil
+}
+
+// warmUp collects a window for the profile's first model and trains it once
+// the warm-up span and minimum row count are reached.
+func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState) error {
+	p.warm = append(p.warm, warmRow{start: cw.Start.UnixNano(), device: cw.DeviceID, vector: cw.Vector})
+	if p.warmFrom.IsZero() || cw.Start.Before(p.warmFrom) {
+		p.warmFrom = cw.Start
+	}
+	if cw.End.After(p.warmTo) {
+		p.warmTo = cw.End
+	}
+	rows := len(p.warm)
+	d.metrics.WarmupWindows.WithLabelValues(cw.Profile).Set(float64(rows))
+	if p.warmTo.Sub(p.warmFrom) < d.cfg.Warmup || rows < d.cfg.MinTrainingWindows {
+		return nil
+	}
+	started := time.Now()
+	ref := fmt.Sprintf("warmup:%s:%s/%s", d.topic, p.warmFrom.Format(time.RFC3339), p.warmTo.Format(time.RFC3339))
+	slices.SortFunc(p.warm, func(a, b warmRow) int {
+		if c := cmp.Compare(a.start, b.start); c != 0 {
+			return c
+		}
+		return strings.Compare(a.device, b.device)
+	})
+	data := make([]float64, 0, rows*features.Count)
+	for _, r := range p.warm {
+		data = append(data, r.vector[:]...)
+	}
+	m, err := models.Train(data, features.Names[:], models.TrainOptions{
+		Forest: iforest.Config{
+			Trees: d.cfg.Trees, Subsample: d.cfg.Subsample, Extension: d.cfg.Extension,
+			Seed: d.cfg.Seed ^ stableHash(cw.Profile),
+		},
+		Contamination: d.cfg.Contamination,
+		Profile:       cw.Profile,
+		TrainingData:  []string{ref},
+	})
+	if err != nil {
+		return fmt.Errorf("train first model of %s: %w", cw.Profile, err)
+	}
+	active, err := d.store.Bootstrap(ctx, m, []string{ref})
+	if err != nil {
+		return fmt.Errorf("bootstrap model of %s: %w", cw.Profile, err)
+	}
+	d.log.Info("trained first model on warm-up traffic",
+		"profile", cw.Profile, "windows", rows, "event_time_span", p.warmTo.Sub(p.warmFrom).String(),
+		"took", time.Since(started).Round(time.Millisecond).String())
+	p.warm = nil
+	d.activate(cw.Profile, p, active, "registered and promoted on the ledger")
+	return nil
+}
+
+func (d *Detector) activate(profile string, p *profileState, m *models.Model, how string) {
+	p.model = m
+	d.metrics.ModelInfo.WithLabelValues(profile, m.Hash(), m.Algorithm).Set(1)
+	d.metrics.ModelThreshold.WithLabelValues(profile).Set(m.Calibration.Threshold)
+	d.metrics.WarmupWindows.DeleteLabelValues(profile)
+	d.log.Info("model active", "profile", profile, "hash", m.Hash(), "algorithm", m.Algorithm,
+		"threshold", strconv.FormatFloat(m.Calibration.Threshold, 'f', 4, 64), "how", how)
+}
+
+// stableHash gives each profile its own forest seed.
+func stableHash(s string) uint64 {
+	h := uint64(14695981039346656037) // FNV-1a
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}

@@ -1,0 +1,96 @@
+package pipeline
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"math/bits"
+)
+
+// Merkle trees over Kafka records follow RFC 6962 §2.1: leaves are hashed
+// as SHA-256(0x00 ‖ leaf) and interior nodes as SHA-256(0x01 ‖ left ‖ right),
+// so no leaf can pose as an interior node (second-preimage resistance), and
+// a tree of n leaves splits at the largest power of two below n.
+
+// LeafHash hashes one record as a Merkle leaf. The leaf binds the record's
+// offset, timestamp, key and value, so moving, re-timing or editing a record
+// changes its hash.
+func LeafHash(offset int64, timestampMs int64, key, value []byte) [32]byte {
+	h := sha256.New()
+	var buf [1 + 8 + 8 + 4]byte
+	buf[0] = 0x00
+	binary.BigEndian.PutUint64(buf[1:], uint64(offset))
+	binary.BigEndian.PutUint64(buf[9:], uint64(timestampMs))
+	binary.BigEndian.PutUint32(buf[17:], uint32(len(key)))
+	h.Write(buf[:])
+	h.Write(key)
+	binary.BigEndian.PutUint32(buf[:4], uint32(len(value)))
+	h.Write(buf[:4])
+	h.Write(value)
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+func nodeHash(left, right [32]byte) [32]byte {
+	var buf [1 + 64]byte
+	buf[0] = 0x01
+	copy(buf[1:], left[:])
+	copy(buf[33:], right[:])
+	return sha256.Sum256(buf[:])
+}
+
+// MerkleRoot is RFC 6962's MTH over leaf hashes. The root of no leaves is
+// SHA-256 of the empty string.
+func MerkleRoot(leaves [][32]byte) [32]byte {
+	switch len(leaves) {
+	case 0:
+		return sha256.Sum256(nil)
+	case 1:
+		return leaves[0]
+	}
+	k := splitPoint(len(leaves))
+	return nodeHash(MerkleRoot(leaves[:k]), MerkleRoot(leaves[k:]))
+}
+
+// splitPoint is the largest power of two strictly below n (n ≥ 2).
+func splitPoint(n int) int { return 1 << (bits.Len(uint(n-1)) - 1) }
+
+// InclusionProof is RFC 6962's audit path for leaf index i: the sibling
+// hashes from the leaf up to the root.
+func InclusionProof(leaves [][32]byte, i int) [][32]byte {
+	if len(leaves) <= 1 {
+		return nil
+	}
+	k := splitPoint(len(leaves))
+	if i < k {
+		return append(InclusionProof(leaves[:k], i), MerkleRoot(leaves[k:]))
+	}
+	return append(InclusionProof(leaves[k:], i-k), MerkleRoot(leaves[:k]))
+}
+
+// VerifyInclusion checks that leaf sits at index i of a tree of n leaves
+// with the given root (RFC 9162 §2.1.3.2).
+func VerifyInclusion(leaf [32]byte, i, n int, proof [][32]byte, root [32]byte) bool {
+	if i < 0 || i >= n {
+		return false
+	}
+	fn, sn := uint64(i), uint64(n-1)
+	r := leaf
+	for _, p := range proof {
+		if sn == 0 {
+			return false
+		}
+		if fn&1 == 1 || fn == sn {
+			r = nodeHash(p, r)
+			for fn&1 == 0 && fn != 0 {
+				fn >>= 1
+				sn >>= 1
+			}
+		} else {
+			r = nodeHash(r, p)
+		}
+		fn >>= 1
+		sn >>= 1
+	}
+	return sn == 0 && r == root
+}

@@ -1,0 +1,93 @@
+package pipeline
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the pipeline's Prometheus series; the dashboards in
+// dashboards/ read them by these names.
+type Metrics struct {
+	RecordsConsumed *prometheus.CounterVec   // topic
+	RecordsRejected *prometheus.CounterVec   // topic, reason
+	RecordsLate     *prometheus.CounterVec   // topic
+	WindowsScored   *prometheus.CounterVec   // profile
+	Scores          *prometheus.HistogramVec // profile
+	Alerts          *prometheus.CounterVec   // kind, confidence
+	Anchors         *prometheus.CounterVec   // topic
+	AnchoredRecords *prometheus.CounterVec   // topic
+	StageLatency    *prometheus.HistogramVec // stage
+	ConsumerLag     *prometheus.GaugeVec     // group, topic, partition
+	TrackedDevices  prometheus.Gauge
+	OpenWindows     prometheus.Gauge
+	ModelInfo       *prometheus.GaugeVec // profile, hash, algorithm
+	ModelThreshold  *prometheus.GaugeVec // profile
+	WarmupWindows   *prometheus.GaugeVec // profile
+	SinkErrors      *prometheus.CounterVec
+	LedgerTx        *prometheus.HistogramVec // function, result
+
+	// Summary mirrors the totals for the --duration summary line.
+	Summary Summary
+}
+
+// Summary is the one-line run summary: plain counters, no labels.
+type Summary struct {
+	RecordsConsumed atomic.Int64
+	RecordsRejected atomic.Int64
+	WindowsScored   atomic.Int64
+	AnchorsWritten  atomic.Int64
+	mu              sync.Mutex
+	alertsByKind    map[string]int64
+}
+
+func (s *Summary) addAlert(kind string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.alertsByKind == nil {
+		s.alertsByKind = map[string]int64{}
+	}
+	s.alertsByKind[kind]++
+}
+
+// AlertsByKind returns a copy of the alert counts.
+func (s *Summary) AlertsByKind() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int64, len(s.alertsByKind))
+	for k, v := range s.alertsByKind {
+		out[k] = v
+	}
+	return out
+}
+
+// NewMetrics creates the series and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		RecordsConsumed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_records_consumed_total", Help: "Records read from Kafka by the detection stage."}, []string{"topic"}),
+		RecordsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_records_rejected_total", Help: "Records sent to the dead-letter topic."}, []string{"topic", "reason"}),
+		RecordsLate:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_records_late_total", Help: "Records that arrived after their window closed (kept in Kafka and anchored, not scored)."}, []string{"topic"}),
+		WindowsScored:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_windows_scored_total", Help: "Device windows scored by a model."}, []string{"profile"}),
+		Scores: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_anomaly_score", Help: "Isolation-forest scores s(x, ψ) of device windows.",
+			Buckets: []float64{0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1}}, []string{"profile"}),
+		Alerts:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_alerts_total", Help: "Alerts raised."}, []string{"kind", "confidence"}),
+		Anchors:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anchors_total", Help: "Batches anchored on the ledger."}, []string{"topic"}),
+		AnchoredRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anchored_records_total", Help: "Records covered by ledger anchors."}, []string{"topic"}),
+		StageLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_stage_latency_seconds", Help: "Latency of pipeline steps.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"stage"}),
+		ConsumerLag:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_consumer_lag", Help: "Records between a group's position and the partition's high-water mark."}, []string{"group", "topic", "partition"}),
+		TrackedDevices: prometheus.NewGauge(prometheus.GaugeOpts{Name: "chainwatch_tracked_devices", Help: "Devices with state in this instance."}),
+		OpenWindows:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "chainwatch_open_windows", Help: "Device windows not yet closed."}),
+		ModelInfo:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_info", Help: "The active model of each profile (value 1)."}, []string{"profile", "hash", "algorithm"}),
+		ModelThreshold: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_threshold", Help: "Alert threshold of each profile's active model."}, []string{"profile"}),
+		WarmupWindows:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_warmup_windows", Help: "Windows collected for a profile's first model."}, []string{"profile"}),
+		SinkErrors:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_sink_errors_total", Help: "Failed deliveries to an alert sink (retried)."}, []string{"sink"}),
+		LedgerTx: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_ledger_tx_seconds", Help: "Ledger transaction latency.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}, []string{"function", "result"}),
+	}
+	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts,
+		m.Anchors, m.AnchoredRecords, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.OpenWindows,
+		m.ModelInfo, m.ModelThreshold, m.WarmupWindows, m.SinkErrors, m.LedgerTx)
+	return m
+}

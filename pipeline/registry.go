@@ -1,0 +1,102 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/chainwatch/chainwatch/ledgerclient"
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+)
+
+// Registry is the stages' cached view of the devices' birth certificates on
+// the ledger, indexed by id, MAC and IP. It follows the ledger's
+// device.changed events, so a registration or revocation takes effect
+// without a restart.
+type Registry struct {
+	mu    sync.RWMutex
+	byID  map[string]*contract.Device
+	byMAC map[string]*contract.Device
+	byIP  map[string]*contract.Device
+}
+
+// NewRegistry loads every device from the ledger and keeps following it
+// until ctx ends.
+func NewRegistry(ctx context.Context, ledger *ledgerclient.Client, log *slog.Logger) (*Registry, error) {
+	r := &Registry{byID: map[string]*contract.Device{}, byMAC: map[string]*contract.Device{}, byIP: map[string]*contract.Device{}}
+	// Subscribe first so that no change slips between the listing and the feed.
+	events, err := ledger.Backend.Subscribe(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("device registry: subscribe: %w", err)
+	}
+	devices, err := ledger.ListDevices(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("device registry: %w", err)
+	}
+	for i := range devices {
+		r.put(&devices[i])
+	}
+	go func() {
+		for ev := range events {
+			if ev.Name != contract.EventDeviceChanged {
+				continue
+			}
+			var d contract.Device
+			if err := json.Unmarshal(ev.Payload, &d); err != nil {
+				log.Warn("device registry: undecodable device event", "tx", ev.TxID, "err", err)
+				continue
+			}
+			r.put(&d)
+		}
+	}()
+	return r, nil
+}
+
+func (r *Registry) put(d *contract.Device) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old := r.byID[d.ID]; old != nil {
+		for _, m := range old.MACs {
+			delete(r.byMAC, m)
+		}
+		for _, ip := range old.IPs {
+			delete(r.byIP, ip)
+		}
+	}
+	r.byID[d.ID] = d
+	for _, m := range d.MACs {
+		r.byMAC[m] = d
+	}
+	for _, ip := range d.IPs {
+		r.byIP[ip] = d
+	}
+}
+
+// Resolve finds the device a flow record belongs to: by the record's device
+// id, else by source MAC, else by source IP. It returns nil for a device the
+// ledger does not know.
+func (r *Registry) Resolve(rec *FlowRecord) *contract.Device {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if rec.DeviceID != "" {
+		return r.byID[rec.DeviceID]
+	}
+	if rec.SrcMAC != "" {
+		if d := r.byMAC[rec.SrcMAC]; d != nil {
+			return d
+		}
+	}
+	if rec.SrcIP.IsValid() {
+		return r.byIP[rec.SrcIP.String()]
+	}
+	return nil
+}
+
+// Len is the number of known devices.
+func (r *Registry) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.byID)
+}

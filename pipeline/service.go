@@ -1,0 +1,163 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chainwatch/chainwatch/ledgerclient"
+)
+
+// ServiceConfig configures the whole pipeline. Zero values are defaults.
+type ServiceConfig struct {
+	Brokers []string
+	Topics  Topics
+	// Partitions and Replication are used only for topics chainwatch has to
+	// create. Defaults 4 and 1.
+	Partitions  int
+	Replication int
+	Detect      DetectConfig
+	Detector    DetectorConfig
+	Anchor      AnchorConfig
+	// ModelDir holds model artifacts named by hash.
+	ModelDir string
+}
+
+// Service runs the detection and anchoring stages against a Kafka cluster
+// and a ledger.
+type Service struct {
+	cfg     ServiceConfig
+	ledger  *ledgerclient.Client
+	metrics *Metrics
+	log     *slog.Logger
+
+	detect *DetectStage
+	anchor *AnchorStage
+	sinks  []AlertSink
+	dlq    *DeadLetter
+	cancel context.CancelFunc
+	ready  atomic.Bool
+}
+
+// NewService prepares a service; Start runs it.
+func NewService(cfg ServiceConfig, ledger *ledgerclient.Client, reg prometheus.Registerer, log *slog.Logger) *Service {
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 4
+	}
+	if cfg.Replication == 0 {
+		cfg.Replication = 1
+	}
+	cfg.Topics = cfg.Topics.WithDefaults()
+	return &Service{cfg: cfg, ledger: ledger, metrics: NewMetrics(reg), log: log}
+}
+
+// Metrics exposes the service's metrics and run summary.
+func (s *Service) Metrics() *Metrics { return s.metrics }
+
+// Ready reports whether both stages are running.
+func (s *Service) Ready() bool { return s.ready.Load() }
+
+// Start creates missing topics, loads the device registry and starts both
+// stages. It fails fast, naming the broker, when Kafka is unreachable.
+func (s *Service) Start(ctx context.Context) error {
+	if err := s.cfg.Detector.Validate(); err != nil {
+		return fmt.Errorf("detector.%w", err)
+	}
+	ensureCtx, cancelEnsure := context.WithTimeout(ctx, 15*time.Second)
+	err := EnsureTopics(ensureCtx, s.cfg.Brokers, s.cfg.Partitions, s.cfg.Replication, s.cfg.Topics.All()...)
+	cancelEnsure()
+	if err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+	registry, err := NewRegistry(runCtx, s.ledger, s.log)
+	if err != nil {
+		cancel()
+		return err
+	}
+	store := &ModelStore{Dir: s.cfg.ModelDir, Ledger: s.ledger}
+	detector := NewDetector(s.cfg.Detector, store, s.cfg.Topics.Flows, s.metrics, s.log)
+	kafkaSink := NewKafkaAlertSink(s.cfg.Brokers, s.cfg.Topics.Alerts)
+	s.sinks = []AlertSink{LedgerRecorder{Ledger: s.ledger, Metrics: s.metrics}, kafkaSink, LogSink{Log: s.log}}
+	s.dlq = NewDeadLetter(s.cfg.Brokers, s.cfg.Topics.DeadLetter)
+
+	detectCfg := s.cfg.Detect
+	detectCfg.Brokers, detectCfg.Topics = s.cfg.Brokers, s.cfg.Topics
+	s.detect = NewDetectStage(detectCfg, registry, detector, s.sinks, s.dlq, s.metrics, s.log)
+	anchorCfg := s.cfg.Anchor
+	anchorCfg.Brokers = s.cfg.Brokers
+	s.anchor = NewAnchorStage(anchorCfg, s.cfg.Topics, s.ledger, s.metrics, s.log)
+	if err := s.detect.Start(runCtx); err != nil {
+		cancel()
+		return err
+	}
+	if err := s.anchor.Start(runCtx); err != nil {
+		cancel()
+		return err
+	}
+	s.ready.Store(true)
+	s.log.Info("pipeline started", "brokers", s.cfg.Brokers, "flows", s.cfg.Topics.Flows, "devices_registered", registry.Len())
+	return nil
+}
+
+// Done is closed when either stage stops on its own (an error).
+func (s *Service) Done() <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		select {
+		case <-s.detect.Done():
+		case <-s.anchor.Done():
+		}
+		close(ch)
+	}()
+	return ch
+}
+
+// Err is the first stage error, if any.
+func (s *Service) Err() error {
+	select {
+	case <-s.detect.Done():
+		if err := s.detect.Err(); err != nil {
+			return err
+		}
+	default:
+	}
+	select {
+	case <-s.anchor.Done():
+		return s.anchor.Err()
+	default:
+	}
+	return nil
+}
+
+// Shutdown stops both stages, commits what was fully processed and closes
+// the writers.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.ready.Store(false)
+	if s.cancel == nil {
+		return nil
+	}
+	s.cancel()
+	var errs []error
+	if s.detect != nil {
+		errs = append(errs, s.detect.Shutdown(ctx))
+	}
+	if s.anchor != nil {
+		errs = append(errs, s.anchor.Shutdown(ctx))
+	}
+	for _, sink := range s.sinks {
+		if c, ok := sink.(interface{ Close() error }); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	if s.dlq != nil {
+		errs = append(errs, s.dlq.Close())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,129 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chainwatch/chainwatch/ledgerclient"
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+)
+
+// AlertSink delivers alerts somewhere. Deliver must be idempotent on alert
+// ids: the pipeline retries a failed batch whole, and replays re-raise the
+// same ids.
+type AlertSink interface {
+	Name() string
+	Deliver(ctx context.Context, alerts []contract.Alert) error
+}
+
+// LedgerRecorder records alerts on the ledger and fills in each alert's
+// transaction id and time, which the later sinks then carry. The contract
+// makes recording idempotent: a repeated id returns the first record.
+type LedgerRecorder struct {
+	Ledger  *ledgerclient.Client
+	Metrics *Metrics
+}
+
+func (LedgerRecorder) Name() string { return "ledger" }
+
+func (l LedgerRecorder) Deliver(ctx context.Context, alerts []contract.Alert) error {
+	for i := range alerts {
+		start := time.Now()
+		rec, err := l.Ledger.RecordAlert(ctx, alerts[i])
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		l.Metrics.LedgerTx.WithLabelValues(contract.FnRecordAlert, result).Observe(time.Since(start).Seconds())
+		if err != nil {
+			return err
+		}
+		alerts[i].TxID, alerts[i].RecordedAt = rec.TxID, rec.RecordedAt
+	}
+	return nil
+}
+
+// KafkaAlertSink produces alerts as JSON to the alerts topic, keyed by
+// device so that one device's alerts stay in order.
+type KafkaAlertSink struct {
+	Writer *kafka.Writer
+}
+
+// NewKafkaAlertSink returns a sink producing to topic on brokers.
+func NewKafkaAlertSink(brokers []string, topic string) *KafkaAlertSink {
+	return &KafkaAlertSink{Writer: &kafka.Writer{
+		Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond,
+	}}
+}
+
+func (KafkaAlertSink) Name() string { return "kafka" }
+
+func (k *KafkaAlertSink) Deliver(ctx context.Context, alerts []contract.Alert) error {
+	msgs := make([]kafka.Message, len(alerts))
+	for i := range alerts {
+		v, err := json.Marshal(alerts[i])
+		if err != nil {
+			return fmt.Errorf("encode alert %s: %w", alerts[i].ID, err)
+		}
+		msgs[i] = kafka.Message{
+			Key: []byte(alerts[i].DeviceID), Value: v,
+			Headers: []kafka.Header{{Key: "chainwatch-alert-id", Value: []byte(alerts[i].ID)}, {Key: "chainwatch-alert-kind", Value: []byte(alerts[i].Kind)}},
+		}
+	}
+	return k.Writer.WriteMessages(ctx, msgs...)
+}
+
+// Close flushes and closes the writer.
+func (k *KafkaAlertSink) Close() error { return k.Writer.Close() }
+
+// LogSink writes each alert to the structured log, where `make run` shows it.
+type LogSink struct{ Log *slog.Logger }
+
+func (LogSink) Name() string { return "log" }
+
+func (s LogSink) Deliver(_ context.Context, alerts []contract.Alert) error {
+	for _, a := range alerts {
+		attrs := []any{"id", a.ID, "kind", a.Kind, "device", a.DeviceID, "profile", a.Profile,
+			"window", a.WindowStart.Format(time.RFC3339), "score", fmt.Sprintf("%.3f", a.Score),
+			"confidence", a.Confidence, "tx", a.TxID}
+		if len(a.Features) > 0 {
+			top := a.Features[0]
+			attrs = append(attrs, "top_feature", fmt.Sprintf("%s=%.4g (baseline %.4g)", top.Feature, top.Value, top.Baseline))
+		}
+		if a.Evidence.Detail != "" {
+			attrs = append(attrs, "detail", a.Evidence.Detail)
+		}
+		s.Log.Warn("ALERT", attrs...)
+	}
+	return nil
+}
+
+// deliverWithRetry hands alerts to each sink in order, retrying a failing
+// sink with capped exponential backoff until it accepts or ctx ends. Offsets
+// are committed only after it returns nil, so nothing is lost.
+func deliverWithRetry(ctx context.Context, sinks []AlertSink, alerts []contract.Alert, m *Metrics, log *slog.Logger) error {
+	for _, s := range sinks {
+		backoff := 100 * time.Millisecond
+		for {
+			err := s.Deliver(ctx, alerts)
+			if err == nil {
+				break
+			}
+			m.SinkErrors.WithLabelValues(s.Name()).Inc()
+			log.Warn("alert sink failed; retrying", "sink", s.Name(), "alerts", len(alerts), "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("deliver to %s: %w", s.Name(), ctx.Err())
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+		}
+	}
+	return nil
+}

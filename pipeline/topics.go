@@ -1,0 +1,78 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Topics names the Kafka topics chainwatch reads and writes. The zero value
+// means the documented defaults.
+type Topics struct {
+	Flows      string `yaml:"flows"`       // default iot.flows
+	Telemetry  string `yaml:"telemetry"`   // default iot.telemetry
+	Alerts     string `yaml:"alerts"`      // default chainwatch.alerts
+	DeadLetter string `yaml:"dead_letter"` // default chainwatch.dlq
+}
+
+// WithDefaults fills empty names with the defaults.
+func (t Topics) WithDefaults() Topics {
+	if t.Flows == "" {
+		t.Flows = "iot.flows"
+	}
+	if t.Telemetry == "" {
+		t.Telemetry = "iot.telemetry"
+	}
+	if t.Alerts == "" {
+		t.Alerts = "chainwatch.alerts"
+	}
+	if t.DeadLetter == "" {
+		t.DeadLetter = "chainwatch.dlq"
+	}
+	return t
+}
+
+// All lists every topic.
+func (t Topics) All() []string { return []string{t.Flows, t.Telemetry, t.Alerts, t.DeadLetter} }
+
+// EnsureTopics creates the topics that do not exist yet, with the given
+// partition count and replication factor, through the cluster controller.
+// Existing topics are left as they are.
+func EnsureTopics(ctx context.Context, brokers []string, partitions, replication int, topics ...string) error {
+	if len(brokers) == 0 {
+		return errors.New("ensure topics: no brokers")
+	}
+	var d kafka.Dialer
+	conn, err := d.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return fmt.Errorf("ensure topics: no broker answers at %s: %w", brokers[0], err)
+	}
+	defer conn.Close()
+	controller, err := conn.Controller()
+	if err != nil {
+		return fmt.Errorf("ensure topics: find controller: %w", err)
+	}
+	cc, err := d.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
+	if err != nil {
+		return fmt.Errorf("ensure topics: dial controller: %w", err)
+	}
+	defer cc.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = cc.SetDeadline(dl)
+	} else {
+		_ = cc.SetDeadline(time.Now().Add(30 * time.Second))
+	}
+	cfgs := make([]kafka.TopicConfig, 0, len(topics))
+	for _, t := range topics {
+		cfgs = append(cfgs, kafka.TopicConfig{Topic: t, NumPartitions: partitions, ReplicationFactor: replication})
+	}
+	if err := cc.CreateTopics(cfgs...); err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("ensure topics: %w", err)
+	}
+	return nil
+}

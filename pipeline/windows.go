@@ -1,0 +1,206 @@
+package pipeline
+
+import (
+	"slices"
+	"time"
+
+	"github.com/chainwatch/chainwatch/models/features"
+)
+
+// WindowConfig sets how flows are grouped. The zero value means 60 s
+// tumbling windows of event time with 10 s allowed lateness.
+type WindowConfig struct {
+	// Size of each tumbling window, aligned to the Unix epoch. Default 60s.
+	Size time.Duration `yaml:"size"`
+	// AllowedLateness is how far behind the newest event time seen on a
+	// partition a record may be and still join its window; the window
+	// closes once the watermark (newest event time − lateness) passes its
+	// end. Default 10s.
+	AllowedLateness time.Duration `yaml:"allowed_lateness"`
+}
+
+// WithDefaults fills zero fields.
+func (c WindowConfig) WithDefaults() WindowConfig {
+	if c.Size == 0 {
+		c.Size = time.Minute
+	}
+	if c.AllowedLateness == 0 {
+		c.AllowedLateness = 10 * time.Second
+	}
+	return c
+}
+
+// ClosedWindow is one device's finished window, ready to score.
+type ClosedWindow struct {
+	DeviceID    string
+	Profile     string
+	Start, End  time.Time
+	Vector      features.Vector
+	Partition   int32
+	FirstOffset int64
+	LastOffset  int64
+
+	state  *deviceState
+	window *features.Window
+}
+
+// deviceState is everything kept per tracked device: its destination
+// history and, while one is open, its current window.
+type deviceState struct {
+	id, profile string
+	history     features.History
+	win         *features.Window
+	start       int64 // open window's start, Unix ns
+	first, last int64 // offsets of the open window's first and last record
+}
+
+// partitionWindows tracks the devices of one partition. Devices are keyed to
+// partitions by the producers, so each device's windows live in exactly one
+// partitionWindows of one consumer-group member.
+type partitionWindows struct {
+	size, lateness int64
+	partition      int32
+	watermark      int64 // newest event time seen, Unix ns
+	devices        map[string]*deviceState
+	// open maps a window start to the devices that opened a window there.
+	// Entries go stale when a device moves on; closing checks d.start.
+	open   map[int64][]*deviceState
+	starts []int64 // sorted keys of open
+	free   []*features.Window
+	// processed is the newest offset handed to Add.
+	processed int64
+}
+
+func newPartitionWindows(cfg WindowConfig, partition int32) *partitionWindows {
+	cfg = cfg.WithDefaults()
+	return &partitionWindows{
+		size: int64(cfg.Size), lateness: int64(cfg.AllowedLateness), partition: partition,
+		devices: map[string]*deviceState{}, open: map[int64][]*deviceState{}, processed: -1,
+	}
+}
+
+// Add puts one flow into its device's window and appends to closed every
+// window that this record's event time closed. It reports false for a
+// record too late to join any open window.
+func (p *partitionWindows) Add(deviceID, profile string, t time.Time, offset int64, f features.Flow, closed []ClosedWindow) ([]ClosedWindow, bool) {
+	p.processed = offset
+	ts := t.UnixNano()
+	start := ts - mod(ts, p.size)
+	d := p.devices[deviceID]
+	if d == nil {
+		d = &deviceState{id: deviceID, profile: profile}
+		p.devices[deviceID] = d
+	}
+	d.profile = profile
+
+	accepted := true
+	switch {
+	case d.win != nil && start < d.start,
+		d.win == nil && start+p.size+p.lateness <= p.watermark:
+		accepted = false
+	case d.win != nil && start > d.start:
+		// The device's own clock has moved past its window: close it now.
+		closed = append(closed, p.close(d))
+		fallthrough
+	case d.win == nil:
+		d.win, d.start, d.first = p.window(), start, offset
+		if _, ok := p.open[start]; !ok {
+			i, _ := slices.BinarySearch(p.starts, start)
+			p.starts = slices.Insert(p.starts, i, start)
+		}
+		p.open[start] = append(p.open[start], d)
+	}
+	if accepted {
+		d.win.Add(f)
+		d.last = offset
+	}
+	if ts > p.watermark {
+		p.watermark = ts
+		closed = p.closeThrough(p.watermark-p.lateness, closed)
+	}
+	return closed, accepted
+}
+
+// closeThrough closes every open window that ends at or before wm.
+func (p *partitionWindows) closeThrough(wm int64, closed []ClosedWindow) []ClosedWindow {
+	for len(p.starts) > 0 && p.starts[0]+p.size <= wm {
+		s := p.starts[0]
+		for _, d := range p.open[s] {
+			if d.win != nil && d.start == s {
+				closed = append(closed, p.close(d))
+			}
+		}
+		delete(p.open, s)
+		p.starts = p.starts[1:]
+	}
+	return closed
+}
+
+func (p *partitionWindows) close(d *deviceState) ClosedWindow {
+	cw := ClosedWindow{
+		DeviceID: d.id, Profile: d.profile,
+		Start: time.Unix(0, d.start).UTC(), End: time.Unix(0, d.start+p.size).UTC(),
+		Vector:    d.win.Vector(d.history.Contains),
+		Partition: p.partition, FirstOffset: d.first, LastOffset: d.last,
+		state: d, window: d.win,
+	}
+	d.win = nil
+	return cw
+}
+
+// Release finishes with a closed window: when learn is set (the window was
+// judged normal) its destinations join the device's history, then the
+// window is recycled.
+func (p *partitionWindows) Release(cw *ClosedWindow, learn bool) {
+	if cw.window == nil {
+		return
+	}
+	if learn {
+		cw.window.Destinations(cw.state.history.Add)
+	}
+	cw.window.Reset()
+	p.free = append(p.free, cw.window)
+	cw.window = nil
+}
+
+func (p *partitionWindows) window() *features.Window {
+	if n := len(p.free); n > 0 {
+		w := p.free[n-1]
+		p.free = p.free[:n-1]
+		return w
+	}
+	return features.NewWindow()
+}
+
+// committable is the newest offset whose record no open window still
+// needs: everything at or below it has been fully processed.
+func (p *partitionWindows) committable() int64 {
+	c := p.processed
+	for _, s := range p.starts {
+		for _, d := range p.open[s] {
+			if d.win != nil && d.first-1 < c {
+				c = d.first - 1
+			}
+		}
+	}
+	return c
+}
+
+// openWindows counts windows still open.
+func (p *partitionWindows) openWindows() int {
+	n := 0
+	for _, d := range p.devices {
+		if d.win != nil {
+			n++
+		}
+	}
+	return n
+}
+
+func mod(a, b int64) int64 {
+	m := a % b
+	if m < 0 {
+		m += b
+	}
+	return m
+}
