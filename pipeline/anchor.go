@@ -111,7 +111,7 @@ func (s *AnchorStage) Start(ctx context.Context) error {
 	go func() {
 		defer close(s.done)
 		s.err = s.run(ctx, msgs, fetchErr)
-		if errors.Is(s.err, context.Canceled) || errors.Is(s.err, io.EOF) {
+		if ctx.Err() != nil || errors.Is(s.err, io.EOF) {
 			s.err = nil
 		}
 		if s.err != nil {

@@ -86,7 +86,7 @@ func (s *DetectStage) Start(ctx context.Context) error {
 	go func() {
 		defer close(s.done)
 		err := s.run(ctx)
-		if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
+		if ctx.Err() != nil || errors.Is(err, io.EOF) {
 			err = nil
 		}
 		s.mu.Lock()

@@ -31,7 +31,8 @@ type DetectorConfig struct {
 	// places the alert threshold. Default 0.005.
 	Contamination float64 `yaml:"contamination"`
 	// Trees, Subsample, Extension and Seed are the forest's hyperparameters
-	// (models/iforest.Config; zero means the paper's 100 trees of ψ = 256).
+	// (models/iforest.Config). Defaults: the paper's 100 trees of ψ = 256,
+	// axis-parallel splits.
 	Trees     int    `yaml:"trees"`
 	Subsample int    `yaml:"subsample"`
 	Extension int    `yaml:"extension"`
@@ -53,6 +54,12 @@ func (c DetectorConfig) WithDefaults() DetectorConfig {
 	}
 	if c.TopFeatures == 0 {
 		c.TopFeatures = 3
+	}
+	if c.Trees == 0 {
+		c.Trees = 100
+	}
+	if c.Subsample == 0 {
+		c.Subsample = 256
 	}
 	return c
 }

@@ -51,6 +51,11 @@ type Config struct {
 	AttackEvery time.Duration
 	// GroundTruth is the CSV file that receives one row per attack.
 	GroundTruth string
+	// Resume continues the simulated timeline after the newest record
+	// already in the topic, without producing history again, so that a
+	// restarted demo carries on where it stopped instead of replaying the
+	// past into a stream whose event time has moved on.
+	Resume bool
 }
 
 func (c Config) withDefaults() Config {
@@ -169,17 +174,34 @@ func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 		BatchSize: 5000, BatchBytes: 16 << 20, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll,
 	}
 	defer w.Close()
+	if cfg.Resume {
+		last, err := lastEventTime(ctx, cfg.Brokers[0], cfg.Topic)
+		if err != nil {
+			return s.stats, fmt.Errorf("simulate: resume: %w", err)
+		}
+		if !last.IsZero() {
+			cfg.Start = last.Truncate(time.Minute).Add(time.Minute)
+			cfg.History = 0
+			s.log.Info("simulated timeline resumed after the topic's newest record", "event_time", cfg.Start.Format(time.RFC3339))
+		}
+	}
 	if cfg.GroundTruth != "" {
-		f, err := os.Create(cfg.GroundTruth)
+		flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+		if cfg.Resume && cfg.History == 0 {
+			flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
+		}
+		f, err := os.OpenFile(cfg.GroundTruth, flags, 0o644)
 		if err != nil {
 			return s.stats, fmt.Errorf("simulate: ground truth: %w", err)
 		}
 		defer f.Close()
 		s.file, s.truth = f, csv.NewWriter(f)
-		if err := s.truth.Write([]string{"device_id", "profile", "scenario", "start", "end"}); err != nil {
-			return s.stats, err
+		if info, err := f.Stat(); err == nil && info.Size() == 0 {
+			if err := s.truth.Write([]string{"device_id", "profile", "scenario", "start", "end"}); err != nil {
+				return s.stats, err
+			}
+			s.truth.Flush()
 		}
-		s.truth.Flush()
 	}
 
 	liveStart := cfg.Start.Add(cfg.History)

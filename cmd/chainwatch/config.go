@@ -1,0 +1,433 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/chainwatch/chainwatch/pipeline"
+)
+
+// Config is chainwatch's one configuration file. Every key can be
+// overridden by an environment variable named CHAINWATCH_ followed by the
+// key's path in upper case with dots as underscores, e.g. kafka.brokers →
+// CHAINWATCH_KAFKA_BROKERS (lists are comma-separated). Zero values mean
+// the documented defaults, which `chainwatch config print` shows.
+type Config struct {
+	// DataDir holds all local state: the embedded broker's log, the
+	// embedded ledger, model artifacts and the simulator's ground truth.
+	DataDir  string `yaml:"data_dir"`
+	LogLevel string `yaml:"log_level"` // debug, info, warn, error
+
+	Kafka     KafkaConfig             `yaml:"kafka"`
+	Topics    pipeline.Topics         `yaml:"topics"`
+	Window    pipeline.WindowConfig   `yaml:"window"`
+	Detector  pipeline.DetectorConfig `yaml:"detector"`
+	Anchor    AnchorConfig            `yaml:"anchor"`
+	Ledger    LedgerConfig            `yaml:"ledger"`
+	HTTP      HTTPConfig              `yaml:"http"`
+	Simulator SimulatorConfig         `yaml:"simulator"`
+	Profiling ProfilingConfig         `yaml:"profiling"`
+}
+
+// KafkaConfig selects the cluster.
+type KafkaConfig struct {
+	// Brokers of a real cluster. Empty starts the embedded broker.
+	Brokers []string `yaml:"brokers"`
+	// EmbeddedListen is the embedded broker's address. Default 127.0.0.1:9092.
+	EmbeddedListen string `yaml:"embedded_listen"`
+	// Partitions and Replication apply to topics chainwatch creates.
+	// Defaults 4 and 1.
+	Partitions  int `yaml:"partitions"`
+	Replication int `yaml:"replication"`
+	// GroupID of the detection stage. Default chainwatch-detect.
+	GroupID string `yaml:"group_id"`
+	// AnchorGroupID of the anchoring stage. Default chainwatch-anchor.
+	AnchorGroupID string `yaml:"anchor_group_id"`
+}
+
+// AnchorConfig sets how batches are cut for anchoring.
+type AnchorConfig struct {
+	BatchRecords int           `yaml:"batch_records"` // default 5000
+	BatchAge     time.Duration `yaml:"batch_age"`     // default 2s
+}
+
+// LedgerConfig selects the ledger backend.
+type LedgerConfig struct {
+	// Backend is "embedded" (default) or "fabric".
+	Backend string `yaml:"backend"`
+}
+
+// HTTPConfig is the operations endpoint: /metrics, /healthz, /readyz.
+type HTTPConfig struct {
+	// Listen is host:port. Default 127.0.0.1:9477; empty string after
+	// defaults never happens, use "off" to disable.
+	Listen string `yaml:"listen"`
+}
+
+// SimulatorConfig configures the fleet `chainwatch run` simulates on the
+// embedded default, and the defaults of `chainwatch simulate`.
+type SimulatorConfig struct {
+	// Enabled runs the fleet inside `chainwatch run`. Default: on when the
+	// broker is embedded, off against a real cluster.
+	Enabled *bool  `yaml:"enabled"`
+	Devices int    `yaml:"devices"` // default 48
+	Seed    uint64 `yaml:"seed"`
+	// Speed is simulated seconds per wall second. Default 60.
+	Speed float64 `yaml:"speed"`
+	// History is the attack-free event time produced at start. Default 25h.
+	History          time.Duration `yaml:"history"`
+	FirstAttackAfter time.Duration `yaml:"first_attack_after"` // default 5m
+	AttackEvery      time.Duration `yaml:"attack_every"`       // default 20m
+	// GroundTruth CSV path. Default <data_dir>/ground-truth.csv.
+	GroundTruth string `yaml:"ground_truth"`
+}
+
+// ProfilingConfig enables continuous profiling with pyroscope-go.
+type ProfilingConfig struct {
+	// PyroscopeServer is the server address; empty disables profiling.
+	PyroscopeServer string `yaml:"pyroscope_server"`
+	// Application name reported to Pyroscope. Default chainwatch.
+	Application string `yaml:"application"`
+}
+
+// withDefaults fills every zero value with its documented default.
+func (c Config) withDefaults() Config {
+	if c.DataDir == "" {
+		c.DataDir = "./chainwatch-data"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.Kafka.EmbeddedListen == "" {
+		c.Kafka.EmbeddedListen = "127.0.0.1:9092"
+	}
+	if c.Kafka.Partitions == 0 {
+		c.Kafka.Partitions = 4
+	}
+	if c.Kafka.Replication == 0 {
+		c.Kafka.Replication = 1
+	}
+	if c.Kafka.GroupID == "" {
+		c.Kafka.GroupID = "chainwatch-detect"
+	}
+	if c.Kafka.AnchorGroupID == "" {
+		c.Kafka.AnchorGroupID = "chainwatch-anchor"
+	}
+	c.Topics = c.Topics.WithDefaults()
+	c.Window = c.Window.WithDefaults()
+	c.Detector = c.Detector.WithDefaults()
+	if c.Anchor.BatchRecords == 0 {
+		c.Anchor.BatchRecords = 5000
+	}
+	if c.Anchor.BatchAge == 0 {
+		c.Anchor.BatchAge = 2 * time.Second
+	}
+	if c.Ledger.Backend == "" {
+		c.Ledger.Backend = "embedded"
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:9477"
+	}
+	if c.Simulator.Enabled == nil {
+		on := len(c.Kafka.Brokers) == 0
+		c.Simulator.Enabled = &on
+	}
+	if c.Simulator.Devices == 0 {
+		c.Simulator.Devices = 48
+	}
+	if c.Simulator.Speed == 0 {
+		c.Simulator.Speed = 60
+	}
+	if c.Simulator.History == 0 {
+		c.Simulator.History = 25 * time.Hour
+	}
+	if c.Simulator.FirstAttackAfter == 0 {
+		c.Simulator.FirstAttackAfter = 5 * time.Minute
+	}
+	if c.Simulator.AttackEvery == 0 {
+		c.Simulator.AttackEvery = 20 * time.Minute
+	}
+	if c.Simulator.GroundTruth == "" {
+		c.Simulator.GroundTruth = filepath.Join(c.DataDir, "ground-truth.csv")
+	}
+	if c.Profiling.Application == "" {
+		c.Profiling.Application = "chainwatch"
+	}
+	return c
+}
+
+// Validate reports the first bad key, by its path in the file.
+func (c Config) Validate() error {
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level: must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	for i, b := range c.Kafka.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			return fmt.Errorf("kafka.brokers[%d]: %q is not host:port", i, b)
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.Kafka.EmbeddedListen); err != nil {
+		return fmt.Errorf("kafka.embedded_listen: %q is not host:port", c.Kafka.EmbeddedListen)
+	}
+	switch {
+	case c.Kafka.Partitions < 1:
+		return fmt.Errorf("kafka.partitions: must be at least 1, got %d", c.Kafka.Partitions)
+	case c.Kafka.Replication < 1:
+		return fmt.Errorf("kafka.replication: must be at least 1, got %d", c.Kafka.Replication)
+	case c.Window.Size <= 0:
+		return fmt.Errorf("window.size: must be positive, got %s", c.Window.Size)
+	case c.Window.AllowedLateness < 0:
+		return fmt.Errorf("window.allowed_lateness: must not be negative, got %s", c.Window.AllowedLateness)
+	case c.Anchor.BatchRecords < 1:
+		return fmt.Errorf("anchor.batch_records: must be at least 1, got %d", c.Anchor.BatchRecords)
+	case c.Anchor.BatchAge <= 0:
+		return fmt.Errorf("anchor.batch_age: must be positive, got %s", c.Anchor.BatchAge)
+	case c.Simulator.Devices < 1:
+		return fmt.Errorf("simulator.devices: must be at least 1, got %d", c.Simulator.Devices)
+	case c.Simulator.History < 0:
+		return fmt.Errorf("simulator.history: must not be negative, got %s", c.Simulator.History)
+	}
+	for key, topic := range map[string]string{"topics.flows": c.Topics.Flows, "topics.telemetry": c.Topics.Telemetry, "topics.alerts": c.Topics.Alerts, "topics.dead_letter": c.Topics.DeadLetter} {
+		if err := validTopic(topic); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+	}
+	if err := c.Detector.Validate(); err != nil {
+		return fmt.Errorf("detector.%w", err)
+	}
+	switch c.Ledger.Backend {
+	case "embedded":
+	case "fabric":
+		return errors.New("ledger.backend: fabric is not available in this build yet (see deploy/fabric/README.md); use embedded")
+	default:
+		return fmt.Errorf("ledger.backend: must be embedded or fabric, got %q", c.Ledger.Backend)
+	}
+	if c.HTTP.Listen != "off" {
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			return fmt.Errorf("http.listen: %q is not host:port (or off)", c.HTTP.Listen)
+		}
+	}
+	return nil
+}
+
+func validTopic(t string) error {
+	if t == "" || len(t) > 249 {
+		return fmt.Errorf("topic name must be 1–249 characters, got %q", t)
+	}
+	for _, r := range t {
+		if !(r == '.' || r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return fmt.Errorf("topic %q: only letters, digits, '.', '_' and '-' are allowed", t)
+		}
+	}
+	return nil
+}
+
+// LoadConfig reads the YAML file at path (none when empty), applies the
+// environment overrides, fills defaults and validates.
+func LoadConfig(path string, environ []string) (Config, error) {
+	var c Config
+	if path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+			return Config{}, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(&c, environ); err != nil {
+		return Config{}, err
+	}
+	c = c.withDefaults()
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+const envPrefix = "CHAINWATCH_"
+
+// applyEnv sets every key whose environment variable is present.
+func applyEnv(c *Config, environ []string) error {
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, envPrefix) {
+			env[k] = v
+		}
+	}
+	known := map[string]bool{}
+	err := walkKeys(reflect.ValueOf(c).Elem(), "", func(key string, v reflect.Value) error {
+		name := envName(key)
+		known[name] = true
+		raw, ok := env[name]
+		if !ok {
+			return nil
+		}
+		if err := setFromString(v, raw); err != nil {
+			return fmt.Errorf("config: %s (%s): %w", name, key, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for name := range env {
+		if !known[name] && !ignoredEnv[name] {
+			return fmt.Errorf("config: environment variable %s names no configuration key", name)
+		}
+	}
+	return nil
+}
+
+// ignoredEnv are CHAINWATCH_ variables that are not configuration keys.
+var ignoredEnv = map[string]bool{"CHAINWATCH_LEDGER_CHILD": true, "CHAINWATCH_CRASH_CHILD": true}
+
+func envName(key string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// walkKeys calls fn for every leaf field of v with its dotted YAML key.
+func walkKeys(v reflect.Value, prefix string, fn func(key string, v reflect.Value) error) error {
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		key := tag
+		if prefix != "" {
+			key = prefix + "." + tag
+		}
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeOf(time.Time{}) {
+			if err := walkKeys(fv, key, fn); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := fn(key, fv); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func setFromString(v reflect.Value, raw string) error {
+	if v.Kind() == reflect.Pointer {
+		p := reflect.New(v.Type().Elem())
+		if err := setFromString(p.Elem(), raw); err != nil {
+			return err
+		}
+		v.Set(p)
+		return nil
+	}
+	if v.Type() == reflect.TypeOf(time.Duration(0)) {
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration like 90s or 24h", raw)
+		}
+		v.SetInt(int64(d))
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(raw)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", raw)
+		}
+		v.SetBool(b)
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", raw)
+		}
+		v.SetInt(n)
+	case reflect.Uint64, reflect.Uint, reflect.Uint32:
+		n, err := strconv.ParseUint(raw, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a non-negative integer", raw)
+		}
+		v.SetUint(n)
+	case reflect.Float64:
+		f, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", raw)
+		}
+		v.SetFloat(f)
+	case reflect.Slice:
+		var items []string
+		for _, s := range strings.Split(raw, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				items = append(items, s)
+			}
+		}
+		v.Set(reflect.ValueOf(items))
+	default:
+		return fmt.Errorf("unsupported type %s", v.Type())
+	}
+	return nil
+}
+
+// printable renders the configuration as YAML with durations as text and
+// each key's environment variable as a comment.
+func (c Config) printable() ([]byte, error) {
+	root := &yaml.Node{Kind: yaml.MappingNode}
+	sections := map[string]*yaml.Node{}
+	err := walkKeys(reflect.ValueOf(&c).Elem(), "", func(key string, v reflect.Value) error {
+		parent := root
+		name := key
+		if section, leaf, ok := strings.Cut(key, "."); ok {
+			if sections[section] == nil {
+				sections[section] = &yaml.Node{Kind: yaml.MappingNode}
+				root.Content = append(root.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: section}, sections[section])
+			}
+			parent, name = sections[section], leaf
+		}
+		val := &yaml.Node{}
+		x := v.Interface()
+		if d, ok := x.(time.Duration); ok {
+			x = d.String()
+		}
+		if p, ok := x.(*bool); ok && p != nil {
+			x = *p
+		}
+		if err := val.Encode(x); err != nil {
+			return err
+		}
+		k := &yaml.Node{Kind: yaml.ScalarNode, Value: name, LineComment: envName(key)}
+		if val.Kind == yaml.SequenceNode {
+			val.Style = yaml.FlowStyle
+			val.LineComment = envName(key)
+		}
+		parent.Content = append(parent.Content, k, val)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(root); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/chainwatch/chainwatch/ledgerclient"
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
+)
+
+func newLedgerCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "ledger", Short: "Work with the ledger itself"}
+	var pubKey string
+	verify := &cobra.Command{
+		Use:   "verify",
+		Short: "Re-check the embedded ledger offline: block hashes, signatures, chain links and world state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			rep, err := embedded.Verify(filepath.Join(cfg.DataDir, "ledger"), pubKey)
+			if err != nil {
+				return err
+			}
+			if err := writeJSON(cmd.OutOrStdout(), rep); err != nil {
+				return err
+			}
+			if !rep.OK {
+				return fmt.Errorf("ledger verification failed: %s", rep.Problem)
+			}
+			return nil
+		},
+	}
+	verify.Flags().StringVar(&pubKey, "public-key", "", "PEM public key to verify signatures with (default: the ledger's signer.pub.pem)")
+	cmd.AddCommand(verify)
+	return cmd
+}
+
+// withLedger runs fn with a client of the given role and closes it after.
+func withLedger(g *globals, role contract.Role, fn func(*ledgerclient.Client) error) error {
+	cfg, err := g.load()
+	if err != nil {
+		return err
+	}
+	c, closeFn, err := ledgerAs(cfg, role)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	return fn(c)
+}
+
+func newDevicesCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "devices", Short: "Device birth certificates on the ledger"}
+	var d contract.Device
+	var pub string
+	register := &cobra.Command{
+		Use:   "register --id ID --profile P --owner O",
+		Short: "Register a device's birth certificate (as manufacturer)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if pub != "" {
+				key, err := decodeKey(pub)
+				if err != nil {
+					return fmt.Errorf("--public-key: %w", err)
+				}
+				d.PublicKey = key
+			}
+			return withLedger(g, contract.RoleManufacturer, func(c *ledgerclient.Client) error {
+				got, err := c.RegisterDevice(cmd.Context(), d)
+				if err != nil {
+					return err
+				}
+				return writeJSON(cmd.OutOrStdout(), got)
+			})
+		},
+	}
+	f := register.Flags()
+	f.StringVar(&d.ID, "id", "", "device id")
+	f.StringVar(&d.Profile, "profile", "", "device profile (meter, camera, plc, gateway, …)")
+	f.StringVar(&d.Owner, "owner", "", "owning organisation")
+	f.StringSliceVar(&d.MACs, "mac", nil, "hardware address (repeatable)")
+	f.StringSliceVar(&d.IPs, "ip", nil, "IP address (repeatable)")
+	f.StringVar(&d.Firmware, "firmware", "", "hex SHA-256 of the installed firmware")
+	f.StringVar(&pub, "public-key", "", "Ed25519 public key, hex or base64")
+
+	var reason string
+	revoke := &cobra.Command{
+		Use:   "revoke ID --reason R",
+		Short: "Revoke a device (as operator)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withLedger(g, contract.RoleOperator, func(c *ledgerclient.Client) error {
+				got, err := c.RevokeDevice(cmd.Context(), args[0], reason)
+				if err != nil {
+					return err
+				}
+				return writeJSON(cmd.OutOrStdout(), got)
+			})
+		},
+	}
+	revoke.Flags().StringVar(&reason, "reason", "", "why the device is revoked")
+	list := &cobra.Command{
+		Use: "list", Short: "List registered devices", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
+				got, err := c.ListDevices(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return writeJSON(cmd.OutOrStdout(), got)
+			})
+		},
+	}
+	cmd.AddCommand(register, revoke, list)
+	return cmd
+}
+
+func decodeKey(s string) ([]byte, error) {
+	for _, dec := range []func(string) ([]byte, error){hex.DecodeString, base64.StdEncoding.DecodeString} {
+		if b, err := dec(strings.TrimSpace(s)); err == nil && len(b) == ed25519.PublicKeySize {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("not a %d-byte Ed25519 key in hex or base64", ed25519.PublicKeySize)
+}
+
+func newFirmwareCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "firmware", Short: "Approved firmware on the ledger"}
+	var fw contract.Firmware
+	approve := &cobra.Command{
+		Use:   "approve --profile P --hash H",
+		Short: "Approve a firmware hash for a profile (as operator)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withLedger(g, contract.RoleOperator, func(c *ledgerclient.Client) error {
+				got, err := c.ApproveFirmware(cmd.Context(), fw)
+				if err != nil {
+					return err
+				}
+				return writeJSON(cmd.OutOrStdout(), got)
+			})
+		},
+	}
+	approve.Flags().StringVar(&fw.Profile, "profile", "", "device profile")
+	approve.Flags().StringVar(&fw.Hash, "hash", "", "hex SHA-256 of the firmware image")
+	approve.Flags().StringVar(&fw.Version, "version", "", "firmware version label")
+	var profile string
+	list := &cobra.Command{
+		Use: "list", Short: "List approved firmware", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
+				got, err := c.ListFirmware(cmd.Context(), profile)
+				if err != nil {
+					return err
+				}
+				return writeJSON(cmd.OutOrStdout(), got)
+			})
+		},
+	}
+	list.Flags().StringVar(&profile, "profile", "", "only this profile")
+	cmd.AddCommand(approve, list)
+	return cmd
+}
+
+func newAlertsCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "alerts", Short: "Alerts recorded on the ledger"}
+	var filter contract.ListAlertsArgs
+	list := &cobra.Command{
+		Use: "list", Short: "List alerts", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
+				got, err := c.ListAlerts(cmd.Context(), filter)
+				if err != nil {
+					return err
+				}
+				return writeJSON(cmd.OutOrStdout(), got)
+			})
+		},
+	}
+	list.Flags().StringVar(&filter.DeviceID, "device", "", "only this device")
+	list.Flags().StringVar(&filter.Kind, "kind", "", "only this kind (behaviour, rogue-device, …)")
+	list.Flags().IntVar(&filter.Limit, "limit", 0, "at most this many")
+	var note string
+	verdict := &cobra.Command{
+		Use:   "verdict ID true-positive|false-positive|benign",
+		Short: "Record an analyst's verdict on an alert (as analyst)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
+				got, err := c.SetVerdict(cmd.Context(), args[0], args[1], note)
+				if err != nil {
+					return err
+				}
+				return writeJSON(cmd.OutOrStdout(), got)
+			})
+		},
+	}
+	verdict.Flags().StringVar(&note, "note", "", "free-text note")
+	cmd.AddCommand(list, verdict)
+	return cmd
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+
+	"github.com/spf13/cobra"
+
+	"github.com/chainwatch/chainwatch/models"
+	"github.com/chainwatch/chainwatch/models/eval"
+	"github.com/chainwatch/chainwatch/models/iforest"
+)
+
+func newModelsCommand(*globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "models", Short: "Inspect model artifacts"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "show FILE",
+		Short: "Print an artifact's metadata and hash as JSON (the hash equals sha256sum FILE)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := models.Load(args[0])
+			if err != nil {
+				return err
+			}
+			return writeJSON(cmd.OutOrStdout(), struct {
+				Hash  string `json:"hash"`
+				Trees int    `json:"trees"`
+				Nodes int    `json:"nodes"`
+				models.Metadata
+			}{m.Hash(), m.Forest().Trees(), m.Forest().Nodes(), m.Metadata})
+		},
+	})
+	return cmd
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func readDataset(path, labelColumn, positive string) (*models.Dataset, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	ds, err := models.ReadCSV(io.TeeReader(f, h), labelColumn, positive)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", path, err)
+	}
+	_, _ = io.Copy(h, f) // hash any tail the CSV reader left unread
+	return ds, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func newTrainCommand(*globals) *cobra.Command {
+	var (
+		csvPath, labelColumn, out, profile string
+		cfg                                iforest.Config
+		contamination                      float64
+	)
+	cmd := &cobra.Command{
+		Use:   "train --csv data.csv --out model.cwm",
+		Short: "Train an isolation forest on a CSV and write a model artifact",
+		Long: `Train an isolation forest (extended when --extension > 0) on the numeric columns of a
+CSV whose header names the features. A label column, if named, is left out of the
+features. The artifact records the CSV's SHA-256 as its training data.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if csvPath == "" || out == "" {
+				return fmt.Errorf("--csv and --out are required")
+			}
+			ds, digest, err := readDataset(csvPath, labelColumn, "")
+			if err != nil {
+				return err
+			}
+			m, err := models.Train(ds.X, ds.Names, models.TrainOptions{
+				Forest: cfg, Contamination: contamination, Profile: profile,
+				TrainingData: []string{"sha256:" + digest},
+			})
+			if err != nil {
+				return err
+			}
+			if err := m.Save(out); err != nil {
+				return err
+			}
+			return writeJSON(cmd.OutOrStdout(), map[string]any{
+				"model": out, "hash": m.Hash(), "rows": ds.Rows(), "features": len(ds.Names),
+				"algorithm": m.Algorithm, "threshold": m.Calibration.Threshold,
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&csvPath, "csv", "", "training CSV (header row names the features)")
+	f.StringVar(&labelColumn, "label-column", "", "column to leave out of the features (labels)")
+	f.StringVar(&out, "out", "", "artifact path to write")
+	f.StringVar(&profile, "profile", "", "device profile the model is for")
+	f.IntVar(&cfg.Trees, "trees", 100, "number of trees")
+	f.IntVar(&cfg.Subsample, "subsample", 256, "rows per tree (ψ)")
+	f.IntVar(&cfg.Extension, "extension", 0, "extension level (0 = classic isolation forest)")
+	f.Uint64Var(&cfg.Seed, "seed", 0, "random seed")
+	f.IntVar(&cfg.Workers, "workers", runtime.GOMAXPROCS(0), "goroutines building trees")
+	f.Float64Var(&contamination, "contamination", 0.01, "share of training rows assumed anomalous (sets the threshold)")
+	return cmd
+}
+
+func newEvaluateCommand(*globals) *cobra.Command {
+	var modelPath, csvPath, labelColumn, positive, plotPath string
+	var k int
+	cmd := &cobra.Command{
+		Use:   "evaluate --model model.cwm --csv test.csv --label-column c",
+		Short: "Score a labelled CSV with a model and print ROC AUC, average precision and precision at k as JSON",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if modelPath == "" || csvPath == "" || labelColumn == "" {
+				return fmt.Errorf("--model, --csv and --label-column are required")
+			}
+			m, err := models.Load(modelPath)
+			if err != nil {
+				return err
+			}
+			ds, _, err := readDataset(csvPath, labelColumn, positive)
+			if err != nil {
+				return err
+			}
+			if len(ds.Names) != len(m.Features) {
+				return fmt.Errorf("%s has %d feature columns %v, the model expects %d %v", csvPath, len(ds.Names), ds.Names, len(m.Features), m.Features)
+			}
+			for i := range ds.Names {
+				if ds.Names[i] != m.Features[i] {
+					return fmt.Errorf("%s column %d is %q, the model expects %q there", csvPath, i+1, ds.Names[i], m.Features[i])
+				}
+			}
+			scores := make([]float64, ds.Rows())
+			if err := m.Forest().ScoreBatchParallel(scores, ds.X, runtime.GOMAXPROCS(0)); err != nil {
+				return err
+			}
+			res, err := eval.Evaluate(scores, ds.Labels, k)
+			if err != nil {
+				return err
+			}
+			flagged := 0
+			for _, s := range scores {
+				if m.Calibration.Anomalous(s) {
+					flagged++
+				}
+			}
+			if plotPath != "" {
+				fpr, tpr := eval.ROC(scores, ds.Labels)
+				if err := eval.PlotROC(plotPath, csvPath, fpr, tpr, res.AUC); err != nil {
+					return err
+				}
+			}
+			return writeJSON(cmd.OutOrStdout(), struct {
+				eval.Result
+				Model   string `json:"model"`
+				Flagged int    `json:"flagged_at_threshold"`
+				Plot    string `json:"plot,omitempty"`
+			}{res, m.Hash(), flagged, plotPath})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&modelPath, "model", "", "model artifact")
+	f.StringVar(&csvPath, "csv", "", "labelled CSV with the model's feature columns")
+	f.StringVar(&labelColumn, "label-column", "", "column holding the labels")
+	f.StringVar(&positive, "positive", "", `label value of an anomaly (default: 1, true, yes, anomaly or anomalous)`)
+	f.IntVar(&k, "k", 0, "k for precision at k (default: the number of anomalies)")
+	f.StringVar(&plotPath, "plot", "", "write the ROC curve to this PNG")
+	return cmd
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+)
+
+// runCLI runs the chainwatch command line in-process.
+func runCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRootCommand()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+// TestRunWithDurationPrintsSummaryAndRestartsFromItsDataDir runs `chainwatch
+// run --duration` twice on one data directory, with a compressed simulated
+// day: the first run warms up, trains and alerts; the second finds the
+// broker log, the ledger and the active models where the first left them.
+func TestRunWithDurationPrintsSummaryAndRestartsFromItsDataDir(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the service")
+	}
+	dataDir := t.TempDir()
+	for k, v := range map[string]string{
+		"CHAINWATCH_KAFKA_EMBEDDED_LISTEN":        "127.0.0.1:0",
+		"CHAINWATCH_HTTP_LISTEN":                  "127.0.0.1:0",
+		"CHAINWATCH_LOG_LEVEL":                    "warn",
+		"CHAINWATCH_DETECTOR_WARMUP":              "2h",
+		"CHAINWATCH_SIMULATOR_HISTORY":            "3h",
+		"CHAINWATCH_SIMULATOR_SPEED":              "1200",
+		"CHAINWATCH_SIMULATOR_FIRST_ATTACK_AFTER": "2m",
+		"CHAINWATCH_SIMULATOR_ATTACK_EVERY":       "10m",
+		"CHAINWATCH_SIMULATOR_DEVICES":            "24",
+	} {
+		t.Setenv(k, v)
+	}
+	var summaries []RunSummary
+	for run := 1; run <= 2; run++ {
+		out, err := runCLI(t, "run", "--duration", "12s", "--data-dir", dataDir)
+		if err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		var s RunSummary
+		if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &s); err != nil {
+			t.Fatalf("run %d printed %q, not one JSON summary: %v", run, out, err)
+		}
+		t.Logf("run %d summary: %s", run, strings.TrimSpace(out))
+		if s.RecordsConsumed == 0 || s.WindowsScored == 0 || s.AnchorsWritten == 0 {
+			t.Errorf("run %d: nothing consumed, scored or anchored: %+v", run, s)
+		}
+		if s.AlertsByKind["behaviour"] == 0 {
+			t.Errorf("run %d: no behaviour alert for the injected attacks: %+v", run, s)
+		}
+		summaries = append(summaries, s)
+	}
+	// The second run scores from its first window: the models came from the
+	// ledger and the data directory, not from a new warm-up.
+	if _, err := os.Stat(dataDir + "/broker"); err != nil {
+		t.Errorf("broker log not persisted: %v", err)
+	}
+	out, err := runCLI(t, "ledger", "verify", "--data-dir", dataDir)
+	if err != nil {
+		t.Fatalf("ledger verify after two runs: %v\n%s", err, out)
+	}
+}
