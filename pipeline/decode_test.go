@@ -1,0 +1,70 @@
+package pipeline
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecodeNativeFlow(t *testing.T) {
+	var r FlowRecord
+	err := DecodeNativeFlow([]byte(`{"device_id":"m-1","time":"2026-11-24T10:00:00.5Z","src_mac":"AA:BB:CC:DD:EE:FF","dst_ip":"10.0.0.1","dst_port":443,"proto":6,"bytes_out":10,"packets_out":1}`), &r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.DeviceID != "m-1" || r.Proto != "tcp" || r.SrcMAC != "aa:bb:cc:dd:ee:ff" || !r.Time.Equal(time.Date(2026, 11, 24, 10, 0, 0, 5e8, time.UTC)) {
+		t.Fatalf("decoded %+v", r)
+	}
+	if f := r.Feature(); !f.Failed {
+		t.Error("TCP flow with no packet back should count as failed")
+	}
+	if err := DecodeNativeFlow([]byte(`{"src_ip":"10.1.1.1","time_ms":1764000000000,"dst_ip":"::1","proto":"UDP","failed":false}`), &r); err != nil || r.Proto != "udp" || r.Feature().Failed {
+		t.Fatalf("udp record: %+v, %v", r, err)
+	}
+}
+
+func TestDecodeRejectsWithReasons(t *testing.T) {
+	cases := map[string]string{
+		`not json`: "not JSON",
+		`{"device_id":"d","time_ms":1,"proto":"tcp"}`:                                                  "missing dst_ip",
+		`{"device_id":"d","dst_ip":"1.2.3.4","proto":"tcp"}`:                                           "missing time",
+		`{"device_id":"d","time":"yesterday","dst_ip":"1.2.3.4","proto":"tcp"}`:                        "not RFC 3339",
+		`{"device_id":"d","time_ms":1,"dst_ip":"1.2.3.999","proto":"tcp"}`:                             "dst_ip",
+		`{"time_ms":1,"dst_ip":"1.2.3.4","proto":"tcp"}`:                                               "no device_id, src_mac or src_ip",
+		`{"device_id":"d","time_ms":1,"dst_ip":"1.2.3.4"}`:                                             "missing proto",
+		`{"device_id":"d","time_ms":1,"dst_ip":"1.2.3.4","proto":"tcp","bytes_out":-3}`:                "bytes_out",
+		`{"device_id":"d","time_ms":1,"time":"2026-01-01T00:00:00Z","dst_ip":"1.2.3.4","proto":"tcp"}`: "both time and time_ms",
+	}
+	for in, want := range cases {
+		var r FlowRecord
+		err := DecodeNativeFlow([]byte(in), &r)
+		var de *DecodeError
+		if !errors.As(err, &de) || !strings.Contains(de.Reason, want) {
+			t.Errorf("%s: err = %v, want a DecodeError mentioning %q", in, err, want)
+		}
+	}
+}
+
+// FuzzDecodeNativeFlow checks that no input panics and that every failure is
+// a DecodeError with a reason, which the dead-letter header needs.
+func FuzzDecodeNativeFlow(f *testing.F) {
+	f.Add([]byte(`{"device_id":"meter-0001","time_ms":1764000000000,"src_ip":"10.20.0.1","dst_ip":"52.16.0.1","dst_port":443,"proto":"tcp","bytes_out":900,"bytes_in":400,"packets_out":1,"packets_in":1,"tcp_flags":27}`))
+	f.Add([]byte(`{"src_mac":"02:00:0a:14:00:01","time":"2026-11-24T00:00:00Z","dst_ip":"::1","proto":17}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`[1,2]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r FlowRecord
+		err := DecodeNativeFlow(b, &r)
+		if err == nil {
+			if !r.DstIP.IsValid() || r.Time.IsZero() || r.Proto == "" {
+				t.Fatalf("accepted an incomplete record: %+v", r)
+			}
+			return
+		}
+		var de *DecodeError
+		if !errors.As(err, &de) || de.Reason == "" {
+			t.Fatalf("failure without a reason: %v", err)
+		}
+	})
+}

@@ -1,0 +1,70 @@
+package pipeline
+
+import (
+	"testing"
+	"time"
+
+	"github.com/chainwatch/chainwatch/models/features"
+)
+
+func TestWindowsCloseAtTheWatermarkAndTrackCommittableOffsets(t *testing.T) {
+	p := newPartitionWindows(WindowConfig{Size: time.Minute, AllowedLateness: 10 * time.Second}, 0)
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	flow := features.Flow{Dst: 1, DstPort: 443, BytesOut: 100, PacketsOut: 1}
+	var closed []ClosedWindow
+	add := func(dev string, at time.Duration, off int64) bool {
+		var ok bool
+		closed, ok = p.Add(dev, "meter", t0.Add(at), off, flow, closed[:0])
+		return ok
+	}
+	add("a", 5*time.Second, 0)
+	add("b", 20*time.Second, 1)
+	add("a", 50*time.Second, 2)
+	if len(closed) != 0 || p.committable() != -1 {
+		t.Fatalf("nothing should close or be committable yet (closed %d, committable %d)", len(closed), p.committable())
+	}
+	// b moves into the next window: its own window closes at once, a's
+	// stays open until the watermark passes 12:01:10.
+	add("b", 65*time.Second, 3)
+	if len(closed) != 1 || closed[0].DeviceID != "b" || closed[0].Vector[features.Flows] != 1 {
+		t.Fatalf("closed %+v, want b's first window", closed)
+	}
+	p.Release(&closed[0], true)
+	if p.committable() != -1 {
+		t.Fatalf("committable %d, want -1 while a's window (from offset 0) is open", p.committable())
+	}
+	// A record 5 s late for a's open window is still accepted.
+	if !add("a", 55*time.Second, 4) {
+		t.Fatal("record within a's open window refused")
+	}
+	add("c", 71*time.Second, 5) // watermark 12:01:01 → a's window [12:00, 12:01) closes
+	if len(closed) != 1 || closed[0].DeviceID != "a" || closed[0].Vector[features.Flows] != 3 || closed[0].FirstOffset != 0 || closed[0].LastOffset != 4 {
+		t.Fatalf("closed %+v, want a's window with 3 flows over offsets 0..4", closed)
+	}
+	p.Release(&closed[0], true)
+	if got := p.committable(); got != 2 {
+		t.Fatalf("committable %d, want 2 (b's open window starts at offset 3)", got)
+	}
+	// A record for a's closed window is too late.
+	if add("a", 30*time.Second, 6) {
+		t.Fatal("record for a closed window accepted")
+	}
+}
+
+func TestHistoryLearnsOnlyFromNormalWindows(t *testing.T) {
+	p := newPartitionWindows(WindowConfig{}, 0)
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	var closed []ClosedWindow
+	closed, _ = p.Add("a", "meter", t0, 0, features.Flow{Dst: 7}, closed)
+	closed, _ = p.Add("a", "meter", t0.Add(time.Minute), 1, features.Flow{Dst: 7}, closed[:0])
+	p.Release(&closed[0], false) // judged anomalous: destination 7 is not learned
+	closed, _ = p.Add("a", "meter", t0.Add(2*time.Minute), 2, features.Flow{Dst: 7}, closed[:0])
+	if closed[0].Vector[features.NewDstShare] != 1 {
+		t.Fatalf("new_dst_share %v, want 1: an anomalous window must not teach the history", closed[0].Vector[features.NewDstShare])
+	}
+	p.Release(&closed[0], true)
+	closed, _ = p.Add("a", "meter", t0.Add(3*time.Minute), 3, features.Flow{Dst: 8}, closed[:0])
+	if closed[0].Vector[features.NewDstShare] != 0 {
+		t.Fatalf("new_dst_share %v, want 0 after a normal window taught destination 7", closed[0].Vector[features.NewDstShare])
+	}
+}
