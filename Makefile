@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/chainwatch
 PKGS    := ./...
 
-.PHONY: all build run test test-short race bench bench-go vet fmt clean
+.PHONY: all build run test test-short race bench bench-go bench-models vet fmt clean
 
 all: build
 
@@ -37,8 +37,13 @@ vet:
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
+## bench-models: isolation forest vs go-iforest and scikit-learn (speed),
+## and accuracy on mlbench data sets; rewrites its section of docs/BENCHMARKS.md.
+bench-models:
+	models/benchmarks/run.sh
+
 ## bench: everything `docs/BENCHMARKS.md` reports.
-bench: bench-go
+bench: bench-go bench-models
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

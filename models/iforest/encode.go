@@ -118,6 +118,7 @@ func (f *Forest) UnmarshalBinary(b []byte) error {
 			b = b[8:]
 		}
 	}
+	g.prepare()
 	*f = g
 	return nil
 }

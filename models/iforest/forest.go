@@ -18,6 +18,11 @@ type Forest struct {
 	nodes   []node    // all trees, flattened
 	normals []float64 // hyperplane normals, dims each (extended forests only)
 	center  []float64 // per-feature training mean, the origin for hyperplane credit in Explain
+
+	// The scoring layout of axis-parallel forests (see prepare).
+	steps    []step
+	leafPath []float64
+	depth    int
 }
 
 // Features is the number of features the forest was trained on.
@@ -119,6 +124,7 @@ func Fit(data []float64, features int, cfg Config) (*Forest, error) {
 		}
 		f.normals = append(f.normals, t.normals...)
 	}
+	f.prepare()
 	return f, nil
 }
 

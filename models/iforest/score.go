@@ -107,10 +107,14 @@ func (f *Forest) scoreRange(dst, data []float64) {
 		hi := min(lo+scoreBlock, len(dst))
 		block := dst[lo:hi]
 		clear(block)
-		for _, root := range f.roots {
-			for k := range block {
-				r := lo + k
-				block[k] += f.nodes[f.leaf(root, data[r*d:r*d+d])].value
+		if f.steps != nil {
+			f.scoreAxisBlock(block, data[lo*d:hi*d])
+		} else {
+			for _, root := range f.roots {
+				for k := range block {
+					r := lo + k
+					block[k] += f.nodes[f.leaf(root, data[r*d:r*d+d])].value
+				}
 			}
 		}
 		for k, sum := range block {
