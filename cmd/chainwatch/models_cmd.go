@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 
 	"github.com/spf13/cobra"
@@ -153,7 +154,7 @@ func newEvaluateCommand(*globals) *cobra.Command {
 			}
 			if plotPath != "" {
 				fpr, tpr := eval.ROC(scores, ds.Labels)
-				if err := eval.PlotROC(plotPath, csvPath, fpr, tpr, res.AUC); err != nil {
+				if err := eval.PlotROC(plotPath, filepath.Base(csvPath), fpr, tpr, res.AUC); err != nil {
 					return err
 				}
 			}

@@ -34,6 +34,7 @@ func PlotROC(path, title string, fpr, tpr []float64, auc float64) error {
 	p.Legend.Add("model", curve)
 	p.Legend.Add("chance", chance)
 	p.Legend.Top, p.Legend.Left = false, false
+	p.Legend.XOffs, p.Legend.YOffs = -vg.Points(8), vg.Points(8)
 	if err := p.Save(5*vg.Inch, 5*vg.Inch, path); err != nil {
 		return fmt.Errorf("plot: save %s: %w", path, err)
 	}
