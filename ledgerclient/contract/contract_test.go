@@ -2,10 +2,10 @@ package contract
 
 import (
 	"crypto/sha256"
-	"fmt"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sort"
 	"testing"
 	"time"
@@ -16,7 +16,7 @@ import (
 type memState map[string][]byte
 
 func (m memState) Get(k string) ([]byte, error) { return m[k], nil }
-func (m memState) Put(k string, v []byte) error  { m[k] = append([]byte(nil), v...); return nil }
+func (m memState) Put(k string, v []byte) error { m[k] = append([]byte(nil), v...); return nil }
 func (m memState) Range(start, end string, fn func(string, []byte) bool) error {
 	var keys []string
 	for k := range m {
