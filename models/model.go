@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"gonum.org/v1/gonum/stat"
+
 	"github.com/chainwatch/chainwatch/models/iforest"
 )
 
@@ -82,6 +84,7 @@ func Train(data []float64, names []string, opts TrainOptions) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	metrics := trainingMetrics(scores, cal)
 	now := time.Now
 	if opts.Now != nil {
 		now = opts.Now
@@ -103,6 +106,7 @@ func Train(data []float64, names []string, opts TrainOptions) (*Model, error) {
 			Baselines:    baselines(data, d),
 			TrainingRows: n,
 			TrainingData: slices.Clone(opts.TrainingData),
+			Metrics:      metrics,
 			CreatedAt:    now().UTC().Truncate(time.Millisecond),
 		},
 		forest: forest,
@@ -111,6 +115,27 @@ func Train(data []float64, names []string, opts TrainOptions) (*Model, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// trainingMetrics summarises the training scores: where the bulk lies and
+// what share of the training rows the calibrated threshold flags.
+func trainingMetrics(scores []float64, cal Calibration) map[string]float64 {
+	sorted := slices.Clone(scores)
+	slices.Sort(sorted)
+	flagged := 0
+	sum := 0.0
+	for _, s := range scores {
+		sum += s
+		if cal.Anomalous(s) {
+			flagged++
+		}
+	}
+	return map[string]float64{
+		"train_score_mean":    sum / float64(len(scores)),
+		"train_score_p50":     stat.Quantile(0.5, stat.Empirical, sorted, nil),
+		"train_score_p99":     stat.Quantile(0.99, stat.Empirical, sorted, nil),
+		"train_flagged_share": float64(flagged) / float64(len(scores)),
+	}
 }
 
 // Forest is the underlying isolation forest.

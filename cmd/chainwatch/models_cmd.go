@@ -88,12 +88,24 @@ features. The artifact records the CSV's SHA-256 as its training data.`,
 			if err != nil {
 				return err
 			}
+			if ds.Labels != nil {
+				// Labels never train the forest; with them the artifact also
+				// records how well it ranks its own training rows.
+				scores := make([]float64, ds.Rows())
+				if err := m.Forest().ScoreBatchParallel(scores, ds.X, cfg.Workers); err != nil {
+					return err
+				}
+				if res, err := eval.Evaluate(scores, ds.Labels, 0); err == nil {
+					m.Metrics["train_auc"] = res.AUC
+					m.Metrics["train_average_precision"] = res.AP
+				}
+			}
 			if err := m.Save(out); err != nil {
 				return err
 			}
 			return writeJSON(cmd.OutOrStdout(), map[string]any{
 				"model": out, "hash": m.Hash(), "rows": ds.Rows(), "features": len(ds.Names),
-				"algorithm": m.Algorithm, "threshold": m.Calibration.Threshold,
+				"algorithm": m.Algorithm, "threshold": m.Calibration.Threshold, "metrics": m.Metrics,
 			})
 		},
 	}
