@@ -16,9 +16,12 @@ build:
 run: build
 	./$(BIN) run
 
-## test: every test, as CI runs it.
+## test: every test, as CI runs it (the chaincode and benchmark harness are
+## modules of their own, so they are vetted and tested separately).
 test: vet
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+	cd ledgerclient/fabric/chaincode && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd models/benchmarks && $(GO) vet ./...
 
 ## test-short: unit tests only, skipping end-to-end runs.
 test-short:

@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -146,21 +147,31 @@ func TestKillNineLosesNothingCommitted(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLedgerChild$")
 	cmd.Env = append(os.Environ(), "CHAINWATCH_LEDGER_CHILD="+dir)
-	var out bytes.Buffer
-	cmd.Stdout = &out
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for strings.Count(out.String(), "\n") < 30 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	// Read acknowledged anchor ids until 30 have committed, kill the child
+	// mid-stream, then drain what it printed before dying.
+	var lines []string
+	sc := bufio.NewScanner(stdout)
+	for len(lines) < 30 && sc.Scan() {
+		if id := strings.TrimSpace(sc.Text()); strings.HasPrefix(id, "iot.flows/") {
+			lines = append(lines, id)
+		}
 	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	for sc.Scan() {
+		if id := strings.TrimSpace(sc.Text()); strings.HasPrefix(id, "iot.flows/") {
+			lines = append(lines, id)
+		}
+	}
 	_ = cmd.Wait()
-
-	lines := strings.Fields(out.String())
 	if len(lines) < 30 {
 		t.Fatalf("child committed only %d anchors before the kill", len(lines))
 	}
