@@ -144,3 +144,10 @@ func (c *Client) GetActiveModel(ctx context.Context, profile string) (contract.M
 
 // Close closes the backend.
 func (c *Client) Close() error { return c.Backend.Close() }
+
+// Marshal encodes contract arguments the way Client does, for callers that
+// drive a Backend directly.
+func Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// Unmarshal decodes a contract result.
+func Unmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

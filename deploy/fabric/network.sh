@@ -30,7 +30,7 @@ ORDERER_ADMIN=127.0.0.1:7053
 PEER=127.0.0.1:7051
 
 log() { printf '%s fabric: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "$*"; exit 1; }
+die() { log "$*"; [ "${IN_UP:-}" = 1 ] && down >/dev/null 2>&1; exit 1; }
 
 check_prereqs() {
   for b in peer orderer configtxgen osnadmin cryptogen; do
@@ -70,9 +70,16 @@ start() { # name, command…
   echo "$!" >"$WORK/pids/$name"
 }
 
+port_free() { ! (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
+
 up() {
   check_prereqs
   [ -d "$WORK/pids" ] && [ -n "$(ls -A "$WORK/pids" 2>/dev/null)" ] && die "a network already runs from $WORK; run '$0 down' first"
+  for p in "$ORDERER" "$ORDERER_ADMIN" "$PEER" 127.0.0.1:7052 127.0.0.1:9443 127.0.0.1:9444 "$CC_ADDR"; do
+    port_free "$p" || die "$p is already in use (another Fabric network? stop it first)"
+  done
+  # Whatever fails from here on, leave no process behind.
+  trap 'log "up failed; stopping what was started"; down' ERR
   export PATH="$FABRIC_BIN:$PATH"
   rm -rf "$WORK"
   mkdir -p "$WORK"/{logs,pids,peercfg,ordcfg,data}
@@ -179,6 +186,7 @@ up() {
     || die "role assignment failed (see $WORK/logs/assignrole.log)"
 
   write_client_config
+  trap - ERR
   log "network up: channel $CHANNEL, chaincode $CC_NAME; client configuration in $WORK/client"
 }
 
@@ -225,7 +233,7 @@ status() {
 }
 
 case "${1:-}" in
-  up) up ;;
+  up) IN_UP=1 up ;;
   down) down ;;
   status) status ;;
   *) echo "usage: FABRIC_BIN=… $0 up|down|status" >&2; exit 2 ;;

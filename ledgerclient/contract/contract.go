@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Function names, as passed to Invoke and to the Fabric chaincode.
@@ -168,7 +169,7 @@ func putJSON(s State, key string, v any) error {
 func listJSON[T any](s State, prefix string, keep func(*T) bool) ([]T, error) {
 	var out []T
 	var decodeErr error
-	err := s.Range(prefix, prefix+"\xff", func(key string, raw []byte) bool {
+	err := s.Range(prefix, prefixEnd(prefix), func(key string, raw []byte) bool {
 		var v T
 		if decodeErr = json.Unmarshal(raw, &v); decodeErr != nil {
 			decodeErr = fmt.Errorf("decode %s: %w", key, decodeErr)
@@ -185,10 +186,15 @@ func listJSON[T any](s State, prefix string, keep func(*T) bool) ([]T, error) {
 	return out, err
 }
 
+// prefixEnd is the exclusive end of the key range under prefix. It must be
+// valid UTF-8: Fabric carries range keys in protobuf strings, which refuse
+// anything else, so the usual 0xff sentinel would crash the chaincode.
+func prefixEnd(prefix string) string { return prefix + string(utf8.MaxRune) }
+
 // validName accepts the identifiers used in keys: non-empty, no separators
 // or control characters, at most 128 bytes.
 func validName(what, s string) error {
-	if s == "" || len(s) > 128 || strings.ContainsAny(s, "/\x00\xff") || strings.TrimSpace(s) != s {
+	if s == "" || len(s) > 128 || strings.ContainsAny(s, "/\x00") || !utf8.ValidString(s) || strings.TrimSpace(s) != s {
 		return fmt.Errorf("%w: %s %q must be 1–128 characters without '/' or surrounding spaces", ErrInvalid, what, s)
 	}
 	return nil
