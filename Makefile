@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/chainwatch
 PKGS    := ./...
 
-.PHONY: all build run test test-short race bench bench-go bench-models vet fmt clean
+.PHONY: all build run test test-short race bench bench-go bench-models vet fmt clean fabric-up fabric-down test-fabric
 
 all: build
 
@@ -47,6 +47,21 @@ bench-models:
 
 ## bench: everything `docs/BENCHMARKS.md` reports.
 bench: bench-go bench-models
+
+## fabric-up / fabric-down: a real single-organisation Fabric v2.5 network on
+## loopback with the chainwatch chaincode as a service, from the release
+## binaries in FABRIC_BIN (deploy/fabric/README.md).
+fabric-up:
+	deploy/fabric/network.sh up
+
+fabric-down:
+	deploy/fabric/network.sh down
+
+## test-fabric: the Fabric backend's integration test; it stands up its own
+## network, so run it with no other network up. Needs FABRIC_BIN.
+test-fabric:
+	@test -n "$(FABRIC_BIN)" || { echo "set FABRIC_BIN to Fabric v2.5 release binaries (deploy/fabric/README.md)"; exit 1; }
+	$(GO) test -count=1 -v -run TestAgainstRealFabricNetwork ./ledgerclient/fabric/
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/chainwatch/chainwatch/ledgerclient/fabric"
 	"github.com/chainwatch/chainwatch/pipeline"
 )
 
@@ -66,6 +67,9 @@ type AnchorConfig struct {
 type LedgerConfig struct {
 	// Backend is "embedded" (default) or "fabric".
 	Backend string `yaml:"backend"`
+	// Fabric locates the network and this process's identity when Backend
+	// is fabric; `make fabric-up` writes a file with these keys.
+	Fabric fabric.Config `yaml:"fabric"`
 }
 
 // HTTPConfig is the operations endpoint: /metrics, /healthz, /readyz.
@@ -211,7 +215,9 @@ func (c Config) Validate() error {
 	switch c.Ledger.Backend {
 	case "embedded":
 	case "fabric":
-		return errors.New("ledger.backend: fabric is not available in this build yet (see deploy/fabric/README.md); use embedded")
+		if err := c.Ledger.Fabric.Validate(); err != nil {
+			return fmt.Errorf("ledger.fabric.%w", err)
+		}
 	default:
 		return fmt.Errorf("ledger.backend: must be embedded or fabric, got %q", c.Ledger.Backend)
 	}

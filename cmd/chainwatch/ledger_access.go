@@ -3,18 +3,60 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"time"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
+	"github.com/chainwatch/chainwatch/ledgerclient/fabric"
 )
 
-// ledgerAs opens the configured ledger as a local identity of the given
-// role. When a running `chainwatch run` holds the embedded ledger, it goes
-// through that process's loopback gateway instead.
+// ledgers are the clients `chainwatch run` uses, one per role it acts in.
+type ledgers struct {
+	service, manufacturer, operator *ledgerclient.Client
+	// gateway serves the embedded ledger to the other subcommands; nil on Fabric.
+	gateway http.Handler
+	close   func()
+}
+
+// openLedgers opens the configured backend for `chainwatch run`.
+func openLedgers(cfg Config) (*ledgers, error) {
+	switch cfg.Ledger.Backend {
+	case "fabric":
+		b, err := fabric.Dial(cfg.Ledger.Fabric)
+		if err != nil {
+			return nil, err
+		}
+		c := ledgerclient.New(b)
+		return &ledgers{service: c, manufacturer: c, operator: c, close: func() { b.Close() }}, nil
+	default:
+		l, err := embedded.Open(filepath.Join(cfg.DataDir, "ledger"), embedded.Options{})
+		if err != nil {
+			return nil, err
+		}
+		as := func(r contract.Role) *ledgerclient.Client { return ledgerclient.New(l.Client(embedded.LocalCaller(r))) }
+		return &ledgers{
+			service: as(contract.RoleService), manufacturer: as(contract.RoleManufacturer), operator: as(contract.RoleOperator),
+			gateway: l.Handler(), close: func() { l.Close() },
+		}, nil
+	}
+}
+
+// ledgerAs opens the configured ledger to act as the given role. On the
+// embedded ledger that is a local identity of the role, and while a running
+// `chainwatch run` holds the ledger, the call goes through that process's
+// loopback gateway. On Fabric the configured identity is used, and the
+// network decides what its role allows.
 func ledgerAs(cfg Config, role contract.Role) (*ledgerclient.Client, func(), error) {
+	if cfg.Ledger.Backend == "fabric" {
+		b, err := fabric.Dial(cfg.Ledger.Fabric)
+		if err != nil {
+			return nil, nil, err
+		}
+		return ledgerclient.New(b), func() { b.Close() }, nil
+	}
 	caller := embedded.LocalCaller(role)
 	l, err := embedded.Open(filepath.Join(cfg.DataDir, "ledger"), embedded.Options{LockTimeout: 200 * time.Millisecond})
 	switch {

@@ -27,6 +27,9 @@ func newLedgerCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cfg.Ledger.Backend != "embedded" {
+				return fmt.Errorf("ledger verify re-checks the embedded ledger's files; a Fabric ledger is validated by its peers (ledger.backend is %s)", cfg.Ledger.Backend)
+			}
 			rep, err := embedded.Verify(filepath.Join(cfg.DataDir, "ledger"), pubKey)
 			if err != nil {
 				return err

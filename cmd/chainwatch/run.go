@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
-	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
 	"github.com/chainwatch/chainwatch/pipeline"
@@ -107,12 +106,12 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 		brokers = []string{b.Addr()}
 	}
 
-	led, err := embedded.Open(filepath.Join(cfg.DataDir, "ledger"), embedded.Options{})
+	ledgers, err := openLedgers(cfg)
 	if err != nil {
 		return RunSummary{}, err
 	}
-	defer led.Close()
-	service := ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))
+	defer ledgers.close()
+	service := ledgers.service
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -124,7 +123,7 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 		ModelDir: filepath.Join(cfg.DataDir, "models"),
 	}, service, reg, log)
 
-	httpDone, err := serveOperations(cfg.HTTP.Listen, reg, svc, led, log)
+	httpDone, err := serveOperations(cfg.HTTP.Listen, reg, svc, ledgers.gateway, log)
 	if err != nil {
 		return RunSummary{}, err
 	}
@@ -140,9 +139,13 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 		if err != nil {
 			return RunSummary{}, fmt.Errorf("simulator.%w", err)
 		}
-		if err := sim.Register(ctx,
-			ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleManufacturer))),
-			ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleOperator)))); err != nil {
+		err := sim.Register(ctx, ledgers.manufacturer, ledgers.operator)
+		switch {
+		case errors.Is(err, contract.ErrForbidden):
+			// On Fabric the identity's role is the network's to give.
+			log.Warn("simulated fleet not registered: this ledger identity may not register devices or approve firmware; "+
+				"its devices will raise rogue-device alerts until a manufacturer registers them", "err", err)
+		case err != nil:
 			return RunSummary{}, err
 		}
 	}
@@ -202,9 +205,9 @@ func simulatorConfig(cfg Config, brokers []string) simulator.Config {
 }
 
 // serveOperations starts /metrics, /healthz and /readyz, and the embedded
-// ledger's gateway when listening on loopback only. It returns a function
-// that stops the server.
-func serveOperations(listen string, reg *prometheus.Registry, svc *pipeline.Service, led *embedded.Ledger, log *slog.Logger) (func(), error) {
+// ledger's gateway (when there is one) when listening on loopback only. It
+// returns a function that stops the server.
+func serveOperations(listen string, reg *prometheus.Registry, svc *pipeline.Service, ledgerGateway http.Handler, log *slog.Logger) (func(), error) {
 	if listen == "off" {
 		return func() {}, nil
 	}
@@ -219,8 +222,8 @@ func serveOperations(listen string, reg *prometheus.Registry, svc *pipeline.Serv
 		fmt.Fprintln(w, "ready")
 	})
 	host, _, _ := net.SplitHostPort(listen)
-	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
-		mux.Handle(embedded.GatewayPath, led.Handler())
+	if ip := net.ParseIP(host); ledgerGateway != nil && (host == "localhost" || ip != nil && ip.IsLoopback()) {
+		mux.Handle(embedded.GatewayPath, ledgerGateway)
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
