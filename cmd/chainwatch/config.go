@@ -140,6 +140,7 @@ func (c Config) withDefaults() Config {
 	if c.Ledger.Backend == "" {
 		c.Ledger.Backend = "embedded"
 	}
+	c.Ledger.Fabric = c.Ledger.Fabric.WithDefaults()
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9477"
 	}
@@ -396,17 +397,30 @@ func setFromString(v reflect.Value, raw string) error {
 // each key's environment variable as a comment.
 func (c Config) printable() ([]byte, error) {
 	root := &yaml.Node{Kind: yaml.MappingNode}
-	sections := map[string]*yaml.Node{}
-	err := walkKeys(reflect.ValueOf(&c).Elem(), "", func(key string, v reflect.Value) error {
-		parent := root
-		name := key
-		if section, leaf, ok := strings.Cut(key, "."); ok {
-			if sections[section] == nil {
-				sections[section] = &yaml.Node{Kind: yaml.MappingNode}
-				root.Content = append(root.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: section}, sections[section])
-			}
-			parent, name = sections[section], leaf
+	mappings := map[string]*yaml.Node{"": root}
+	// mapping returns the YAML mapping node of a dotted path, creating it
+	// (and its parents) in first-seen order.
+	var mapping func(path string) *yaml.Node
+	mapping = func(path string) *yaml.Node {
+		if m := mappings[path]; m != nil {
+			return m
 		}
+		parent, name := "", path
+		if i := strings.LastIndex(path, "."); i >= 0 {
+			parent, name = path[:i], path[i+1:]
+		}
+		m := &yaml.Node{Kind: yaml.MappingNode}
+		p := mapping(parent)
+		p.Content = append(p.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: name}, m)
+		mappings[path] = m
+		return m
+	}
+	err := walkKeys(reflect.ValueOf(&c).Elem(), "", func(key string, v reflect.Value) error {
+		parentPath, name := "", key
+		if i := strings.LastIndex(key, "."); i >= 0 {
+			parentPath, name = key[:i], key[i+1:]
+		}
+		parent := mapping(parentPath)
 		val := &yaml.Node{}
 		x := v.Interface()
 		if d, ok := x.(time.Duration); ok {

@@ -80,7 +80,8 @@ func TestConfigPrintRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := string(out)
-	for _, want := range []string{"size: 30s # CHAINWATCH_WINDOW_SIZE", "warmup: 24h0m0s", "brokers: [] # CHAINWATCH_KAFKA_BROKERS"} {
+	for _, want := range []string{"size: 30s # CHAINWATCH_WINDOW_SIZE", "warmup: 24h0m0s", "brokers: [] # CHAINWATCH_KAFKA_BROKERS",
+		"  fabric:\n    channel: chainwatch # CHAINWATCH_LEDGER_FABRIC_CHANNEL"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("config print lacks %q:\n%s", want, text)
 		}

@@ -55,7 +55,8 @@ func (c Config) Validate() error {
 	return nil
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults fills the keys that have defaults.
+func (c Config) WithDefaults() Config {
 	if c.Channel == "" {
 		c.Channel = "chainwatch"
 	}
@@ -84,7 +85,7 @@ func Dial(cfg Config) (*Backend, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ledger.fabric.%w", err)
 	}
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	caPEM, err := os.ReadFile(cfg.PeerTLSCA)
 	if err != nil {
 		return nil, fmt.Errorf("ledger.fabric.peer_tls_ca: %w", err)
