@@ -125,6 +125,11 @@ func (c *Client) ListAlerts(ctx context.Context, f contract.ListAlertsArgs) ([]c
 	return evaluate[[]contract.Alert](ctx, c, contract.FnListAlerts, f)
 }
 
+// AlertHistory reads every committed version of an alert, oldest first.
+func (c *Client) AlertHistory(ctx context.Context, id string) ([]contract.AlertVersion, error) {
+	return evaluate[[]contract.AlertVersion](ctx, c, contract.FnAlertHistory, contract.IDArgs{ID: id})
+}
+
 // RegisterModel registers a model artifact's hash (service, operator).
 func (c *Client) RegisterModel(ctx context.Context, m contract.Model) (contract.Model, error) {
 	r, _, err := submit[contract.Model](ctx, c, contract.FnRegisterModel, m)

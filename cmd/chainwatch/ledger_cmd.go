@@ -209,6 +209,20 @@ func newAlertsCommand(g *globals) *cobra.Command {
 		},
 	}
 	verdict.Flags().StringVar(&note, "note", "", "free-text note")
-	cmd.AddCommand(list, verdict)
+	history := &cobra.Command{
+		Use:   "history ID",
+		Short: "Every committed version of an alert: its recording and each verdict since",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
+				got, err := c.AlertHistory(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return writeJSON(cmd.OutOrStdout(), got)
+			})
+		},
+	}
+	cmd.AddCommand(list, verdict, history)
 	return cmd
 }

@@ -3,6 +3,7 @@ package contract
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math"
 	"time"
@@ -89,4 +90,32 @@ func ListAlerts(tx Tx, a ListAlertsArgs) ([]Alert, error) {
 		out = out[:a.Limit]
 	}
 	return out, err
+}
+
+// AlertVersion is one committed version of an alert record.
+type AlertVersion struct {
+	TxID  string    `json:"tx_id"`
+	Time  time.Time `json:"time"`
+	Alert Alert     `json:"alert"`
+}
+
+// AlertHistory returns every committed version of an alert, oldest first:
+// its recording and each verdict an analyst set since.
+func AlertHistory(tx Tx, a IDArgs) ([]AlertVersion, error) {
+	entries, err := tx.State.History(keyAlert + a.ID)
+	if err != nil {
+		return nil, err
+	}
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("%w: alert %s", ErrNotFound, a.ID)
+	}
+	out := make([]AlertVersion, 0, len(entries))
+	for _, e := range entries {
+		v := AlertVersion{TxID: e.TxID, Time: e.Time}
+		if err := json.Unmarshal(e.Value, &v.Alert); err != nil {
+			return nil, fmt.Errorf("decode alert %s version of tx %s: %w", a.ID, e.TxID, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }

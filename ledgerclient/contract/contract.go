@@ -27,6 +27,7 @@ const (
 	FnSetVerdict      = "SetVerdict"
 	FnGetAlert        = "GetAlert"
 	FnListAlerts      = "ListAlerts"
+	FnAlertHistory    = "AlertHistory"
 	FnRegisterModel   = "RegisterModel"
 	FnPromoteModel    = "PromoteModel"
 	FnGetModel        = "GetModel"
@@ -137,6 +138,7 @@ var handlers = map[string]handler{
 	FnSetVerdict:      {roles: []Role{RoleAnalyst}, run: bind(SetVerdict)},
 	FnGetAlert:        {readOnly: true, run: bind(GetAlert)},
 	FnListAlerts:      {readOnly: true, run: bind(ListAlerts)},
+	FnAlertHistory:    {readOnly: true, run: bind(AlertHistory)},
 	FnRegisterModel:   {roles: []Role{RoleService, RoleOperator}, run: bind(RegisterModel)},
 	FnPromoteModel:    {roles: []Role{RoleOperator, RoleService}, run: bind(PromoteModel)},
 	FnGetModel:        {readOnly: true, run: bind(GetModel)},

@@ -16,7 +16,23 @@ import (
 type memState map[string][]byte
 
 func (m memState) Get(k string) ([]byte, error) { return m[k], nil }
-func (m memState) Put(k string, v []byte) error { m[k] = append([]byte(nil), v...); return nil }
+func (m memState) Put(k string, v []byte) error {
+	m[k] = append([]byte(nil), v...)
+	// Each Put commits at once here; history lives under a key the
+	// contract never uses, one entry per write.
+	h, _ := m.History(k)
+	h = append(h, HistoryEntry{TxID: fmt.Sprintf("w%d", len(h)), Value: m[k]})
+	raw, _ := json.Marshal(h)
+	m["\x00history/"+k] = raw
+	return nil
+}
+func (m memState) History(k string) ([]HistoryEntry, error) {
+	var h []HistoryEntry
+	if raw := m["\x00history/"+k]; raw != nil {
+		_ = json.Unmarshal(raw, &h)
+	}
+	return h, nil
+}
 func (m memState) Range(start, end string, fn func(string, []byte) bool) error {
 	var keys []string
 	for k := range m {
@@ -202,6 +218,15 @@ func TestAlertsAreIdempotentAndTakeVerdicts(t *testing.T) {
 	h.must(RoleService, FnRecordAlert, a, &second)
 	if second.Verdict == nil {
 		t.Error("re-recording an alert dropped its verdict")
+	}
+	h.must(RoleAnalyst, FnSetVerdict, VerdictArgs{ID: id, Value: VerdictTruePositive}, nil)
+	var history []AlertVersion
+	h.must(RoleAnalyst, FnAlertHistory, IDArgs{ID: id}, &history)
+	if len(history) != 3 || history[0].Alert.Verdict != nil || history[1].Alert.Verdict.Value != VerdictFalsePositive || history[2].Alert.Verdict.Value != VerdictTruePositive {
+		t.Errorf("alert history %+v, want recording, false-positive, true-positive", history)
+	}
+	if err := h.call(RoleAnalyst, FnAlertHistory, IDArgs{ID: "missing"}, nil); !errors.Is(err, ErrNotFound) {
+		t.Errorf("history of an unknown alert: %v", err)
 	}
 	for _, bad := range []Alert{
 		{ID: "x1", Kind: "weird", DeviceID: "d", Score: 0.5},

@@ -14,6 +14,17 @@ type State interface {
 	// Range calls fn for each key in [start, end) in key order until fn
 	// returns false.
 	Range(start, end string, fn func(key string, value []byte) bool) error
+	// History returns every committed value of key, oldest first, with the
+	// transaction that wrote it. Writes of the running transaction are not
+	// part of it.
+	History(key string) ([]HistoryEntry, error)
+}
+
+// HistoryEntry is one committed version of a key.
+type HistoryEntry struct {
+	TxID  string    `json:"tx_id"`
+	Time  time.Time `json:"time"`
+	Value []byte    `json:"value"`
 }
 
 // Role is what a caller may do. Each identity carries exactly one.

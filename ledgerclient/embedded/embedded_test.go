@@ -68,6 +68,14 @@ func TestSubmitEvaluateAndIdempotentAlert(t *testing.T) {
 	if h2, _ := l.Height(); h2 != h1 {
 		t.Fatalf("idempotent repeat grew the chain from %d to %d blocks", h1, h2)
 	}
+	analyst := ledgerclient.New(l.Client(LocalCaller(contract.RoleAnalyst)))
+	if _, err := analyst.SetVerdict(ctx, "a1", contract.VerdictTruePositive, "confirmed"); err != nil {
+		t.Fatal(err)
+	}
+	versions, err := analyst.AlertHistory(ctx, "a1")
+	if err != nil || len(versions) != 2 || versions[0].TxID != first.TxID || versions[1].Alert.Verdict == nil || versions[1].TxID == first.TxID {
+		t.Fatalf("alert history %+v, %v: want the recording, then the verdict in its own transaction", versions, err)
+	}
 	seen := map[string]bool{}
 	timeout := time.After(2 * time.Second)
 	for !seen[contract.EventAlertRecorded] || !seen[contract.EventDeviceChanged] {

@@ -31,9 +31,21 @@ const (
 )
 
 var (
-	bucketState  = []byte("state")
-	bucketBlocks = []byte("blocks")
+	bucketState   = []byte("state")
+	bucketBlocks  = []byte("blocks")
+	bucketHistory = []byte("history") // key ‖ 0x00 ‖ block number → historyRecord
 )
+
+// historyRecord is one committed version of a key.
+type historyRecord struct {
+	TxID  string    `json:"tx_id"`
+	Time  time.Time `json:"time"`
+	Value []byte    `json:"value"`
+}
+
+func historyKey(key string, block uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(key), 0), block)
+}
 
 // ErrInUse is returned by Open when another process holds the ledger.
 var ErrInUse = errors.New("embedded ledger is in use by another process (is `chainwatch run` running on this data directory?)")
@@ -78,7 +90,7 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		return nil, fmt.Errorf("embedded ledger: open %s: %w", dir, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketState, bucketBlocks} {
+		for _, b := range [][]byte{bucketState, bucketBlocks, bucketHistory} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -166,7 +178,7 @@ func (b *backend) Evaluate(ctx context.Context, fn string, args []byte) ([]byte,
 	}
 	var out []byte
 	err := b.l.db.View(func(tx *bolt.Tx) error {
-		st := &txState{bucket: tx.Bucket(bucketState), readOnly: true}
+		st := &txState{bucket: tx.Bucket(bucketState), history: tx.Bucket(bucketHistory), readOnly: true}
 		var err error
 		out, err = contract.Invoke(contract.Tx{State: st, Caller: b.caller, Time: b.l.now()}, fn, args)
 		return err
@@ -181,7 +193,7 @@ func (b *backend) Submit(ctx context.Context, fn string, args []byte) ([]byte, s
 	var out []byte
 	var block Block
 	err := b.l.db.Update(func(tx *bolt.Tx) error {
-		st := &txState{bucket: tx.Bucket(bucketState)}
+		st := &txState{bucket: tx.Bucket(bucketState), history: tx.Bucket(bucketHistory)}
 		ctxTx := contract.Tx{State: st, Caller: b.caller, ID: newTxID(b.caller.ID), Time: b.l.now().UTC()}
 		var err error
 		if out, err = contract.Invoke(ctxTx, fn, args); err != nil {
@@ -213,9 +225,16 @@ func (b *backend) Submit(ctx context.Context, fn string, args []byte) ([]byte, s
 		if err := blocks.Put(blockKey(block.Number), raw); err != nil {
 			return err
 		}
-		state := tx.Bucket(bucketState)
+		state, history := tx.Bucket(bucketState), tx.Bucket(bucketHistory)
 		for _, w := range st.writes {
 			if err := state.Put([]byte(w.Key), w.Value); err != nil {
+				return err
+			}
+			rec, err := json.Marshal(historyRecord{TxID: block.TxID, Time: block.Time, Value: w.Value})
+			if err != nil {
+				return err
+			}
+			if err := history.Put(historyKey(w.Key, block.Number), rec); err != nil {
 				return err
 			}
 		}

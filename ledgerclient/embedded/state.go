@@ -2,10 +2,14 @@ package embedded
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 )
 
 // txState is the contract's view of world state inside one bbolt
@@ -13,6 +17,7 @@ import (
 // writes are collected in order for the block.
 type txState struct {
 	bucket   *bolt.Bucket
+	history  *bolt.Bucket
 	pending  map[string][]byte
 	writes   []Write
 	readOnly bool
@@ -70,4 +75,19 @@ func (s *txState) Range(start, end string, fn func(key string, value []byte) boo
 		}
 	}
 	return nil
+}
+
+// History reads a key's committed versions from the history bucket.
+func (s *txState) History(key string) ([]contract.HistoryEntry, error) {
+	prefix := append([]byte(key), 0)
+	var out []contract.HistoryEntry
+	c := s.history.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, v = c.Next() {
+		var r historyRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return nil, fmt.Errorf("history of %s: %w", key, err)
+		}
+		out = append(out, contract.HistoryEntry{TxID: r.TxID, Time: r.Time, Value: r.Value})
+	}
+	return out, nil
 }

@@ -62,6 +62,7 @@ func Verify(dir, pubKeyPath string) (Report, error) {
 			return nil
 		}
 		rebuilt := map[string][]byte{}
+		rebuiltHistory := map[string][]byte{}
 		prevHash := ""
 		var n uint64
 		c := blocks.Cursor()
@@ -85,6 +86,8 @@ func Verify(dir, pubKeyPath string) (Report, error) {
 			}
 			for _, w := range b.Writes {
 				rebuilt[w.Key] = w.Value
+				rec, _ := json.Marshal(historyRecord{TxID: b.TxID, Time: b.Time, Value: w.Value})
+				rebuiltHistory[string(historyKey(w.Key, b.Number))] = rec
 			}
 			prevHash = b.Hash
 			n++
@@ -107,6 +110,25 @@ func Verify(dir, pubKeyPath string) (Report, error) {
 		rep.StateKeys = seen
 		if seen != len(rebuilt) {
 			rep.Problem = fmt.Sprintf("world state lacks %d keys the blocks wrote", len(rebuilt)-seen)
+			return nil
+		}
+		// The key history must be exactly the blocks' writes, version by version.
+		hist := tx.Bucket(bucketHistory)
+		if hist == nil {
+			rep.Problem = "ledger file has no history bucket"
+			return nil
+		}
+		versions := 0
+		hc := hist.Cursor()
+		for k, v := hc.First(); k != nil; k, v = hc.Next() {
+			if want, ok := rebuiltHistory[string(k)]; !ok || !bytes.Equal(want, v) {
+				rep.Problem = fmt.Sprintf("key history entry %q does not match the blocks", k)
+				return nil
+			}
+			versions++
+		}
+		if versions != len(rebuiltHistory) {
+			rep.Problem = fmt.Sprintf("key history lacks %d versions the blocks wrote", len(rebuiltHistory)-versions)
 		}
 		return nil
 	})

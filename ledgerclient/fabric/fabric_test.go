@@ -125,6 +125,15 @@ func TestAgainstRealFabricNetwork(t *testing.T) {
 		t.Fatalf("alerts on the ledger: %+v, %v; want exactly one", all, err)
 	}
 
+	// A verdict is a new version; the peer's history database keeps both.
+	if _, err := admin.SetVerdict(ctx, alert.ID, contract.VerdictFalsePositive, "maintenance window"); err != nil {
+		t.Fatal(err)
+	}
+	versions, err := service.AlertHistory(ctx, alert.ID)
+	if err != nil || len(versions) != 2 || versions[0].TxID != first.TxID || versions[1].Alert.Verdict == nil {
+		t.Fatalf("alert history on Fabric: %+v, %v", versions, err)
+	}
+
 	// Callers of the Fabric backend see the contract's events too.
 	for {
 		select {

@@ -15,6 +15,7 @@ package main
 import (
 	"fmt"
 	"log"
+	"slices"
 	"strings"
 
 	"github.com/hyperledger/fabric-chaincode-go/v2/pkg/cid"
@@ -183,6 +184,9 @@ func (c *Chainwatch) GetAlert(ctx contractapi.TransactionContextInterface, args 
 func (c *Chainwatch) ListAlerts(ctx contractapi.TransactionContextInterface, args string) (string, error) {
 	return c.call(ctx, contract.FnListAlerts, args)
 }
+func (c *Chainwatch) AlertHistory(ctx contractapi.TransactionContextInterface, args string) (string, error) {
+	return c.call(ctx, contract.FnAlertHistory, args)
+}
 func (c *Chainwatch) RegisterModel(ctx contractapi.TransactionContextInterface, args string) (string, error) {
 	return c.call(ctx, contract.FnRegisterModel, args)
 }
@@ -217,6 +221,30 @@ func (s stubState) Range(start, end string, fn func(string, []byte) bool) error 
 		}
 	}
 	return nil
+}
+
+// History reads the peer's history database (core.yaml
+// ledger.history.enableHistoryDatabase, on by default). The peer returns
+// the newest version first; contract.State promises the oldest first.
+func (s stubState) History(key string) ([]contract.HistoryEntry, error) {
+	it, err := s.stub.GetHistoryForKey(key)
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []contract.HistoryEntry
+	for it.HasNext() {
+		m, err := it.Next()
+		if err != nil {
+			return nil, err
+		}
+		if m.GetIsDelete() {
+			continue
+		}
+		out = append(out, contract.HistoryEntry{TxID: m.GetTxId(), Time: m.GetTimestamp().AsTime(), Value: m.GetValue()})
+	}
+	slices.Reverse(out)
+	return out, nil
 }
 
 // newChaincode builds the contract chaincode.

@@ -75,6 +75,28 @@ func (s *peerStub) GetStateByRange(start, end string) (shim.StateQueryIteratorIn
 	return it, nil
 }
 
+func (s *peerStub) GetHistoryForKey(k string) (shim.HistoryQueryIteratorInterface, error) {
+	// The peer keeps history of committed blocks; here, of this key's
+	// current value only.
+	it := &historyIter{}
+	if v, ok := s.state[k]; ok {
+		it.mods = append(it.mods, &queryresult.KeyModification{TxId: s.txID, Value: v})
+	}
+	return it, nil
+}
+
+type historyIter struct {
+	mods []*queryresult.KeyModification
+}
+
+func (it *historyIter) HasNext() bool { return len(it.mods) > 0 }
+func (it *historyIter) Close() error  { return nil }
+func (it *historyIter) Next() (*queryresult.KeyModification, error) {
+	m := it.mods[0]
+	it.mods = it.mods[1:]
+	return m, nil
+}
+
 type rangeIter struct{ kvs []*queryresult.KV }
 
 func (it *rangeIter) HasNext() bool { return len(it.kvs) > 0 }
@@ -166,7 +188,7 @@ func TestChaincodeThroughContractAPI(t *testing.T) {
 	for _, fn := range []string{
 		contract.FnRegisterDevice, contract.FnUpdateDevice, contract.FnRevokeDevice, contract.FnGetDevice, contract.FnListDevices,
 		contract.FnApproveFirmware, contract.FnListFirmware, contract.FnAnchorBatch, contract.FnGetAnchor, contract.FnListAnchors,
-		contract.FnRecordAlert, contract.FnSetVerdict, contract.FnGetAlert, contract.FnListAlerts,
+		contract.FnRecordAlert, contract.FnSetVerdict, contract.FnGetAlert, contract.FnListAlerts, contract.FnAlertHistory,
 		contract.FnRegisterModel, contract.FnPromoteModel, contract.FnGetModel, contract.FnGetActiveModel,
 	} {
 		if _, _, _, msg := w.invoke(admin, fn, `{}`); strings.Contains(msg, "not found in contract") {
