@@ -10,9 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
-	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
 	"github.com/chainwatch/chainwatch/pipeline"
 )
 
@@ -24,24 +22,9 @@ import (
 func TestBadInputIsDeadLetteredAndUntrustedDevicesAlert(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	log := testLogger(t)
-	topics := pipeline.Topics{}.WithDefaults()
-	broker, err := pipeline.StartEmbeddedBroker(pipeline.BrokerConfig{Listen: "127.0.0.1:0", Topics: topics.All(), Partitions: 2}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer broker.Close()
-	brokers := []string{broker.Addr()}
-
-	led, err := embedded.Open(filepath.Join(dir, "ledger"), embedded.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer led.Close()
-	maker := ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleManufacturer)))
-	operator := ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleOperator)))
-	service := ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))
+	env := startEmbeddedDefault(t, 2)
+	dir, brokers, topics, log := env.dir, env.brokers, env.topics, testLogger(t)
+	maker, operator, service := env.as(contract.RoleManufacturer), env.as(contract.RoleOperator), env.as(contract.RoleService)
 	if _, err := maker.RegisterDevice(ctx, contract.Device{ID: "cam-9", Profile: "camera", Owner: "acme", MACs: []string{"02:00:00:00:00:09"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +42,7 @@ func TestBadInputIsDeadLetteredAndUntrustedDevicesAlert(t *testing.T) {
 	malformed := []byte(`{"device_id":"cam-1","time_ms":1764000000000,"proto":"tcp"} trailing`)
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topics.Flows, Balancer: &kafka.Hash{}}
 	defer w.Close()
-	err = w.WriteMessages(ctx,
+	err := w.WriteMessages(ctx,
 		kafka.Message{Key: []byte("cam-1"), Value: malformed, Headers: []kafka.Header{{Key: "origin", Value: []byte("test")}}},
 		kafka.Message{Key: []byte("intruder"), Value: []byte(`{"src_mac":"de:ad:be:ef:00:01","time_ms":1764000000000,"dst_ip":"10.0.0.1","proto":"tcp"}`)},
 		kafka.Message{Key: []byte("cam-9"), Value: []byte(`{"src_mac":"02:00:00:00:00:09","time_ms":1764000001000,"dst_ip":"10.0.0.1","proto":"tcp"}`)},

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,19 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
-	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
 	"github.com/chainwatch/chainwatch/pipeline"
 	"github.com/chainwatch/chainwatch/simulator"
 )
-
-func testLogger(t *testing.T) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
 
 type groundTruth struct {
 	device, scenario string
@@ -63,23 +52,9 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	log := testLogger(t)
-
-	topics := pipeline.Topics{}.WithDefaults()
-	broker, err := pipeline.StartEmbeddedBroker(pipeline.BrokerConfig{Listen: "127.0.0.1:0", Topics: topics.All()}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer broker.Close()
-	brokers := []string{broker.Addr()}
-
-	led, err := embedded.Open(filepath.Join(dir, "ledger"), embedded.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer led.Close()
-	service := ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))
+	env := startEmbeddedDefault(t, 4)
+	dir, brokers, topics, log := env.dir, env.brokers, env.topics, testLogger(t)
+	service := env.as(contract.RoleService)
 
 	truthPath := filepath.Join(dir, "truth.csv")
 	start := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
@@ -90,9 +65,7 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sim.Register(ctx,
-		ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleManufacturer))),
-		ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleOperator)))); err != nil {
+	if err := sim.Register(ctx, env.as(contract.RoleManufacturer), env.as(contract.RoleOperator)); err != nil {
 		t.Fatal(err)
 	}
 

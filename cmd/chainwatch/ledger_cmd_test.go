@@ -1,17 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/ledgerclient/embedded/embeddedtest"
 )
 
 // TestLedgerVerifyNamesTheTamperedBlock writes anchors through the CLI's own
@@ -41,27 +40,7 @@ func TestLedgerVerifyNamesTheTamperedBlock(t *testing.T) {
 	}
 
 	// Flip one byte of block 1's copy of its root (not the world state's copy).
-	path := filepath.Join(dataDir, "ledger", "ledger.db")
-	raw, _ := os.ReadFile(path)
-	flipped := 0
-	for off := 0; ; {
-		i := bytes.Index(raw[off:], []byte(roots[1]))
-		if i < 0 {
-			break
-		}
-		at := off + i
-		if bytes.Contains(raw[max(0, at-400):at], []byte(`"function":"AnchorBatch","args":`)) {
-			raw[at] ^= 0x01
-			flipped++
-		}
-		off = at + 1
-	}
-	if flipped == 0 {
-		t.Fatal("block 1 not found in the ledger file")
-	}
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	embeddedtest.FlipInBlockArgs(t, filepath.Join(dataDir, "ledger"), "AnchorBatch", roots[1])
 	out, err := runCLI(t, "ledger", "verify", "--data-dir", dataDir)
 	if err == nil || !strings.Contains(out, `"first_bad_block": 1`) || !strings.Contains(err.Error(), "block 1") {
 		t.Fatalf("tampered ledger: err %v\n%s", err, out)

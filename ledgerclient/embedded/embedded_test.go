@@ -2,7 +2,6 @@ package embedded
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/ledgerclient/embedded/embeddedtest"
 )
 
 func hash(s string) string {
@@ -109,33 +108,7 @@ func TestVerifyDetectsAFlippedByte(t *testing.T) {
 	}
 
 	// Change one hex digit of the third batch's root inside its block.
-	path := filepath.Join(dir, dbFile)
-	raw, _ := os.ReadFile(path)
-	// The root appears in the world state too, and bbolt may keep stale
-	// copies in free pages; change every copy inside block 2's arguments.
-	changed := 0
-	for off := 0; ; {
-		i := bytes.Index(raw[off:], []byte(roots[2]))
-		if i < 0 {
-			break
-		}
-		at := off + i
-		if before := raw[max(0, at-400):at]; bytes.Contains(before, []byte(`"function":"AnchorBatch","args":`)) {
-			if raw[at] == 'a' {
-				raw[at] = 'b'
-			} else {
-				raw[at] = 'a'
-			}
-			changed++
-		}
-		off = at + 1
-	}
-	if changed == 0 {
-		t.Fatal("block 2's arguments not found in the ledger file")
-	}
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	embeddedtest.FlipInBlockArgs(t, dir, "AnchorBatch", roots[2])
 	rep, err = Verify(dir, "")
 	if err != nil {
 		t.Fatal(err)
