@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
 	"path/filepath"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
@@ -71,3 +74,11 @@ func ledgerAs(cfg Config, role contract.Role) (*ledgerclient.Client, func(), err
 		return nil, nil, err
 	}
 }
+
+// nopRegisterer lets one-shot commands use pipeline sinks without exposing
+// their metrics anywhere.
+type nopRegisterer struct{}
+
+func (nopRegisterer) Register(prometheus.Collector) error  { return nil }
+func (nopRegisterer) MustRegister(...prometheus.Collector) {}
+func (nopRegisterer) Unregister(prometheus.Collector) bool { return true }

@@ -52,6 +52,9 @@ func newRootCommand() *cobra.Command {
 		newDevicesCommand(g),
 		newFirmwareCommand(g),
 		newAlertsCommand(g),
+		newReplayCommand(g),
+		newProveCommand(g),
+		newVerifyProofCommand(g),
 	)
 	return root
 }

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/spf13/cobra"
+
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline"
+)
+
+// brokersFor picks --brokers, else kafka.brokers, else the embedded broker
+// of a running `chainwatch run`, and checks one answers.
+func brokersFor(cmd *cobra.Command, cfg Config, flag []string) ([]string, error) {
+	brokers := flag
+	if len(brokers) == 0 {
+		brokers = cfg.Kafka.Brokers
+	}
+	if len(brokers) == 0 {
+		brokers = []string{cfg.Kafka.EmbeddedListen}
+	}
+	if err := reachable(cmd.Context(), brokers[0]); err != nil {
+		if len(cfg.Kafka.Brokers) == 0 && len(flag) == 0 {
+			return nil, fmt.Errorf("no Kafka broker answers at %s: start `chainwatch run` (it runs the embedded broker) or set kafka.brokers / --brokers", brokers[0])
+		}
+		return nil, fmt.Errorf("no Kafka broker answers at %s: %w", brokers[0], err)
+	}
+	return brokers, nil
+}
+
+func newReplayCommand(g *globals) *cobra.Command {
+	var (
+		brokers          []string
+		topic, anchored  string
+		partition        int
+		from, to         int64
+		since            string
+		verify, noAlerts bool
+	)
+	cmd := &cobra.Command{
+		Use:   "replay --topic T [--from OFFSET | --since TIME] [--to OFFSET] --verify",
+		Short: "Re-read a topic's history and prove each anchored range against its root on the ledger",
+		Long: `Re-read a topic's records and recompute every anchored range's Merkle root.
+Prints one JSON line per range — verified, mismatched or unanchored — and a summary.
+A mismatched range raises an integrity alert (ledger, alerts topic, log) and makes
+the command exit non-zero. --anchored-as verifies a copy of a topic (a restore, a
+mirror) against the original's anchors.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !verify {
+				return fmt.Errorf("replay verifies history; pass --verify")
+			}
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			if topic == "" {
+				topic = cfg.Topics.Flows
+			}
+			bs, err := brokersFor(cmd, cfg, brokers)
+			if err != nil {
+				return err
+			}
+			ledger, closeLedger, err := ledgerAs(cfg, contract.RoleService)
+			if err != nil {
+				return err
+			}
+			defer closeLedger()
+			ctx := cmd.Context()
+			parts, err := partitionsOf(bs[0], topic, partition)
+			if err != nil {
+				return err
+			}
+			var sinceTime time.Time
+			if since != "" {
+				if sinceTime, err = time.Parse(time.RFC3339, since); err != nil {
+					return fmt.Errorf("--since: %q is not RFC 3339", since)
+				}
+			}
+			counts := map[pipeline.RangeStatus]int{}
+			var mismatched []pipeline.ReplayRange
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			for _, p := range parts {
+				start := from
+				if !sinceTime.IsZero() {
+					conn, err := kafka.DialLeader(ctx, "tcp", bs[0], topic, p)
+					if err != nil {
+						return err
+					}
+					start, err = conn.ReadOffset(sinceTime)
+					conn.Close()
+					if err != nil {
+						return fmt.Errorf("--since on partition %d: %w", p, err)
+					}
+				}
+				ranges, err := pipeline.Replay(ctx, ledger, pipeline.ReplayRequest{Brokers: bs, Topic: topic, AnchoredAs: anchored, Partition: int32(p), From: start, To: to})
+				if err != nil {
+					return err
+				}
+				for _, r := range ranges {
+					counts[r.Status]++
+					if r.Status == pipeline.RangeMismatched {
+						mismatched = append(mismatched, r)
+					}
+					if err := enc.Encode(r); err != nil {
+						return err
+					}
+				}
+			}
+			if err := enc.Encode(map[string]any{"summary": counts}); err != nil {
+				return err
+			}
+			if len(mismatched) == 0 {
+				return nil
+			}
+			if !noAlerts {
+				stream := anchored
+				if stream == "" {
+					stream = topic
+				}
+				alerts := make([]contract.Alert, len(mismatched))
+				for i, r := range mismatched {
+					alerts[i] = pipeline.IntegrityAlert(stream, r, time.Now())
+				}
+				kafkaSink := pipeline.NewKafkaAlertSink(bs, cfg.Topics.Alerts)
+				defer kafkaSink.Close()
+				for _, s := range []pipeline.AlertSink{pipeline.LedgerRecorder{Ledger: ledger, Metrics: pipeline.NewMetrics(nopRegisterer{})}, kafkaSink, pipeline.LogSink{Log: newLogger(cfg.LogLevel)}} {
+					if err := s.Deliver(ctx, alerts); err != nil {
+						return fmt.Errorf("raise integrity alert via %s: %w", s.Name(), err)
+					}
+				}
+			}
+			return fmt.Errorf("%d anchored range(s) of %s do not match the ledger: history was changed after it was anchored", len(mismatched), topic)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&brokers, "brokers", nil, "Kafka brokers (default: kafka.brokers, else the embedded broker of a running `chainwatch run`)")
+	f.StringVar(&topic, "topic", "", "topic to read (default topics.flows)")
+	f.StringVar(&anchored, "anchored-as", "", "stream whose anchors the topic is checked against (default: the topic)")
+	f.IntVar(&partition, "partition", -1, "only this partition (default: all)")
+	f.Int64Var(&from, "from", 0, "first offset")
+	f.StringVar(&since, "since", "", "first record at or after this RFC 3339 time (instead of --from)")
+	f.Int64Var(&to, "to", -1, "last offset (default: the newest record)")
+	f.BoolVar(&verify, "verify", false, "recompute and check every anchored range (required)")
+	f.BoolVar(&noAlerts, "no-alerts", false, "report mismatches without raising integrity alerts")
+	return cmd
+}
+
+func partitionsOf(broker, topic string, only int) ([]int, error) {
+	if only >= 0 {
+		return []int{only}, nil
+	}
+	conn, err := kafka.Dial("tcp", broker)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ps, err := conn.ReadPartitions(topic)
+	if err != nil {
+		return nil, fmt.Errorf("topic %s: %w", topic, err)
+	}
+	var out []int
+	for _, p := range ps {
+		out = append(out, p.ID)
+	}
+	return out, nil
+}
+
+func newProveCommand(g *globals) *cobra.Command {
+	var (
+		brokers         []string
+		topic, anchored string
+		partition       int
+		offset          int64
+	)
+	cmd := &cobra.Command{
+		Use:   "prove --topic T --partition P --offset O",
+		Short: "Print the inclusion proof of one record against its anchored Merkle root",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			if topic == "" {
+				topic = cfg.Topics.Flows
+			}
+			bs, err := brokersFor(cmd, cfg, brokers)
+			if err != nil {
+				return err
+			}
+			ledger, closeLedger, err := ledgerAs(cfg, contract.RoleAnalyst)
+			if err != nil {
+				return err
+			}
+			defer closeLedger()
+			proof, err := pipeline.Prove(cmd.Context(), ledger, bs, topic, anchored, int32(partition), offset)
+			if err != nil {
+				return err
+			}
+			return writeJSON(cmd.OutOrStdout(), proof)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&brokers, "brokers", nil, "Kafka brokers (default as for replay)")
+	f.StringVar(&topic, "topic", "", "topic (default topics.flows)")
+	f.StringVar(&anchored, "anchored-as", "", "stream whose anchors to prove against (default: the topic)")
+	f.IntVar(&partition, "partition", 0, "partition")
+	f.Int64Var(&offset, "offset", 0, "offset of the record")
+	return cmd
+}
+
+func newVerifyProofCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify-proof FILE",
+		Short: "Check an inclusion proof from `chainwatch prove` against the anchor on the ledger",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			raw, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			var p pipeline.RecordProof
+			if err := json.Unmarshal(raw, &p); err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			if err := p.Check(); err != nil {
+				return fmt.Errorf("proof does not hold: %w", err)
+			}
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			ledger, closeLedger, err := ledgerAs(cfg, contract.RoleAnalyst)
+			if err != nil {
+				return err
+			}
+			defer closeLedger()
+			a, err := ledger.GetAnchor(cmd.Context(), p.AnchorID)
+			if err != nil {
+				return err
+			}
+			if a.MerkleRoot != p.MerkleRoot || int(a.Count) != p.LeafCount {
+				return fmt.Errorf("proof does not hold: the ledger anchors %s with root %s over %d records, the proof claims %s over %d",
+					a.ID, a.MerkleRoot, a.Count, p.MerkleRoot, p.LeafCount)
+			}
+			return writeJSON(cmd.OutOrStdout(), map[string]any{"verified": true, "anchor_id": a.ID, "anchored_tx": a.TxID, "stream": p.Stream, "partition": p.Partition, "offset": p.Offset})
+		},
+	}
+}
