@@ -156,7 +156,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 	}
 
 	var rec FlowRecord
-	if err := DecodeNativeFlow(m.Value, &rec); err != nil {
+	if err := DecodeFlow(m.Value, &rec); err != nil {
 		reason := err.Error()
 		var de *DecodeError
 		if errors.As(err, &de) {
@@ -172,6 +172,14 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 	}
 
 	dev := s.registry.Resolve(&rec)
+	flow := rec.Feature()
+	if dev == nil && rec.DeviceID == "" {
+		// The reply leg of a unidirectional flow: inbound traffic of the
+		// device at its destination.
+		if to := s.registry.ResolveDestination(&rec); to != nil {
+			dev, flow = to, rec.Inbound()
+		}
+	}
 	switch {
 	case dev == nil:
 		p.processed = m.Offset
@@ -183,7 +191,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 			"device was revoked: "+dev.RevokedReason)
 	default:
 		var accepted bool
-		s.closed, accepted = p.Add(dev.ID, dev.Profile, rec.Time, m.Offset, rec.Feature(), s.closed[:0])
+		s.closed, accepted = p.Add(dev.ID, dev.Profile, rec.Time, m.Offset, flow, s.closed[:0])
 		if !accepted {
 			s.metrics.RecordsLate.WithLabelValues(topic).Inc()
 		}

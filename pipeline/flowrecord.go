@@ -18,6 +18,7 @@ type FlowRecord struct {
 	SrcMAC     string // canonical lower-case, or empty
 	SrcPort    uint16
 	DstIP      netip.Addr
+	DstMAC     string // canonical lower-case, or empty
 	DstPort    uint16
 	Proto      string // "tcp", "udp", "icmp", … lower case
 	BytesOut   uint64
@@ -33,6 +34,13 @@ type FlowRecord struct {
 // dstSeed keys destination hashing; it only has to be stable within one
 // process, since device histories are rebuilt from the log on restart.
 var dstSeed = maphash.MakeSeed()
+
+// Inbound returns the record seen from its destination device, for
+// unidirectional flows (NetFlow, IPFIX) whose source is not a device: what
+// the source sent is what the device received.
+func (r *FlowRecord) Inbound() features.Flow {
+	return features.Flow{Inbound: true, BytesIn: r.BytesOut, PacketsIn: r.PacketsOut}
+}
 
 // Feature returns the record as the feature extractor sees it.
 func (r *FlowRecord) Feature() features.Flow {

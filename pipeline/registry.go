@@ -94,6 +94,22 @@ func (r *Registry) Resolve(rec *FlowRecord) *contract.Device {
 	return nil
 }
 
+// ResolveDestination finds a registered device at a flow's destination, by
+// MAC then IP; nil when the destination is no device.
+func (r *Registry) ResolveDestination(rec *FlowRecord) *contract.Device {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if rec.DstMAC != "" {
+		if d := r.byMAC[rec.DstMAC]; d != nil {
+			return d
+		}
+	}
+	if rec.DstIP.IsValid() {
+		return r.byIP[rec.DstIP.String()]
+	}
+	return nil
+}
+
 // Len is the number of known devices.
 func (r *Registry) Len() int {
 	r.mu.RLock()

@@ -33,6 +33,11 @@ func TestVectorOfKnownWindow(t *testing.T) {
 	if w.Flows() != 0 || w.Vector(nil) != (Vector{}) {
 		t.Error("Reset left state behind")
 	}
+	// The reply leg of a unidirectional record only adds traffic received.
+	w.Add(Flow{Inbound: true, BytesIn: 900, PacketsIn: 3})
+	if v := w.Vector(nil); v[Flows] != 0 || v[BytesIn] != 900 || v[Packets] != 3 || v[BytesPerPacket] != 300 || v[DistinctDst] != 0 {
+		t.Errorf("inbound-only window %v", v)
+	}
 }
 
 func TestHistoryEvictsUnusedFirst(t *testing.T) {

@@ -15,6 +15,10 @@ type Flow struct {
 	// Failed marks a flow that was refused or never answered (for TCP: no
 	// reply packets, or a reset with no payload back).
 	Failed bool
+	// Inbound marks the reply leg of a unidirectional flow record
+	// (NetFlow, IPFIX): traffic the device received, which adds to its
+	// bytes and packets in but is no flow or destination of its own.
+	Inbound bool
 }
 
 // Window accumulates one device's flows for one window. Its maps are kept
@@ -49,6 +53,11 @@ func (w *Window) Reset() {
 
 // Add counts one flow.
 func (w *Window) Add(f Flow) {
+	if f.Inbound {
+		w.bytesIn += f.BytesIn
+		w.packets += f.PacketsIn
+		return
+	}
 	w.flows++
 	if f.Failed {
 		w.failed++
@@ -74,9 +83,6 @@ func (w *Window) Destinations(fn func(dst uint64)) {
 // destination is in the device's history; it may be nil for "none known".
 func (w *Window) Vector(known func(dst uint64) bool) Vector {
 	var v Vector
-	if w.flows == 0 {
-		return v
-	}
 	flows := float64(w.flows)
 	v[Flows] = flows
 	v[BytesOut] = float64(w.bytesOut)
@@ -84,6 +90,12 @@ func (w *Window) Vector(known func(dst uint64) bool) Vector {
 	v[Packets] = float64(w.packets)
 	v[DistinctDst] = float64(len(w.dsts))
 	v[DistinctDstPorts] = float64(len(w.ports))
+	if w.packets > 0 {
+		v[BytesPerPacket] = float64(w.bytesOut+w.bytesIn) / float64(w.packets)
+	}
+	if w.flows == 0 { // inbound traffic only: no flow of the device's own
+		return v
+	}
 
 	// H = −Σ p_i log₂ p_i over the share of flows to each destination port.
 	entropy := 0.0
@@ -101,8 +113,5 @@ func (w *Window) Vector(known func(dst uint64) bool) Vector {
 	}
 	v[NewDstShare] = float64(newDst) / float64(len(w.dsts))
 	v[FailedShare] = float64(w.failed) / flows
-	if w.packets > 0 {
-		v[BytesPerPacket] = float64(w.bytesOut+w.bytesIn) / float64(w.packets)
-	}
 	return v
 }
