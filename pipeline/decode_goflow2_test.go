@@ -3,6 +3,7 @@ package pipeline
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,6 +82,24 @@ func FuzzDecodeFlow(f *testing.F) {
 		}
 		var de *DecodeError
 		if !errors.As(err, &de) || de.Reason == "" {
+			t.Fatalf("failure without a reason: %v", err)
+		}
+	})
+}
+
+// FuzzDecodeTelemetry checks envelopes never panic the decoder and that a
+// decoded envelope's signing bytes exist. Seed corpus in
+// testdata/fuzz/FuzzDecodeTelemetry.
+func FuzzDecodeTelemetry(f *testing.F) {
+	f.Add([]byte(`{"device_id":"plc-1","seq":3,"time_ms":1764000000000,"firmware":"` + strings.Repeat("ab", 32) + `","payload":"e30=","signature":"` + strings.Repeat("A", 86) + `=="}`))
+	f.Add([]byte(`{"device_id":"","seq":0}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var tm Telemetry
+		if err := DecodeTelemetry(b, &tm); err == nil {
+			if _, err := tm.SigningBytes(); err != nil {
+				t.Fatalf("accepted an envelope without signing bytes: %v", err)
+			}
+		} else if de := (*DecodeError)(nil); !errors.As(err, &de) {
 			t.Fatalf("failure without a reason: %v", err)
 		}
 	})

@@ -56,7 +56,7 @@ type DetectStage struct {
 	reader     *kafka.Reader
 	partitions map[int]*partitionWindows
 	committed  map[int]int64
-	trustSeen  map[string]time.Time
+	trust      *trustAlerts
 	pending    []contract.Alert
 	closed     []ClosedWindow
 
@@ -70,13 +70,14 @@ func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, si
 	return &DetectStage{
 		cfg: cfg.withDefaults(), registry: registry, detector: detector, sinks: sinks, dlq: dlq,
 		metrics: metrics, log: log.With("stage", "detect"),
-		partitions: map[int]*partitionWindows{}, committed: map[int]int64{}, trustSeen: map[string]time.Time{},
+		partitions: map[int]*partitionWindows{}, committed: map[int]int64{},
 	}
 }
 
 // Start joins the consumer group and processes records until ctx ends or
 // Shutdown is called.
 func (s *DetectStage) Start(ctx context.Context) error {
+	s.trust = newTrustAlerts(s.cfg.Window.Size)
 	s.reader = kafka.NewReader(kafka.ReaderConfig{
 		Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, Topic: s.cfg.Topics.Flows,
 		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond,
@@ -183,12 +184,12 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 	switch {
 	case dev == nil:
 		p.processed = m.Offset
-		s.trustAlert(contract.AlertRogueDevice, unknownDeviceKey(&rec), "", rec.Time, m,
-			"device is not registered on the ledger")
+		s.queue(s.trust.raise(contract.AlertRogueDevice, unknownDeviceKey(&rec), "", rec.Time, m,
+			"device is not registered on the ledger"))
 	case dev.Status == contract.DeviceRevoked:
 		p.processed = m.Offset
-		s.trustAlert(contract.AlertRevokedDevice, dev.ID, dev.Profile, rec.Time, m,
-			"device was revoked: "+dev.RevokedReason)
+		s.queue(s.trust.raise(contract.AlertRevokedDevice, dev.ID, dev.Profile, rec.Time, m,
+			"device was revoked: "+dev.RevokedReason))
 	default:
 		var accepted bool
 		s.closed, accepted = p.Add(dev.ID, dev.Profile, rec.Time, m.Offset, flow, s.closed[:0])
@@ -215,27 +216,10 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 	return nil
 }
 
-// trustAlert raises a rogue- or revoked-device alert once per device and
-// window: the id is derived from the window, so repeats are idempotent anyway,
-// and the memo spares the sinks a call per record.
-func (s *DetectStage) trustAlert(kind, deviceKey, profile string, t time.Time, m kafka.Message, detail string) {
-	size := s.cfg.Window.Size
-	start := t.Truncate(size)
-	id := contract.AlertID(kind, deviceKey, start, start.Add(size), "")
-	if _, seen := s.trustSeen[id]; seen {
-		return
+func (s *DetectStage) queue(a *contract.Alert) {
+	if a != nil {
+		s.pending = append(s.pending, *a)
 	}
-	s.trustSeen[id] = start
-	for k, at := range s.trustSeen {
-		if at.Before(start.Add(-2 * size)) {
-			delete(s.trustSeen, k)
-		}
-	}
-	s.pending = append(s.pending, contract.Alert{
-		ID: id, Kind: kind, DeviceID: deviceKey, Profile: profile,
-		WindowStart: start, WindowEnd: start.Add(size), Score: 1, Confidence: "high",
-		Evidence: contract.Evidence{Topic: m.Topic, Partition: int32(m.Partition), Offsets: []int64{m.Offset, m.Offset}, Detail: detail},
-	})
 }
 
 func unknownDeviceKey(r *FlowRecord) string {

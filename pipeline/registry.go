@@ -16,16 +16,17 @@ import (
 // device.changed events, so a registration or revocation takes effect
 // without a restart.
 type Registry struct {
-	mu    sync.RWMutex
-	byID  map[string]*contract.Device
-	byMAC map[string]*contract.Device
-	byIP  map[string]*contract.Device
+	mu       sync.RWMutex
+	byID     map[string]*contract.Device
+	byMAC    map[string]*contract.Device
+	byIP     map[string]*contract.Device
+	firmware map[string]map[string]bool // profile → approved firmware hashes
 }
 
 // NewRegistry loads every device from the ledger and keeps following it
 // until ctx ends.
 func NewRegistry(ctx context.Context, ledger *ledgerclient.Client, log *slog.Logger) (*Registry, error) {
-	r := &Registry{byID: map[string]*contract.Device{}, byMAC: map[string]*contract.Device{}, byIP: map[string]*contract.Device{}}
+	r := &Registry{byID: map[string]*contract.Device{}, byMAC: map[string]*contract.Device{}, byIP: map[string]*contract.Device{}, firmware: map[string]map[string]bool{}}
 	// Subscribe first so that no change slips between the listing and the feed.
 	events, err := ledger.Backend.Subscribe(ctx)
 	if err != nil {
@@ -38,17 +39,31 @@ func NewRegistry(ctx context.Context, ledger *ledgerclient.Client, log *slog.Log
 	for i := range devices {
 		r.put(&devices[i])
 	}
+	approved, err := ledger.ListFirmware(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("device registry: %w", err)
+	}
+	for _, f := range approved {
+		r.approve(f)
+	}
 	go func() {
 		for ev := range events {
-			if ev.Name != contract.EventDeviceChanged {
-				continue
+			switch ev.Name {
+			case contract.EventDeviceChanged:
+				var d contract.Device
+				if err := json.Unmarshal(ev.Payload, &d); err != nil {
+					log.Warn("device registry: undecodable device event", "tx", ev.TxID, "err", err)
+					continue
+				}
+				r.put(&d)
+			case contract.EventFirmwareApproved:
+				var f contract.Firmware
+				if err := json.Unmarshal(ev.Payload, &f); err != nil {
+					log.Warn("device registry: undecodable firmware event", "tx", ev.TxID, "err", err)
+					continue
+				}
+				r.approve(f)
 			}
-			var d contract.Device
-			if err := json.Unmarshal(ev.Payload, &d); err != nil {
-				log.Warn("device registry: undecodable device event", "tx", ev.TxID, "err", err)
-				continue
-			}
-			r.put(&d)
 		}
 	}()
 	return r, nil
@@ -72,6 +87,30 @@ func (r *Registry) put(d *contract.Device) {
 	for _, ip := range d.IPs {
 		r.byIP[ip] = d
 	}
+}
+
+func (r *Registry) approve(f contract.Firmware) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.firmware[f.Profile] == nil {
+		r.firmware[f.Profile] = map[string]bool{}
+	}
+	r.firmware[f.Profile][f.Hash] = true
+}
+
+// FirmwareApproved reports whether an operator approved the firmware hash
+// for the profile.
+func (r *Registry) FirmwareApproved(profile, hash string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.firmware[profile][hash]
+}
+
+// Device returns a birth certificate by id, or nil.
+func (r *Registry) Device(id string) *contract.Device {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.byID[id]
 }
 
 // Resolve finds the device a flow record belongs to: by the record's device

@@ -36,12 +36,13 @@ type Service struct {
 	metrics *Metrics
 	log     *slog.Logger
 
-	detect *DetectStage
-	anchor *AnchorStage
-	sinks  []AlertSink
-	dlq    *DeadLetter
-	cancel context.CancelFunc
-	ready  atomic.Bool
+	detect    *DetectStage
+	anchor    *AnchorStage
+	telemetry *TelemetryStage
+	sinks     []AlertSink
+	dlq       *DeadLetter
+	cancel    context.CancelFunc
+	ready     atomic.Bool
 }
 
 // NewService prepares a service; Start runs it.
@@ -62,8 +63,8 @@ func (s *Service) Metrics() *Metrics { return s.metrics }
 // Ready reports whether both stages are running.
 func (s *Service) Ready() bool { return s.ready.Load() }
 
-// Start creates missing topics, loads the device registry and starts both
-// stages. It fails fast, naming the broker, when Kafka is unreachable.
+// Start creates missing topics, loads the device registry and starts the
+// detection, anchoring and telemetry stages. It fails fast, naming the broker, when Kafka is unreachable.
 func (s *Service) Start(ctx context.Context) error {
 	if err := s.cfg.Detector.Validate(); err != nil {
 		return fmt.Errorf("detector.%w", err)
@@ -101,18 +102,25 @@ func (s *Service) Start(ctx context.Context) error {
 		cancel()
 		return err
 	}
+	s.telemetry = NewTelemetryStage(TelemetryConfig{Brokers: s.cfg.Brokers, Topics: s.cfg.Topics, Window: detectCfg.Window.WithDefaults().Size},
+		registry, s.sinks, s.dlq, s.metrics, s.log)
+	if err := s.telemetry.Start(runCtx); err != nil {
+		cancel()
+		return err
+	}
 	s.ready.Store(true)
 	s.log.Info("pipeline started", "brokers", s.cfg.Brokers, "flows", s.cfg.Topics.Flows, "devices_registered", registry.Len())
 	return nil
 }
 
-// Done is closed when either stage stops on its own (an error).
+// Done is closed when any stage stops on its own (an error).
 func (s *Service) Done() <-chan struct{} {
 	ch := make(chan struct{})
 	go func() {
 		select {
 		case <-s.detect.Done():
 		case <-s.anchor.Done():
+		case <-s.telemetry.Done():
 		}
 		close(ch)
 	}()
@@ -130,7 +138,14 @@ func (s *Service) Err() error {
 	}
 	select {
 	case <-s.anchor.Done():
-		return s.anchor.Err()
+		if err := s.anchor.Err(); err != nil {
+			return err
+		}
+	default:
+	}
+	select {
+	case <-s.telemetry.Done():
+		return s.telemetry.Err()
 	default:
 	}
 	return nil
@@ -150,6 +165,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 	if s.anchor != nil {
 		errs = append(errs, s.anchor.Shutdown(ctx))
+	}
+	if s.telemetry != nil {
+		errs = append(errs, s.telemetry.Shutdown(ctx))
 	}
 	for _, sink := range s.sinks {
 		if c, ok := sink.(interface{ Close() error }); ok {

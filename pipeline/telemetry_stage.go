@@ -1,0 +1,157 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+)
+
+// TelemetryConfig configures the telemetry stage. Zero values are defaults.
+type TelemetryConfig struct {
+	Brokers []string
+	// GroupID of the stage's consumer group. Default "chainwatch-telemetry".
+	GroupID string
+	Topics  Topics
+	// Window is the span within which a device's repeated finding of one
+	// kind raises one alert. Default 60s.
+	Window time.Duration
+}
+
+// TelemetryStage checks every device-signed envelope against the device's
+// birth certificate: unknown device → rogue-device, revoked → revoked-device,
+// a signature that does not verify with the registered key or a sequence
+// number not above the last one seen → bad-signature, firmware not approved
+// for the device's profile → firmware-mismatch.
+type TelemetryStage struct {
+	cfg      TelemetryConfig
+	registry *Registry
+	sinks    []AlertSink
+	dlq      *DeadLetter
+	metrics  *Metrics
+	log      *slog.Logger
+
+	reader  *kafka.Reader
+	lastSeq map[string]uint64
+	trust   *trustAlerts
+	done    chan struct{}
+	err     error
+}
+
+// NewTelemetryStage wires the stage; Start runs it.
+func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, sinks []AlertSink, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *TelemetryStage {
+	if cfg.GroupID == "" {
+		cfg.GroupID = "chainwatch-telemetry"
+	}
+	cfg.Topics = cfg.Topics.WithDefaults()
+	if cfg.Window == 0 {
+		cfg.Window = time.Minute
+	}
+	return &TelemetryStage{cfg: cfg, registry: registry, sinks: sinks, dlq: dlq, metrics: metrics,
+		log: log.With("stage", "telemetry"), lastSeq: map[string]uint64{}, trust: newTrustAlerts(cfg.Window)}
+}
+
+// Start joins the group and checks envelopes until ctx ends.
+func (s *TelemetryStage) Start(ctx context.Context) error {
+	s.reader = kafka.NewReader(kafka.ReaderConfig{
+		Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, Topic: s.cfg.Topics.Telemetry,
+		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond, StartOffset: kafka.FirstOffset,
+	})
+	s.done = make(chan struct{})
+	go func() {
+		defer close(s.done)
+		s.err = s.run(ctx)
+		if ctx.Err() != nil || errors.Is(s.err, io.EOF) {
+			s.err = nil
+		}
+		if s.err != nil {
+			s.log.Error("telemetry stage stopped", "err", s.err)
+		}
+	}()
+	return nil
+}
+
+// Done is closed when the stage has stopped.
+func (s *TelemetryStage) Done() <-chan struct{} { return s.done }
+
+// Err is why the stage stopped, nil for a requested stop.
+func (s *TelemetryStage) Err() error { <-s.done; return s.err }
+
+// Shutdown waits for the stage to stop and leaves the group.
+func (s *TelemetryStage) Shutdown(ctx context.Context) error {
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.reader.Close()
+}
+
+func (s *TelemetryStage) run(ctx context.Context) error {
+	topic := s.cfg.Topics.Telemetry
+	for {
+		m, err := s.reader.FetchMessage(ctx)
+		if err != nil {
+			return err
+		}
+		s.metrics.RecordsConsumed.WithLabelValues(topic).Inc()
+		alert, err := s.check(ctx, m)
+		if err != nil {
+			return err
+		}
+		if alert != nil {
+			if err := deliverWithRetry(ctx, s.sinks, []contract.Alert{*alert}, s.metrics, s.log); err != nil {
+				return err
+			}
+			s.metrics.Alerts.WithLabelValues(alert.Kind, alert.Confidence).Inc()
+			s.metrics.Summary.addAlert(alert.Kind)
+		}
+		// Committed only once the record's alert, if any, was accepted.
+		if err := s.reader.CommitMessages(ctx, m); err != nil {
+			return fmt.Errorf("commit telemetry offset %d: %w", m.Offset, err)
+		}
+	}
+}
+
+// check judges one envelope and returns the alert it raises, if any.
+func (s *TelemetryStage) check(ctx context.Context, m kafka.Message) (*contract.Alert, error) {
+	var t Telemetry
+	if err := DecodeTelemetry(m.Value, &t); err != nil {
+		reason := err.Error()
+		var de *DecodeError
+		if errors.As(err, &de) {
+			reason = de.Reason
+		}
+		s.metrics.RecordsRejected.WithLabelValues(m.Topic, "decode").Inc()
+		s.metrics.Summary.RecordsRejected.Add(1)
+		if err := s.dlq.Send(ctx, m, reason); err != nil {
+			return nil, fmt.Errorf("dead-letter telemetry offset %d: %w", m.Offset, err)
+		}
+		return nil, nil
+	}
+	dev := s.registry.Device(t.DeviceID)
+	switch {
+	case dev == nil:
+		return s.trust.raise(contract.AlertRogueDevice, t.DeviceID, "", t.Time(), m, "telemetry from a device that is not registered on the ledger"), nil
+	case dev.Status == contract.DeviceRevoked:
+		return s.trust.raise(contract.AlertRevokedDevice, dev.ID, dev.Profile, t.Time(), m, "telemetry from a revoked device: "+dev.RevokedReason), nil
+	case !t.Verify(dev.PublicKey):
+		return s.trust.raise(contract.AlertBadSignature, dev.ID, dev.Profile, t.Time(), m,
+			"signature does not verify with the public key of the device's birth certificate"), nil
+	case t.Seq <= s.lastSeq[dev.ID] && s.lastSeq[dev.ID] != 0:
+		return s.trust.raise(contract.AlertBadSignature, dev.ID, dev.Profile, t.Time(), m,
+			fmt.Sprintf("replayed envelope: sequence %d is not above the last seen %d", t.Seq, s.lastSeq[dev.ID])), nil
+	}
+	s.lastSeq[dev.ID] = t.Seq
+	if !s.registry.FirmwareApproved(dev.Profile, t.Firmware) {
+		return s.trust.raise(contract.AlertFirmwareMismatch, dev.ID, dev.Profile, t.Time(), m,
+			fmt.Sprintf("firmware %s is not approved for profile %s", t.Firmware, dev.Profile)), nil
+	}
+	return nil, nil
+}
