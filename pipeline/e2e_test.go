@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
 	"github.com/chainwatch/chainwatch/simulator"
@@ -99,10 +101,18 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	truth := readGroundTruth(t, truthPath)
-	if len(truth) != 10 {
-		t.Fatalf("ground truth has %d attacks, want 10", len(truth))
+	var truth, trustTruth []groundTruth
+	for _, g := range readGroundTruth(t, truthPath) {
+		if slices.Contains(simulator.TrustScenarios, g.scenario) {
+			trustTruth = append(trustTruth, g)
+		} else {
+			truth = append(truth, g)
+		}
 	}
+	if len(truth) != 10 || len(trustTruth) != 10 {
+		t.Fatalf("ground truth has %d attacks and %d trust scenarios, want 10 of each", len(truth), len(trustTruth))
+	}
+	checkTrustScenarios(t, ctx, service, trustTruth)
 	type dw struct {
 		device string
 		start  time.Time
@@ -167,6 +177,31 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 	produced := countTopic(t, brokers[0], topics.Alerts)
 	if produced < int64(len(alerts)) {
 		t.Errorf("alerts topic holds %d records, ledger %d alerts", produced, len(alerts))
+	}
+}
+
+// checkTrustScenarios expects, for every trust scenario of the ground
+// truth, an alert of its kind for its device inside its time span.
+func checkTrustScenarios(t *testing.T, ctx context.Context, ledger *ledgerclient.Client, truth []groundTruth) {
+	kindOf := map[string]string{
+		simulator.ScenarioRogueDevice: contract.AlertRogueDevice, simulator.ScenarioRevokedDevice: contract.AlertRevokedDevice,
+		simulator.ScenarioBadSignature: contract.AlertBadSignature, simulator.ScenarioFirmwareTamper: contract.AlertFirmwareMismatch,
+	}
+	for _, g := range truth {
+		alerts, err := ledger.ListAlerts(ctx, contract.ListAlertsArgs{DeviceID: g.device, Kind: kindOf[g.scenario]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hit := 0
+		for _, a := range alerts {
+			if a.WindowStart.Before(g.end) && !a.WindowEnd.Before(g.start) {
+				hit++
+			}
+		}
+		t.Logf("trust %-16s on %-12s %s–%s: %d %s alerts", g.scenario, g.device, g.start.Format("15:04"), g.end.Format("15:04"), hit, kindOf[g.scenario])
+		if hit == 0 {
+			t.Errorf("%s on %s raised no %s alert", g.scenario, g.device, kindOf[g.scenario])
+		}
 	}
 }
 

@@ -66,6 +66,7 @@ type Device struct {
 	PrivateKey ed25519.PrivateKey
 	Firmware   string         // hex SHA-256 of its firmware image
 	peers      [][]netip.Addr // per Profile.Peers entry, the addresses this device uses
+	retired    bool           // taken off the network after its revocation
 }
 
 // siteServer is the on-site server of a profile's site peer i.

@@ -49,6 +49,14 @@ type Config struct {
 	FirstAttackAfter time.Duration
 	// AttackEvery is the event time between attack starts. Default 20m.
 	AttackEvery time.Duration
+	// FirstTrustAfter and TrustEvery schedule the trust scenarios (rogue
+	// device, bad signature, firmware tamper, revocation) in live event
+	// time. Defaults 15m and 20m; negative TrustEvery disables them.
+	FirstTrustAfter time.Duration
+	TrustEvery      time.Duration
+	// TelemetryTopic receives each device's signed telemetry, one envelope
+	// per simulated minute. Default iot.telemetry.
+	TelemetryTopic string
 	// GroundTruth is the CSV file that receives one row per attack.
 	GroundTruth string
 	// Resume continues the simulated timeline after the newest record
@@ -83,6 +91,15 @@ func (c Config) withDefaults() Config {
 	if c.AttackEvery == 0 {
 		c.AttackEvery = 20 * time.Minute
 	}
+	if c.FirstTrustAfter == 0 {
+		c.FirstTrustAfter = 15 * time.Minute
+	}
+	if c.TrustEvery == 0 {
+		c.TrustEvery = 20 * time.Minute
+	}
+	if c.TelemetryTopic == "" {
+		c.TelemetryTopic = "iot.telemetry"
+	}
 	return c
 }
 
@@ -101,8 +118,9 @@ func (c Config) Validate() error {
 
 // Stats counts what a simulation produced.
 type Stats struct {
-	Records int64 `json:"records"`
-	Attacks int   `json:"attacks"`
+	Records   int64 `json:"records"`
+	Telemetry int64 `json:"telemetry"`
+	Attacks   int   `json:"attacks"`
 }
 
 // Simulator produces a fleet's flows.
@@ -112,9 +130,14 @@ type Simulator struct {
 	rng     *rand.Rand
 	log     *slog.Logger
 	attacks []*Attack
-	truth   *csv.Writer
-	file    *os.File
-	stats   Stats
+	// trust scenarios draw from their own stream, so that adding them
+	// leaves the behaviour traffic of a seed unchanged.
+	trust    []*trustEvent
+	trustRng *rand.Rand
+	operator *ledgerclient.Client
+	truth    *csv.Writer
+	file     *os.File
+	stats    Stats
 }
 
 // New builds the fleet. Nothing is produced until Run.
@@ -123,13 +146,15 @@ func New(cfg Config, log *slog.Logger) (*Simulator, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Simulator{cfg: cfg, Fleet: NewFleet(cfg.Devices, cfg.Seed), rng: rand.New(rand.NewPCG(cfg.Seed, 0x51a7)), log: log}, nil
+	return &Simulator{cfg: cfg, Fleet: NewFleet(cfg.Devices, cfg.Seed), rng: rand.New(rand.NewPCG(cfg.Seed, 0x51a7)),
+		trustRng: rand.New(rand.NewPCG(cfg.Seed, 0x7e1e)), log: log}, nil
 }
 
 // Register records the fleet's birth certificates and its profiles'
 // approved firmware on the ledger, as the manufacturer and the operator
 // would. Devices already registered are left as they are.
 func (s *Simulator) Register(ctx context.Context, manufacturer, operator *ledgerclient.Client) error {
+	s.operator = operator
 	for _, p := range Profiles {
 		if _, err := operator.ApproveFirmware(ctx, contract.Firmware{Profile: p.Name, Hash: FirmwareHash(p.Name), Version: "1.4.2"}); err != nil {
 			return fmt.Errorf("approve firmware of %s: %w", p.Name, err)
@@ -204,8 +229,15 @@ func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 		}
 	}
 
+	tw := &kafka.Writer{
+		Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.TelemetryTopic, Balancer: &kafka.Hash{},
+		BatchSize: 5000, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll,
+	}
+	defer tw.Close()
 	liveStart := cfg.Start.Add(cfg.History)
 	nextAttack := liveStart.Add(cfg.FirstAttackAfter)
+	nextTrust := liveStart.Add(cfg.FirstTrustAfter)
+	var telemetry []kafka.Message
 	var buf []flow
 	var msgs []kafka.Message
 	wallStart := time.Now()
@@ -238,7 +270,26 @@ func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 			}
 			nextAttack = nextAttack.Add(cfg.AttackEvery)
 		}
+		if live && cfg.TrustEvery > 0 && !minute.Before(nextTrust) {
+			if err := s.scheduleTrust(ctx, minute); err != nil {
+				return s.stats, err
+			}
+			nextTrust = nextTrust.Add(cfg.TrustEvery)
+		}
+		s.retire(minute)
 		buf = s.minuteOfTraffic(minute, buf[:0])
+		var err error
+		telemetry, err = s.telemetry(minute, append(s.Fleet, s.rogues(minute)...), telemetry[:0])
+		if err != nil {
+			return s.stats, err
+		}
+		if err := tw.WriteMessages(ctx, telemetry...); err != nil {
+			if ctx.Err() != nil {
+				return s.stats, nil
+			}
+			return s.stats, fmt.Errorf("simulate: produce telemetry to %v: %w", cfg.Brokers, err)
+		}
+		s.stats.Telemetry += int64(len(telemetry))
 		msgs = msgs[:0]
 		for i := range buf {
 			msgs = append(msgs, kafka.Message{Key: []byte(buf[i].dev.ID), Value: encodeFlow(nil, &buf[i]), Time: buf[i].t})
@@ -267,46 +318,67 @@ func (s *Simulator) schedule(minute time.Time) error {
 	s.attacks = append(s.attacks, a)
 	s.stats.Attacks++
 	s.log.Info("simulated attack scheduled", "scenario", scenario, "device", d.ID, "start", a.Start.Format(time.RFC3339), "end", a.End.Format(time.RFC3339))
-	if s.truth != nil {
-		if err := s.truth.Write([]string{d.ID, d.Profile.Name, scenario, a.Start.Format(time.RFC3339), a.End.Format(time.RFC3339)}); err != nil {
-			return err
-		}
-		s.truth.Flush()
-		return s.truth.Error()
+	return s.writeTruth(d.ID, d.Profile.Name, scenario, a.Start, a.End)
+}
+
+// writeTruth appends one ground-truth row.
+func (s *Simulator) writeTruth(device, profile, scenario string, start, end time.Time) error {
+	if s.truth == nil {
+		return nil
 	}
-	return nil
+	if err := s.truth.Write([]string{device, profile, scenario, start.Format(time.RFC3339), end.Format(time.RFC3339)}); err != nil {
+		return err
+	}
+	s.truth.Flush()
+	return s.truth.Error()
 }
 
 // minuteOfTraffic generates every device's flows for one simulated minute.
+// Fleet traffic draws from the behaviour stream, rogue devices' from the
+// trust stream, and a retired device's traffic is drawn and dropped: so a
+// seed's behaviour traffic never depends on the trust scenarios.
 func (s *Simulator) minuteOfTraffic(minute time.Time, out []flow) []flow {
-	rng := s.rng
-	hour := float64(minute.Hour()) + float64(minute.Minute())/60
 	for _, d := range s.Fleet {
-		p := d.Profile
-		rate := p.FlowsPerMinute * (1 + p.Diurnal*math.Sin(2*math.Pi*(hour-8)/24))
-		for range poisson(rng, rate) {
-			pe := pickPeer(rng, p.Peers)
-			peer := p.Peers[pe]
-			addrs := d.peers[pe]
-			dst := addrs[rng.IntN(len(addrs))]
-			if peer.Kind == "cloud" && rng.Float64() < 0.003 {
-				// Now and then a cloud endpoint moves: a benign new destination.
-				dst = netip.AddrFrom4([4]byte{52, 200, byte(rng.IntN(256)), byte(1 + rng.IntN(254))})
-			}
-			bOut := uint64(lognormal(rng, peer.BytesOut, 0.35))
-			bIn := uint64(lognormal(rng, peer.BytesIn, 0.35))
-			f := flow{dev: d, t: minute.Add(time.Duration(rng.Int64N(int64(time.Minute)))), dst: dst, dstPort: peer.Port,
-				srcPort: uint16(1024 + rng.IntN(60000)), proto: peer.Proto, bytesOut: bOut, bytesIn: bIn,
-				packetsOut: 1 + bOut/1200, packetsIn: 1 + bIn/1200}
-			if peer.Proto == "tcp" {
-				f.tcpFlags = 0x1b
-			}
-			out = append(out, f)
+		n := len(out)
+		out = s.deviceTraffic(s.rng, d, minute, out)
+		if d.retired {
+			out = out[:n]
 		}
-		for _, a := range s.attacks {
-			if a.Device == d && a.active(minute) {
-				out = a.attackFlows(rng, minute, out)
-			}
+	}
+	for _, d := range s.rogues(minute) {
+		out = s.deviceTraffic(s.trustRng, d, minute, out)
+	}
+	return out
+}
+
+// deviceTraffic appends one device's flows for one minute: its usual
+// peers at its profile's diurnal rate, plus any attack it is under.
+func (s *Simulator) deviceTraffic(rng *rand.Rand, d *Device, minute time.Time, out []flow) []flow {
+	hour := float64(minute.Hour()) + float64(minute.Minute())/60
+	p := d.Profile
+	rate := p.FlowsPerMinute * (1 + p.Diurnal*math.Sin(2*math.Pi*(hour-8)/24))
+	for range poisson(rng, rate) {
+		pe := pickPeer(rng, p.Peers)
+		peer := p.Peers[pe]
+		addrs := d.peers[pe]
+		dst := addrs[rng.IntN(len(addrs))]
+		if peer.Kind == "cloud" && rng.Float64() < 0.003 {
+			// Now and then a cloud endpoint moves: a benign new destination.
+			dst = netip.AddrFrom4([4]byte{52, 200, byte(rng.IntN(256)), byte(1 + rng.IntN(254))})
+		}
+		bOut := uint64(lognormal(rng, peer.BytesOut, 0.35))
+		bIn := uint64(lognormal(rng, peer.BytesIn, 0.35))
+		f := flow{dev: d, t: minute.Add(time.Duration(rng.Int64N(int64(time.Minute)))), dst: dst, dstPort: peer.Port,
+			srcPort: uint16(1024 + rng.IntN(60000)), proto: peer.Proto, bytesOut: bOut, bytesIn: bIn,
+			packetsOut: 1 + bOut/1200, packetsIn: 1 + bIn/1200}
+		if peer.Proto == "tcp" {
+			f.tcpFlags = 0x1b
+		}
+		out = append(out, f)
+	}
+	for _, a := range s.attacks {
+		if a.Device == d && a.active(minute) {
+			out = a.attackFlows(rng, minute, out)
 		}
 	}
 	return out

@@ -1,0 +1,172 @@
+package simulator
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chainwatch/chainwatch/pipeline"
+)
+
+// Trust scenarios, on their own schedule and random stream so that they
+// leave the behaviour traffic exactly as it would be without them.
+const (
+	ScenarioRogueDevice    = "rogue_device"    // an unregistered device joins the network
+	ScenarioRevokedDevice  = "revoked_device"  // the operator revokes a device that keeps talking
+	ScenarioBadSignature   = "bad_signature"   // a device's telemetry is signed with a foreign key
+	ScenarioFirmwareTamper = "firmware_tamper" // a device runs firmware nobody approved
+)
+
+// TrustScenarios lists them in schedule order.
+var TrustScenarios = []string{ScenarioRogueDevice, ScenarioBadSignature, ScenarioFirmwareTamper, ScenarioRevokedDevice}
+
+// trustEvent is one scheduled trust scenario.
+type trustEvent struct {
+	scenario   string
+	device     *Device
+	start, end time.Time
+	foreignKey ed25519.PrivateKey
+	revoked    bool
+}
+
+func (e *trustEvent) active(t time.Time) bool { return !t.Before(e.start) && t.Before(e.end) }
+
+// newRogue makes an unregistered device that claims an id of its own.
+func newRogue(rng *rand.Rand, n int) *Device {
+	seed := make([]byte, ed25519.SeedSize)
+	for i := range seed {
+		seed[i] = byte(rng.Uint32())
+	}
+	priv := ed25519.NewKeyFromSeed(seed)
+	return &Device{
+		ID: fmt.Sprintf("rogue-%04d", n), Profile: &Profiles[3],
+		IP:  netip.AddrFrom4([4]byte{10, 99, 0, byte(1 + n%250)}),
+		MAC: fmt.Sprintf("02:00:0a:63:00:%02x", 1+n%250), PublicKey: priv.Public().(ed25519.PublicKey), PrivateKey: priv,
+		Firmware: FirmwareHash("gateway"),
+		peers:    [][]netip.Addr{{cloudAddr(3, 0, 1)}, {cloudAddr(3, 1, 1)}, {siteServer(3, 2)}},
+	}
+}
+
+// scheduleTrust starts the next trust scenario at minute.
+func (s *Simulator) scheduleTrust(ctx context.Context, minute time.Time) error {
+	scenario := TrustScenarios[len(s.trust)%len(TrustScenarios)]
+	length := time.Duration(5+s.trustRng.IntN(6)) * time.Minute
+	e := &trustEvent{scenario: scenario, start: minute, end: minute.Add(length)}
+	switch scenario {
+	case ScenarioRogueDevice:
+		e.device = newRogue(s.trustRng, len(s.trust)+1)
+	default:
+		// A device not already under a trust scenario and never revoked.
+		for {
+			d := s.Fleet[s.trustRng.IntN(len(s.Fleet))]
+			if !d.retired && !s.underTrustScenario(d, minute) {
+				e.device = d
+				break
+			}
+		}
+	}
+	if scenario == ScenarioBadSignature {
+		_, e.foreignKey, _ = ed25519.GenerateKey(chacha(s.trustRng))
+	}
+	if scenario == ScenarioRevokedDevice {
+		if s.operator == nil {
+			return nil // no ledger to revoke on: skip rather than record a false ground truth
+		}
+		if _, err := s.operator.RevokeDevice(ctx, e.device.ID, "simulated: reported stolen"); err != nil {
+			return fmt.Errorf("simulate: revoke %s: %w", e.device.ID, err)
+		}
+		e.revoked = true
+	}
+	s.trust = append(s.trust, e)
+	s.log.Info("simulated trust scenario scheduled", "scenario", scenario, "device", e.device.ID,
+		"start", e.start.Format(time.RFC3339), "end", e.end.Format(time.RFC3339))
+	return s.writeTruth(e.device.ID, e.device.Profile.Name, scenario, e.start, e.end)
+}
+
+func (s *Simulator) underTrustScenario(d *Device, t time.Time) bool {
+	for _, e := range s.trust {
+		if e.device == d && (e.active(t) || e.revoked) {
+			return true
+		}
+	}
+	return false
+}
+
+// retire takes devices whose revocation scenario ended off the network, as
+// an operator would recover a stolen device.
+func (s *Simulator) retire(minute time.Time) {
+	for _, e := range s.trust {
+		if e.revoked && !minute.Before(e.end) {
+			e.device.retired = true
+		}
+	}
+}
+
+// rogues returns the rogue devices active at minute.
+func (s *Simulator) rogues(minute time.Time) []*Device {
+	var out []*Device
+	for _, e := range s.trust {
+		if e.scenario == ScenarioRogueDevice && e.active(minute) {
+			out = append(out, e.device)
+		}
+	}
+	return out
+}
+
+// telemetry appends one signed envelope per device for the minute, with
+// the sequence number derived from event time so it keeps rising across
+// restarts.
+func (s *Simulator) telemetry(minute time.Time, devices []*Device, out []kafka.Message) ([]kafka.Message, error) {
+	for _, d := range devices {
+		if d.retired {
+			continue
+		}
+		at := minute.Add(time.Duration(s.trustRng.Int64N(int64(time.Minute))))
+		t := pipeline.Telemetry{
+			DeviceID: d.ID, Seq: uint64(minute.Unix() / 60), TimeMs: at.UnixMilli(), Firmware: d.Firmware,
+			Payload: fmt.Appendf(nil, `{"uptime_s":%d,"temp_c":%.1f}`, minute.Unix()%86400, 35+5*s.trustRng.Float64()),
+		}
+		key := d.PrivateKey
+		for _, e := range s.trust {
+			if e.device == d && e.active(minute) {
+				switch e.scenario {
+				case ScenarioBadSignature:
+					key = e.foreignKey
+				case ScenarioFirmwareTamper:
+					sum := sha256.Sum256([]byte("tampered/" + d.Firmware))
+					t.Firmware = hex.EncodeToString(sum[:])
+				}
+			}
+		}
+		if err := t.Sign(key); err != nil {
+			return nil, err
+		}
+		v, err := json.Marshal(t)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, kafka.Message{Key: []byte(d.ID), Value: v, Time: at})
+	}
+	return out, nil
+}
+
+// chacha adapts a math/rand source to the io.Reader key generation wants,
+// keeping scenario keys reproducible from the seed.
+func chacha(rng *rand.Rand) *randReader { return &randReader{rng} }
+
+type randReader struct{ rng *rand.Rand }
+
+func (r *randReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(r.rng.Uint32())
+	}
+	return len(p), nil
+}
