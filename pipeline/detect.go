@@ -58,6 +58,9 @@ type DetectStage struct {
 	committed  map[int]int64
 	trust      *trustAlerts
 	pending    []contract.Alert
+	// pendingClosedAt is when the window behind each pending behaviour
+	// alert closed, for the close-to-alert latency.
+	pendingClosedAt []time.Time
 	closed     []ClosedWindow
 
 	done chan struct{}
@@ -196,6 +199,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		if !accepted {
 			s.metrics.RecordsLate.WithLabelValues(topic).Inc()
 		}
+		closedAt := time.Now()
 		for i := range s.closed {
 			cw := &s.closed[i]
 			started := time.Now()
@@ -207,6 +211,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 			s.metrics.StageLatency.WithLabelValues("score").Observe(time.Since(started).Seconds())
 			if alert != nil {
 				s.pending = append(s.pending, *alert)
+				s.pendingClosedAt = append(s.pendingClosedAt, closedAt)
 			}
 		}
 	}
@@ -243,7 +248,10 @@ func (s *DetectStage) flushAlerts(ctx context.Context) error {
 		s.metrics.Alerts.WithLabelValues(a.Kind, a.Confidence).Inc()
 		s.metrics.Summary.addAlert(a.Kind)
 	}
-	s.pending = s.pending[:0]
+	for _, at := range s.pendingClosedAt {
+		s.metrics.StageLatency.WithLabelValues("window_close_to_alert").Observe(time.Since(at).Seconds())
+	}
+	s.pending, s.pendingClosedAt = s.pending[:0], s.pendingClosedAt[:0]
 	return nil
 }
 

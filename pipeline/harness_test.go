@@ -13,7 +13,9 @@ import (
 	"github.com/chainwatch/chainwatch/pipeline"
 )
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t *testing.T) *slog.Logger { return testLoggerB(t) }
+
+func testLoggerB(testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
@@ -31,9 +33,13 @@ type embeddedDefault struct {
 }
 
 func startEmbeddedDefault(t *testing.T, partitions int) *embeddedDefault {
+	return startEmbeddedDefaultB(t, partitions)
+}
+
+func startEmbeddedDefaultB(t testing.TB, partitions int) *embeddedDefault {
 	t.Helper()
 	e := &embeddedDefault{dir: t.TempDir(), topics: pipeline.Topics{}.WithDefaults()}
-	broker, err := pipeline.StartEmbeddedBroker(pipeline.BrokerConfig{Listen: "127.0.0.1:0", Topics: e.topics.All(), Partitions: partitions}, testLogger(t))
+	broker, err := pipeline.StartEmbeddedBroker(pipeline.BrokerConfig{Listen: "127.0.0.1:0", Topics: e.topics.All(), Partitions: partitions}, testLoggerB(t))
 	if err != nil {
 		t.Fatal(err)
 	}
