@@ -61,7 +61,7 @@ type DetectStage struct {
 	// pendingClosedAt is when the window behind each pending behaviour
 	// alert closed, for the close-to-alert latency.
 	pendingClosedAt []time.Time
-	closed     []ClosedWindow
+	closed          []ClosedWindow
 
 	done chan struct{}
 	err  error
