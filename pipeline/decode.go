@@ -43,6 +43,15 @@ type nativeFlow struct {
 // DecodeNativeFlow decodes one record of the native JSON flow schema. Every
 // problem comes back as a *DecodeError naming the field.
 func DecodeNativeFlow(value []byte, rec *FlowRecord) error {
+	if fastNativeFlow(value, rec) {
+		return nil
+	}
+	return decodeNativeFlowSlow(value, rec)
+}
+
+// decodeNativeFlowSlow is the encoding/json path: it takes every record the
+// fast path leaves, and words the reasons for rejecting one.
+func decodeNativeFlowSlow(value []byte, rec *FlowRecord) error {
 	var n nativeFlow
 	if err := json.Unmarshal(value, &n); err != nil {
 		var syn *json.SyntaxError

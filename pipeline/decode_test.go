@@ -68,3 +68,27 @@ func FuzzDecodeNativeFlow(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFastPathMatchesEncodingJSON is a differential test: whatever the fast
+// native decoder accepts, the encoding/json path must accept too, with the
+// identical record.
+func FuzzFastPathMatchesEncodingJSON(f *testing.F) {
+	f.Add([]byte(`{"device_id":"meter-0001","time_ms":1764000000000,"src_ip":"10.20.0.1","src_mac":"02:00:0A:14:00:01","src_port":5,"dst_ip":"52.16.0.1","dst_port":443,"proto":"tcp","bytes_out":900,"bytes_in":400,"packets_out":1,"packets_in":1,"tcp_flags":27}`))
+	f.Add([]byte(` { "src_ip" : "::1" , "time" : "2026-11-24T00:00:00.5Z" , "dst_ip" : "10.0.0.1" , "proto" : 17 , "failed" : true } `))
+	f.Add([]byte(`{"device_id":"a","time_ms":1,"dst_ip":"1.2.3.4","proto":47,"time_ms":2}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast FlowRecord
+		if !fastNativeFlow(b, &fast) {
+			return
+		}
+		var slow FlowRecord
+		if err := decodeNativeFlowSlow(b, &slow); err != nil {
+			t.Fatalf("fast path accepted what encoding/json rejects (%v): %q", err, b)
+		}
+		ff, sf := fast.Failed, slow.Failed
+		fast.Failed, slow.Failed = nil, nil
+		if fast != slow || (ff == nil) != (sf == nil) || (ff != nil && *ff != *sf) {
+			t.Fatalf("paths disagree on %q:\nfast %+v\nslow %+v", b, fast, slow)
+		}
+	})
+}
