@@ -88,11 +88,12 @@ func (c DetectorConfig) Validate() error {
 // becomes an alert. Until a profile has a model, its windows feed warm-up
 // training instead.
 type Detector struct {
-	cfg     DetectorConfig
-	store   *ModelStore
-	metrics *Metrics
-	log     *slog.Logger
-	topic   string
+	cfg      DetectorConfig
+	store    *ModelStore
+	verifier HistoryVerifier // nil: train without proving the history (tests)
+	metrics  *Metrics
+	log      *slog.Logger
+	topic    string
 
 	mu       sync.Mutex
 	profiles map[string]*profileState
@@ -109,14 +110,19 @@ type profileState struct {
 // warmRow is one warm-up window. Rows are sorted by (start, device) before
 // training, so the model does not depend on how partitions interleaved.
 type warmRow struct {
-	start  int64
-	device string
-	vector features.Vector
+	start       int64
+	device      string
+	vector      features.Vector
+	partition   int32
+	first, last int64 // offsets of the window's records
 }
 
 // NewDetector returns a detector over the given model store.
-func NewDetector(cfg DetectorConfig, store *ModelStore, topic string, metrics *Metrics, log *slog.Logger) *Detector {
-	return &Detector{cfg: cfg.WithDefaults(), store: store, metrics: metrics, log: log, topic: topic, profiles: map[string]*profileState{}}
+// NewDetector returns a detector over the given model store. With a
+// verifier, a first model trains only once its warm-up windows' records are
+// proven untampered against their anchors.
+func NewDetector(cfg DetectorConfig, store *ModelStore, verifier HistoryVerifier, topic string, metrics *Metrics, log *slog.Logger) *Detector {
+	return &Detector{cfg: cfg.WithDefaults(), store: store, verifier: verifier, metrics: metrics, log: log, topic: topic, profiles: map[string]*profileState{}}
 }
 
 // Model returns the profile's active model, or nil while it warms up.
@@ -186,7 +192,8 @@ func (d *Detector) Score(ctx context.Context, cw *ClosedWindow) (*contract.Alert
 // warmUp collects a window for the profile's first model and trains it once
 // the warm-up span and minimum row count are reached.
 func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState) error {
-	p.warm = append(p.warm, warmRow{start: cw.Start.UnixNano(), device: cw.DeviceID, vector: cw.Vector})
+	p.warm = append(p.warm, warmRow{start: cw.Start.UnixNano(), device: cw.DeviceID, vector: cw.Vector,
+		partition: cw.Partition, first: cw.FirstOffset, last: cw.LastOffset})
 	if p.warmFrom.IsZero() || cw.Start.Before(p.warmFrom) {
 		p.warmFrom = cw.Start
 	}
@@ -199,7 +206,18 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 		return nil
 	}
 	started := time.Now()
-	ref := fmt.Sprintf("warmup:%s:%s/%s", d.topic, p.warmFrom.Format(time.RFC3339), p.warmTo.Format(time.RFC3339))
+	refs := []string{fmt.Sprintf("warmup:%s:%s/%s", d.topic, p.warmFrom.Format(time.RFC3339), p.warmTo.Format(time.RFC3339))}
+	if d.verifier != nil {
+		// Train only on history proven untampered: the windows' records
+		// must sit in anchored ranges whose roots still match.
+		anchors, err := d.verifier(ctx, warmRanges(p.warm))
+		if err != nil {
+			d.log.Error("first model not trained: its warm-up history is not verified; still warming up",
+				"profile", cw.Profile, "windows", rows, "err", err)
+			return nil
+		}
+		refs = anchors
+	}
 	slices.SortFunc(p.warm, func(a, b warmRow) int {
 		if c := cmp.Compare(a.start, b.start); c != 0 {
 			return c
@@ -217,21 +235,40 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 		},
 		Contamination: d.cfg.Contamination,
 		Profile:       cw.Profile,
-		TrainingData:  []string{ref},
+		TrainingData:  refs,
 	})
 	if err != nil {
 		return fmt.Errorf("train first model of %s: %w", cw.Profile, err)
 	}
-	active, err := d.store.Bootstrap(ctx, m, []string{ref})
+	active, err := d.store.Bootstrap(ctx, m, refs)
 	if err != nil {
 		return fmt.Errorf("bootstrap model of %s: %w", cw.Profile, err)
 	}
-	d.log.Info("trained first model on warm-up traffic",
-		"profile", cw.Profile, "windows", rows, "event_time_span", p.warmTo.Sub(p.warmFrom).String(),
+	d.log.Info("trained first model on verified warm-up traffic",
+		"profile", cw.Profile, "windows", rows, "training_refs", len(refs), "event_time_span", p.warmTo.Sub(p.warmFrom).String(),
 		"took", time.Since(started).Round(time.Millisecond).String())
 	p.warm = nil
 	d.activate(cw.Profile, p, active, "registered and promoted on the ledger")
 	return nil
+}
+
+// warmRanges covers the records of the warm-up windows, per partition.
+func warmRanges(rows []warmRow) []OffsetRange {
+	byPartition := map[int32]*OffsetRange{}
+	for _, r := range rows {
+		pr := byPartition[r.partition]
+		if pr == nil {
+			byPartition[r.partition] = &OffsetRange{Partition: r.partition, First: r.first, Last: r.last}
+			continue
+		}
+		pr.First, pr.Last = min(pr.First, r.first), max(pr.Last, r.last)
+	}
+	out := make([]OffsetRange, 0, len(byPartition))
+	for _, pr := range byPartition {
+		out = append(out, *pr)
+	}
+	slices.SortFunc(out, func(a, b OffsetRange) int { return cmp.Compare(a.Partition, b.Partition) })
+	return out
 }
 
 func (d *Detector) activate(profile string, p *profileState, m *models.Model, how string) {

@@ -113,6 +113,23 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 		t.Fatalf("ground truth has %d attacks and %d trust scenarios, want 10 of each", len(truth), len(trustTruth))
 	}
 	checkTrustScenarios(t, ctx, service, trustTruth)
+
+	// Each profile's model was trained on verified history, which its
+	// registration on the ledger cites anchor by anchor.
+	for _, profile := range []string{"camera", "gateway", "meter", "plc"} {
+		m, err := service.GetActiveModel(ctx, profile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.TrainingAnchors) == 0 {
+			t.Fatalf("model of %s cites no training anchors", profile)
+		}
+		for _, id := range m.TrainingAnchors {
+			if _, err := service.GetAnchor(ctx, id); err != nil {
+				t.Fatalf("model of %s cites %s: %v", profile, id, err)
+			}
+		}
+	}
 	type dw struct {
 		device string
 		start  time.Time

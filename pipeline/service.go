@@ -83,7 +83,8 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	store := &ModelStore{Dir: s.cfg.ModelDir, Ledger: s.ledger}
-	detector := NewDetector(s.cfg.Detector, store, s.cfg.Topics.Flows, s.metrics, s.log)
+	verifier := NewHistoryVerifier(s.ledger, s.cfg.Brokers, s.cfg.Topics.Flows, 2*time.Minute)
+	detector := NewDetector(s.cfg.Detector, store, verifier, s.cfg.Topics.Flows, s.metrics, s.log)
 	kafkaSink := NewKafkaAlertSink(s.cfg.Brokers, s.cfg.Topics.Alerts)
 	s.sinks = []AlertSink{LedgerRecorder{Ledger: s.ledger, Metrics: s.metrics}, kafkaSink, LogSink{Log: s.log}}
 	s.dlq = NewDeadLetter(s.cfg.Brokers, s.cfg.Topics.DeadLetter)

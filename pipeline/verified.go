@@ -1,0 +1,62 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/chainwatch/chainwatch/ledgerclient"
+)
+
+// OffsetRange is an inclusive range of one partition's offsets.
+type OffsetRange struct {
+	Partition   int32
+	First, Last int64
+}
+
+// HistoryVerifier proves that records are untampered history before a model
+// learns from them: it waits until the ranges are anchored, re-reads them
+// from Kafka and checks every anchored root, and returns the anchor ids that
+// cover them — the model's training references on the ledger.
+type HistoryVerifier func(ctx context.Context, ranges []OffsetRange) ([]string, error)
+
+// NewHistoryVerifier verifies ranges of topic against its anchors, waiting
+// up to wait for the anchoring stage to catch up.
+func NewHistoryVerifier(ledger *ledgerclient.Client, brokers []string, topic string, wait time.Duration) HistoryVerifier {
+	return func(ctx context.Context, ranges []OffsetRange) ([]string, error) {
+		var ids []string
+		for _, r := range ranges {
+			deadline := time.Now().Add(wait)
+			for {
+				covering, err := ledger.ListAnchors(ctx, topic, r.Partition, r.Last, r.Last)
+				if err != nil {
+					return nil, err
+				}
+				if len(covering) > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					return nil, fmt.Errorf("%s/%d is not anchored up to offset %d after %s", topic, r.Partition, r.Last, wait)
+				}
+				select {
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			verdicts, err := Replay(ctx, ledger, ReplayRequest{Brokers: brokers, Topic: topic, Partition: r.Partition, From: r.First, To: r.Last})
+			if err != nil {
+				return nil, err
+			}
+			for _, v := range verdicts {
+				if v.Status != RangeVerified {
+					return nil, fmt.Errorf("training history %s/%d %d..%d is %s: %s", topic, v.Partition, v.FirstOffset, v.LastOffset, v.Status, v.Detail)
+				}
+				ids = append(ids, v.AnchorID)
+			}
+		}
+		sort.Strings(ids)
+		return ids, nil
+	}
+}
