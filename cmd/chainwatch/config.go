@@ -93,6 +93,11 @@ type SimulatorConfig struct {
 	History          time.Duration `yaml:"history"`
 	FirstAttackAfter time.Duration `yaml:"first_attack_after"` // default 5m
 	AttackEvery      time.Duration `yaml:"attack_every"`       // default 20m
+	// FirstTrustAfter and TrustEvery schedule the trust scenarios (rogue
+	// device, forged signature, unapproved firmware, revocation). Defaults
+	// 15m and 20m; a negative trust_every disables them.
+	FirstTrustAfter time.Duration `yaml:"first_trust_after"`
+	TrustEvery      time.Duration `yaml:"trust_every"`
 	// GroundTruth CSV path. Default <data_dir>/ground-truth.csv.
 	GroundTruth string `yaml:"ground_truth"`
 }
@@ -162,6 +167,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Simulator.AttackEvery == 0 {
 		c.Simulator.AttackEvery = 20 * time.Minute
+	}
+	if c.Simulator.FirstTrustAfter == 0 {
+		c.Simulator.FirstTrustAfter = 15 * time.Minute
+	}
+	if c.Simulator.TrustEvery == 0 {
+		c.Simulator.TrustEvery = 20 * time.Minute
 	}
 	if c.Simulator.GroundTruth == "" {
 		c.Simulator.GroundTruth = filepath.Join(c.DataDir, "ground-truth.csv")

@@ -200,7 +200,8 @@ func simulatorConfig(cfg Config, brokers []string) simulator.Config {
 		Brokers: brokers, Topic: cfg.Topics.Flows, Devices: cfg.Simulator.Devices, Seed: cfg.Simulator.Seed,
 		Speed: cfg.Simulator.Speed, History: cfg.Simulator.History,
 		FirstAttackAfter: cfg.Simulator.FirstAttackAfter, AttackEvery: cfg.Simulator.AttackEvery,
-		GroundTruth: cfg.Simulator.GroundTruth,
+		FirstTrustAfter: cfg.Simulator.FirstTrustAfter, TrustEvery: cfg.Simulator.TrustEvery,
+		TelemetryTopic: cfg.Topics.Telemetry, GroundTruth: cfg.Simulator.GroundTruth,
 	}
 }
 
