@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
@@ -60,8 +59,7 @@ type AnchorStage struct {
 
 	reader  *kafka.Reader
 	batches map[topicPartition]*batch
-	done    chan struct{}
-	err     error
+	stageRun
 }
 
 type topicPartition struct {
@@ -80,7 +78,8 @@ type batch struct {
 
 // NewAnchorStage wires the stage; Start runs it.
 func NewAnchorStage(cfg AnchorConfig, topics Topics, ledger *ledgerclient.Client, metrics *Metrics, log *slog.Logger) *AnchorStage {
-	return &AnchorStage{cfg: cfg.withDefaults(topics), ledger: ledger, metrics: metrics, log: log.With("stage", "anchor"), batches: map[topicPartition]*batch{}}
+	return &AnchorStage{cfg: cfg.withDefaults(topics), ledger: ledger, metrics: metrics, log: log.With("stage", "anchor"),
+		batches: map[topicPartition]*batch{}, stageRun: stageRun{name: "anchoring", log: log}}
 }
 
 // Start joins the group and anchors until ctx ends.
@@ -107,38 +106,20 @@ func (s *AnchorStage) Start(ctx context.Context) error {
 			}
 		}
 	}()
-	s.done = make(chan struct{})
-	go func() {
-		defer close(s.done)
-		s.err = s.run(ctx, msgs, fetchErr)
-		if ctx.Err() != nil || errors.Is(s.err, io.EOF) {
-			s.err = nil
-		}
-		if s.err != nil {
-			s.log.Error("anchoring stage stopped", "err", s.err)
-		}
-	}()
+	s.launch(ctx, func(ctx context.Context) error { return s.loop(ctx, msgs, fetchErr) })
 	return nil
 }
-
-// Done is closed when the stage has stopped.
-func (s *AnchorStage) Done() <-chan struct{} { return s.done }
-
-// Err is why the stage stopped, nil for a requested stop.
-func (s *AnchorStage) Err() error { <-s.done; return s.err }
 
 // Shutdown waits for the stage to stop and leaves the group. Records of a
 // batch not yet anchored stay uncommitted and are anchored after restart.
 func (s *AnchorStage) Shutdown(ctx context.Context) error {
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := s.wait(ctx); err != nil {
+		return err
 	}
 	return s.reader.Close()
 }
 
-func (s *AnchorStage) run(ctx context.Context, msgs <-chan kafka.Message, fetchErr <-chan error) error {
+func (s *AnchorStage) loop(ctx context.Context, msgs <-chan kafka.Message, fetchErr <-chan error) error {
 	tick := time.NewTicker(max(s.cfg.BatchAge/4, 10*time.Millisecond))
 	defer tick.Stop()
 	for {

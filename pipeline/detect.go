@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -63,16 +61,14 @@ type DetectStage struct {
 	pendingClosedAt []time.Time
 	closed          []ClosedWindow
 
-	done chan struct{}
-	err  error
-	mu   sync.Mutex
+	stageRun
 }
 
 // NewDetectStage wires the stage; Start runs it.
 func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, sinks []AlertSink, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *DetectStage {
 	return &DetectStage{
 		cfg: cfg.withDefaults(), registry: registry, detector: detector, sinks: sinks, dlq: dlq,
-		metrics: metrics, log: log.With("stage", "detect"),
+		metrics: metrics, log: log.With("stage", "detect"), stageRun: stageRun{name: "detection", log: log},
 		partitions: map[int]*partitionWindows{}, committed: map[int]int64{},
 	}
 }
@@ -86,40 +82,15 @@ func (s *DetectStage) Start(ctx context.Context) error {
 		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond,
 		StartOffset: kafka.FirstOffset, CommitInterval: 0, // synchronous commits
 	})
-	s.done = make(chan struct{})
-	go func() {
-		defer close(s.done)
-		err := s.run(ctx)
-		if ctx.Err() != nil || errors.Is(err, io.EOF) {
-			err = nil
-		}
-		s.mu.Lock()
-		s.err = err
-		s.mu.Unlock()
-		if err != nil {
-			s.log.Error("detection stage stopped", "err", err)
-		}
-	}()
+	s.launch(ctx, s.run)
 	return nil
-}
-
-// Done is closed when the stage has stopped.
-func (s *DetectStage) Done() <-chan struct{} { return s.done }
-
-// Err is why the stage stopped, nil for a requested stop.
-func (s *DetectStage) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
 }
 
 // Shutdown waits for the stage to stop (cancel the Start context first),
 // commits what was fully processed and leaves the group.
 func (s *DetectStage) Shutdown(ctx context.Context) error {
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := s.wait(ctx); err != nil {
+		return err
 	}
 	s.commit(ctx)
 	return s.reader.Close()

@@ -52,6 +52,12 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run")
 	}
+	if raceDetector {
+		// Half a million records take ten times longer instrumented; the
+		// service-level tests (bad input, telemetry, replay) still run the
+		// concurrent stages under the race detector.
+		t.Skip("too slow under the race detector")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	env := startEmbeddedDefault(t, 4)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
@@ -40,8 +39,7 @@ type TelemetryStage struct {
 	reader  *kafka.Reader
 	lastSeq map[string]uint64
 	trust   *trustAlerts
-	done    chan struct{}
-	err     error
+	stageRun
 }
 
 // NewTelemetryStage wires the stage; Start runs it.
@@ -54,7 +52,8 @@ func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, sinks []AlertSin
 		cfg.Window = time.Minute
 	}
 	return &TelemetryStage{cfg: cfg, registry: registry, sinks: sinks, dlq: dlq, metrics: metrics,
-		log: log.With("stage", "telemetry"), lastSeq: map[string]uint64{}, trust: newTrustAlerts(cfg.Window)}
+		log: log.With("stage", "telemetry"), lastSeq: map[string]uint64{}, trust: newTrustAlerts(cfg.Window),
+		stageRun: stageRun{name: "telemetry", log: log}}
 }
 
 // Start joins the group and checks envelopes until ctx ends.
@@ -63,32 +62,14 @@ func (s *TelemetryStage) Start(ctx context.Context) error {
 		Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, Topic: s.cfg.Topics.Telemetry,
 		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond, StartOffset: kafka.FirstOffset,
 	})
-	s.done = make(chan struct{})
-	go func() {
-		defer close(s.done)
-		s.err = s.run(ctx)
-		if ctx.Err() != nil || errors.Is(s.err, io.EOF) {
-			s.err = nil
-		}
-		if s.err != nil {
-			s.log.Error("telemetry stage stopped", "err", s.err)
-		}
-	}()
+	s.launch(ctx, s.run)
 	return nil
 }
 
-// Done is closed when the stage has stopped.
-func (s *TelemetryStage) Done() <-chan struct{} { return s.done }
-
-// Err is why the stage stopped, nil for a requested stop.
-func (s *TelemetryStage) Err() error { <-s.done; return s.err }
-
 // Shutdown waits for the stage to stop and leaves the group.
 func (s *TelemetryStage) Shutdown(ctx context.Context) error {
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := s.wait(ctx); err != nil {
+		return err
 	}
 	return s.reader.Close()
 }

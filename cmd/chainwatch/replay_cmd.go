@@ -9,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 
+	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
 )
@@ -30,6 +31,35 @@ func brokersFor(cmd *cobra.Command, cfg Config, flag []string) ([]string, error)
 		return nil, fmt.Errorf("no Kafka broker answers at %s: %w", brokers[0], err)
 	}
 	return brokers, nil
+}
+
+// historyAccess is what replay and prove need: the configuration, the topic
+// (default topics.flows), live brokers and a ledger client acting as role.
+type historyAccess struct {
+	cfg     Config
+	topic   string
+	brokers []string
+	ledger  *ledgerclient.Client
+	close   func()
+}
+
+func openHistory(cmd *cobra.Command, g *globals, brokerFlag []string, topic string, role contract.Role) (*historyAccess, error) {
+	cfg, err := g.load()
+	if err != nil {
+		return nil, err
+	}
+	if topic == "" {
+		topic = cfg.Topics.Flows
+	}
+	bs, err := brokersFor(cmd, cfg, brokerFlag)
+	if err != nil {
+		return nil, err
+	}
+	ledger, closeLedger, err := ledgerAs(cfg, role)
+	if err != nil {
+		return nil, err
+	}
+	return &historyAccess{cfg: cfg, topic: topic, brokers: bs, ledger: ledger, close: closeLedger}, nil
 }
 
 func newReplayCommand(g *globals) *cobra.Command {
@@ -54,23 +84,12 @@ mirror) against the original's anchors.`,
 			if !verify {
 				return fmt.Errorf("replay verifies history; pass --verify")
 			}
-			cfg, err := g.load()
+			h, err := openHistory(cmd, g, brokers, topic, contract.RoleService)
 			if err != nil {
 				return err
 			}
-			if topic == "" {
-				topic = cfg.Topics.Flows
-			}
-			bs, err := brokersFor(cmd, cfg, brokers)
-			if err != nil {
-				return err
-			}
-			ledger, closeLedger, err := ledgerAs(cfg, contract.RoleService)
-			if err != nil {
-				return err
-			}
-			defer closeLedger()
-			ctx := cmd.Context()
+			defer h.close()
+			cfg, topic, bs, ledger, ctx := h.cfg, h.topic, h.brokers, h.ledger, cmd.Context()
 			parts, err := partitionsOf(bs[0], topic, partition)
 			if err != nil {
 				return err
@@ -182,23 +201,12 @@ func newProveCommand(g *globals) *cobra.Command {
 		Short: "Print the inclusion proof of one record against its anchored Merkle root",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load()
+			h, err := openHistory(cmd, g, brokers, topic, contract.RoleAnalyst)
 			if err != nil {
 				return err
 			}
-			if topic == "" {
-				topic = cfg.Topics.Flows
-			}
-			bs, err := brokersFor(cmd, cfg, brokers)
-			if err != nil {
-				return err
-			}
-			ledger, closeLedger, err := ledgerAs(cfg, contract.RoleAnalyst)
-			if err != nil {
-				return err
-			}
-			defer closeLedger()
-			proof, err := pipeline.Prove(cmd.Context(), ledger, bs, topic, anchored, int32(partition), offset)
+			defer h.close()
+			proof, err := pipeline.Prove(cmd.Context(), h.ledger, h.brokers, h.topic, anchored, int32(partition), offset)
 			if err != nil {
 				return err
 			}
