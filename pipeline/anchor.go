@@ -84,29 +84,31 @@ func NewAnchorStage(cfg AnchorConfig, topics Topics, ledger *ledgerclient.Client
 
 // Start joins the group and anchors until ctx ends.
 func (s *AnchorStage) Start(ctx context.Context) error {
-	s.reader = kafka.NewReader(kafka.ReaderConfig{
-		Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, GroupTopics: s.cfg.Topics,
-		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond,
-		StartOffset: kafka.FirstOffset, CommitInterval: 0,
+	s.start(ctx, func(ctx context.Context) {
+		s.reader = kafka.NewReader(kafka.ReaderConfig{
+			Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, GroupTopics: s.cfg.Topics,
+			MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond,
+			StartOffset: kafka.FirstOffset, CommitInterval: 0,
+		})
+		msgs := make(chan kafka.Message, 1024)
+		fetchErr := make(chan error, 1)
+		go func() {
+			for {
+				m, err := s.reader.FetchMessage(ctx)
+				if err != nil {
+					fetchErr <- err
+					return
+				}
+				select {
+				case msgs <- m:
+				case <-ctx.Done():
+					fetchErr <- ctx.Err()
+					return
+				}
+			}
+		}()
+		s.launch(ctx, func(ctx context.Context) error { return s.loop(ctx, msgs, fetchErr) })
 	})
-	msgs := make(chan kafka.Message, 1024)
-	fetchErr := make(chan error, 1)
-	go func() {
-		for {
-			m, err := s.reader.FetchMessage(ctx)
-			if err != nil {
-				fetchErr <- err
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				fetchErr <- ctx.Err()
-				return
-			}
-		}
-	}()
-	s.launch(ctx, func(ctx context.Context) error { return s.loop(ctx, msgs, fetchErr) })
 	return nil
 }
 

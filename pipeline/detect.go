@@ -77,12 +77,14 @@ func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, si
 // Shutdown is called.
 func (s *DetectStage) Start(ctx context.Context) error {
 	s.trust = newTrustAlerts(s.cfg.Window.Size)
-	s.reader = kafka.NewReader(kafka.ReaderConfig{
-		Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, Topic: s.cfg.Topics.Flows,
-		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond,
-		StartOffset: kafka.FirstOffset, CommitInterval: 0, // synchronous commits
+	s.start(ctx, func(ctx context.Context) {
+		s.reader = kafka.NewReader(kafka.ReaderConfig{
+			Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, Topic: s.cfg.Topics.Flows,
+			MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond,
+			StartOffset: kafka.FirstOffset, CommitInterval: 0, // synchronous commits
+		})
+		s.launch(ctx, s.run)
 	})
-	s.launch(ctx, s.run)
 	return nil
 }
 

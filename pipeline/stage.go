@@ -5,16 +5,25 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"runtime/pprof"
 )
 
 // stageRun is the life cycle the stages share: launch runs the stage's loop
 // in a goroutine, Done and Err tell when and why it ended, and a stop
 // requested through the context is not an error.
+//
+// start runs a stage's set-up under the pprof label stage=<name>: the
+// goroutines it creates, kafka-go's fetchers included, inherit the label,
+// so CPU profiles (and Pyroscope) attribute time to stages.
 type stageRun struct {
 	name string
 	log  *slog.Logger
 	done chan struct{}
 	err  error
+}
+
+func (r *stageRun) start(ctx context.Context, setup func(context.Context)) {
+	pprof.Do(ctx, pprof.Labels("stage", r.name), setup)
 }
 
 func (r *stageRun) launch(ctx context.Context, loop func(context.Context) error) {

@@ -58,11 +58,13 @@ func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, sinks []AlertSin
 
 // Start joins the group and checks envelopes until ctx ends.
 func (s *TelemetryStage) Start(ctx context.Context) error {
-	s.reader = kafka.NewReader(kafka.ReaderConfig{
-		Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, Topic: s.cfg.Topics.Telemetry,
-		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond, StartOffset: kafka.FirstOffset,
+	s.start(ctx, func(ctx context.Context) {
+		s.reader = kafka.NewReader(kafka.ReaderConfig{
+			Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, Topic: s.cfg.Topics.Telemetry,
+			MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond, StartOffset: kafka.FirstOffset,
+		})
+		s.launch(ctx, s.run)
 	})
-	s.launch(ctx, s.run)
 	return nil
 }
 
