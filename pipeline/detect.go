@@ -46,7 +46,7 @@ type DetectStage struct {
 	cfg      DetectConfig
 	registry *Registry
 	detector *Detector
-	sinks    []AlertSink
+	outbox   *Outbox
 	dlq      *DeadLetter
 	metrics  *Metrics
 	log      *slog.Logger
@@ -65,9 +65,9 @@ type DetectStage struct {
 }
 
 // NewDetectStage wires the stage; Start runs it.
-func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, sinks []AlertSink, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *DetectStage {
+func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, outbox *Outbox, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *DetectStage {
 	return &DetectStage{
-		cfg: cfg.withDefaults(), registry: registry, detector: detector, sinks: sinks, dlq: dlq,
+		cfg: cfg.withDefaults(), registry: registry, detector: detector, outbox: outbox, dlq: dlq,
 		metrics: metrics, log: log.With("stage", "detect"), stageRun: stageRun{name: "detection", log: log},
 		partitions: map[int]*partitionWindows{}, committed: map[int]int64{},
 	}
@@ -211,13 +211,17 @@ func unknownDeviceKey(r *FlowRecord) string {
 	}
 }
 
+// flushAlerts hands the pending alerts to the durable outbox; once Add has
+// returned they survive a crash, so the offsets behind them may be
+// committed. Alerts the outbox already knew (a replay) are not counted again.
 func (s *DetectStage) flushAlerts(ctx context.Context) error {
 	started := time.Now()
-	if err := deliverWithRetry(ctx, s.sinks, s.pending, s.metrics, s.log); err != nil {
+	added, err := s.outbox.Add(s.pending)
+	if err != nil {
 		return err
 	}
-	s.metrics.StageLatency.WithLabelValues("deliver_alerts").Observe(time.Since(started).Seconds())
-	for _, a := range s.pending {
+	s.metrics.StageLatency.WithLabelValues("outbox_add").Observe(time.Since(started).Seconds())
+	for _, a := range added {
 		s.metrics.Alerts.WithLabelValues(a.Kind, a.Confidence).Inc()
 		s.metrics.Summary.addAlert(a.Kind)
 	}

@@ -80,7 +80,7 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 	svc := pipeline.NewService(pipeline.ServiceConfig{
 		Brokers:  brokers,
 		Detector: pipeline.DetectorConfig{Warmup: 24 * time.Hour, Seed: 1},
-		ModelDir: filepath.Join(dir, "models"),
+		ModelDir: filepath.Join(dir, "models"), OutboxPath: filepath.Join(dir, "outbox.db"),
 	}, service, prometheus.NewRegistry(), log)
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)

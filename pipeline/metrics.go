@@ -26,6 +26,7 @@ type Metrics struct {
 	ModelThreshold  *prometheus.GaugeVec // profile
 	WarmupWindows   *prometheus.GaugeVec // profile
 	SinkErrors      *prometheus.CounterVec
+	OutboxDepth     prometheus.Gauge
 	LedgerTx        *prometheus.HistogramVec // function, result
 
 	// Summary mirrors the totals for the --duration summary line.
@@ -83,11 +84,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ModelThreshold: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_threshold", Help: "Alert threshold of each profile's active model."}, []string{"profile"}),
 		WarmupWindows:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_warmup_windows", Help: "Windows collected for a profile's first model."}, []string{"profile"}),
 		SinkErrors:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_sink_errors_total", Help: "Failed deliveries to an alert sink (retried)."}, []string{"sink"}),
+		OutboxDepth:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "chainwatch_outbox_depth", Help: "Alerts accepted but not yet delivered to every sink."}),
 		LedgerTx: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_ledger_tx_seconds", Help: "Ledger transaction latency.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}, []string{"function", "result"}),
 	}
 	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts,
 		m.Anchors, m.AnchoredRecords, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.OpenWindows,
-		m.ModelInfo, m.ModelThreshold, m.WarmupWindows, m.SinkErrors, m.LedgerTx)
+		m.ModelInfo, m.ModelThreshold, m.WarmupWindows, m.SinkErrors, m.LedgerTx, m.OutboxDepth)
 	return m
 }

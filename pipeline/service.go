@@ -26,6 +26,8 @@ type ServiceConfig struct {
 	Anchor      AnchorConfig
 	// ModelDir holds model artifacts named by hash.
 	ModelDir string
+	// OutboxPath is the file of the durable alert outbox. Required.
+	OutboxPath string
 }
 
 // Service runs the detection and anchoring stages against a Kafka cluster
@@ -39,6 +41,8 @@ type Service struct {
 	detect    *DetectStage
 	anchor    *AnchorStage
 	telemetry *TelemetryStage
+	outbox    *Outbox
+	outboxRun context.CancelFunc
 	sinks     []AlertSink
 	dlq       *DeadLetter
 	cancel    context.CancelFunc
@@ -69,6 +73,9 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.cfg.Detector.Validate(); err != nil {
 		return fmt.Errorf("detector.%w", err)
 	}
+	if s.cfg.OutboxPath == "" {
+		return errors.New("pipeline: no outbox path")
+	}
 	ensureCtx, cancelEnsure := context.WithTimeout(ctx, 15*time.Second)
 	err := EnsureTopics(ensureCtx, s.cfg.Brokers, s.cfg.Partitions, s.cfg.Replication, s.cfg.Topics.All()...)
 	cancelEnsure()
@@ -88,10 +95,22 @@ func (s *Service) Start(ctx context.Context) error {
 	kafkaSink := NewKafkaAlertSink(s.cfg.Brokers, s.cfg.Topics.Alerts)
 	s.sinks = []AlertSink{LedgerRecorder{Ledger: s.ledger, Metrics: s.metrics}, kafkaSink, LogSink{Log: s.log}}
 	s.dlq = NewDeadLetter(s.cfg.Brokers, s.cfg.Topics.DeadLetter)
+	if s.outbox, err = OpenOutbox(s.cfg.OutboxPath, s.sinks, s.metrics, s.log); err != nil {
+		cancel()
+		return err
+	}
+	if err := s.outbox.ReconcileKafka(ctx, s.cfg.Brokers, s.cfg.Topics.Alerts, kafkaSink.Name()); err != nil {
+		cancel()
+		return fmt.Errorf("outbox: reconcile with %s: %w", s.cfg.Topics.Alerts, err)
+	}
+	// The deliverer outlives the stages a little at shutdown, to drain.
+	outboxCtx, stopOutbox := context.WithCancel(context.WithoutCancel(ctx))
+	s.outboxRun = stopOutbox
+	go s.outbox.Run(outboxCtx)
 
 	detectCfg := s.cfg.Detect
 	detectCfg.Brokers, detectCfg.Topics = s.cfg.Brokers, s.cfg.Topics
-	s.detect = NewDetectStage(detectCfg, registry, detector, s.sinks, s.dlq, s.metrics, s.log)
+	s.detect = NewDetectStage(detectCfg, registry, detector, s.outbox, s.dlq, s.metrics, s.log)
 	anchorCfg := s.cfg.Anchor
 	anchorCfg.Brokers = s.cfg.Brokers
 	s.anchor = NewAnchorStage(anchorCfg, s.cfg.Topics, s.ledger, s.metrics, s.log)
@@ -104,7 +123,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	s.telemetry = NewTelemetryStage(TelemetryConfig{Brokers: s.cfg.Brokers, Topics: s.cfg.Topics, Window: detectCfg.Window.WithDefaults().Size},
-		registry, s.sinks, s.dlq, s.metrics, s.log)
+		registry, s.outbox, s.dlq, s.metrics, s.log)
 	if err := s.telemetry.Start(runCtx); err != nil {
 		cancel()
 		return err
@@ -169,6 +188,18 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 	if s.telemetry != nil {
 		errs = append(errs, s.telemetry.Shutdown(ctx))
+	}
+	if s.outbox != nil {
+		// Give queued alerts a moment to reach the sinks; whatever is left
+		// stays on disk and goes out after the next start.
+		drain, stop := context.WithTimeout(ctx, 5*time.Second)
+		for s.outbox.depth() > 0 && drain.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+		stop()
+		s.outboxRun()
+		s.outbox.Wait()
+		errs = append(errs, s.outbox.Close())
 	}
 	for _, sink := range s.sinks {
 		if c, ok := sink.(interface{ Close() error }); ok {

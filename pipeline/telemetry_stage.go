@@ -31,7 +31,7 @@ type TelemetryConfig struct {
 type TelemetryStage struct {
 	cfg      TelemetryConfig
 	registry *Registry
-	sinks    []AlertSink
+	outbox   *Outbox
 	dlq      *DeadLetter
 	metrics  *Metrics
 	log      *slog.Logger
@@ -43,7 +43,7 @@ type TelemetryStage struct {
 }
 
 // NewTelemetryStage wires the stage; Start runs it.
-func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, sinks []AlertSink, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *TelemetryStage {
+func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, outbox *Outbox, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *TelemetryStage {
 	if cfg.GroupID == "" {
 		cfg.GroupID = "chainwatch-telemetry"
 	}
@@ -51,7 +51,7 @@ func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, sinks []AlertSin
 	if cfg.Window == 0 {
 		cfg.Window = time.Minute
 	}
-	return &TelemetryStage{cfg: cfg, registry: registry, sinks: sinks, dlq: dlq, metrics: metrics,
+	return &TelemetryStage{cfg: cfg, registry: registry, outbox: outbox, dlq: dlq, metrics: metrics,
 		log: log.With("stage", "telemetry"), lastSeq: map[string]uint64{}, trust: newTrustAlerts(cfg.Window),
 		stageRun: stageRun{name: "telemetry", log: log}}
 }
@@ -89,13 +89,16 @@ func (s *TelemetryStage) run(ctx context.Context) error {
 			return err
 		}
 		if alert != nil {
-			if err := deliverWithRetry(ctx, s.sinks, []contract.Alert{*alert}, s.metrics, s.log); err != nil {
+			added, err := s.outbox.Add([]contract.Alert{*alert})
+			if err != nil {
 				return err
 			}
-			s.metrics.Alerts.WithLabelValues(alert.Kind, alert.Confidence).Inc()
-			s.metrics.Summary.addAlert(alert.Kind)
+			for _, a := range added {
+				s.metrics.Alerts.WithLabelValues(a.Kind, a.Confidence).Inc()
+				s.metrics.Summary.addAlert(a.Kind)
+			}
 		}
-		// Committed only once the record's alert, if any, was accepted.
+		// Committed only once the record's alert, if any, is in the outbox.
 		if err := s.reader.CommitMessages(ctx, m); err != nil {
 			return fmt.Errorf("commit telemetry offset %d: %w", m.Offset, err)
 		}

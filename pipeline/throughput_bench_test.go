@@ -62,7 +62,7 @@ func benchmarkEndToEnd(b *testing.B, contamination float64) {
 	w.Close()
 
 	reg := prometheus.NewRegistry()
-	svc := pipeline.NewService(pipeline.ServiceConfig{Brokers: env.brokers, ModelDir: filepath.Join(env.dir, "models"),
+	svc := pipeline.NewService(pipeline.ServiceConfig{Brokers: env.brokers, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
 		Detector: pipeline.DetectorConfig{Warmup: 10 * time.Minute, Contamination: contamination}}, env.as(contract.RoleService), reg, testLoggerB(b))
 	b.ResetTimer()
 	start := time.Now()

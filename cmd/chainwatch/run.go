@@ -120,7 +120,7 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 		Detect:   pipeline.DetectConfig{GroupID: cfg.Kafka.GroupID, Window: cfg.Window},
 		Detector: cfg.Detector,
 		Anchor:   pipeline.AnchorConfig{GroupID: cfg.Kafka.AnchorGroupID, BatchRecords: cfg.Anchor.BatchRecords, BatchAge: cfg.Anchor.BatchAge},
-		ModelDir: filepath.Join(cfg.DataDir, "models"),
+		ModelDir: filepath.Join(cfg.DataDir, "models"), OutboxPath: filepath.Join(cfg.DataDir, "outbox.db"),
 	}, service, reg, log)
 
 	httpDone, err := serveOperations(cfg.HTTP.Listen, reg, svc, ledgers.gateway, log)
