@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/models/features"
 )
 
 // DetectConfig configures the detection stage. Zero values are defaults.
@@ -55,6 +56,7 @@ type DetectStage struct {
 	partitions map[int]*partitionWindows
 	committed  map[int]int64
 	trust      *trustAlerts
+	histories  map[string][]byte // checkpointed device histories, by device id
 	pending    []contract.Alert
 	// pendingClosedAt is when the window behind each pending behaviour
 	// alert closed, for the close-to-alert latency.
@@ -77,6 +79,11 @@ func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, ou
 // Shutdown is called.
 func (s *DetectStage) Start(ctx context.Context) error {
 	s.trust = newTrustAlerts(s.cfg.Window.Size)
+	histories, err := s.outbox.LoadHistories()
+	if err != nil {
+		return fmt.Errorf("load device histories: %w", err)
+	}
+	s.histories = histories
 	s.start(ctx, func(ctx context.Context) {
 		s.reader = kafka.NewReader(kafka.ReaderConfig{
 			Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, Topic: s.cfg.Topics.Flows,
@@ -129,6 +136,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		// New partition, or one handed back after a rebalance and re-read
 		// from its committed offset: start its windows afresh.
 		p = newPartitionWindows(s.cfg.Window, int32(m.Partition))
+		p.restore = s.restoreHistory
 		s.partitions[m.Partition] = p
 	}
 
@@ -232,8 +240,47 @@ func (s *DetectStage) flushAlerts(ctx context.Context) error {
 	return nil
 }
 
+// restoreHistory gives a newly tracked device the history it had at the
+// last checkpoint.
+func (s *DetectStage) restoreHistory(id string, h *features.History) {
+	if raw, ok := s.histories[id]; ok {
+		if err := h.UnmarshalBinary(raw); err != nil {
+			s.log.Warn("device history checkpoint ignored", "device", id, "err", err)
+		}
+	}
+}
+
+// checkpoint saves the histories that changed since the last checkpoint.
+// It runs before the offset commit, so a restart from the committed offset
+// finds histories at least as new; replayed windows then re-learn
+// destinations the history already holds, which changes nothing.
+func (s *DetectStage) checkpoint() {
+	changed := map[string][]byte{}
+	for _, p := range s.partitions {
+		for id, d := range p.devices {
+			if d.dirty {
+				raw, _ := d.history.MarshalBinary()
+				changed[id] = raw
+			}
+		}
+	}
+	if err := s.outbox.SaveHistories(changed); err != nil {
+		s.log.Warn("device history checkpoint failed; will retry", "err", err)
+		return
+	}
+	for _, p := range s.partitions {
+		for id, d := range p.devices {
+			if _, ok := changed[id]; ok {
+				d.dirty = false
+				s.histories[id] = changed[id]
+			}
+		}
+	}
+}
+
 // commit commits, per partition, the newest fully processed offset.
 func (s *DetectStage) commit(ctx context.Context) {
+	s.checkpoint()
 	var msgs []kafka.Message
 	devices, open := 0, 0
 	for part, p := range s.partitions {

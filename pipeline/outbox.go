@@ -300,3 +300,43 @@ func (o *Outbox) ReconcileKafka(ctx context.Context, brokers []string, topic, si
 	o.log.Info("alerts already on the alerts topic before the restart were not produced again", "alerts", len(found))
 	return o.save(seqs, batch)
 }
+
+// bucketHistories holds each device's destination history, checkpointed by
+// the detection stage with every offset commit, so that a restart does not
+// take every destination for new.
+var bucketHistories = []byte("device-histories") // device id → features.History encoding
+
+// LoadHistories returns every checkpointed history.
+func (o *Outbox) LoadHistories() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketHistories)
+		if err != nil {
+			return err
+		}
+		return b.ForEach(func(k, v []byte) error {
+			out[string(k)] = append([]byte(nil), v...)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// SaveHistories checkpoints histories in one durable transaction.
+func (o *Outbox) SaveHistories(histories map[string][]byte) error {
+	if len(histories) == 0 {
+		return nil
+	}
+	return o.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketHistories)
+		if err != nil {
+			return err
+		}
+		for id, h := range histories {
+			if err := b.Put([]byte(id), h); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

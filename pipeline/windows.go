@@ -49,6 +49,7 @@ type ClosedWindow struct {
 type deviceState struct {
 	id, profile string
 	history     features.History
+	dirty       bool // history changed since the last checkpoint
 	win         *features.Window
 	start       int64 // open window's start, Unix ns
 	first, last int64 // offsets of the open window's first and last record
@@ -69,6 +70,8 @@ type partitionWindows struct {
 	free   []*features.Window
 	// processed is the newest offset handed to Add.
 	processed int64
+	// restore fills a newly tracked device's history from a checkpoint.
+	restore func(id string, h *features.History)
 }
 
 func newPartitionWindows(cfg WindowConfig, partition int32) *partitionWindows {
@@ -89,6 +92,9 @@ func (p *partitionWindows) Add(deviceID, profile string, t time.Time, offset int
 	d := p.devices[deviceID]
 	if d == nil {
 		d = &deviceState{id: deviceID, profile: profile}
+		if p.restore != nil {
+			p.restore(deviceID, &d.history)
+		}
 		p.devices[deviceID] = d
 	}
 	d.profile = profile
@@ -157,6 +163,7 @@ func (p *partitionWindows) Release(cw *ClosedWindow, learn bool) {
 	}
 	if learn {
 		cw.window.Destinations(cw.state.history.Add)
+		cw.state.dirty = true
 	}
 	cw.window.Reset()
 	p.free = append(p.free, cw.window)

@@ -68,3 +68,21 @@ func TestHistoryLearnsOnlyFromNormalWindows(t *testing.T) {
 		t.Fatalf("new_dst_share %v, want 0 after a normal window taught destination 7", closed[0].Vector[features.NewDstShare])
 	}
 }
+
+func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
+	var saved features.History
+	saved.Add(7)
+	raw, _ := saved.MarshalBinary()
+	p := newPartitionWindows(WindowConfig{}, 0)
+	p.restore = func(id string, h *features.History) {
+		if id == "a" {
+			_ = h.UnmarshalBinary(raw)
+		}
+	}
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	closed, _ := p.Add("a", "meter", t0, 0, features.Flow{Dst: 7}, nil)
+	closed, _ = p.Add("a", "meter", t0.Add(time.Minute), 1, features.Flow{Dst: 7}, closed[:0])
+	if len(closed) != 1 || closed[0].Vector[features.NewDstShare] != 0 {
+		t.Fatalf("restored device took its known destination for new: %+v", closed)
+	}
+}

@@ -174,7 +174,26 @@ func (s *Simulator) Register(ctx context.Context, manufacturer, operator *ledger
 			return fmt.Errorf("register %s: %w", d.ID, err)
 		}
 	}
-	s.log.Info("simulated fleet registered on the ledger", "devices", len(s.Fleet), "new", registered)
+	// A device revoked in an earlier run was taken off the network then;
+	// it stays off.
+	onLedger, err := manufacturer.ListDevices(ctx)
+	if err != nil {
+		return fmt.Errorf("list devices: %w", err)
+	}
+	revoked := map[string]bool{}
+	for _, d := range onLedger {
+		if d.Status == contract.DeviceRevoked {
+			revoked[d.ID] = true
+		}
+	}
+	retired := 0
+	for _, d := range s.Fleet {
+		if revoked[d.ID] {
+			d.retired = true
+			retired++
+		}
+	}
+	s.log.Info("simulated fleet registered on the ledger", "devices", len(s.Fleet), "new", registered, "revoked_earlier", retired)
 	return nil
 }
 

@@ -54,3 +54,19 @@ func TestHistoryEvictsUnusedFirst(t *testing.T) {
 		t.Fatal("unused destination 1 should have been evicted")
 	}
 }
+
+func TestHistoryCheckpointRoundTrip(t *testing.T) {
+	var h History
+	for d := uint64(0); d < HistorySize+5; d++ {
+		h.Add(d * 7)
+	}
+	h.Contains(14)
+	b, _ := h.MarshalBinary()
+	var g History
+	if err := g.UnmarshalBinary(b); err != nil || g != h {
+		t.Fatalf("round trip changed the history (%v)", err)
+	}
+	if err := g.UnmarshalBinary(b[:10]); err == nil {
+		t.Fatal("damaged checkpoint accepted")
+	}
+}
