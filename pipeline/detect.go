@@ -58,6 +58,7 @@ type DetectStage struct {
 	trust      *trustAlerts
 	histories  map[string][]byte // checkpointed device histories, by device id
 	pending    []contract.Alert
+	verdicts   []Verdict
 	// pendingClosedAt is when the window behind each pending behaviour
 	// alert closed, for the close-to-alert latency.
 	pendingClosedAt []time.Time
@@ -180,19 +181,23 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		if !accepted {
 			s.metrics.RecordsLate.WithLabelValues(topic).Inc()
 		}
-		closedAt := time.Now()
-		for i := range s.closed {
-			cw := &s.closed[i]
-			started := time.Now()
-			alert, learn, err := s.detector.Score(ctx, cw)
-			p.Release(cw, learn)
+		if len(s.closed) > 0 {
+			closedAt := time.Now()
+			verdicts, err := s.detector.ScoreWindows(ctx, s.closed, s.verdicts[:0])
+			s.verdicts = verdicts
+			for i := range s.closed {
+				learn := err == nil && verdicts[i].Learn
+				p.Release(&s.closed[i], learn)
+			}
 			if err != nil {
 				return err
 			}
-			s.metrics.StageLatency.WithLabelValues("score").Observe(time.Since(started).Seconds())
-			if alert != nil {
-				s.pending = append(s.pending, *alert)
-				s.pendingClosedAt = append(s.pendingClosedAt, closedAt)
+			s.metrics.StageLatency.WithLabelValues("score").Observe(time.Since(closedAt).Seconds())
+			for _, v := range verdicts {
+				if v.Alert != nil {
+					s.pending = append(s.pending, *v.Alert)
+					s.pendingClosedAt = append(s.pendingClosedAt, closedAt)
+				}
 			}
 		}
 	}

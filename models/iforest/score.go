@@ -19,6 +19,23 @@ func (f *Forest) Score(x []float64) float64 {
 func (f *Forest) PathLength(x []float64) float64 {
 	x = x[:f.dims]
 	sum := 0.0
+	if f.steps != nil {
+		// The branch-free layout: depth steps per tree, no mispredictions.
+		steps, leafPath := f.steps, f.leafPath
+		for _, root := range f.roots {
+			i := root
+			for range f.depth {
+				s := &steps[i]
+				next := s.next
+				if x[s.feature] >= s.threshold {
+					next++
+				}
+				i = next
+			}
+			sum += leafPath[i]
+		}
+		return sum / float64(len(f.roots))
+	}
 	for _, root := range f.roots {
 		sum += f.nodes[f.leaf(root, x)].value
 	}
