@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 )
@@ -60,9 +61,15 @@ func (c *Client) UpdateDevice(ctx context.Context, d contract.Device) (contract.
 	return r, err
 }
 
-// RevokeDevice revokes a device (operator, manufacturer).
+// RevokeDevice revokes a device from now on (operator, manufacturer).
 func (c *Client) RevokeDevice(ctx context.Context, id, reason string) (contract.Device, error) {
-	r, _, err := submit[contract.Device](ctx, c, contract.FnRevokeDevice, contract.RevokeArgs{ID: id, Reason: reason})
+	return c.RevokeDeviceFrom(ctx, id, reason, time.Time{})
+}
+
+// RevokeDeviceFrom revokes a device with effect from the given time (zero:
+// the transaction's time), e.g. when it was stolen.
+func (c *Client) RevokeDeviceFrom(ctx context.Context, id, reason string, effective time.Time) (contract.Device, error) {
+	r, _, err := submit[contract.Device](ctx, c, contract.FnRevokeDevice, contract.RevokeArgs{ID: id, Reason: reason, EffectiveAt: effective})
 	return r, err
 }
 

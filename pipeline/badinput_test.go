@@ -35,7 +35,8 @@ func TestBadInputIsDeadLetteredAndUntrustedDevicesAlert(t *testing.T) {
 	}
 	defer svc.Shutdown(context.Background())
 	// Revoked after start: the registry must follow the ledger's event.
-	if _, err := operator.RevokeDevice(ctx, "cam-9", "stolen from site 4"); err != nil {
+	// Stolen shortly before the records below were sent.
+	if _, err := operator.RevokeDeviceFrom(ctx, "cam-9", "stolen from site 4", time.UnixMilli(1764000000000-60_000)); err != nil {
 		t.Fatal(err)
 	}
 

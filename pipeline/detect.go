@@ -171,7 +171,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		p.processed = m.Offset
 		s.queue(s.trust.raise(contract.AlertRogueDevice, unknownDeviceKey(&rec), "", rec.Time, m,
 			"device is not registered on the ledger"))
-	case dev.Status == contract.DeviceRevoked:
+	case revokedAt(dev, rec.Time):
 		p.processed = m.Offset
 		s.queue(s.trust.raise(contract.AlertRevokedDevice, dev.ID, dev.Profile, rec.Time, m,
 			"device was revoked: "+dev.RevokedReason))
@@ -205,6 +205,13 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		return s.flushAlerts(ctx)
 	}
 	return nil
+}
+
+// revokedAt reports whether the device's certificate was revoked at event
+// time t: records from before the revocation took effect are judged as the
+// device's normal traffic, however late they are processed.
+func revokedAt(d *contract.Device, t time.Time) bool {
+	return d.Status == contract.DeviceRevoked && !t.Before(d.RevokedAt)
 }
 
 func (s *DetectStage) queue(a *contract.Alert) {

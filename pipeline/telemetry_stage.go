@@ -125,7 +125,7 @@ func (s *TelemetryStage) check(ctx context.Context, m kafka.Message) (*contract.
 	switch {
 	case dev == nil:
 		return s.trust.raise(contract.AlertRogueDevice, t.DeviceID, "", t.Time(), m, "telemetry from a device that is not registered on the ledger"), nil
-	case dev.Status == contract.DeviceRevoked:
+	case revokedAt(dev, t.Time()):
 		return s.trust.raise(contract.AlertRevokedDevice, dev.ID, dev.Profile, t.Time(), m, "telemetry from a revoked device: "+dev.RevokedReason), nil
 	case !t.Verify(dev.PublicKey):
 		return s.trust.raise(contract.AlertBadSignature, dev.ID, dev.Profile, t.Time(), m,

@@ -43,7 +43,8 @@ func TestTelemetryTrustChecks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := operator.RevokeDevice(ctx, "plc-revoked", "decommissioned"); err != nil {
+	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	if _, err := operator.RevokeDeviceFrom(ctx, "plc-revoked", "decommissioned", at); err != nil {
 		t.Fatal(err)
 	}
 	_, strangerKey, _ := ed25519.GenerateKey(nil)
@@ -54,7 +55,6 @@ func TestTelemetryTrustChecks(t *testing.T) {
 	}
 	defer svc.Shutdown(context.Background())
 
-	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	envelope := func(id string, seq uint64, firmware string, key ed25519.PrivateKey) kafka.Message {
 		tm := pipeline.Telemetry{DeviceID: id, Seq: seq, TimeMs: at.Add(time.Duration(seq) * time.Second).UnixMilli(), Firmware: firmware, Payload: []byte(`{"temp":21.5}`)}
 		if err := tm.Sign(key); err != nil {

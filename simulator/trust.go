@@ -80,7 +80,9 @@ func (s *Simulator) scheduleTrust(ctx context.Context, minute time.Time) error {
 		if s.operator == nil {
 			return nil // no ledger to revoke on: skip rather than record a false ground truth
 		}
-		if _, err := s.operator.RevokeDevice(ctx, e.device.ID, "simulated: reported stolen"); err != nil {
+		// Revoked as of the scenario's event time, which the simulation's
+		// compressed clock puts anywhere relative to the ledger's.
+		if _, err := s.operator.RevokeDeviceFrom(ctx, e.device.ID, "simulated: reported stolen", minute); err != nil {
 			return fmt.Errorf("simulate: revoke %s: %w", e.device.ID, err)
 		}
 		e.revoked = true

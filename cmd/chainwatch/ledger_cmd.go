@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -96,14 +97,21 @@ func newDevicesCommand(g *globals) *cobra.Command {
 	f.StringVar(&d.Firmware, "firmware", "", "hex SHA-256 of the installed firmware")
 	f.StringVar(&pub, "public-key", "", "Ed25519 public key, hex or base64")
 
-	var reason string
+	var reason, effective string
 	revoke := &cobra.Command{
-		Use:   "revoke ID --reason R",
-		Short: "Revoke a device (as operator)",
+		Use:   "revoke ID --reason R [--effective TIME]",
+		Short: "Revoke a device (as operator), from now or from an earlier time",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var from time.Time
+			if effective != "" {
+				var err error
+				if from, err = time.Parse(time.RFC3339, effective); err != nil {
+					return fmt.Errorf("--effective: %q is not RFC 3339", effective)
+				}
+			}
 			return withLedger(g, contract.RoleOperator, func(c *ledgerclient.Client) error {
-				got, err := c.RevokeDevice(cmd.Context(), args[0], reason)
+				got, err := c.RevokeDeviceFrom(cmd.Context(), args[0], reason, from)
 				if err != nil {
 					return err
 				}
@@ -112,6 +120,7 @@ func newDevicesCommand(g *globals) *cobra.Command {
 		},
 	}
 	revoke.Flags().StringVar(&reason, "reason", "", "why the device is revoked")
+	revoke.Flags().StringVar(&effective, "effective", "", "RFC 3339 time the revocation takes effect, e.g. when the device was stolen (default: now)")
 	list := &cobra.Command{
 		Use: "list", Short: "List registered devices", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -42,6 +42,8 @@ type (
 	RevokeArgs struct {
 		ID     string `json:"id"`
 		Reason string `json:"reason"`
+		// EffectiveAt dates the revocation; zero means the transaction time.
+		EffectiveAt time.Time `json:"effective_at,omitzero"`
 	}
 	ProfileArgs struct {
 		Profile string `json:"profile"`

@@ -111,8 +111,14 @@ func TestDevices(t *testing.T) {
 	}
 	h.must(RoleOperator, FnRevokeDevice, RevokeArgs{ID: "cam-1", Reason: "stolen"}, &d)
 	h.must(RoleOperator, FnRevokeDevice, RevokeArgs{ID: "cam-1", Reason: "again"}, &d)
-	if d.Status != DeviceRevoked || d.RevokedReason != "stolen" {
-		t.Errorf("revocation %+v, want the first reason kept", d)
+	if d.Status != DeviceRevoked || d.RevokedReason != "stolen" || d.RevokedAt.IsZero() {
+		t.Errorf("revocation %+v, want the first reason and time kept", d)
+	}
+	stolen := time.Date(2026, 11, 1, 3, 0, 0, 0, time.UTC)
+	h.must(RoleManufacturer, FnRegisterDevice, Device{ID: "cam-2", Profile: "camera", Owner: "acme"}, nil)
+	h.must(RoleOperator, FnRevokeDevice, RevokeArgs{ID: "cam-2", Reason: "stolen", EffectiveAt: stolen}, &d)
+	if !d.RevokedAt.Equal(stolen) {
+		t.Errorf("backdated revocation took effect at %v, want %v", d.RevokedAt, stolen)
 	}
 	if err := h.call(RoleManufacturer, FnUpdateDevice, Device{ID: "cam-1", Profile: "camera", Owner: "x"}, nil); !errors.Is(err, ErrConflict) {
 		t.Errorf("update of a revoked device: %v", err)
@@ -120,7 +126,7 @@ func TestDevices(t *testing.T) {
 	h.must(RoleManufacturer, FnRegisterDevice, Device{ID: "m-1", Profile: "meter", Owner: "acme"}, nil)
 	var list []Device
 	h.must(RoleAnalyst, FnListDevices, struct{}{}, &list)
-	if len(list) != 2 || list[0].ID != "cam-1" || list[1].ID != "m-1" {
+	if len(list) != 3 || list[0].ID != "cam-1" || list[2].ID != "m-1" {
 		t.Errorf("list %+v", list)
 	}
 	if err := h.call(RoleAnalyst, FnGetDevice, IDArgs{ID: "nope"}, nil); !errors.Is(err, ErrNotFound) {

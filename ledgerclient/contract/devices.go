@@ -92,7 +92,8 @@ func UpdateDevice(tx Tx, d Device) (Device, error) {
 	return d, putJSON(tx.State, keyDevice+d.ID, d)
 }
 
-// RevokeDevice marks a device revoked. Revoking twice keeps the first reason.
+// RevokeDevice marks a device revoked from a.EffectiveAt (default: now).
+// Revoking twice keeps the first reason and time.
 func RevokeDevice(tx Tx, a RevokeArgs) (Device, error) {
 	d, err := getJSON[Device](tx.State, keyDevice+a.ID)
 	if err != nil {
@@ -108,6 +109,10 @@ func RevokeDevice(tx Tx, a RevokeArgs) (Device, error) {
 		return *d, nil
 	}
 	d.Status, d.RevokedReason, d.UpdatedAt = DeviceRevoked, a.Reason, stamp(tx)
+	d.RevokedAt = d.UpdatedAt
+	if !a.EffectiveAt.IsZero() {
+		d.RevokedAt = a.EffectiveAt.UTC()
+	}
 	return *d, putJSON(tx.State, keyDevice+d.ID, d)
 }
 

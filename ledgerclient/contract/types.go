@@ -14,12 +14,16 @@ type Device struct {
 	MACs      []string `json:"macs,omitempty"`
 	IPs       []string `json:"ips,omitempty"`
 	// Firmware is the hash of the firmware installed at manufacture.
-	Firmware      string    `json:"firmware,omitempty"`
-	Status        string    `json:"status"` // active or revoked
-	RevokedReason string    `json:"revoked_reason,omitempty"`
-	RegisteredBy  string    `json:"registered_by"`
-	RegisteredAt  time.Time `json:"registered_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
+	Firmware      string `json:"firmware,omitempty"`
+	Status        string `json:"status"` // active or revoked
+	RevokedReason string `json:"revoked_reason,omitempty"`
+	// RevokedAt is when the revocation took effect: records from then on are
+	// refused. It defaults to the revoking transaction's time; an operator
+	// may date it back to when the device was lost.
+	RevokedAt    time.Time `json:"revoked_at,omitzero"`
+	RegisteredBy string    `json:"registered_by"`
+	RegisteredAt time.Time `json:"registered_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
 }
 
 // Device statuses.
