@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
@@ -56,7 +57,8 @@ type DetectStage struct {
 	partitions map[int]*partitionWindows
 	committed  map[int]int64
 	trust      *trustAlerts
-	histories  map[string][]byte // checkpointed device histories, by device id
+	consumed   prometheus.Counter // records consumed, resolved once
+	histories  map[string][]byte  // checkpointed device histories, by device id
 	pending    []contract.Alert
 	verdicts   []Verdict
 	// pendingClosedAt is when the window behind each pending behaviour
@@ -127,18 +129,22 @@ func (s *DetectStage) run(ctx context.Context) error {
 // sinks.
 func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 	topic := s.cfg.Topics.Flows
-	s.metrics.RecordsConsumed.WithLabelValues(topic).Inc()
-	s.metrics.Summary.RecordsConsumed.Add(1)
-	if m.HighWaterMark > 0 {
-		s.metrics.ConsumerLag.WithLabelValues(s.cfg.GroupID, topic, strconv.Itoa(m.Partition)).Set(float64(m.HighWaterMark - m.Offset - 1))
+	if s.consumed == nil {
+		s.consumed = s.metrics.RecordsConsumed.WithLabelValues(topic)
 	}
+	s.consumed.Inc()
+	s.metrics.Summary.RecordsConsumed.Add(1)
 	p := s.partitions[m.Partition]
 	if p == nil || m.Offset <= p.processed {
 		// New partition, or one handed back after a rebalance and re-read
 		// from its committed offset: start its windows afresh.
 		p = newPartitionWindows(s.cfg.Window, int32(m.Partition))
 		p.restore = s.restoreHistory
+		p.lag = s.metrics.ConsumerLag.WithLabelValues(s.cfg.GroupID, topic, strconv.Itoa(m.Partition))
 		s.partitions[m.Partition] = p
+	}
+	if m.HighWaterMark > 0 {
+		p.lag.Set(float64(m.HighWaterMark - m.Offset - 1))
 	}
 
 	var rec FlowRecord

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // WindowConfig sets how flows are grouped. The zero value means 60 s
@@ -72,6 +73,8 @@ type partitionWindows struct {
 	processed int64
 	// restore fills a newly tracked device's history from a checkpoint.
 	restore func(id string, h *features.History)
+	// lag is this partition's consumer-lag gauge (nil in unit tests).
+	lag prometheus.Gauge
 }
 
 func newPartitionWindows(cfg WindowConfig, partition int32) *partitionWindows {

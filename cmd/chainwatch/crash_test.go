@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strconv"
 
 	"io"
 	"log/slog"
@@ -21,20 +22,23 @@ import (
 	"github.com/chainwatch/chainwatch/pipeline"
 )
 
-// crashEnv configures the service the crash test runs: a compressed
-// simulated day, fast, with attacks and trust scenarios every 10 minutes.
-var crashEnv = map[string]string{
-	"CHAINWATCH_KAFKA_EMBEDDED_LISTEN":        "127.0.0.1:0",
-	"CHAINWATCH_HTTP_LISTEN":                  "127.0.0.1:0",
-	"CHAINWATCH_LOG_LEVEL":                    "warn",
-	"CHAINWATCH_DETECTOR_WARMUP":              "2h",
-	"CHAINWATCH_SIMULATOR_HISTORY":            "3h",
-	"CHAINWATCH_SIMULATOR_SPEED":              "1200",
-	"CHAINWATCH_SIMULATOR_DEVICES":            "16",
-	"CHAINWATCH_SIMULATOR_FIRST_ATTACK_AFTER": "2m",
-	"CHAINWATCH_SIMULATOR_ATTACK_EVERY":       "10m",
-	"CHAINWATCH_SIMULATOR_FIRST_TRUST_AFTER":  "3m",
-	"CHAINWATCH_SIMULATOR_TRUST_EVERY":        "10m",
+// compressedDay configures a service for tests: free loopback ports, quiet
+// logs, a simulated day compressed into seconds, with attacks and trust
+// scenarios every 10 simulated minutes.
+func compressedDay(devices int) map[string]string {
+	return map[string]string{
+		"CHAINWATCH_KAFKA_EMBEDDED_LISTEN":        "127.0.0.1:0",
+		"CHAINWATCH_HTTP_LISTEN":                  "127.0.0.1:0",
+		"CHAINWATCH_LOG_LEVEL":                    "warn",
+		"CHAINWATCH_DETECTOR_WARMUP":              "2h",
+		"CHAINWATCH_SIMULATOR_HISTORY":            "3h",
+		"CHAINWATCH_SIMULATOR_SPEED":              "1200",
+		"CHAINWATCH_SIMULATOR_DEVICES":            strconv.Itoa(devices),
+		"CHAINWATCH_SIMULATOR_FIRST_ATTACK_AFTER": "2m",
+		"CHAINWATCH_SIMULATOR_ATTACK_EVERY":       "10m",
+		"CHAINWATCH_SIMULATOR_FIRST_TRUST_AFTER":  "3m",
+		"CHAINWATCH_SIMULATOR_TRUST_EVERY":        "10m",
+	}
 }
 
 // TestServiceChild is the service process of TestKillNineLosesAndDuplicatesNoAlert.
@@ -67,7 +71,7 @@ func TestKillNineLosesAndDuplicatesNoAlert(t *testing.T) {
 	start := func(runFor time.Duration) *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestServiceChild$", "-test.timeout=5m")
 		cmd.Env = append(os.Environ(), "CHAINWATCH_CRASH_CHILD="+dir, "CW_TEST_RUN_FOR="+runFor.String())
-		for k, v := range crashEnv {
+		for k, v := range compressedDay(16) {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}
 		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard

@@ -34,17 +34,7 @@ func TestRunWithDurationPrintsSummaryAndRestartsFromItsDataDir(t *testing.T) {
 		t.Skip("too slow under the race detector")
 	}
 	dataDir := t.TempDir()
-	for k, v := range map[string]string{
-		"CHAINWATCH_KAFKA_EMBEDDED_LISTEN":        "127.0.0.1:0",
-		"CHAINWATCH_HTTP_LISTEN":                  "127.0.0.1:0",
-		"CHAINWATCH_LOG_LEVEL":                    "warn",
-		"CHAINWATCH_DETECTOR_WARMUP":              "2h",
-		"CHAINWATCH_SIMULATOR_HISTORY":            "3h",
-		"CHAINWATCH_SIMULATOR_SPEED":              "1200",
-		"CHAINWATCH_SIMULATOR_FIRST_ATTACK_AFTER": "2m",
-		"CHAINWATCH_SIMULATOR_ATTACK_EVERY":       "10m",
-		"CHAINWATCH_SIMULATOR_DEVICES":            "24",
-	} {
+	for k, v := range compressedDay(24) {
 		t.Setenv(k, v)
 	}
 	var summaries []RunSummary
