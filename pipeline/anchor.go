@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
@@ -57,8 +57,9 @@ type AnchorStage struct {
 	metrics *Metrics
 	log     *slog.Logger
 
-	reader  *kafka.Reader
-	batches map[topicPartition]*batch
+	consumer *groupConsumer
+	hasher   leafHasher
+	batches  map[topicPartition]*batch
 	stageRun
 }
 
@@ -84,32 +85,25 @@ func NewAnchorStage(cfg AnchorConfig, topics Topics, ledger *ledgerclient.Client
 
 // Start joins the group and anchors until ctx ends.
 func (s *AnchorStage) Start(ctx context.Context) error {
+	var err error
+	// The client is created under the stage's profiler label so that its
+	// fetch goroutines are counted as the stage's CPU.
 	s.start(ctx, func(ctx context.Context) {
-		s.reader = kafka.NewReader(kafka.ReaderConfig{
-			Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, GroupTopics: s.cfg.Topics,
-			MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond,
-			StartOffset: kafka.FirstOffset, CommitInterval: 0,
-		})
-		msgs := make(chan kafka.Message, 1024)
-		fetchErr := make(chan error, 1)
-		go func() {
-			for {
-				m, err := s.reader.FetchMessage(ctx)
-				if err != nil {
-					fetchErr <- err
-					return
+		s.consumer, err = newGroupConsumer(consumerConfig{brokers: s.cfg.Brokers, group: s.cfg.GroupID, topics: s.cfg.Topics},
+			groupHooks{revoked: func(_ context.Context, parts []topicPartition, _ bool) {
+				// The batch in progress is dropped, not anchored: its
+				// records are uncommitted, so the partition's next owner
+				// reads them again and, asking the ledger where anchors
+				// end, continues the same contiguous sequence.
+				for _, tp := range parts {
+					delete(s.batches, tp)
 				}
-				select {
-				case msgs <- m:
-				case <-ctx.Done():
-					fetchErr <- ctx.Err()
-					return
-				}
-			}
-		}()
-		s.launch(ctx, func(ctx context.Context) error { return s.loop(ctx, msgs, fetchErr) })
+			}})
+		if err == nil {
+			s.launch(ctx, s.run)
+		}
 	})
-	return nil
+	return err
 }
 
 // Shutdown waits for the stage to stop and leaves the group. Records of a
@@ -118,40 +112,51 @@ func (s *AnchorStage) Shutdown(ctx context.Context) error {
 	if err := s.wait(ctx); err != nil {
 		return err
 	}
-	return s.reader.Close()
+	s.consumer.close()
+	return nil
 }
 
-func (s *AnchorStage) loop(ctx context.Context, msgs <-chan kafka.Message, fetchErr <-chan error) error {
-	tick := time.NewTicker(max(s.cfg.BatchAge/4, 10*time.Millisecond))
-	defer tick.Stop()
+func (s *AnchorStage) run(ctx context.Context) error {
+	wait := max(s.cfg.BatchAge/4, 10*time.Millisecond)
 	for {
-		select {
-		case err := <-fetchErr:
+		fetches, err := s.consumer.poll(ctx, wait)
+		if err != nil && !errors.Is(err, errPollIdle) {
 			return err
-		case m := <-msgs:
-			if err := s.add(ctx, m); err != nil {
-				return err
-			}
-		case <-tick.C:
-			for tp, b := range s.batches {
-				if len(b.leaves) > 0 && time.Since(b.opened) >= s.cfg.BatchAge {
-					if err := s.anchor(ctx, tp, b); err != nil {
-						return err
-					}
-				}
-			}
+		}
+		err = s.addAll(ctx, fetches)
+		s.consumer.release()
+		if err != nil {
+			return err
 		}
 	}
 }
 
-func (s *AnchorStage) add(ctx context.Context, m kafka.Message) error {
-	tp := topicPartition{m.Topic, m.Partition}
+// addAll adds a poll's records to their partitions' batches, then anchors
+// the batches that have grown old.
+func (s *AnchorStage) addAll(ctx context.Context, fetches kgo.Fetches) error {
+	for it := fetches.RecordIter(); !it.Done(); {
+		if err := s.add(ctx, it.Next()); err != nil {
+			return err
+		}
+	}
+	for tp, b := range s.batches {
+		if len(b.leaves) > 0 && time.Since(b.opened) >= s.cfg.BatchAge {
+			if err := s.anchor(ctx, tp, b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *AnchorStage) add(ctx context.Context, m *kgo.Record) error {
+	tp := topicPartition{m.Topic, int(m.Partition)}
 	b := s.batches[tp]
 	if b == nil || m.Offset <= b.last {
 		// First sight of this partition, or a rewind after a rebalance:
 		// ask the ledger how far it is anchored.
 		b = &batch{anchoredUpTo: -1, last: -1}
-		anchors, err := s.ledger.ListAnchors(ctx, m.Topic, int32(m.Partition), m.Offset, -1)
+		anchors, err := s.ledger.ListAnchors(ctx, m.Topic, m.Partition, m.Offset, -1)
 		if err != nil {
 			return fmt.Errorf("read anchors of %s/%d: %w", m.Topic, m.Partition, err)
 		}
@@ -164,10 +169,10 @@ func (s *AnchorStage) add(ctx context.Context, m kafka.Message) error {
 		return nil // anchored before a restart; its commit was lost
 	}
 	if len(b.leaves) == 0 {
-		b.first, b.firstTs, b.opened = m.Offset, m.Time, time.Now()
+		b.first, b.firstTs, b.opened = m.Offset, m.Timestamp, time.Now()
 	}
-	b.leaves = append(b.leaves, LeafHash(m.Offset, m.Time.UnixMilli(), m.Key, m.Value))
-	b.last, b.lastTs = m.Offset, m.Time
+	b.leaves = append(b.leaves, s.hasher.hash(m.Offset, m.Timestamp.UnixMilli(), m.Key, m.Value))
+	b.last, b.lastTs = m.Offset, m.Timestamp
 	if len(b.leaves) >= s.cfg.BatchRecords {
 		return s.anchor(ctx, tp, b)
 	}
@@ -216,7 +221,7 @@ func (s *AnchorStage) anchor(ctx context.Context, tp topicPartition, b *batch) e
 	s.metrics.StageLatency.WithLabelValues("anchor").Observe(time.Since(started).Seconds())
 	b.anchoredUpTo = b.last
 	b.leaves = b.leaves[:0]
-	if err := s.reader.CommitMessages(ctx, kafka.Message{Topic: tp.topic, Partition: tp.partition, Offset: b.last}); err != nil {
+	if err := s.consumer.commit(ctx, map[topicPartition]int64{tp: b.last + 1}); err != nil {
 		// The anchor is on the ledger; a lost commit only means these
 		// records are skipped again after a restart.
 		s.log.Warn("offset commit failed", "topic", tp.topic, "partition", tp.partition, "err", err)

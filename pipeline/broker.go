@@ -1,9 +1,11 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/pprof"
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -62,7 +64,13 @@ func StartEmbeddedBroker(cfg BrokerConfig, log *slog.Logger) (*EmbeddedBroker, e
 	if cfg.DataDir != "" {
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
 	}
-	c, err := kfake.NewCluster(opts...)
+	// Created under the profiler label component=broker, which its
+	// goroutines inherit, so profiles tell the embedded broker's CPU from
+	// the service's.
+	var c *kfake.Cluster
+	pprof.Do(context.Background(), pprof.Labels("component", "broker"), func(context.Context) {
+		c, err = kfake.NewCluster(opts...)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker on %s: %w", cfg.Listen, err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/models/features"
@@ -26,6 +27,10 @@ type DetectConfig struct {
 	// CommitInterval is how often fully processed offsets are committed.
 	// Default 1s.
 	CommitInterval time.Duration
+	// AlertBatchDelay is how long an alert may wait for others before the
+	// pending alerts are written to the outbox together: one fsync per
+	// batch instead of one per record that raised an alert. Default 10ms.
+	AlertBatchDelay time.Duration
 }
 
 func (c DetectConfig) withDefaults() DetectConfig {
@@ -36,6 +41,9 @@ func (c DetectConfig) withDefaults() DetectConfig {
 	c.Window = c.Window.WithDefaults()
 	if c.CommitInterval == 0 {
 		c.CommitInterval = time.Second
+	}
+	if c.AlertBatchDelay == 0 {
+		c.AlertBatchDelay = 10 * time.Millisecond
 	}
 	return c
 }
@@ -53,13 +61,15 @@ type DetectStage struct {
 	metrics  *Metrics
 	log      *slog.Logger
 
-	reader     *kafka.Reader
+	consumer   *groupConsumer
 	partitions map[int]*partitionWindows
 	committed  map[int]int64
 	trust      *trustAlerts
 	consumed   prometheus.Counter // records consumed, resolved once
 	histories  map[string][]byte  // checkpointed device histories, by device id
 	pending    []contract.Alert
+	// pendingSince is when the oldest pending alert was raised.
+	pendingSince time.Time
 	verdicts   []Verdict
 	// pendingClosedAt is when the window behind each pending behaviour
 	// alert closed, for the close-to-alert latency.
@@ -87,15 +97,16 @@ func (s *DetectStage) Start(ctx context.Context) error {
 		return fmt.Errorf("load device histories: %w", err)
 	}
 	s.histories = histories
+	// The client is created under the stage's profiler label so that its
+	// fetch goroutines are counted as the stage's CPU.
 	s.start(ctx, func(ctx context.Context) {
-		s.reader = kafka.NewReader(kafka.ReaderConfig{
-			Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, Topic: s.cfg.Topics.Flows,
-			MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond,
-			StartOffset: kafka.FirstOffset, CommitInterval: 0, // synchronous commits
-		})
-		s.launch(ctx, s.run)
+		s.consumer, err = newGroupConsumer(consumerConfig{brokers: s.cfg.Brokers, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Flows}},
+			groupHooks{revoked: s.partitionsRevoked})
+		if err == nil {
+			s.launch(ctx, s.run)
+		}
 	})
-	return nil
+	return err
 }
 
 // Shutdown waits for the stage to stop (cancel the Start context first),
@@ -105,24 +116,66 @@ func (s *DetectStage) Shutdown(ctx context.Context) error {
 		return err
 	}
 	s.commit(ctx)
-	return s.reader.Close()
+	s.consumer.close()
+	return nil
+}
+
+// partitionsRevoked commits what was fully processed of partitions leaving
+// this instance and forgets their windows; the open windows' records are
+// above the committed offset, so the partition's next owner rebuilds them.
+func (s *DetectStage) partitionsRevoked(ctx context.Context, parts []topicPartition, lost bool) {
+	if !lost {
+		s.commit(ctx)
+	}
+	for _, tp := range parts {
+		delete(s.partitions, tp.partition)
+		delete(s.committed, tp.partition)
+	}
 }
 
 func (s *DetectStage) run(ctx context.Context) error {
 	lastCommit := time.Now()
 	for {
-		m, err := s.reader.FetchMessage(ctx)
-		if err != nil {
+		fetches, err := s.consumer.poll(ctx, s.cfg.CommitInterval)
+		if err != nil && !errors.Is(err, errPollIdle) {
 			return err
 		}
-		if err := s.process(ctx, m); err != nil {
-			return err
-		}
-		if time.Since(lastCommit) >= s.cfg.CommitInterval {
+		err = s.processFetches(ctx, fetches)
+		if err == nil && time.Since(lastCommit) >= s.cfg.CommitInterval {
 			s.commit(ctx)
 			lastCommit = time.Now()
 		}
+		s.consumer.release()
+		if err != nil {
+			return err
+		}
 	}
+}
+
+// processFetches runs a poll's records through the stage, then hands
+// their alerts to the outbox in one durable write.
+func (s *DetectStage) processFetches(ctx context.Context, fetches kgo.Fetches) error {
+	var err error
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if err != nil || len(fp.Records) == 0 {
+			return
+		}
+		for _, r := range fp.Records {
+			if err = s.process(ctx, asMessage(r)); err != nil {
+				return
+			}
+		}
+		if p := s.partitions[int(fp.Partition)]; p != nil {
+			p.lag.Set(float64(fp.HighWatermark - p.processed - 1))
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if len(s.pending) > 0 {
+		return s.flushAlerts(ctx)
+	}
+	return nil
 }
 
 // process runs one record through decode → identity → window → score →
@@ -142,9 +195,6 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		p.restore = s.restoreHistory
 		p.lag = s.metrics.ConsumerLag.WithLabelValues(s.cfg.GroupID, topic, strconv.Itoa(m.Partition))
 		s.partitions[m.Partition] = p
-	}
-	if m.HighWaterMark > 0 {
-		p.lag.Set(float64(m.HighWaterMark - m.Offset - 1))
 	}
 
 	var rec FlowRecord
@@ -201,13 +251,13 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 			s.metrics.StageLatency.WithLabelValues("score").Observe(time.Since(closedAt).Seconds())
 			for _, v := range verdicts {
 				if v.Alert != nil {
-					s.pending = append(s.pending, *v.Alert)
+					s.queue(v.Alert)
 					s.pendingClosedAt = append(s.pendingClosedAt, closedAt)
 				}
 			}
 		}
 	}
-	if len(s.pending) > 0 {
+	if len(s.pending) > 0 && time.Since(s.pendingSince) >= s.cfg.AlertBatchDelay {
 		return s.flushAlerts(ctx)
 	}
 	return nil
@@ -222,6 +272,9 @@ func revokedAt(d *contract.Device, t time.Time) bool {
 
 func (s *DetectStage) queue(a *contract.Alert) {
 	if a != nil {
+		if len(s.pending) == 0 {
+			s.pendingSince = time.Now()
+		}
 		s.pending = append(s.pending, *a)
 	}
 }
@@ -299,7 +352,7 @@ func (s *DetectStage) checkpoint() {
 // commit commits, per partition, the newest fully processed offset.
 func (s *DetectStage) commit(ctx context.Context) {
 	s.checkpoint()
-	var msgs []kafka.Message
+	next := map[topicPartition]int64{}
 	devices, open := 0, 0
 	for part, p := range s.partitions {
 		devices += len(p.devices)
@@ -308,18 +361,18 @@ func (s *DetectStage) commit(ctx context.Context) {
 		if last, ok := s.committed[part]; off < 0 || ok && off <= last {
 			continue
 		}
-		msgs = append(msgs, kafka.Message{Topic: s.cfg.Topics.Flows, Partition: part, Offset: off})
+		next[topicPartition{s.cfg.Topics.Flows, part}] = off + 1
 	}
 	s.metrics.TrackedDevices.Set(float64(devices))
 	s.metrics.OpenWindows.Set(float64(open))
-	if len(msgs) == 0 {
+	if len(next) == 0 {
 		return
 	}
-	if err := s.reader.CommitMessages(ctx, msgs...); err != nil {
+	if err := s.consumer.commit(ctx, next); err != nil {
 		s.log.Warn("offset commit failed; will retry", "err", err)
 		return
 	}
-	for _, m := range msgs {
-		s.committed[m.Partition] = m.Offset
+	for tp, off := range next {
+		s.committed[tp.partition] = off - 1
 	}
 }

@@ -13,22 +13,31 @@ import (
 
 // LeafHash hashes one record as a Merkle leaf. The leaf binds the record's
 // offset, timestamp, key and value, so moving, re-timing or editing a record
-// changes its hash.
+// changes its hash:
+//
+//	SHA-256(0x00 ‖ offset ‖ timestamp_ms ‖ len(key) ‖ key ‖ len(value) ‖ value)
+//
+// with the integers big-endian (8, 8, 4 and 4 bytes).
 func LeafHash(offset int64, timestampMs int64, key, value []byte) [32]byte {
-	h := sha256.New()
-	var buf [1 + 8 + 8 + 4]byte
-	buf[0] = 0x00
-	binary.BigEndian.PutUint64(buf[1:], uint64(offset))
-	binary.BigEndian.PutUint64(buf[9:], uint64(timestampMs))
-	binary.BigEndian.PutUint32(buf[17:], uint32(len(key)))
-	h.Write(buf[:])
-	h.Write(key)
-	binary.BigEndian.PutUint32(buf[:4], uint32(len(value)))
-	h.Write(buf[:4])
-	h.Write(value)
-	var out [32]byte
-	h.Sum(out[:0])
-	return out
+	var h leafHasher
+	return h.hash(offset, timestampMs, key, value)
+}
+
+// leafHasher computes leaf hashes in a buffer it reuses, so that hashing a
+// record is one pass of SHA-256 over its preimage with no allocation; the
+// anchoring stage hashes every record and this is most of its CPU.
+type leafHasher struct{ buf []byte }
+
+func (h *leafHasher) hash(offset int64, timestampMs int64, key, value []byte) [32]byte {
+	b := append(h.buf[:0], 0x00)
+	b = binary.BigEndian.AppendUint64(b, uint64(offset))
+	b = binary.BigEndian.AppendUint64(b, uint64(timestampMs))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(key)))
+	b = append(b, key...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(value)))
+	b = append(b, value...)
+	h.buf = b
+	return sha256.Sum256(b)
 }
 
 func nodeHash(left, right [32]byte) [32]byte {

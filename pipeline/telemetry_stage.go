@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 )
@@ -36,9 +37,9 @@ type TelemetryStage struct {
 	metrics  *Metrics
 	log      *slog.Logger
 
-	reader  *kafka.Reader
-	lastSeq map[string]uint64
-	trust   *trustAlerts
+	consumer *groupConsumer
+	lastSeq  map[string]uint64
+	trust    *trustAlerts
 	stageRun
 }
 
@@ -58,14 +59,14 @@ func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, outbox *Outbox, 
 
 // Start joins the group and checks envelopes until ctx ends.
 func (s *TelemetryStage) Start(ctx context.Context) error {
+	var err error
 	s.start(ctx, func(ctx context.Context) {
-		s.reader = kafka.NewReader(kafka.ReaderConfig{
-			Brokers: s.cfg.Brokers, GroupID: s.cfg.GroupID, Topic: s.cfg.Topics.Telemetry,
-			MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond, StartOffset: kafka.FirstOffset,
-		})
-		s.launch(ctx, s.run)
+		s.consumer, err = newGroupConsumer(consumerConfig{brokers: s.cfg.Brokers, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Telemetry}}, groupHooks{})
+		if err == nil {
+			s.launch(ctx, s.run)
+		}
 	})
-	return nil
+	return err
 }
 
 // Shutdown waits for the stage to stop and leaves the group.
@@ -73,36 +74,58 @@ func (s *TelemetryStage) Shutdown(ctx context.Context) error {
 	if err := s.wait(ctx); err != nil {
 		return err
 	}
-	return s.reader.Close()
+	s.consumer.close()
+	return nil
 }
 
 func (s *TelemetryStage) run(ctx context.Context) error {
-	topic := s.cfg.Topics.Telemetry
 	for {
-		m, err := s.reader.FetchMessage(ctx)
+		fetches, err := s.consumer.poll(ctx, time.Second)
+		if err != nil && !errors.Is(err, errPollIdle) {
+			return err
+		}
+		err = s.checkAll(ctx, fetches)
+		s.consumer.release()
 		if err != nil {
 			return err
 		}
-		s.metrics.RecordsConsumed.WithLabelValues(topic).Inc()
-		alert, err := s.check(ctx, m)
+	}
+}
+
+// checkAll judges a poll's envelopes, hands their alerts to the outbox in
+// one durable write and only then commits their offsets.
+func (s *TelemetryStage) checkAll(ctx context.Context, fetches kgo.Fetches) error {
+	consumed := s.metrics.RecordsConsumed.WithLabelValues(s.cfg.Topics.Telemetry)
+	var alerts []contract.Alert
+	next := map[topicPartition]int64{}
+	for it := fetches.RecordIter(); !it.Done(); {
+		r := it.Next()
+		consumed.Inc()
+		alert, err := s.check(ctx, asMessage(r))
 		if err != nil {
 			return err
 		}
 		if alert != nil {
-			added, err := s.outbox.Add([]contract.Alert{*alert})
-			if err != nil {
-				return err
-			}
-			for _, a := range added {
-				s.metrics.Alerts.WithLabelValues(a.Kind, a.Confidence).Inc()
-				s.metrics.Summary.addAlert(a.Kind)
-			}
+			alerts = append(alerts, *alert)
 		}
-		// Committed only once the record's alert, if any, is in the outbox.
-		if err := s.reader.CommitMessages(ctx, m); err != nil {
-			return fmt.Errorf("commit telemetry offset %d: %w", m.Offset, err)
+		next[topicPartition{r.Topic, int(r.Partition)}] = r.Offset + 1
+	}
+	if len(alerts) > 0 {
+		added, err := s.outbox.Add(alerts)
+		if err != nil {
+			return err
+		}
+		for _, a := range added {
+			s.metrics.Alerts.WithLabelValues(a.Kind, a.Confidence).Inc()
+			s.metrics.Summary.addAlert(a.Kind)
 		}
 	}
+	if err := s.consumer.commit(ctx, next); err != nil {
+		// The alerts are in the outbox; an uncommitted envelope is only
+		// checked again after a restart, and its alert id is the same.
+		s.log.Warn("telemetry offset commit failed; will retry with the next poll", "err", err)
+	}
+	return nil
 }
 
 // check judges one envelope and returns the alert it raises, if any.

@@ -1,12 +1,16 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
@@ -29,11 +33,11 @@ func BenchmarkEndToEndThroughput(b *testing.B) {
 		name          string
 		contamination float64
 	}{{"rare-alerts", 0.0001}, {"default-calibration", 0}} {
-		b.Run(c.name, func(b *testing.B) { benchmarkEndToEnd(b, c.contamination) })
+		b.Run(c.name, func(b *testing.B) { benchmarkEndToEnd(b, c.name, c.contamination) })
 	}
 }
 
-func benchmarkEndToEnd(b *testing.B, contamination float64) {
+func benchmarkEndToEnd(b *testing.B, name string, contamination float64) {
 	const records, devices = 500_000, 2000
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -65,6 +69,8 @@ func benchmarkEndToEnd(b *testing.B, contamination float64) {
 	svc := pipeline.NewService(pipeline.ServiceConfig{Brokers: env.brokers, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
 		Detector: pipeline.DetectorConfig{Warmup: 10 * time.Minute, Contamination: contamination}}, env.as(contract.RoleService), reg, testLoggerB(b))
 	b.ResetTimer()
+	var prof bytes.Buffer
+	profiling := pprof.StartCPUProfile(&prof) == nil // not when go test -cpuprofile is on
 	start := time.Now()
 	if err := svc.Start(ctx); err != nil {
 		b.Fatal(err)
@@ -75,12 +81,55 @@ func benchmarkEndToEnd(b *testing.B, contamination float64) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
+	if profiling {
+		pprof.StopCPUProfile()
+		if path := os.Getenv("CHAINWATCH_BENCH_PROFILE"); path != "" {
+			if err := os.WriteFile(path+"."+name, prof.Bytes(), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportCPUShares(b, &prof, records)
+	}
 	_ = svc.Shutdown(context.Background())
 	b.ReportMetric(float64(records)/elapsed.Seconds(), "records/s")
 	b.ReportMetric(float64(s.WindowsScored.Load()), "windows-scored")
 	p99, n := histogramQuantile(b, reg, "chainwatch_stage_latency_seconds", "window_close_to_alert", 0.99)
 	b.ReportMetric(p99*1000, "p99-close-to-alert-ms")
 	b.ReportMetric(float64(n), "alerts")
+}
+
+// reportCPUShares reports the anchoring stage's share of the CPU the
+// service used while the benchmark ran, from a CPU profile's samples:
+// those of the embedded broker (label component=broker) are not the
+// service's; runtime work without a label (GC workers, timers) is. It also
+// reports the share among the stages alone.
+func reportCPUShares(b *testing.B, raw *bytes.Buffer, records int) {
+	p, err := profile.Parse(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cpu := len(p.SampleType) - 1 // the nanoseconds column
+	var total, broker, stages, anchoring float64
+	for _, smp := range p.Sample {
+		v := float64(smp.Value[cpu])
+		total += v
+		switch {
+		case len(smp.Label["component"]) > 0 && smp.Label["component"][0] == "broker":
+			broker += v
+		case len(smp.Label["stage"]) > 0:
+			stages += v
+			if smp.Label["stage"][0] == "anchoring" {
+				anchoring += v
+			}
+		}
+	}
+	if total-broker <= 0 || stages <= 0 {
+		return
+	}
+	b.ReportMetric(anchoring/float64(records), "anchoring-cpu-ns/record")
+	b.ReportMetric(100*anchoring/(total-broker), "anchoring-%-service-cpu")
+	b.ReportMetric(100*anchoring/stages, "anchoring-%-stage-cpu")
+	b.ReportMetric(100*broker/total, "broker-%-process-cpu")
 }
 
 // histogramQuantile estimates a quantile of one stage's latency histogram

@@ -134,6 +134,9 @@ type Simulator struct {
 	// leaves the behaviour traffic of a seed unchanged.
 	trust    []*trustEvent
 	trustRng *rand.Rand
+	// trustSkipped counts scenarios skipped for want of a device, so the
+	// rotation moves on to the next scenario.
+	trustSkipped int
 	operator *ledgerclient.Client
 	truth    *csv.Writer
 	file     *os.File

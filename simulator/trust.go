@@ -57,7 +57,7 @@ func newRogue(rng *rand.Rand, n int) *Device {
 
 // scheduleTrust starts the next trust scenario at minute.
 func (s *Simulator) scheduleTrust(ctx context.Context, minute time.Time) error {
-	scenario := TrustScenarios[len(s.trust)%len(TrustScenarios)]
+	scenario := TrustScenarios[(len(s.trust)+s.trustSkipped)%len(TrustScenarios)]
 	length := time.Duration(5+s.trustRng.IntN(6)) * time.Minute
 	e := &trustEvent{scenario: scenario, start: minute, end: minute.Add(length)}
 	switch scenario {
@@ -65,19 +65,32 @@ func (s *Simulator) scheduleTrust(ctx context.Context, minute time.Time) error {
 		e.device = newRogue(s.trustRng, len(s.trust)+1)
 	default:
 		// A device not already under a trust scenario and never revoked.
-		for {
-			d := s.Fleet[s.trustRng.IntN(len(s.Fleet))]
-			if !d.retired && !s.underTrustScenario(d, minute) {
-				e.device = d
-				break
+		var eligible []*Device
+		active := 0
+		for _, d := range s.Fleet {
+			if !d.retired {
+				active++
+				if !s.underTrustScenario(d, minute) {
+					eligible = append(eligible, d)
+				}
 			}
 		}
+		// Revoked devices leave the network for good, so a long run would
+		// revoke the whole fleet: revocations stop once half of it is gone.
+		if len(eligible) == 0 || scenario == ScenarioRevokedDevice && 2*(active-1) < len(s.Fleet) {
+			s.log.Info("simulated trust scenario skipped: no device left to play it", "scenario", scenario,
+				"active_devices", active, "eligible_devices", len(eligible))
+			s.trustSkipped++
+			return nil
+		}
+		e.device = eligible[s.trustRng.IntN(len(eligible))]
 	}
 	if scenario == ScenarioBadSignature {
 		_, e.foreignKey, _ = ed25519.GenerateKey(chacha(s.trustRng))
 	}
 	if scenario == ScenarioRevokedDevice {
 		if s.operator == nil {
+			s.trustSkipped++
 			return nil // no ledger to revoke on: skip rather than record a false ground truth
 		}
 		// Revoked as of the scenario's event time, which the simulation's

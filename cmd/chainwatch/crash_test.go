@@ -2,14 +2,14 @@ package main
 
 import (
 	"context"
-	"strconv"
-
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -52,7 +52,8 @@ func TestServiceChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, _ := time.ParseDuration(os.Getenv("CW_TEST_RUN_FOR"))
-	if _, err := runService(context.Background(), cfg, d, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if _, err := runService(context.Background(), cfg, d, log); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -68,13 +69,21 @@ func TestKillNineLosesAndDuplicatesNoAlert(t *testing.T) {
 	}
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	runs := 0
 	start := func(runFor time.Duration) *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestServiceChild$", "-test.timeout=5m")
+		runs++
+		cmd := exec.Command(os.Args[0], "-test.run=^TestServiceChild$", "-test.timeout=3m")
 		cmd.Env = append(os.Environ(), "CHAINWATCH_CRASH_CHILD="+dir, "CW_TEST_RUN_FOR="+runFor.String())
 		for k, v := range compressedDay(16) {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}
-		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		// Each run's warnings and errors are kept for the failure report.
+		out, err := os.Create(filepath.Join(dir, fmt.Sprintf("run-%d.log", runs)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { out.Close() })
+		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -92,6 +101,10 @@ func TestKillNineLosesAndDuplicatesNoAlert(t *testing.T) {
 	}
 	final := start(12 * time.Second)
 	if err := final.Wait(); err != nil {
+		for i := 1; i <= runs; i++ {
+			raw, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("run-%d.log", i)))
+			t.Logf("run %d:\n%s", i, tail(raw, 6000))
+		}
 		t.Fatalf("final clean run: %v", err)
 	}
 
@@ -170,4 +183,12 @@ func TestKillNineLosesAndDuplicatesNoAlert(t *testing.T) {
 	if rep, err := embedded.Verify(filepath.Join(dir, "ledger"), ""); err != nil || !rep.OK {
 		t.Fatalf("ledger after %d kills: %+v %v", kills, rep, err)
 	}
+}
+
+// tail is the end of a log, at most n bytes.
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
 }

@@ -1,0 +1,200 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// groupConsumer is a consumer-group member that hands over records a fetch
+// at a time. The stages consume through it rather than through kafka-go's
+// Reader because the Reader passes every message through a channel to the
+// caller: at a few hundred thousand records per second that hand-over cost
+// more CPU than decoding the records (profiled: half of the anchoring
+// stage's CPU). franz-go's client decodes whole record batches and returns
+// them in one slice.
+//
+// Rebalances happen only between polls (BlockRebalanceOnPoll): a stage
+// processes what poll returned, then calls release, and only then can
+// partitions be revoked, so the revoke hook always sees a stage at rest
+// and can commit exactly what was processed.
+type groupConsumer struct {
+	client *kgo.Client
+	// mu serialises the stage's processing with the rebalance hooks, which
+	// franz-go runs on its own goroutine.
+	mu sync.Mutex
+}
+
+// groupHooks are a stage's reactions to partitions changing hands. Both
+// run with the stage at rest, holding the consumer's lock.
+type groupHooks struct {
+	// assigned is called before records of newly assigned partitions are
+	// returned by poll.
+	assigned func(ctx context.Context, parts []topicPartition)
+	// revoked is called before partitions leave this member, cleanly
+	// (rebalance, shutdown) or not (lost: commits will likely fail); the
+	// stage commits what it fully processed and drops their state.
+	revoked func(ctx context.Context, parts []topicPartition, lost bool)
+}
+
+type consumerConfig struct {
+	brokers []string
+	group   string
+	topics  []string
+	// maxWait bounds how long the broker holds a fetch for new records.
+	maxWait time.Duration
+}
+
+func newGroupConsumer(cfg consumerConfig, hooks groupHooks) (*groupConsumer, error) {
+	c := &groupConsumer{}
+	call := func(ctx context.Context, m map[string][]int32, fn func([]topicPartition)) {
+		var parts []topicPartition
+		for topic, ps := range m {
+			for _, p := range ps {
+				parts = append(parts, topicPartition{topic, int(p)})
+			}
+		}
+		if len(parts) == 0 {
+			return
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		fn(parts)
+	}
+	maxWait := cfg.maxWait
+	if maxWait == 0 {
+		maxWait = 250 * time.Millisecond
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.brokers...),
+		kgo.ConsumerGroup(cfg.group),
+		kgo.ConsumeTopics(cfg.topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxWait(maxWait),
+		kgo.FetchMaxBytes(16 << 20),
+		kgo.FetchMaxPartitionBytes(4 << 20),
+	}
+	if hooks.assigned != nil {
+		opts = append(opts, kgo.OnPartitionsAssigned(func(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
+			call(ctx, m, func(p []topicPartition) { hooks.assigned(ctx, p) })
+		}))
+	}
+	if hooks.revoked != nil {
+		opts = append(opts,
+			kgo.OnPartitionsRevoked(func(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
+				call(ctx, m, func(p []topicPartition) { hooks.revoked(ctx, p, false) })
+			}),
+			kgo.OnPartitionsLost(func(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
+				call(ctx, m, func(p []topicPartition) { hooks.revoked(ctx, p, true) })
+			}))
+	}
+	client, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka consumer for group %s: %w", cfg.group, err)
+	}
+	c.client = client
+	return c, nil
+}
+
+// errPollIdle is returned by poll when no record arrived within its wait.
+var errPollIdle = errors.New("no records")
+
+// poll waits up to wait for records and returns them with the consumer
+// locked; the caller processes them and then calls release, also after
+// errPollIdle. On any other error the consumer is not locked.
+func (c *groupConsumer) poll(ctx context.Context, wait time.Duration) (kgo.Fetches, error) {
+	pctx, cancel := context.WithTimeout(ctx, wait)
+	fetches := c.client.PollFetches(pctx)
+	cancel()
+	if fetches.IsClientClosed() {
+		return nil, context.Canceled
+	}
+	var fatal error
+	fetches.EachError(func(topic string, partition int32, err error) {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			fatal = ctx.Err()
+		default:
+			// Fetch errors of a partition are retried by the client; they
+			// are only surfaced so that callers can log them.
+			if fatal == nil && !kerr.IsRetriable(err) {
+				fatal = fmt.Errorf("fetch %s/%d: %w", topic, partition, err)
+			}
+		}
+	})
+	if fatal != nil {
+		c.client.AllowRebalance()
+		return nil, fatal
+	}
+	c.mu.Lock()
+	if fetches.Empty() {
+		return nil, errPollIdle
+	}
+	return fetches, nil
+}
+
+// release ends the processing of a poll's records and lets a pending
+// rebalance proceed.
+func (c *groupConsumer) release() {
+	c.mu.Unlock()
+	c.client.AllowRebalance()
+}
+
+// commit commits, per partition, the offset of the next record to read:
+// the newest fully processed offset plus one.
+func (c *groupConsumer) commit(ctx context.Context, next map[topicPartition]int64) error {
+	if len(next) == 0 {
+		return nil
+	}
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	for tp, off := range next {
+		if offsets[tp.topic] == nil {
+			offsets[tp.topic] = map[int32]kgo.EpochOffset{}
+		}
+		offsets[tp.topic][int32(tp.partition)] = kgo.EpochOffset{Epoch: -1, Offset: off}
+	}
+	var commitErr error
+	c.client.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			commitErr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if e := kerr.ErrorForCode(p.ErrorCode); e != nil && commitErr == nil {
+					commitErr = fmt.Errorf("commit %s/%d: %w", t.Topic, p.Partition, e)
+				}
+			}
+		}
+	})
+	return commitErr
+}
+
+// close leaves the group; the revoke hook runs for the partitions held.
+func (c *groupConsumer) close() {
+	c.client.CloseAllowingRebalance()
+}
+
+// asMessage views a fetched record as the kafka-go message the decoders,
+// the dead-letter queue and the evidence builders take. Key, value and
+// header values are shared, not copied.
+func asMessage(r *kgo.Record) kafka.Message {
+	m := kafka.Message{Topic: r.Topic, Partition: int(r.Partition), Offset: r.Offset, Key: r.Key, Value: r.Value, Time: r.Timestamp}
+	if len(r.Headers) > 0 {
+		m.Headers = make([]kafka.Header, len(r.Headers))
+		for i, h := range r.Headers {
+			m.Headers[i] = kafka.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return m
+}
