@@ -70,7 +70,7 @@ type DetectStage struct {
 	pending    []contract.Alert
 	// pendingSince is when the oldest pending alert was raised.
 	pendingSince time.Time
-	verdicts   []Verdict
+	verdicts     []Verdict
 	// pendingClosedAt is when the window behind each pending behaviour
 	// alert closed, for the close-to-alert latency.
 	pendingClosedAt []time.Time

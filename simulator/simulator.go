@@ -137,10 +137,10 @@ type Simulator struct {
 	// trustSkipped counts scenarios skipped for want of a device, so the
 	// rotation moves on to the next scenario.
 	trustSkipped int
-	operator *ledgerclient.Client
-	truth    *csv.Writer
-	file     *os.File
-	stats    Stats
+	operator     *ledgerclient.Client
+	truth        *csv.Writer
+	file         *os.File
+	stats        Stats
 }
 
 // New builds the fleet. Nothing is produced until Run.

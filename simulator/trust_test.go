@@ -22,7 +22,9 @@ func TestLongTrustScheduleKeepsHalfTheFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer led.Close()
-	as := func(r contract.Role) *ledgerclient.Client { return ledgerclient.New(led.Client(embedded.LocalCaller(r))) }
+	as := func(r contract.Role) *ledgerclient.Client {
+		return ledgerclient.New(led.Client(embedded.LocalCaller(r)))
+	}
 	s := newTestSim(t, 9)
 	s.Fleet = s.Fleet[:6]
 	if err := s.Register(ctx, as(contract.RoleManufacturer), as(contract.RoleOperator)); err != nil {
