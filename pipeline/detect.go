@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"time"
 
@@ -57,6 +58,7 @@ type DetectStage struct {
 	registry *Registry
 	detector *Detector
 	outbox   *Outbox
+	state    *StateStore
 	dlq      *DeadLetter
 	metrics  *Metrics
 	log      *slog.Logger
@@ -67,7 +69,13 @@ type DetectStage struct {
 	trust      *trustAlerts
 	consumed   prometheus.Counter // records consumed, resolved once
 	histories  map[string][]byte  // checkpointed device histories, by device id
-	pending    []contract.Alert
+	// restored are the checkpoints of partitions assigned to this instance
+	// and not yet seen, applied when their first record arrives.
+	restored map[int]partitionCheckpoint
+	// stateErr is set when the state of assigned partitions could not be
+	// read; the stage stops rather than process them without it.
+	stateErr error
+	pending  []contract.Alert
 	// pendingSince is when the oldest pending alert was raised.
 	pendingSince time.Time
 	verdicts     []Verdict
@@ -80,9 +88,9 @@ type DetectStage struct {
 }
 
 // NewDetectStage wires the stage; Start runs it.
-func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, outbox *Outbox, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *DetectStage {
+func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, outbox *Outbox, state *StateStore, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *DetectStage {
 	return &DetectStage{
-		cfg: cfg.withDefaults(), registry: registry, detector: detector, outbox: outbox, dlq: dlq,
+		cfg: cfg.withDefaults(), registry: registry, detector: detector, outbox: outbox, state: state, dlq: dlq,
 		metrics: metrics, log: log.With("stage", "detect"), stageRun: stageRun{name: "detection", log: log},
 		partitions: map[int]*partitionWindows{}, committed: map[int]int64{},
 	}
@@ -92,16 +100,13 @@ func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, ou
 // Shutdown is called.
 func (s *DetectStage) Start(ctx context.Context) error {
 	s.trust = newTrustAlerts(s.cfg.Window.Size)
-	histories, err := s.outbox.LoadHistories()
-	if err != nil {
-		return fmt.Errorf("load device histories: %w", err)
-	}
-	s.histories = histories
+	s.histories, s.restored = map[string][]byte{}, map[int]partitionCheckpoint{}
+	var err error
 	// The client is created under the stage's profiler label so that its
 	// fetch goroutines are counted as the stage's CPU.
 	s.start(ctx, func(ctx context.Context) {
 		s.consumer, err = newGroupConsumer(consumerConfig{brokers: s.cfg.Brokers, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Flows}},
-			groupHooks{revoked: s.partitionsRevoked})
+			groupHooks{assigned: s.partitionsAssigned, revoked: s.partitionsRevoked})
 		if err == nil {
 			s.launch(ctx, s.run)
 		}
@@ -120,6 +125,34 @@ func (s *DetectStage) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// partitionsAssigned reads the state store for partitions this instance
+// takes on, whether at start, after a restart or from another instance.
+func (s *DetectStage) partitionsAssigned(ctx context.Context, parts []topicPartition) {
+	var err error
+	for attempt := range 5 {
+		var histories map[string][]byte
+		var checkpoints map[int]partitionCheckpoint
+		histories, checkpoints, err = s.state.Load(ctx, s.cfg.Topics.Flows)
+		if err == nil {
+			maps.Copy(s.histories, histories)
+			for _, tp := range parts {
+				if cp, ok := checkpoints[tp.partition]; ok {
+					s.restored[tp.partition] = cp
+				}
+			}
+			s.log.Info("partitions assigned", "partitions", len(parts), "checkpoints", len(s.restored), "device_histories", len(histories))
+			return
+		}
+		s.log.Warn("reading the state store failed; retrying", "err", err, "attempt", attempt+1)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second << attempt):
+		}
+	}
+	s.stateErr = fmt.Errorf("state of assigned partitions: %w", err)
+}
+
 // partitionsRevoked commits what was fully processed of partitions leaving
 // this instance and forgets their windows; the open windows' records are
 // above the committed offset, so the partition's next owner rebuilds them.
@@ -130,6 +163,7 @@ func (s *DetectStage) partitionsRevoked(ctx context.Context, parts []topicPartit
 	for _, tp := range parts {
 		delete(s.partitions, tp.partition)
 		delete(s.committed, tp.partition)
+		delete(s.restored, tp.partition)
 	}
 }
 
@@ -140,7 +174,9 @@ func (s *DetectStage) run(ctx context.Context) error {
 		if err != nil && !errors.Is(err, errPollIdle) {
 			return err
 		}
-		err = s.processFetches(ctx, fetches)
+		if err = s.stateErr; err == nil {
+			err = s.processFetches(ctx, fetches)
+		}
 		if err == nil && time.Since(lastCommit) >= s.cfg.CommitInterval {
 			s.commit(ctx)
 			lastCommit = time.Now()
@@ -193,12 +229,25 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		// from its committed offset: start its windows afresh.
 		p = newPartitionWindows(s.cfg.Window, int32(m.Partition))
 		p.restore = s.restoreHistory
+		if cp, ok := s.restored[m.Partition]; ok {
+			p.resume(cp)
+			delete(s.restored, m.Partition)
+		}
 		p.lag = s.metrics.ConsumerLag.WithLabelValues(s.cfg.GroupID, topic, strconv.Itoa(m.Partition))
 		s.partitions[m.Partition] = p
 	}
 
+	// A record the partition's last owner had processed is read again only
+	// to rebuild the windows still open at its checkpoint; its dead letter
+	// and trust alerts were dealt with then.
+	replayed := m.Offset <= p.replayedThrough
+
 	var rec FlowRecord
 	if err := DecodeFlow(m.Value, &rec); err != nil {
+		if replayed {
+			p.processed = m.Offset
+			return nil
+		}
 		reason := err.Error()
 		var de *DecodeError
 		if errors.As(err, &de) {
@@ -223,6 +272,8 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		}
 	}
 	switch {
+	case replayed && (dev == nil || revokedAt(dev, rec.Time)):
+		p.processed = m.Offset
 	case dev == nil:
 		p.processed = m.Offset
 		s.queue(s.trust.raise(contract.AlertRogueDevice, unknownDeviceKey(&rec), "", rec.Time, m,
@@ -234,7 +285,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 	default:
 		var accepted bool
 		s.closed, accepted = p.Add(dev.ID, dev.Profile, rec.Time, m.Offset, flow, s.closed[:0])
-		if !accepted {
+		if !accepted && !replayed {
 			s.metrics.RecordsLate.WithLabelValues(topic).Inc()
 		}
 		if len(s.closed) > 0 {
@@ -321,38 +372,22 @@ func (s *DetectStage) restoreHistory(id string, h *features.History) {
 	}
 }
 
-// checkpoint saves the histories that changed since the last checkpoint.
-// It runs before the offset commit, so a restart from the committed offset
-// finds histories at least as new; replayed windows then re-learn
+// commit commits, per partition, the newest fully processed offset. Before
+// it, the alerts raised so far go to the outbox and the state store gets
+// what the partition's next owner (this instance after a restart, or
+// another) needs to carry on from that offset: the device histories that
+// changed and the partition's checkpoint. A restart from the committed
+// offset then finds histories at least as new; replayed windows re-learn
 // destinations the history already holds, which changes nothing.
-func (s *DetectStage) checkpoint() {
-	changed := map[string][]byte{}
-	for _, p := range s.partitions {
-		for id, d := range p.devices {
-			if d.dirty {
-				raw, _ := d.history.MarshalBinary()
-				changed[id] = raw
-			}
-		}
-	}
-	if err := s.outbox.SaveHistories(changed); err != nil {
-		s.log.Warn("device history checkpoint failed; will retry", "err", err)
-		return
-	}
-	for _, p := range s.partitions {
-		for id, d := range p.devices {
-			if _, ok := changed[id]; ok {
-				d.dirty = false
-				s.histories[id] = changed[id]
-			}
-		}
-	}
-}
-
-// commit commits, per partition, the newest fully processed offset.
 func (s *DetectStage) commit(ctx context.Context) {
-	s.checkpoint()
+	if len(s.pending) > 0 {
+		if err := s.flushAlerts(ctx); err != nil {
+			s.log.Warn("alerts not in the outbox; offsets not committed", "err", err)
+			return
+		}
+	}
 	next := map[topicPartition]int64{}
+	checkpoints := map[int]partitionCheckpoint{}
 	devices, open := 0, 0
 	for part, p := range s.partitions {
 		devices += len(p.devices)
@@ -362,11 +397,33 @@ func (s *DetectStage) commit(ctx context.Context) {
 			continue
 		}
 		next[topicPartition{s.cfg.Topics.Flows, part}] = off + 1
+		checkpoints[part] = p.checkpoint()
 	}
 	s.metrics.TrackedDevices.Set(float64(devices))
 	s.metrics.OpenWindows.Set(float64(open))
 	if len(next) == 0 {
 		return
+	}
+	changed := map[string][]byte{}
+	for _, p := range s.partitions {
+		for id, d := range p.devices {
+			if d.dirty {
+				raw, _ := d.history.MarshalBinary()
+				changed[id] = raw
+			}
+		}
+	}
+	if err := s.state.Save(ctx, s.cfg.Topics.Flows, changed, checkpoints); err != nil {
+		s.log.Warn("state checkpoint failed; offsets not committed, will retry", "err", err)
+		return
+	}
+	for _, p := range s.partitions {
+		for id, d := range p.devices {
+			if raw, ok := changed[id]; ok {
+				d.dirty = false
+				s.histories[id] = raw
+			}
+		}
 	}
 	if err := s.consumer.commit(ctx, next); err != nil {
 		s.log.Warn("offset commit failed; will retry", "err", err)

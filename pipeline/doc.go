@@ -1,20 +1,30 @@
 // Package pipeline owns chainwatch's Kafka stages and the path of a record
 // through them:
 //
-//		iot.flows ──► DetectStage ─ decode.go ─► windows.go ─► detector.go ─► sinks ─► chainwatch.alerts, ledger, log
-//		          │                     └─ bad record ─► chainwatch.dlq (dlq.go)
-//		          └─► AnchorStage ─ merkle.go ─► ledger anchors (anchor.go)
+//	iot.flows ──► DetectStage (detect.go) ─ decode.go ─► windows.go ─► detector.go ─► outbox.go ─► sinks: ledger, chainwatch.alerts, log
+//	          │          ├─ bad record ─► chainwatch.dlq (dlq.go)
+//	          │          └─ checkpoints ─► chainwatch.state (statestore.go)
+//	          └─► AnchorStage (anchor.go) ─ merkle.go ─► ledger anchors
+//	iot.telemetry ──► TelemetryStage (telemetry_stage.go) ─ telemetry.go ─► outbox.go
+//	          └─► AnchorStage
 //
-//	  - decode.go turns raw Kafka values into FlowRecords (native JSON schema);
-//	  - windows.go groups a device's flows into tumbling event-time windows and
-//	    closes them at the partition's watermark;
-//	  - models/features computes each closed window's behaviour vector;
-//	  - detector.go scores it with the profile's model and turns a score above
-//	    the calibrated threshold into an Alert (warmup.go trains the first
-//	    model when none exists);
-//	  - sinks deliver alerts; offsets are committed only once every window
-//	    that a record fed has been closed and its alerts accepted.
+// Where to look:
+//   - decode.go (fast path decode_fast.go) and decode_goflow2.go turn raw
+//     Kafka values into FlowRecords; registry.go resolves the device;
+//   - windows.go groups a device's flows into tumbling event-time windows and
+//     closes them at the partition's watermark; models/features computes
+//     each closed window's behaviour vector;
+//   - detector.go scores closed windows with the profile's model and turns a
+//     score above the calibrated threshold into an Alert; it trains the first
+//     model, on verified history only (verified.go), when none exists;
+//   - trust.go and telemetry_stage.go raise the identity alerts;
+//   - outbox.go holds alerts durably and delivers them to every sink with
+//     retries; offsets are committed only once every window a record fed has
+//     closed, its alerts are in the outbox and the state store holds what the
+//     partition's next owner needs (statestore.go);
+//   - replay.go and prove.go re-read history against the ledger's anchors.
 //
-// The stages speak to Kafka only through segmentio/kafka-go over TCP, so the
+// The stages consume through franz-go's client (consumer.go), a fetch at a
+// time, and produce through segmentio/kafka-go, always over TCP, so the
 // embedded broker (broker.go) and a production cluster are interchangeable.
 package pipeline

@@ -24,6 +24,7 @@ type ServiceConfig struct {
 	Detect      DetectConfig
 	Detector    DetectorConfig
 	Anchor      AnchorConfig
+	Telemetry   TelemetryConfig
 	// ModelDir holds model artifacts named by hash.
 	ModelDir string
 	// OutboxPath is the file of the durable alert outbox. Required.
@@ -45,6 +46,7 @@ type Service struct {
 	outboxRun context.CancelFunc
 	sinks     []AlertSink
 	dlq       *DeadLetter
+	state     *StateStore
 	cancel    context.CancelFunc
 	ready     atomic.Bool
 }
@@ -78,6 +80,9 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	ensureCtx, cancelEnsure := context.WithTimeout(ctx, 15*time.Second)
 	err := EnsureTopics(ensureCtx, s.cfg.Brokers, s.cfg.Partitions, s.cfg.Replication, s.cfg.Topics.All()...)
+	if err == nil {
+		err = EnsureStateTopic(ensureCtx, s.cfg.Brokers, s.cfg.Replication, s.cfg.Topics.State)
+	}
 	cancelEnsure()
 	if err != nil {
 		return err
@@ -110,7 +115,8 @@ func (s *Service) Start(ctx context.Context) error {
 
 	detectCfg := s.cfg.Detect
 	detectCfg.Brokers, detectCfg.Topics = s.cfg.Brokers, s.cfg.Topics
-	s.detect = NewDetectStage(detectCfg, registry, detector, s.outbox, s.dlq, s.metrics, s.log)
+	s.state = NewStateStore(s.cfg.Brokers, s.cfg.Topics.State)
+	s.detect = NewDetectStage(detectCfg, registry, detector, s.outbox, s.state, s.dlq, s.metrics, s.log)
 	anchorCfg := s.cfg.Anchor
 	anchorCfg.Brokers = s.cfg.Brokers
 	s.anchor = NewAnchorStage(anchorCfg, s.cfg.Topics, s.ledger, s.metrics, s.log)
@@ -122,7 +128,12 @@ func (s *Service) Start(ctx context.Context) error {
 		cancel()
 		return err
 	}
-	s.telemetry = NewTelemetryStage(TelemetryConfig{Brokers: s.cfg.Brokers, Topics: s.cfg.Topics, Window: detectCfg.Window.WithDefaults().Size},
+	telemetryCfg := s.cfg.Telemetry
+	telemetryCfg.Brokers, telemetryCfg.Topics = s.cfg.Brokers, s.cfg.Topics
+	if telemetryCfg.Window == 0 {
+		telemetryCfg.Window = detectCfg.Window.WithDefaults().Size
+	}
+	s.telemetry = NewTelemetryStage(telemetryCfg,
 		registry, s.outbox, s.dlq, s.metrics, s.log)
 	if err := s.telemetry.Start(runCtx); err != nil {
 		cancel()
@@ -205,6 +216,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		if c, ok := sink.(interface{ Close() error }); ok {
 			errs = append(errs, c.Close())
 		}
+	}
+	if s.state != nil {
+		errs = append(errs, s.state.Close())
 	}
 	if s.dlq != nil {
 		errs = append(errs, s.dlq.Close())

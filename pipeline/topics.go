@@ -18,6 +18,10 @@ type Topics struct {
 	Telemetry  string `yaml:"telemetry"`   // default iot.telemetry
 	Alerts     string `yaml:"alerts"`      // default chainwatch.alerts
 	DeadLetter string `yaml:"dead_letter"` // default chainwatch.dlq
+	// State is the compacted topic of the detection stage's checkpoints
+	// (device histories, partition watermarks); one partition. Default
+	// chainwatch.state.
+	State string `yaml:"state"`
 }
 
 // WithDefaults fills empty names with the defaults.
@@ -34,32 +38,48 @@ func (t Topics) WithDefaults() Topics {
 	if t.DeadLetter == "" {
 		t.DeadLetter = "chainwatch.dlq"
 	}
+	if t.State == "" {
+		t.State = "chainwatch.state"
+	}
 	return t
 }
 
-// All lists every topic.
+// All lists the partitioned topics (not the state topic, which has one
+// partition and is compacted: see EnsureStateTopic).
 func (t Topics) All() []string { return []string{t.Flows, t.Telemetry, t.Alerts, t.DeadLetter} }
 
 // EnsureTopics creates the topics that do not exist yet, with the given
 // partition count and replication factor, through the cluster controller.
 // Existing topics are left as they are.
 func EnsureTopics(ctx context.Context, brokers []string, partitions, replication int, topics ...string) error {
+	cfgs := make([]kafka.TopicConfig, 0, len(topics))
+	for _, t := range topics {
+		cfgs = append(cfgs, kafka.TopicConfig{Topic: t, NumPartitions: partitions, ReplicationFactor: replication})
+	}
+	if err := createTopics(ctx, brokers, cfgs...); err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("ensure topics: %w", err)
+	}
+	return nil
+}
+
+// createTopics sends one CreateTopics request to the cluster controller.
+func createTopics(ctx context.Context, brokers []string, cfgs ...kafka.TopicConfig) error {
 	if len(brokers) == 0 {
-		return errors.New("ensure topics: no brokers")
+		return errors.New("no brokers")
 	}
 	var d kafka.Dialer
 	conn, err := d.DialContext(ctx, "tcp", brokers[0])
 	if err != nil {
-		return fmt.Errorf("ensure topics: no broker answers at %s: %w", brokers[0], err)
+		return fmt.Errorf("no broker answers at %s: %w", brokers[0], err)
 	}
 	defer conn.Close()
 	controller, err := conn.Controller()
 	if err != nil {
-		return fmt.Errorf("ensure topics: find controller: %w", err)
+		return fmt.Errorf("find controller: %w", err)
 	}
 	cc, err := d.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
 	if err != nil {
-		return fmt.Errorf("ensure topics: dial controller: %w", err)
+		return fmt.Errorf("dial controller: %w", err)
 	}
 	defer cc.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -67,12 +87,5 @@ func EnsureTopics(ctx context.Context, brokers []string, partitions, replication
 	} else {
 		_ = cc.SetDeadline(time.Now().Add(30 * time.Second))
 	}
-	cfgs := make([]kafka.TopicConfig, 0, len(topics))
-	for _, t := range topics {
-		cfgs = append(cfgs, kafka.TopicConfig{Topic: t, NumPartitions: partitions, ReplicationFactor: replication})
-	}
-	if err := cc.CreateTopics(cfgs...); err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return fmt.Errorf("ensure topics: %w", err)
-	}
-	return nil
+	return cc.CreateTopics(cfgs...)
 }

@@ -53,7 +53,10 @@ type deviceState struct {
 	dirty       bool // history changed since the last checkpoint
 	win         *features.Window
 	start       int64 // open window's start, Unix ns
-	first, last int64 // offsets of the open window's first and last record
+	// closedThrough is the start of the device's newest closed window
+	// (Unix ns): its records were scored and are late from then on.
+	closedThrough int64
+	first, last   int64 // offsets of the open window's first and last record
 }
 
 // partitionWindows tracks the devices of one partition. Devices are keyed to
@@ -71,6 +74,12 @@ type partitionWindows struct {
 	free   []*features.Window
 	// processed is the newest offset handed to Add.
 	processed int64
+	// replayedThrough is the newest offset the partition's previous owner
+	// had processed, when it was resumed from a checkpoint; -1 otherwise.
+	replayedThrough int64
+	// resumedClosed holds the checkpoint's closed windows of devices not
+	// tracked again yet.
+	resumedClosed map[string]int64
 	// restore fills a newly tracked device's history from a checkpoint.
 	restore func(id string, h *features.History)
 	// lag is this partition's consumer-lag gauge (nil in unit tests).
@@ -81,8 +90,42 @@ func newPartitionWindows(cfg WindowConfig, partition int32) *partitionWindows {
 	cfg = cfg.WithDefaults()
 	return &partitionWindows{
 		size: int64(cfg.Size), lateness: int64(cfg.AllowedLateness), partition: partition,
-		devices: map[string]*deviceState{}, open: map[int64][]*deviceState{}, processed: -1,
+		devices: map[string]*deviceState{}, open: map[int64][]*deviceState{}, processed: -1, replayedThrough: -1,
 	}
+}
+
+// resume takes over a partition from its checkpoint (see
+// partitionCheckpoint): its watermark, and the windows that were closed
+// early, so that records read again from the committed offset rebuild the
+// windows still open and nothing else.
+func (p *partitionWindows) resume(cp partitionCheckpoint) {
+	p.watermark = cp.Watermark
+	p.replayedThrough = cp.Processed
+	p.resumedClosed = cp.Closed
+}
+
+// checkpoint is the partition's state for its next owner.
+func (p *partitionWindows) checkpoint() partitionCheckpoint {
+	cp := partitionCheckpoint{Processed: p.processed, Watermark: p.watermark}
+	for id, d := range p.devices {
+		// Windows the watermark has passed need no entry: their records
+		// are late by the watermark alone.
+		if d.closedThrough != 0 && d.closedThrough+p.size+p.lateness > p.watermark {
+			if cp.Closed == nil {
+				cp.Closed = map[string]int64{}
+			}
+			cp.Closed[id] = d.closedThrough
+		}
+	}
+	for id, start := range p.resumedClosed {
+		if _, tracked := p.devices[id]; !tracked && start+p.size+p.lateness > p.watermark {
+			if cp.Closed == nil {
+				cp.Closed = map[string]int64{}
+			}
+			cp.Closed[id] = start
+		}
+	}
+	return cp
 }
 
 // Add puts one flow into its device's window and appends to closed every
@@ -98,6 +141,10 @@ func (p *partitionWindows) Add(deviceID, profile string, t time.Time, offset int
 		if p.restore != nil {
 			p.restore(deviceID, &d.history)
 		}
+		if start, ok := p.resumedClosed[deviceID]; ok {
+			d.closedThrough = start
+			delete(p.resumedClosed, deviceID)
+		}
 		p.devices[deviceID] = d
 	}
 	d.profile = profile
@@ -105,7 +152,8 @@ func (p *partitionWindows) Add(deviceID, profile string, t time.Time, offset int
 	accepted := true
 	switch {
 	case d.win != nil && start < d.start,
-		d.win == nil && start+p.size+p.lateness <= p.watermark:
+		d.win == nil && start+p.size+p.lateness <= p.watermark,
+		d.win == nil && d.closedThrough != 0 && start <= d.closedThrough:
 		accepted = false
 	case d.win != nil && start > d.start:
 		// The device's own clock has moved past its window: close it now.
@@ -154,6 +202,7 @@ func (p *partitionWindows) close(d *deviceState) ClosedWindow {
 		state: d, window: d.win,
 	}
 	d.win = nil
+	d.closedThrough = d.start
 	return cw
 }
 

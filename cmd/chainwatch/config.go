@@ -216,7 +216,7 @@ func (c Config) Validate() error {
 	case c.Simulator.History < 0:
 		return fmt.Errorf("simulator.history: must not be negative, got %s", c.Simulator.History)
 	}
-	for key, topic := range map[string]string{"topics.flows": c.Topics.Flows, "topics.telemetry": c.Topics.Telemetry, "topics.alerts": c.Topics.Alerts, "topics.dead_letter": c.Topics.DeadLetter} {
+	for key, topic := range map[string]string{"topics.flows": c.Topics.Flows, "topics.telemetry": c.Topics.Telemetry, "topics.alerts": c.Topics.Alerts, "topics.dead_letter": c.Topics.DeadLetter, "topics.state": c.Topics.State} {
 		if err := validTopic(topic); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}

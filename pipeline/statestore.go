@@ -1,0 +1,151 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// StateStore keeps the detection stage's state that outlives a process —
+// each device's destination history and each partition's windowing
+// checkpoint — in a compacted Kafka topic. Any instance of the consumer
+// group that takes a partition over reads it back, so a restart and a
+// partition moving to another instance resume the same way: histories as
+// they were, windows already scored not scored again.
+//
+// Records are keyed so that compaction keeps the newest of each:
+//
+//	h/<device id>              features.History encoding
+//	p/<flows topic>/<partition> partitionCheckpoint as JSON
+//
+// Writes are synchronous and acknowledged by all in-sync replicas; the
+// stage commits offsets only after the write that covers them.
+type StateStore struct {
+	brokers []string
+	topic   string
+	writer  *kafka.Writer
+}
+
+// partitionCheckpoint is what a partition's next owner needs besides the
+// histories to process the records after the committed offset exactly as
+// the last owner would have.
+type partitionCheckpoint struct {
+	// Processed is the newest offset the last owner had processed; its
+	// alerts up to there are in that owner's outbox. Records up to it are
+	// read again only to rebuild windows still open, and raise no alert
+	// of their own.
+	Processed int64 `json:"processed"`
+	// Watermark is the partition's newest event time seen, Unix ns.
+	Watermark int64 `json:"watermark_ns"`
+	// Closed holds, for devices whose last window closed by the device's
+	// own clock rather than by the watermark, that window's start (Unix
+	// ns): its records are read again but the window was scored already.
+	Closed map[string]int64 `json:"closed,omitempty"`
+}
+
+// NewStateStore writes to and reads from topic, which EnsureStateTopic
+// creates compacted.
+func NewStateStore(brokers []string, topic string) *StateStore {
+	return &StateStore{brokers: brokers, topic: topic, writer: &kafka.Writer{
+		Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll, BatchSize: 10_000, BatchBytes: 16 << 20, BatchTimeout: time.Millisecond,
+	}}
+}
+
+func historyKey(device string) []byte { return []byte("h/" + device) }
+
+func checkpointKey(topic string, partition int) []byte {
+	return []byte("p/" + topic + "/" + strconv.Itoa(partition))
+}
+
+// Save writes the changed histories and the partitions' checkpoints.
+func (s *StateStore) Save(ctx context.Context, flows string, histories map[string][]byte, parts map[int]partitionCheckpoint) error {
+	msgs := make([]kafka.Message, 0, len(histories)+len(parts))
+	for id, h := range histories {
+		msgs = append(msgs, kafka.Message{Key: historyKey(id), Value: h})
+	}
+	for p, cp := range parts {
+		raw, err := json.Marshal(cp)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, kafka.Message{Key: checkpointKey(flows, p), Value: raw})
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := s.writer.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("state store %s: %w", s.topic, err)
+	}
+	return nil
+}
+
+// Load reads the topic to its current end: every device's newest history
+// and the checkpoints of flows' partitions.
+func (s *StateStore) Load(ctx context.Context, flows string) (map[string][]byte, map[int]partitionCheckpoint, error) {
+	histories, parts := map[string][]byte{}, map[int]partitionCheckpoint{}
+	conn, err := kafka.DialLeader(ctx, "tcp", s.brokers[0], s.topic, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("state store %s: %w", s.topic, err)
+	}
+	first, last, err := conn.ReadOffsets()
+	conn.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("state store %s: read offsets: %w", s.topic, err)
+	}
+	if last <= first {
+		return histories, parts, nil
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: s.brokers, Topic: s.topic, Partition: 0, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(first); err != nil {
+		return nil, nil, err
+	}
+	prefix := "p/" + flows + "/"
+	for {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("state store %s: read: %w", s.topic, err)
+		}
+		key := string(m.Key)
+		switch {
+		case strings.HasPrefix(key, "h/"):
+			histories[key[2:]] = m.Value
+		case strings.HasPrefix(key, prefix):
+			p, err := strconv.Atoi(key[len(prefix):])
+			if err != nil {
+				break
+			}
+			var cp partitionCheckpoint
+			if err := json.Unmarshal(m.Value, &cp); err != nil {
+				return nil, nil, fmt.Errorf("state store %s: checkpoint at offset %d: %w", s.topic, m.Offset, err)
+			}
+			parts[p] = cp
+		}
+		if m.Offset >= last-1 {
+			return histories, parts, nil
+		}
+	}
+}
+
+// Close flushes and closes the writer.
+func (s *StateStore) Close() error { return s.writer.Close() }
+
+// EnsureStateTopic creates the state topic, one partition and compacted,
+// if it does not exist.
+func EnsureStateTopic(ctx context.Context, brokers []string, replication int, topic string) error {
+	err := createTopics(ctx, brokers, kafka.TopicConfig{
+		Topic: topic, NumPartitions: 1, ReplicationFactor: replication,
+		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}},
+	})
+	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("ensure state topic %s: %w", topic, err)
+	}
+	return nil
+}
