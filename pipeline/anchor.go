@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -59,7 +62,11 @@ type AnchorStage struct {
 
 	consumer *groupConsumer
 	hasher   leafHasher
-	batches  map[topicPartition]*batch
+	// owned is the set of partitions assigned to this instance, read by
+	// the audit from its own goroutine.
+	ownedMu sync.Mutex
+	owned   map[topicPartition]bool
+	batches map[topicPartition]*batch
 	stageRun
 }
 
@@ -80,7 +87,7 @@ type batch struct {
 // NewAnchorStage wires the stage; Start runs it.
 func NewAnchorStage(cfg AnchorConfig, topics Topics, ledger *ledgerclient.Client, metrics *Metrics, log *slog.Logger) *AnchorStage {
 	return &AnchorStage{cfg: cfg.withDefaults(topics), ledger: ledger, metrics: metrics, log: log.With("stage", "anchor"),
-		batches: map[topicPartition]*batch{}, stageRun: stageRun{name: "anchoring", log: log}}
+		batches: map[topicPartition]*batch{}, owned: map[topicPartition]bool{}, stageRun: stageRun{name: "anchoring", log: log}}
 }
 
 // Start joins the group and anchors until ctx ends.
@@ -90,13 +97,22 @@ func (s *AnchorStage) Start(ctx context.Context) error {
 	// fetch goroutines are counted as the stage's CPU.
 	s.start(ctx, func(ctx context.Context) {
 		s.consumer, err = newGroupConsumer(consumerConfig{brokers: s.cfg.Brokers, group: s.cfg.GroupID, topics: s.cfg.Topics},
-			groupHooks{revoked: func(_ context.Context, parts []topicPartition, _ bool) {
+			groupHooks{assigned: func(_ context.Context, parts []topicPartition) {
+				s.ownedMu.Lock()
+				defer s.ownedMu.Unlock()
+				for _, tp := range parts {
+					s.owned[tp] = true
+				}
+			}, revoked: func(_ context.Context, parts []topicPartition, _ bool) {
+				s.ownedMu.Lock()
+				defer s.ownedMu.Unlock()
 				// The batch in progress is dropped, not anchored: its
 				// records are uncommitted, so the partition's next owner
 				// reads them again and, asking the ledger where anchors
 				// end, continues the same contiguous sequence.
 				for _, tp := range parts {
 					delete(s.batches, tp)
+					delete(s.owned, tp)
 				}
 			}})
 		if err == nil {
@@ -104,6 +120,13 @@ func (s *AnchorStage) Start(ctx context.Context) error {
 		}
 	})
 	return err
+}
+
+// Owned lists the partitions whose anchoring this instance owns.
+func (s *AnchorStage) Owned() []topicPartition {
+	s.ownedMu.Lock()
+	defer s.ownedMu.Unlock()
+	return slices.Collect(maps.Keys(s.owned))
 }
 
 // Shutdown waits for the stage to stop and leaves the group. Records of a

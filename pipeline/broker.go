@@ -2,13 +2,18 @@ package pipeline
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"net"
 	"runtime/pprof"
 	"strconv"
+	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // EmbeddedBroker is the in-process Kafka-protocol broker of the embedded
@@ -84,3 +89,100 @@ func (b *EmbeddedBroker) Addr() string { return b.addr }
 
 // Close stops the broker, flushing its log to disk.
 func (b *EmbeddedBroker) Close() { b.cluster.Close() }
+
+// ForgeRecord makes the embedded broker serve one record of a partition
+// with its value replaced by forge(value), as a compromised broker or a
+// doctored disk would: every single-partition read whose fetch starts
+// within forgeWindow records before it, or at it, gets the forged history.
+// The log itself is untouched. It exists for the simulator's
+// history-tamper scenario and for tests: the readers that re-verify
+// history (replay, prove and the continuous audit) read one partition per
+// request; consumers that fetch many partitions per request are left
+// alone, so detection carries on undisturbed.
+func (b *EmbeddedBroker) ForgeRecord(ctx context.Context, topic string, partition int32, offset int64, forge func([]byte) []byte) error {
+	info := b.cluster.TopicInfo(topic)
+	if info == nil {
+		return fmt.Errorf("forge: no topic %s", topic)
+	}
+	part := b.cluster.PartitionInfo(topic, partition)
+	if part == nil || offset < part.LogStartOffset || offset >= part.HighWatermark {
+		return fmt.Errorf("forge: no offset %d in %s/%d", offset, topic, partition)
+	}
+	// The broker's view up to the forged record, from far enough back that
+	// a sequential reader's fetch lands in it (one fetch carries at most
+	// MaxBytes, a few tens of thousands of records).
+	first := max(part.LogStartOffset, offset-forgeWindow)
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.addr}, Topic: topic, Partition: int(partition), MaxBytes: 8 << 20, MaxWait: 50 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(first); err != nil {
+		return err
+	}
+	records := make([]kafka.Message, 0, offset-first+1)
+	for int64(len(records)) <= offset-first {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			return fmt.Errorf("forge: read %s/%d: %w", topic, partition, err)
+		}
+		records = append(records, m)
+	}
+	records[len(records)-1].Value = forge(records[len(records)-1].Value)
+	hwm := part.HighWatermark
+	b.cluster.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		b.cluster.KeepControl()
+		fr := req.(*kmsg.FetchRequest)
+		if len(fr.Topics) != 1 || len(fr.Topics[0].Partitions) != 1 {
+			return nil, nil, false
+		}
+		rt, rp := fr.Topics[0], fr.Topics[0].Partitions[0]
+		if (rt.Topic != topic && rt.TopicID != info.TopicID) || rp.Partition != partition || rp.FetchOffset < first || rp.FetchOffset > offset {
+			return nil, nil, false
+		}
+		from := rp.FetchOffset - first
+		resp := fr.ResponseKind().(*kmsg.FetchResponse)
+		resp.Version = fr.Version
+		t := kmsg.NewFetchResponseTopic()
+		t.Topic, t.TopicID = rt.Topic, rt.TopicID
+		p := kmsg.NewFetchResponseTopicPartition()
+		p.Partition, p.HighWatermark, p.LastStableOffset, p.LogStartOffset = partition, hwm, hwm, part.LogStartOffset
+		p.RecordBatches = encodeRecordBatch(records[from:min(from+forgedBatch, int64(len(records)))])
+		t.Partitions = append(t.Partitions, p)
+		resp.Topics = append(resp.Topics, t)
+		return resp, nil, true
+	})
+	return nil
+}
+
+const (
+	forgeWindow = 65_536 // records before a forged one served from the forgery
+	forgedBatch = 2_000  // records per forged fetch response
+)
+
+// encodeRecordBatch encodes contiguous records as one uncompressed Kafka
+// record batch (magic 2) with a valid CRC-32C, as a broker stores them.
+func encodeRecordBatch(records []kafka.Message) []byte {
+	base, baseTs := records[0].Offset, records[0].Time.UnixMilli()
+	maxTs := baseTs
+	var body []byte
+	for _, m := range records {
+		ts := m.Time.UnixMilli()
+		maxTs = max(maxTs, ts)
+		r := kmsg.Record{TimestampDelta64: ts - baseTs, OffsetDelta: int32(m.Offset - base), Key: m.Key, Value: m.Value}
+		for _, h := range m.Headers {
+			r.Headers = append(r.Headers, kmsg.Header{Key: h.Key, Value: h.Value})
+		}
+		enc := r.AppendTo(nil)[1:] // without the zero length varint
+		body = binary.AppendVarint(body, int64(len(enc)))
+		body = append(body, enc...)
+	}
+	rb := kmsg.RecordBatch{
+		FirstOffset: base, Magic: 2, LastOffsetDelta: int32(records[len(records)-1].Offset - base),
+		FirstTimestamp: baseTs, MaxTimestamp: maxTs, ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1,
+		NumRecords: int32(len(records)), Records: body,
+	}
+	out := rb.AppendTo(nil)
+	// Length counts the bytes after itself; the CRC covers the bytes after
+	// itself: attributes to the end.
+	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-12))
+	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return out
+}

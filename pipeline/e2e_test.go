@@ -68,7 +68,7 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 	start := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
 	sim, err := simulator.New(simulator.Config{
 		Brokers: brokers, Seed: 7, Speed: -1, History: 25 * time.Hour, Duration: 200 * time.Minute,
-		Start: start, GroundTruth: truthPath,
+		Start: start, GroundTruth: truthPath, Forger: env.broker,
 	}, log)
 	if err != nil {
 		t.Fatal(err)
@@ -80,6 +80,8 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 	svc := pipeline.NewService(pipeline.ServiceConfig{
 		Brokers:  brokers,
 		Detector: pipeline.DetectorConfig{Warmup: 24 * time.Hour, Seed: 1},
+		// A full audit cycle of the run's history takes seconds, not minutes.
+		Audit:    pipeline.AuditConfig{Interval: time.Second, RecordsPerRound: 200_000},
 		ModelDir: filepath.Join(dir, "models"), OutboxPath: filepath.Join(dir, "outbox.db"),
 	}, service, prometheus.NewRegistry(), log)
 	if err := svc.Start(ctx); err != nil {
@@ -92,6 +94,23 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 	summary := &svc.Metrics().Summary
 	for summary.RecordsConsumed.Load() < stats.Records && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond)
+	}
+	// The audit finds tampered history in its own time.
+	tampered := 0
+	for _, g := range readGroundTruth(t, truthPath) {
+		if g.scenario == simulator.ScenarioHistoryTamper {
+			tampered++
+		}
+	}
+	for ctx.Err() == nil {
+		found, err := service.ListAlerts(ctx, contract.ListAlertsArgs{Kind: contract.AlertIntegrity})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(found) >= tampered {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond) // let the last alerts reach the sinks
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 30*time.Second)
@@ -209,9 +228,14 @@ func checkTrustScenarios(t *testing.T, ctx context.Context, ledger *ledgerclient
 	kindOf := map[string]string{
 		simulator.ScenarioRogueDevice: contract.AlertRogueDevice, simulator.ScenarioRevokedDevice: contract.AlertRevokedDevice,
 		simulator.ScenarioBadSignature: contract.AlertBadSignature, simulator.ScenarioFirmwareTamper: contract.AlertFirmwareMismatch,
+		simulator.ScenarioHistoryTamper: contract.AlertIntegrity,
 	}
 	for _, g := range truth {
-		alerts, err := ledger.ListAlerts(ctx, contract.ListAlertsArgs{DeviceID: g.device, Kind: kindOf[g.scenario]})
+		device := g.device
+		if g.scenario == simulator.ScenarioHistoryTamper {
+			device = "" // an integrity alert names the anchored range, not a device
+		}
+		alerts, err := ledger.ListAlerts(ctx, contract.ListAlertsArgs{DeviceID: device, Kind: kindOf[g.scenario]})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -29,6 +29,7 @@ type embeddedDefault struct {
 	dir     string
 	brokers []string
 	topics  pipeline.Topics
+	broker  *pipeline.EmbeddedBroker
 	ledger  *embedded.Ledger
 }
 
@@ -44,7 +45,7 @@ func startEmbeddedDefaultB(t testing.TB, partitions int) *embeddedDefault {
 		t.Fatal(err)
 	}
 	t.Cleanup(broker.Close)
-	e.brokers = []string{broker.Addr()}
+	e.broker, e.brokers = broker, []string{broker.Addr()}
 	e.ledger, err = embedded.Open(filepath.Join(e.dir, "ledger"), embedded.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ type Metrics struct {
 	Alerts          *prometheus.CounterVec   // kind, confidence
 	Anchors         *prometheus.CounterVec   // topic
 	AnchoredRecords *prometheus.CounterVec   // topic
+	AuditedRecords  *prometheus.CounterVec   // topic, result (verified, mismatched)
 	StageLatency    *prometheus.HistogramVec // stage
 	ConsumerLag     *prometheus.GaugeVec     // group, topic, partition
 	TrackedDevices  prometheus.Gauge
@@ -75,6 +76,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Alerts:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_alerts_total", Help: "Alerts raised."}, []string{"kind", "confidence"}),
 		Anchors:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anchors_total", Help: "Batches anchored on the ledger."}, []string{"topic"}),
 		AnchoredRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anchored_records_total", Help: "Records covered by ledger anchors."}, []string{"topic"}),
+		AuditedRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_audited_records_total",
+			Help: "Anchored records re-read by the continuous audit, by whether their range still matched its anchor."}, []string{"topic", "result"}),
 		StageLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_stage_latency_seconds", Help: "Latency of pipeline steps.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"stage"}),
 		ConsumerLag:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_consumer_lag", Help: "Records between a group's position and the partition's high-water mark."}, []string{"group", "topic", "partition"}),
@@ -89,7 +92,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}, []string{"function", "result"}),
 	}
 	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts,
-		m.Anchors, m.AnchoredRecords, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.OpenWindows,
+		m.Anchors, m.AnchoredRecords, m.AuditedRecords, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.OpenWindows,
 		m.ModelInfo, m.ModelThreshold, m.WarmupWindows, m.SinkErrors, m.LedgerTx, m.OutboxDepth)
 	return m
 }

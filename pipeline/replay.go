@@ -36,7 +36,11 @@ type ReplayRange struct {
 	Status      RangeStatus `json:"status"`
 	AnchorID    string      `json:"anchor_id,omitempty"`
 	AnchoredTx  string      `json:"anchored_tx,omitempty"`
-	Detail      string      `json:"detail,omitempty"`
+	// FirstTime and LastTime are the anchored records' first and last
+	// timestamps, as the anchor recorded them.
+	FirstTime time.Time `json:"first_time,omitzero"`
+	LastTime  time.Time `json:"last_time,omitzero"`
+	Detail    string    `json:"detail,omitempty"`
 }
 
 // ReplayRequest selects what to replay.
@@ -91,7 +95,7 @@ func Replay(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequest)
 		}
 		if a.LastOffset >= end {
 			out = append(out, ReplayRange{Partition: req.Partition, FirstOffset: a.FirstOffset, LastOffset: a.LastOffset,
-				Status: RangeMismatched, AnchorID: a.ID, AnchoredTx: a.TxID,
+				Status: RangeMismatched, AnchorID: a.ID, AnchoredTx: a.TxID, FirstTime: a.FirstTimestamp, LastTime: a.LastTimestamp,
 				Detail: fmt.Sprintf("anchored records up to offset %d, but the topic ends at %d: records were deleted", a.LastOffset, end-1)})
 			next = a.LastOffset + 1
 			continue
@@ -102,7 +106,8 @@ func Replay(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequest)
 		}
 		root := MerkleRoot(leaves)
 		rr := ReplayRange{Partition: req.Partition, FirstOffset: a.FirstOffset, LastOffset: a.LastOffset,
-			Records: int64(len(leaves)), AnchorID: a.ID, AnchoredTx: a.TxID, Status: RangeVerified}
+			Records: int64(len(leaves)), AnchorID: a.ID, AnchoredTx: a.TxID, Status: RangeVerified,
+			FirstTime: a.FirstTimestamp, LastTime: a.LastTimestamp}
 		switch got := hex.EncodeToString(root[:]); {
 		case int64(len(leaves)) != a.Count:
 			rr.Status, rr.Detail = RangeMismatched, fmt.Sprintf("%d records where %d were anchored", len(leaves), a.Count)
@@ -140,14 +145,19 @@ func readLeaves(ctx context.Context, r *kafka.Reader, first, last int64) ([][32]
 	}
 }
 
-// IntegrityAlert is the alert a mismatched range raises. Its id depends on
-// the anchor only, so replaying the same tampered range again does not
-// raise a second alert.
+// IntegrityAlert is the alert a mismatched range raises; its window is the
+// event-time span of the anchored records (now, for a range without one).
+// Its id depends on the anchor only, so replaying the same tampered range
+// again does not raise a second alert.
 func IntegrityAlert(topic string, rr ReplayRange, now time.Time) contract.Alert {
+	start, end := rr.FirstTime, rr.LastTime
+	if start.IsZero() || end.IsZero() {
+		start, end = now, now
+	}
 	return contract.Alert{
 		ID:          contract.AlertID(contract.AlertIntegrity, rr.AnchorID, time.Unix(0, 0), time.Unix(0, 0), ""),
 		Kind:        contract.AlertIntegrity,
-		WindowStart: now.UTC(), WindowEnd: now.UTC(),
+		WindowStart: start.UTC(), WindowEnd: end.UTC(),
 		Score: 1, Confidence: "high",
 		Evidence: contract.Evidence{
 			Topic: topic, Partition: rr.Partition, Offsets: []int64{rr.FirstOffset, rr.LastOffset},

@@ -25,6 +25,7 @@ type ServiceConfig struct {
 	Detector    DetectorConfig
 	Anchor      AnchorConfig
 	Telemetry   TelemetryConfig
+	Audit       AuditConfig
 	// ModelDir holds model artifacts named by hash.
 	ModelDir string
 	// OutboxPath is the file of the durable alert outbox. Required.
@@ -42,6 +43,7 @@ type Service struct {
 	detect    *DetectStage
 	anchor    *AnchorStage
 	telemetry *TelemetryStage
+	audit     *AuditStage
 	outbox    *Outbox
 	outboxRun context.CancelFunc
 	sinks     []AlertSink
@@ -139,6 +141,11 @@ func (s *Service) Start(ctx context.Context) error {
 		cancel()
 		return err
 	}
+	s.audit = NewAuditStage(s.cfg.Audit, s.cfg.Brokers, s.ledger, s.outbox, s.anchor.Owned, s.metrics, s.log)
+	if err := s.audit.Start(runCtx); err != nil {
+		cancel()
+		return err
+	}
 	s.ready.Store(true)
 	s.log.Info("pipeline started", "brokers", s.cfg.Brokers, "flows", s.cfg.Topics.Flows, "devices_registered", registry.Len())
 	return nil
@@ -199,6 +206,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 	if s.telemetry != nil {
 		errs = append(errs, s.telemetry.Shutdown(ctx))
+	}
+	if s.audit != nil {
+		errs = append(errs, s.audit.Shutdown(ctx))
 	}
 	if s.outbox != nil {
 		// Give queued alerts a moment to reach the sinks; whatever is left

@@ -54,6 +54,10 @@ type partitionCheckpoint struct {
 func NewStateStore(brokers []string, topic string) *StateStore {
 	return &StateStore{brokers: brokers, topic: topic, writer: &kafka.Writer{
 		Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{},
+		// A transport of its own: kafka-go's shared one caches cluster
+		// metadata for seconds, and may have cached it before the state
+		// topic was created, refusing writes to it until it refreshes.
+		Transport:    &kafka.Transport{},
 		RequiredAcks: kafka.RequireAll, BatchSize: 10_000, BatchBytes: 16 << 20, BatchTimeout: time.Millisecond,
 	}}
 }

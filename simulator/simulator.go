@@ -64,6 +64,10 @@ type Config struct {
 	// restarted demo carries on where it stopped instead of replaying the
 	// past into a stream whose event time has moved on.
 	Resume bool
+	// Forger lets the history-tamper scenario make the broker serve an
+	// altered record; nil skips that scenario (only the embedded broker
+	// can be asked).
+	Forger HistoryForger
 }
 
 func (c Config) withDefaults() Config {
@@ -137,10 +141,12 @@ type Simulator struct {
 	// trustSkipped counts scenarios skipped for want of a device, so the
 	// rotation moves on to the next scenario.
 	trustSkipped int
-	operator     *ledgerclient.Client
-	truth        *csv.Writer
-	file         *os.File
-	stats        Stats
+	// tampered counts history-tamper scenarios played.
+	tampered int
+	operator *ledgerclient.Client
+	truth    *csv.Writer
+	file     *os.File
+	stats    Stats
 }
 
 // New builds the fleet. Nothing is produced until Run.

@@ -1,6 +1,7 @@
 package simulator
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
 )
 
@@ -23,10 +25,19 @@ const (
 	ScenarioRevokedDevice  = "revoked_device"  // the operator revokes a device that keeps talking
 	ScenarioBadSignature   = "bad_signature"   // a device's telemetry is signed with a foreign key
 	ScenarioFirmwareTamper = "firmware_tamper" // a device runs firmware nobody approved
+	ScenarioHistoryTamper  = "history_tamper"  // a compromised broker serves an anchored record altered
 )
 
 // TrustScenarios lists them in schedule order.
-var TrustScenarios = []string{ScenarioRogueDevice, ScenarioBadSignature, ScenarioFirmwareTamper, ScenarioRevokedDevice}
+var TrustScenarios = []string{ScenarioRogueDevice, ScenarioBadSignature, ScenarioFirmwareTamper, ScenarioRevokedDevice, ScenarioHistoryTamper}
+
+// HistoryForger is what the history-tamper scenario needs of the broker:
+// making it serve one record altered, as a compromised broker or a
+// doctored disk would. pipeline.EmbeddedBroker has it; without one the
+// scenario is skipped.
+type HistoryForger interface {
+	ForgeRecord(ctx context.Context, topic string, partition int32, offset int64, forge func([]byte) []byte) error
+}
 
 // trustEvent is one scheduled trust scenario.
 type trustEvent struct {
@@ -57,7 +68,10 @@ func newRogue(rng *rand.Rand, n int) *Device {
 
 // scheduleTrust starts the next trust scenario at minute.
 func (s *Simulator) scheduleTrust(ctx context.Context, minute time.Time) error {
-	scenario := TrustScenarios[(len(s.trust)+s.trustSkipped)%len(TrustScenarios)]
+	scenario := TrustScenarios[(len(s.trust)+s.trustSkipped+s.tampered)%len(TrustScenarios)]
+	if scenario == ScenarioHistoryTamper {
+		return s.tamperHistory(ctx)
+	}
 	length := time.Duration(5+s.trustRng.IntN(6)) * time.Minute
 	e := &trustEvent{scenario: scenario, start: minute, end: minute.Add(length)}
 	switch scenario {
@@ -184,4 +198,82 @@ func (r *randReader) Read(p []byte) (int, error) {
 		p[i] = byte(r.rng.Uint32())
 	}
 	return len(p), nil
+}
+
+// tamperHistory alters one record of the newest anchored range of the flows
+// topic, as served by the broker: the value's bytes_out becomes 1, as an
+// intruder hiding an exfiltration after the fact would have it. Anchored
+// history no longer matches its root, which the service's audit and any
+// verified replay must report. The ground truth names the device of the
+// altered record and the range's event-time span.
+func (s *Simulator) tamperHistory(ctx context.Context) error {
+	if s.cfg.Forger == nil || s.operator == nil {
+		s.trustSkipped++
+		return nil
+	}
+	conn, err := kafka.Dial("tcp", s.cfg.Brokers[0])
+	if err != nil {
+		return fmt.Errorf("simulate history tamper: %w", err)
+	}
+	parts, err := conn.ReadPartitions(s.cfg.Topic)
+	conn.Close()
+	if err != nil {
+		return fmt.Errorf("simulate history tamper: partitions of %s: %w", s.cfg.Topic, err)
+	}
+	var target *contract.Anchor
+	for _, p := range parts {
+		anchors, err := s.operator.ListAnchors(ctx, s.cfg.Topic, int32(p.ID), 0, -1)
+		if err != nil {
+			return fmt.Errorf("simulate history tamper: anchors: %w", err)
+		}
+		if n := len(anchors); n > 0 && (target == nil || anchors[n-1].LastTimestamp.After(target.LastTimestamp)) {
+			target = &anchors[n-1]
+		}
+	}
+	if target == nil {
+		s.log.Info("simulated trust scenario skipped: nothing anchored yet", "scenario", ScenarioHistoryTamper)
+		s.trustSkipped++
+		return nil
+	}
+	victim := target.FirstOffset + s.trustRng.Int64N(target.Count)
+	var device string
+	err = s.cfg.Forger.ForgeRecord(ctx, s.cfg.Topic, target.Partition, victim, func(v []byte) []byte {
+		var rec struct {
+			DeviceID string `json:"device_id"`
+		}
+		_ = json.Unmarshal(v, &rec)
+		device = rec.DeviceID
+		return hideBytesOut(v)
+	})
+	if err != nil {
+		return fmt.Errorf("simulate history tamper: %w", err)
+	}
+	s.tampered++
+	profile := ""
+	for _, d := range s.Fleet {
+		if d.ID == device {
+			profile = d.Profile.Name
+		}
+	}
+	s.log.Info("simulated trust scenario scheduled", "scenario", ScenarioHistoryTamper, "device", device,
+		"anchor", target.ID, "offset", victim)
+	return s.writeTruth(device, profile, ScenarioHistoryTamper, target.FirstTimestamp, target.LastTimestamp)
+}
+
+// hideBytesOut rewrites a native flow record's bytes_out to 1; a value
+// without one gets its last byte changed.
+func hideBytesOut(v []byte) []byte {
+	out := append([]byte(nil), v...)
+	key := []byte(`"bytes_out":`)
+	i := bytes.Index(out, key)
+	if i < 0 {
+		out[len(out)-1] ^= 0x01
+		return out
+	}
+	start := i + len(key)
+	end := start
+	for end < len(out) && out[end] >= '0' && out[end] <= '9' {
+		end++
+	}
+	return append(append(out[:start:start], '1'), v[end:]...)
 }

@@ -66,3 +66,17 @@ func TestLongTrustScheduleKeepsHalfTheFleet(t *testing.T) {
 	}
 	t.Logf("%d scenarios played, %d skipped, %d devices revoked", len(s.trust), s.trustSkipped, revoked)
 }
+
+func TestHideBytesOutRewritesOnlyThatField(t *testing.T) {
+	in := []byte(`{"device_id":"plc-0003","bytes_out":48213,"bytes_in":410}`)
+	got := string(hideBytesOut(in))
+	if want := `{"device_id":"plc-0003","bytes_out":1,"bytes_in":410}`; got != want {
+		t.Fatalf("hideBytesOut = %s, want %s", got, want)
+	}
+	if string(in) != `{"device_id":"plc-0003","bytes_out":48213,"bytes_in":410}` {
+		t.Fatal("hideBytesOut changed its input")
+	}
+	if other := hideBytesOut([]byte(`{"x":1}`)); string(other) == `{"x":1}` {
+		t.Fatal("a record without bytes_out was left unchanged")
+	}
+}

@@ -35,6 +35,7 @@ type Config struct {
 	Window    pipeline.WindowConfig   `yaml:"window"`
 	Detector  pipeline.DetectorConfig `yaml:"detector"`
 	Anchor    AnchorConfig            `yaml:"anchor"`
+	Audit     AuditConfig             `yaml:"audit"`
 	Ledger    LedgerConfig            `yaml:"ledger"`
 	HTTP      HTTPConfig              `yaml:"http"`
 	Simulator SimulatorConfig         `yaml:"simulator"`
@@ -61,6 +62,17 @@ type KafkaConfig struct {
 type AnchorConfig struct {
 	BatchRecords int           `yaml:"batch_records"` // default 5000
 	BatchAge     time.Duration `yaml:"batch_age"`     // default 2s
+}
+
+// AuditConfig sets the pace of the continuous re-verification of anchored
+// history.
+type AuditConfig struct {
+	// Interval between audit rounds; negative turns the audit off.
+	// Default 10s.
+	Interval time.Duration `yaml:"interval"`
+	// RecordsPerRound bounds the anchored records one round re-reads.
+	// Default 100000.
+	RecordsPerRound int64 `yaml:"records_per_round"`
 }
 
 // LedgerConfig selects the ledger backend.
@@ -142,6 +154,12 @@ func (c Config) withDefaults() Config {
 	if c.Anchor.BatchAge == 0 {
 		c.Anchor.BatchAge = 2 * time.Second
 	}
+	if c.Audit.Interval == 0 {
+		c.Audit.Interval = 10 * time.Second
+	}
+	if c.Audit.RecordsPerRound == 0 {
+		c.Audit.RecordsPerRound = 100_000
+	}
 	if c.Ledger.Backend == "" {
 		c.Ledger.Backend = "embedded"
 	}
@@ -211,6 +229,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("anchor.batch_records: must be at least 1, got %d", c.Anchor.BatchRecords)
 	case c.Anchor.BatchAge <= 0:
 		return fmt.Errorf("anchor.batch_age: must be positive, got %s", c.Anchor.BatchAge)
+	case c.Audit.RecordsPerRound < 1:
+		return fmt.Errorf("audit.records_per_round: must be at least 1, got %d", c.Audit.RecordsPerRound)
 	case c.Simulator.Devices < 1:
 		return fmt.Errorf("simulator.devices: must be at least 1, got %d", c.Simulator.Devices)
 	case c.Simulator.History < 0:

@@ -93,8 +93,8 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 	}
 
 	brokers := cfg.Kafka.Brokers
-	embeddedBroker := len(brokers) == 0
-	if embeddedBroker {
+	var embeddedBroker *pipeline.EmbeddedBroker
+	if len(brokers) == 0 {
 		b, err := pipeline.StartEmbeddedBroker(pipeline.BrokerConfig{
 			Listen: cfg.Kafka.EmbeddedListen, DataDir: filepath.Join(cfg.DataDir, "broker"),
 			Partitions: cfg.Kafka.Partitions, Topics: cfg.Topics.All(),
@@ -103,7 +103,7 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 			return RunSummary{}, fmt.Errorf("kafka.embedded_listen: %w", err)
 		}
 		defer b.Close()
-		brokers = []string{b.Addr()}
+		brokers, embeddedBroker = []string{b.Addr()}, b
 	}
 
 	ledgers, err := openLedgers(cfg)
@@ -120,6 +120,7 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 		Detect:   pipeline.DetectConfig{GroupID: cfg.Kafka.GroupID, Window: cfg.Window},
 		Detector: cfg.Detector,
 		Anchor:   pipeline.AnchorConfig{GroupID: cfg.Kafka.AnchorGroupID, BatchRecords: cfg.Anchor.BatchRecords, BatchAge: cfg.Anchor.BatchAge},
+		Audit:    pipeline.AuditConfig{Interval: cfg.Audit.Interval, RecordsPerRound: cfg.Audit.RecordsPerRound},
 		ModelDir: filepath.Join(cfg.DataDir, "models"), OutboxPath: filepath.Join(cfg.DataDir, "outbox.db"),
 	}, service, reg, log)
 
@@ -135,6 +136,9 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 	if *cfg.Simulator.Enabled {
 		simCfg := simulatorConfig(cfg, brokers)
 		simCfg.Resume = true
+		if embeddedBroker != nil {
+			simCfg.Forger = embeddedBroker // the history-tamper scenario plays a compromised broker
+		}
 		sim, err = simulator.New(simCfg, log.With("component", "simulator"))
 		if err != nil {
 			return RunSummary{}, fmt.Errorf("simulator.%w", err)

@@ -1,0 +1,175 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/chainwatch/chainwatch/ledgerclient"
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+)
+
+// AuditConfig configures the continuous audit of anchored history. Zero
+// values are defaults.
+type AuditConfig struct {
+	// Interval between audit rounds. Default 10s; negative turns the audit
+	// off (history is then verified only by replay and before training).
+	Interval time.Duration
+	// RecordsPerRound bounds how many anchored records one round re-reads,
+	// shared by the partitions audited, so the audit costs a bounded share
+	// of the broker's and the service's work. Default 100,000.
+	RecordsPerRound int64
+}
+
+func (c AuditConfig) withDefaults() AuditConfig {
+	if c.Interval == 0 {
+		c.Interval = 10 * time.Second
+	}
+	if c.RecordsPerRound == 0 {
+		c.RecordsPerRound = 100_000
+	}
+	return c
+}
+
+// AuditStage keeps re-verifying anchored history while the service runs:
+// round after round it replays the next anchored ranges of each partition
+// this instance anchors, from the oldest to the newest and then from the
+// oldest again, and raises an integrity alert for a range whose records no
+// longer hash to the root on the ledger — what a broker, a disk or a
+// restored backup that changed history looks like. Each anchor's alert has
+// one id, so finding the same range again raises nothing new.
+type AuditStage struct {
+	cfg     AuditConfig
+	brokers []string
+	ledger  *ledgerclient.Client
+	outbox  *Outbox
+	metrics *Metrics
+	log     *slog.Logger
+	// owned lists the partitions to audit: those whose anchoring this
+	// instance owns, so that instances of a group split the audit as they
+	// split the anchoring.
+	owned func() []topicPartition
+	// cursor is the next offset to audit, per partition.
+	cursor map[topicPartition]int64
+	// reported holds the anchors already found changed, logged once.
+	reported map[string]bool
+	stageRun
+}
+
+// NewAuditStage wires the stage; Start runs it.
+func NewAuditStage(cfg AuditConfig, brokers []string, ledger *ledgerclient.Client, outbox *Outbox, owned func() []topicPartition, metrics *Metrics, log *slog.Logger) *AuditStage {
+	return &AuditStage{cfg: cfg.withDefaults(), brokers: brokers, ledger: ledger, outbox: outbox, owned: owned, metrics: metrics,
+		log: log.With("stage", "audit"), cursor: map[topicPartition]int64{}, reported: map[string]bool{}, stageRun: stageRun{name: "audit", log: log}}
+}
+
+// Start runs audit rounds until ctx ends.
+func (s *AuditStage) Start(ctx context.Context) error {
+	s.start(ctx, func(ctx context.Context) {
+		s.launch(ctx, func(ctx context.Context) error {
+			if s.cfg.Interval < 0 {
+				<-ctx.Done()
+				return nil
+			}
+			tick := time.NewTicker(s.cfg.Interval)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-tick.C:
+				}
+				if err := s.round(ctx); err != nil && ctx.Err() == nil {
+					// The broker or the ledger may be away for a while; the
+					// next round tries again from the same place.
+					s.log.Warn("audit round failed", "err", err)
+				}
+			}
+		})
+	})
+	return nil
+}
+
+// Shutdown waits for the stage to stop.
+func (s *AuditStage) Shutdown(ctx context.Context) error { return s.wait(ctx) }
+
+// round audits up to RecordsPerRound anchored records, split evenly over
+// the partitions owned.
+func (s *AuditStage) round(ctx context.Context) error {
+	parts := s.owned()
+	if len(parts) == 0 {
+		return nil
+	}
+	sort.Slice(parts, func(i, j int) bool {
+		if parts[i].topic != parts[j].topic {
+			return parts[i].topic < parts[j].topic
+		}
+		return parts[i].partition < parts[j].partition
+	})
+	budget := max(s.cfg.RecordsPerRound/int64(len(parts)), 1)
+	for _, tp := range parts {
+		if err := s.auditPartition(ctx, tp, budget); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budget int64) error {
+	from := s.cursor[tp]
+	anchors, err := s.ledger.ListAnchors(ctx, tp.topic, int32(tp.partition), from, -1)
+	if err != nil {
+		return fmt.Errorf("audit %s/%d: %w", tp.topic, tp.partition, err)
+	}
+	// Anchors that end before the cursor can be listed when one straddles
+	// it; skip them, and take whole anchors up to the budget.
+	var chosen []contract.Anchor
+	var records int64
+	for _, a := range anchors {
+		if a.LastOffset < from {
+			continue
+		}
+		if len(chosen) > 0 && records+a.Count > budget {
+			break
+		}
+		chosen = append(chosen, a)
+		records += a.Count
+	}
+	if len(chosen) == 0 {
+		s.cursor[tp] = 0 // caught up: the next round starts over from the oldest
+		return nil
+	}
+	first, last := chosen[0].FirstOffset, chosen[len(chosen)-1].LastOffset
+	verdicts, err := Replay(ctx, s.ledger, ReplayRequest{Brokers: s.brokers, Topic: tp.topic, Partition: int32(tp.partition), From: first, To: last})
+	if err != nil {
+		return err
+	}
+	var alerts []contract.Alert
+	for _, v := range verdicts {
+		switch v.Status {
+		case RangeVerified:
+			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "verified").Add(float64(v.Records))
+		case RangeMismatched:
+			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "mismatched").Add(float64(v.Records))
+			if !s.reported[v.AnchorID] {
+				s.reported[v.AnchorID] = true
+				s.log.Error("anchored history changed", "topic", tp.topic, "partition", v.Partition,
+					"first_offset", v.FirstOffset, "last_offset", v.LastOffset, "anchor", v.AnchorID, "detail", v.Detail)
+			}
+			alerts = append(alerts, IntegrityAlert(tp.topic, v, time.Now()))
+		}
+	}
+	if len(alerts) > 0 {
+		added, err := s.outbox.Add(alerts)
+		if err != nil {
+			return err
+		}
+		for _, a := range added {
+			s.metrics.Alerts.WithLabelValues(a.Kind, a.Confidence).Inc()
+			s.metrics.Summary.addAlert(a.Kind)
+		}
+	}
+	s.cursor[tp] = last + 1
+	return nil
+}
