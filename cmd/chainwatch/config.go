@@ -68,10 +68,10 @@ type AnchorConfig struct {
 // history.
 type AuditConfig struct {
 	// Interval between audit rounds; negative turns the audit off.
-	// Default 10s.
+	// Default 5s.
 	Interval time.Duration `yaml:"interval"`
 	// RecordsPerRound bounds the anchored records one round re-reads.
-	// Default 100000.
+	// Default 200000.
 	RecordsPerRound int64 `yaml:"records_per_round"`
 }
 
@@ -155,10 +155,10 @@ func (c Config) withDefaults() Config {
 		c.Anchor.BatchAge = 2 * time.Second
 	}
 	if c.Audit.Interval == 0 {
-		c.Audit.Interval = 10 * time.Second
+		c.Audit.Interval = 5 * time.Second
 	}
 	if c.Audit.RecordsPerRound == 0 {
-		c.Audit.RecordsPerRound = 100_000
+		c.Audit.RecordsPerRound = 200_000
 	}
 	if c.Ledger.Backend == "" {
 		c.Ledger.Backend = "embedded"
