@@ -19,8 +19,8 @@ import (
 //
 // with the integers big-endian (8, 8, 4 and 4 bytes).
 func LeafHash(offset int64, timestampMs int64, key, value []byte) [32]byte {
-	var h leafHasher
-	return h.hash(offset, timestampMs, key, value)
+	var buf [1024]byte // most records fit: no allocation
+	return sha256.Sum256(appendLeaf(buf[:0], offset, timestampMs, key, value))
 }
 
 // leafHasher computes leaf hashes in a buffer it reuses, so that hashing a
@@ -29,15 +29,19 @@ func LeafHash(offset int64, timestampMs int64, key, value []byte) [32]byte {
 type leafHasher struct{ buf []byte }
 
 func (h *leafHasher) hash(offset int64, timestampMs int64, key, value []byte) [32]byte {
-	b := append(h.buf[:0], 0x00)
+	h.buf = appendLeaf(h.buf[:0], offset, timestampMs, key, value)
+	return sha256.Sum256(h.buf)
+}
+
+// appendLeaf appends a record's leaf preimage (with its 0x00 prefix).
+func appendLeaf(b []byte, offset int64, timestampMs int64, key, value []byte) []byte {
+	b = append(b, 0x00)
 	b = binary.BigEndian.AppendUint64(b, uint64(offset))
 	b = binary.BigEndian.AppendUint64(b, uint64(timestampMs))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(key)))
 	b = append(b, key...)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(value)))
-	b = append(b, value...)
-	h.buf = b
-	return sha256.Sum256(b)
+	return append(b, value...)
 }
 
 func nodeHash(left, right [32]byte) [32]byte {

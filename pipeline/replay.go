@@ -130,6 +130,7 @@ func readLeaves(ctx context.Context, r *kafka.Reader, first, last int64) ([][32]
 		return nil, err
 	}
 	var leaves [][32]byte
+	var h leafHasher
 	for {
 		m, err := r.ReadMessage(ctx)
 		if err != nil {
@@ -138,7 +139,7 @@ func readLeaves(ctx context.Context, r *kafka.Reader, first, last int64) ([][32]
 		if m.Offset > last {
 			return leaves, nil
 		}
-		leaves = append(leaves, LeafHash(m.Offset, m.Time.UnixMilli(), m.Key, m.Value))
+		leaves = append(leaves, h.hash(m.Offset, m.Time.UnixMilli(), m.Key, m.Value))
 		if m.Offset == last {
 			return leaves, nil
 		}
