@@ -130,17 +130,16 @@ func (s *DetectStage) Shutdown(ctx context.Context) error {
 func (s *DetectStage) partitionsAssigned(ctx context.Context, parts []topicPartition) {
 	var err error
 	for attempt := range 5 {
-		var histories map[string][]byte
-		var checkpoints map[int]partitionCheckpoint
-		histories, checkpoints, err = s.state.Load(ctx, s.cfg.Topics.Flows)
+		var st *storedState
+		st, err = s.state.Load(ctx, s.cfg.Topics.Flows)
 		if err == nil {
-			maps.Copy(s.histories, histories)
+			maps.Copy(s.histories, st.histories)
 			for _, tp := range parts {
-				if cp, ok := checkpoints[tp.partition]; ok {
+				if cp, ok := st.checkpoints[tp.partition]; ok {
 					s.restored[tp.partition] = cp
 				}
 			}
-			s.log.Info("partitions assigned", "partitions", len(parts), "checkpoints", len(s.restored), "device_histories", len(histories))
+			s.log.Info("partitions assigned", "partitions", len(parts), "checkpoints", len(s.restored), "device_histories", len(st.histories))
 			return
 		}
 		s.log.Warn("reading the state store failed; retrying", "err", err, "attempt", attempt+1)

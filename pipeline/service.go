@@ -136,7 +136,7 @@ func (s *Service) Start(ctx context.Context) error {
 		telemetryCfg.Window = detectCfg.Window.WithDefaults().Size
 	}
 	s.telemetry = NewTelemetryStage(telemetryCfg,
-		registry, s.outbox, s.dlq, s.metrics, s.log)
+		registry, s.outbox, s.state, s.dlq, s.metrics, s.log)
 	if err := s.telemetry.Start(runCtx); err != nil {
 		cancel()
 		return err
@@ -194,9 +194,10 @@ func (s *Service) Err() error {
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.ready.Store(false)
 	if s.cancel == nil {
-		return nil
+		return nil // not started, or already shut down
 	}
 	s.cancel()
+	s.cancel = nil
 	var errs []error
 	if s.detect != nil {
 		errs = append(errs, s.detect.Shutdown(ctx))

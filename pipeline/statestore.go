@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,10 +20,13 @@ import (
 // partition moving to another instance resume the same way: histories as
 // they were, windows already scored not scored again.
 //
+// The telemetry stage keeps each device's last telemetry sequence number
+// there too, so a replayed envelope is caught across restarts and moves.
 // Records are keyed so that compaction keeps the newest of each:
 //
-//	h/<device id>              features.History encoding
+//	h/<device id>               features.History encoding
 //	p/<flows topic>/<partition> partitionCheckpoint as JSON
+//	s/<device id>               last telemetry sequence, its partition and offset (8+4+8 bytes, big-endian)
 //
 // Writes are synchronous and acknowledged by all in-sync replicas; the
 // stage commits offsets only after the write that covers them.
@@ -64,6 +68,42 @@ func NewStateStore(brokers []string, topic string) *StateStore {
 
 func historyKey(device string) []byte { return []byte("h/" + device) }
 
+func sequenceKey(device string) []byte { return []byte("s/" + device) }
+
+// storedState is what Load reads back.
+type storedState struct {
+	histories   map[string][]byte
+	checkpoints map[int]partitionCheckpoint
+	sequences   map[string]seenSequence
+}
+
+// seenSequence is a device's last telemetry sequence number and the record
+// that carried it: reading that record or an earlier one again (after a
+// restart from an older committed offset) is not a replay by the device.
+type seenSequence struct {
+	seq       uint64
+	partition int32
+	offset    int64
+}
+
+// SaveSequences writes devices' last telemetry sequence numbers.
+func (s *StateStore) SaveSequences(ctx context.Context, seqs map[string]seenSequence) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, 0, len(seqs))
+	for id, seq := range seqs {
+		v := binary.BigEndian.AppendUint64(make([]byte, 0, 20), seq.seq)
+		v = binary.BigEndian.AppendUint32(v, uint32(seq.partition))
+		v = binary.BigEndian.AppendUint64(v, uint64(seq.offset))
+		msgs = append(msgs, kafka.Message{Key: sequenceKey(id), Value: v})
+	}
+	if err := s.writer.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("state store %s: %w", s.topic, err)
+	}
+	return nil
+}
+
 func checkpointKey(topic string, partition int) []byte {
 	return []byte("p/" + topic + "/" + strconv.Itoa(partition))
 }
@@ -91,36 +131,40 @@ func (s *StateStore) Save(ctx context.Context, flows string, histories map[strin
 }
 
 // Load reads the topic to its current end: every device's newest history
-// and the checkpoints of flows' partitions.
-func (s *StateStore) Load(ctx context.Context, flows string) (map[string][]byte, map[int]partitionCheckpoint, error) {
-	histories, parts := map[string][]byte{}, map[int]partitionCheckpoint{}
+// and telemetry sequence, and the checkpoints of flows' partitions.
+func (s *StateStore) Load(ctx context.Context, flows string) (*storedState, error) {
+	histories, parts, seqs := map[string][]byte{}, map[int]partitionCheckpoint{}, map[string]seenSequence{}
+	st := &storedState{histories: histories, checkpoints: parts, sequences: seqs}
 	conn, err := kafka.DialLeader(ctx, "tcp", s.brokers[0], s.topic, 0)
 	if err != nil {
-		return nil, nil, fmt.Errorf("state store %s: %w", s.topic, err)
+		return nil, fmt.Errorf("state store %s: %w", s.topic, err)
 	}
 	first, last, err := conn.ReadOffsets()
 	conn.Close()
 	if err != nil {
-		return nil, nil, fmt.Errorf("state store %s: read offsets: %w", s.topic, err)
+		return nil, fmt.Errorf("state store %s: read offsets: %w", s.topic, err)
 	}
 	if last <= first {
-		return histories, parts, nil
+		return st, nil
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: s.brokers, Topic: s.topic, Partition: 0, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	if err := r.SetOffset(first); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	prefix := "p/" + flows + "/"
 	for {
 		m, err := r.ReadMessage(ctx)
 		if err != nil {
-			return nil, nil, fmt.Errorf("state store %s: read: %w", s.topic, err)
+			return nil, fmt.Errorf("state store %s: read: %w", s.topic, err)
 		}
 		key := string(m.Key)
 		switch {
 		case strings.HasPrefix(key, "h/"):
 			histories[key[2:]] = m.Value
+		case strings.HasPrefix(key, "s/") && len(m.Value) == 20:
+			seqs[key[2:]] = seenSequence{seq: binary.BigEndian.Uint64(m.Value), partition: int32(binary.BigEndian.Uint32(m.Value[8:])),
+				offset: int64(binary.BigEndian.Uint64(m.Value[12:]))}
 		case strings.HasPrefix(key, prefix):
 			p, err := strconv.Atoi(key[len(prefix):])
 			if err != nil {
@@ -128,12 +172,12 @@ func (s *StateStore) Load(ctx context.Context, flows string) (map[string][]byte,
 			}
 			var cp partitionCheckpoint
 			if err := json.Unmarshal(m.Value, &cp); err != nil {
-				return nil, nil, fmt.Errorf("state store %s: checkpoint at offset %d: %w", s.topic, m.Offset, err)
+				return nil, fmt.Errorf("state store %s: checkpoint at offset %d: %w", s.topic, m.Offset, err)
 			}
 			parts[p] = cp
 		}
 		if m.Offset >= last-1 {
-			return histories, parts, nil
+			return st, nil
 		}
 	}
 }

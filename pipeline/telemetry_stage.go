@@ -38,13 +38,18 @@ type TelemetryStage struct {
 	log      *slog.Logger
 
 	consumer *groupConsumer
-	lastSeq  map[string]uint64
-	trust    *trustAlerts
+	lastSeq  map[string]seenSequence
+	// seqChanged holds the sequences raised since the last commit, saved
+	// to the state store before the offsets that produced them.
+	seqChanged map[string]seenSequence
+	state      *StateStore
+	stateErr   error
+	trust      *trustAlerts
 	stageRun
 }
 
 // NewTelemetryStage wires the stage; Start runs it.
-func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, outbox *Outbox, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *TelemetryStage {
+func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, outbox *Outbox, state *StateStore, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *TelemetryStage {
 	if cfg.GroupID == "" {
 		cfg.GroupID = "chainwatch-telemetry"
 	}
@@ -52,8 +57,8 @@ func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, outbox *Outbox, 
 	if cfg.Window == 0 {
 		cfg.Window = time.Minute
 	}
-	return &TelemetryStage{cfg: cfg, registry: registry, outbox: outbox, dlq: dlq, metrics: metrics,
-		log: log.With("stage", "telemetry"), lastSeq: map[string]uint64{}, trust: newTrustAlerts(cfg.Window),
+	return &TelemetryStage{cfg: cfg, registry: registry, outbox: outbox, state: state, dlq: dlq, metrics: metrics,
+		log: log.With("stage", "telemetry"), lastSeq: map[string]seenSequence{}, seqChanged: map[string]seenSequence{}, trust: newTrustAlerts(cfg.Window),
 		stageRun: stageRun{name: "telemetry", log: log}}
 }
 
@@ -61,7 +66,8 @@ func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, outbox *Outbox, 
 func (s *TelemetryStage) Start(ctx context.Context) error {
 	var err error
 	s.start(ctx, func(ctx context.Context) {
-		s.consumer, err = newGroupConsumer(consumerConfig{brokers: s.cfg.Brokers, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Telemetry}}, groupHooks{})
+		s.consumer, err = newGroupConsumer(consumerConfig{brokers: s.cfg.Brokers, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Telemetry}},
+			groupHooks{assigned: s.partitionsAssigned})
 		if err == nil {
 			s.launch(ctx, s.run)
 		}
@@ -78,13 +84,39 @@ func (s *TelemetryStage) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// partitionsAssigned reads the devices' last sequence numbers back, so a
+// replayed envelope is caught after a restart or a partition move too.
+func (s *TelemetryStage) partitionsAssigned(ctx context.Context, _ []topicPartition) {
+	var err error
+	for attempt := range 5 {
+		var st *storedState
+		if st, err = s.state.Load(ctx, s.cfg.Topics.Flows); err == nil {
+			for id, seen := range st.sequences {
+				if seen.seq > s.lastSeq[id].seq {
+					s.lastSeq[id] = seen
+				}
+			}
+			return
+		}
+		s.log.Warn("reading the state store failed; retrying", "err", err, "attempt", attempt+1)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second << attempt):
+		}
+	}
+	s.stateErr = fmt.Errorf("telemetry sequences: %w", err)
+}
+
 func (s *TelemetryStage) run(ctx context.Context) error {
 	for {
 		fetches, err := s.consumer.poll(ctx, time.Second)
 		if err != nil && !errors.Is(err, errPollIdle) {
 			return err
 		}
-		err = s.checkAll(ctx, fetches)
+		if err = s.stateErr; err == nil {
+			err = s.checkAll(ctx, fetches)
+		}
 		s.consumer.release()
 		if err != nil {
 			return err
@@ -120,12 +152,29 @@ func (s *TelemetryStage) checkAll(ctx context.Context, fetches kgo.Fetches) erro
 			s.metrics.Summary.addAlert(a.Kind)
 		}
 	}
+	if err := s.state.SaveSequences(ctx, s.seqChanged); err != nil {
+		s.log.Warn("telemetry sequences not saved; offsets not committed, will retry", "err", err)
+		return nil
+	}
+	clear(s.seqChanged)
 	if err := s.consumer.commit(ctx, next); err != nil {
 		// The alerts are in the outbox; an uncommitted envelope is only
 		// checked again after a restart, and its alert id is the same.
 		s.log.Warn("telemetry offset commit failed; will retry with the next poll", "err", err)
 	}
 	return nil
+}
+
+// replayed reports whether an envelope repeats a sequence number the device
+// already used. Reading again the record that carried the last one, or an
+// earlier record of its partition, is a restart re-reading history, not
+// the device replaying.
+func (s *TelemetryStage) replayed(device string, seq uint64, m kafka.Message) bool {
+	last, ok := s.lastSeq[device]
+	if !ok || last.seq == 0 || seq > last.seq {
+		return false
+	}
+	return last.partition != int32(m.Partition) || m.Offset > last.offset
 }
 
 // check judges one envelope and returns the alert it raises, if any.
@@ -153,11 +202,12 @@ func (s *TelemetryStage) check(ctx context.Context, m kafka.Message) (*contract.
 	case !t.Verify(dev.PublicKey):
 		return s.trust.raise(contract.AlertBadSignature, dev.ID, dev.Profile, t.Time(), m,
 			"signature does not verify with the public key of the device's birth certificate"), nil
-	case t.Seq <= s.lastSeq[dev.ID] && s.lastSeq[dev.ID] != 0:
+	case s.replayed(dev.ID, t.Seq, m):
 		return s.trust.raise(contract.AlertBadSignature, dev.ID, dev.Profile, t.Time(), m,
-			fmt.Sprintf("replayed envelope: sequence %d is not above the last seen %d", t.Seq, s.lastSeq[dev.ID])), nil
+			fmt.Sprintf("replayed envelope: sequence %d is not above the last seen %d", t.Seq, s.lastSeq[dev.ID].seq)), nil
 	}
-	s.lastSeq[dev.ID] = t.Seq
+	seen := seenSequence{seq: t.Seq, partition: int32(m.Partition), offset: m.Offset}
+	s.lastSeq[dev.ID], s.seqChanged[dev.ID] = seen, seen
 	if !s.registry.FirmwareApproved(dev.Profile, t.Firmware) {
 		return s.trust.raise(contract.AlertFirmwareMismatch, dev.ID, dev.Profile, t.Time(), m,
 			fmt.Sprintf("firmware %s is not approved for profile %s", t.Firmware, dev.Profile)), nil
