@@ -96,7 +96,11 @@ func (s *AnchorStage) Start(ctx context.Context) error {
 	// The client is created under the stage's profiler label so that its
 	// fetch goroutines are counted as the stage's CPU.
 	s.start(ctx, func(ctx context.Context) {
-		s.consumer, err = newGroupConsumer(consumerConfig{brokers: s.cfg.Brokers, group: s.cfg.GroupID, topics: s.cfg.Topics},
+		// Batches are cut by count or age, not latency: the broker may hold
+		// a fetch until a megabyte is ready, and records are recycled once
+		// hashed.
+		s.consumer, err = newGroupConsumer(consumerConfig{brokers: s.cfg.Brokers, group: s.cfg.GroupID, topics: s.cfg.Topics,
+			minBytes: 1 << 20, maxWait: max(s.cfg.BatchAge/4, 10*time.Millisecond), recycle: true},
 			groupHooks{assigned: func(_ context.Context, parts []topicPartition) {
 				s.ownedMu.Lock()
 				defer s.ownedMu.Unlock()
@@ -158,7 +162,10 @@ func (s *AnchorStage) run(ctx context.Context) error {
 // the batches that have grown old.
 func (s *AnchorStage) addAll(ctx context.Context, fetches kgo.Fetches) error {
 	for it := fetches.RecordIter(); !it.Done(); {
-		if err := s.add(ctx, it.Next()); err != nil {
+		r := it.Next()
+		err := s.add(ctx, r)
+		r.Recycle()
+		if err != nil {
 			return err
 		}
 	}

@@ -50,6 +50,13 @@ type consumerConfig struct {
 	topics  []string
 	// maxWait bounds how long the broker holds a fetch for new records.
 	maxWait time.Duration
+	// minBytes lets the broker hold a fetch until this much is ready (up
+	// to maxWait): fewer, larger fetches for a stage that is not latency
+	// bound. Default 1 byte.
+	minBytes int32
+	// recycle pools the fetched records' memory; the stage then calls
+	// Recycle on every record once done with it.
+	recycle bool
 }
 
 func newGroupConsumer(cfg consumerConfig, hooks groupHooks) (*groupConsumer, error) {
@@ -82,6 +89,12 @@ func newGroupConsumer(cfg consumerConfig, hooks groupHooks) (*groupConsumer, err
 		kgo.FetchMaxWait(maxWait),
 		kgo.FetchMaxBytes(16 << 20),
 		kgo.FetchMaxPartitionBytes(4 << 20),
+	}
+	if cfg.minBytes > 0 {
+		opts = append(opts, kgo.FetchMinBytes(cfg.minBytes))
+	}
+	if cfg.recycle {
+		opts = append(opts, kgo.WithPools(&recordPool{}))
 	}
 	if hooks.assigned != nil {
 		opts = append(opts, kgo.OnPartitionsAssigned(func(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
@@ -198,3 +211,17 @@ func asMessage(r *kgo.Record) kafka.Message {
 	}
 	return m
 }
+
+// recordPool recycles the slices franz-go decodes fetched records into
+// (kgo.PoolRecords), so a stage that hashes records and lets them go does
+// not allocate per record.
+type recordPool struct{ pool sync.Pool }
+
+func (p *recordPool) GetRecords(n int) []kgo.Record {
+	if s, ok := p.pool.Get().(*[]kgo.Record); ok && cap(*s) >= n {
+		return (*s)[:n]
+	}
+	return make([]kgo.Record, n, max(n, 1024))
+}
+
+func (p *recordPool) PutRecords(s []kgo.Record) { p.pool.Put(&s) }
