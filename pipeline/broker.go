@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime/pprof"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -23,6 +24,18 @@ import (
 type EmbeddedBroker struct {
 	cluster *kfake.Cluster
 	addr    string
+
+	forgeMu sync.Mutex
+	forged  map[topicPartition]*forgery
+}
+
+// forgery is what the broker serves in place of a partition's log: the
+// records from first on, with the forged values applied.
+type forgery struct {
+	mu      sync.Mutex
+	first   int64
+	records []kafka.Message
+	values  map[int64][]byte // forged offset → forged value
 }
 
 // BrokerConfig configures the embedded broker. The zero value listens on
@@ -108,24 +121,40 @@ func (b *EmbeddedBroker) ForgeRecord(ctx context.Context, topic string, partitio
 	if part == nil || offset < part.LogStartOffset || offset >= part.HighWatermark {
 		return fmt.Errorf("forge: no offset %d in %s/%d", offset, topic, partition)
 	}
-	// The broker's view up to the forged record, from far enough back that
-	// a sequential reader's fetch lands in it (one fetch carries at most
-	// MaxBytes, a few tens of thousands of records).
+	b.forgeMu.Lock()
+	defer b.forgeMu.Unlock()
+	tp := topicPartition{topic, int(partition)}
+	f, installed := b.forged[tp]
+	if !installed {
+		f = &forgery{values: map[int64][]byte{}}
+	}
+	// The broker's view from far enough back that a sequential reader's
+	// fetch lands in it (one fetch carries at most MaxBytes, a few tens of
+	// thousands of records), up to the newest forged record; earlier
+	// forgeries of the partition stay in it.
 	first := max(part.LogStartOffset, offset-forgeWindow)
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.addr}, Topic: topic, Partition: int(partition), MaxBytes: 8 << 20, MaxWait: 50 * time.Millisecond})
-	defer r.Close()
-	if err := r.SetOffset(first); err != nil {
+	last := offset
+	if installed {
+		first, last = min(first, f.first), max(last, f.first+int64(len(f.records))-1)
+	}
+	records, err := b.read(ctx, topic, partition, first, last)
+	if err != nil {
 		return err
 	}
-	records := make([]kafka.Message, 0, offset-first+1)
-	for int64(len(records)) <= offset-first {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			return fmt.Errorf("forge: read %s/%d: %w", topic, partition, err)
-		}
-		records = append(records, m)
+	f.mu.Lock()
+	f.values[offset] = forge(records[offset-first].Value)
+	for off, v := range f.values {
+		records[off-first].Value = v
 	}
-	records[len(records)-1].Value = forge(records[len(records)-1].Value)
+	f.first, f.records = first, records
+	f.mu.Unlock()
+	if installed {
+		return nil
+	}
+	if b.forged == nil {
+		b.forged = map[topicPartition]*forgery{}
+	}
+	b.forged[tp] = f
 	hwm := part.HighWatermark
 	b.cluster.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		b.cluster.KeepControl()
@@ -134,22 +163,46 @@ func (b *EmbeddedBroker) ForgeRecord(ctx context.Context, topic string, partitio
 			return nil, nil, false
 		}
 		rt, rp := fr.Topics[0], fr.Topics[0].Partitions[0]
-		if (rt.Topic != topic && rt.TopicID != info.TopicID) || rp.Partition != partition || rp.FetchOffset < first || rp.FetchOffset > offset {
+		if (rt.Topic != topic && rt.TopicID != info.TopicID) || rp.Partition != partition {
 			return nil, nil, false
 		}
-		from := rp.FetchOffset - first
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		from := rp.FetchOffset - f.first
+		if from < 0 || from >= int64(len(f.records)) {
+			return nil, nil, false
+		}
 		resp := fr.ResponseKind().(*kmsg.FetchResponse)
 		resp.Version = fr.Version
 		t := kmsg.NewFetchResponseTopic()
 		t.Topic, t.TopicID = rt.Topic, rt.TopicID
 		p := kmsg.NewFetchResponseTopicPartition()
-		p.Partition, p.HighWatermark, p.LastStableOffset, p.LogStartOffset = partition, hwm, hwm, part.LogStartOffset
-		p.RecordBatches = encodeRecordBatch(records[from:min(from+forgedBatch, int64(len(records)))])
+		end := max(hwm, f.first+int64(len(f.records)))
+		p.Partition, p.HighWatermark, p.LastStableOffset, p.LogStartOffset = partition, end, end, part.LogStartOffset
+		p.RecordBatches = encodeRecordBatch(f.records[from:min(from+forgedBatch, int64(len(f.records)))])
 		t.Partitions = append(t.Partitions, p)
 		resp.Topics = append(resp.Topics, t)
 		return resp, nil, true
 	})
 	return nil
+}
+
+// read returns a partition's records first..last as the log holds them.
+func (b *EmbeddedBroker) read(ctx context.Context, topic string, partition int32, first, last int64) ([]kafka.Message, error) {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.addr}, Topic: topic, Partition: int(partition), MaxBytes: 8 << 20, MaxWait: 50 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(first); err != nil {
+		return nil, err
+	}
+	records := make([]kafka.Message, 0, last-first+1)
+	for int64(len(records)) <= last-first {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("forge: read %s/%d: %w", topic, partition, err)
+		}
+		records = append(records, m)
+	}
+	return records, nil
 }
 
 const (
