@@ -237,6 +237,9 @@ func (s *AnchorStage) anchor(ctx context.Context, tp topicPartition, b *batch) e
 		if errors.Is(err, contract.ErrConflict) || errors.Is(err, contract.ErrInvalid) || errors.Is(err, contract.ErrForbidden) {
 			return fmt.Errorf("anchor %s: %w", contract.AnchorID(a.Stream, a.Partition, a.FirstOffset, a.LastOffset), err)
 		}
+		if ctx.Err() != nil {
+			return ctx.Err() // shutting down: the batch stays uncommitted and is anchored after restart
+		}
 		s.log.Warn("anchoring failed; retrying", "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
