@@ -164,13 +164,8 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 		}
 	}
 	if len(alerts) > 0 {
-		added, err := s.outbox.Add(alerts)
-		if err != nil {
+		if _, err := s.outbox.Add(alerts); err != nil {
 			return err
-		}
-		for _, a := range added {
-			s.metrics.Alerts.WithLabelValues(a.Kind, a.Confidence).Inc()
-			s.metrics.Summary.addAlert(a.Kind)
 		}
 	}
 	s.cursor[tp] = last + 1

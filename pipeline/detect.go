@@ -128,28 +128,18 @@ func (s *DetectStage) Shutdown(ctx context.Context) error {
 // partitionsAssigned reads the state store for partitions this instance
 // takes on, whether at start, after a restart or from another instance.
 func (s *DetectStage) partitionsAssigned(ctx context.Context, parts []topicPartition) {
-	var err error
-	for attempt := range 5 {
-		var st *storedState
-		st, err = s.state.Load(ctx, s.cfg.Topics.Flows)
-		if err == nil {
-			maps.Copy(s.histories, st.histories)
-			for _, tp := range parts {
-				if cp, ok := st.checkpoints[tp.partition]; ok {
-					s.restored[tp.partition] = cp
-				}
-			}
-			s.log.Info("partitions assigned", "partitions", len(parts), "checkpoints", len(s.restored), "device_histories", len(st.histories))
-			return
-		}
-		s.log.Warn("reading the state store failed; retrying", "err", err, "attempt", attempt+1)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second << attempt):
+	st, err := s.state.loadRetrying(ctx, s.cfg.Topics.Flows, s.log)
+	if err != nil {
+		s.stateErr = fmt.Errorf("state of assigned partitions: %w", err)
+		return
+	}
+	maps.Copy(s.histories, st.histories)
+	for _, tp := range parts {
+		if cp, ok := st.checkpoints[tp.partition]; ok {
+			s.restored[tp.partition] = cp
 		}
 	}
-	s.stateErr = fmt.Errorf("state of assigned partitions: %w", err)
+	s.log.Info("partitions assigned", "partitions", len(parts), "checkpoints", len(s.restored), "device_histories", len(st.histories))
 }
 
 // partitionsRevoked commits what was fully processed of partitions leaving
@@ -342,18 +332,13 @@ func unknownDeviceKey(r *FlowRecord) string {
 
 // flushAlerts hands the pending alerts to the durable outbox; once Add has
 // returned they survive a crash, so the offsets behind them may be
-// committed. Alerts the outbox already knew (a replay) are not counted again.
+// committed.
 func (s *DetectStage) flushAlerts(ctx context.Context) error {
 	started := time.Now()
-	added, err := s.outbox.Add(s.pending)
-	if err != nil {
+	if _, err := s.outbox.Add(s.pending); err != nil {
 		return err
 	}
 	s.metrics.StageLatency.WithLabelValues("outbox_add").Observe(time.Since(started).Seconds())
-	for _, a := range added {
-		s.metrics.Alerts.WithLabelValues(a.Kind, a.Confidence).Inc()
-		s.metrics.Summary.addAlert(a.Kind)
-	}
 	for _, at := range s.pendingClosedAt {
 		s.metrics.StageLatency.WithLabelValues("window_close_to_alert").Observe(time.Since(at).Seconds())
 	}

@@ -63,8 +63,10 @@ func OpenOutbox(path string, sinks []AlertSink, metrics *Metrics, log *slog.Logg
 		wake: make(chan struct{}, 1), done: make(chan struct{})}, nil
 }
 
-// Add stores the alerts whose ids the outbox has not seen and returns
-// those; it returns once they are on disk.
+// Add stores the alerts whose ids the outbox has not seen, counts them in
+// chainwatch_alerts_total and the run summary, and returns them; it returns
+// once they are on disk. Alerts it already knew (a replay) are not counted
+// again.
 func (o *Outbox) Add(alerts []contract.Alert) ([]contract.Alert, error) {
 	var added []contract.Alert
 	err := o.db.Update(func(tx *bolt.Tx) error {
@@ -94,6 +96,10 @@ func (o *Outbox) Add(alerts []contract.Alert) ([]contract.Alert, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	for _, a := range added {
+		o.metrics.Alerts.WithLabelValues(a.Kind, a.Confidence).Inc()
+		o.metrics.Summary.addAlert(a.Kind)
 	}
 	if len(added) > 0 {
 		select {

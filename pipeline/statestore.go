@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -180,6 +181,26 @@ func (s *StateStore) Load(ctx context.Context, flows string) (*storedState, erro
 			return st, nil
 		}
 	}
+}
+
+// loadRetrying is Load for the rebalance hooks, which cannot return an
+// error: it retries with backoff (1 s, 2 s, … 16 s) while the broker is
+// away, and gives up after five tries or when ctx ends.
+func (s *StateStore) loadRetrying(ctx context.Context, flows string, log *slog.Logger) (*storedState, error) {
+	var err error
+	for attempt := range 5 {
+		var st *storedState
+		if st, err = s.Load(ctx, flows); err == nil {
+			return st, nil
+		}
+		log.Warn("reading the state store failed; retrying", "err", err, "attempt", attempt+1)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second << attempt):
+		}
+	}
+	return nil, err
 }
 
 // Close flushes and closes the writer.

@@ -87,25 +87,16 @@ func (s *TelemetryStage) Shutdown(ctx context.Context) error {
 // partitionsAssigned reads the devices' last sequence numbers back, so a
 // replayed envelope is caught after a restart or a partition move too.
 func (s *TelemetryStage) partitionsAssigned(ctx context.Context, _ []topicPartition) {
-	var err error
-	for attempt := range 5 {
-		var st *storedState
-		if st, err = s.state.Load(ctx, s.cfg.Topics.Flows); err == nil {
-			for id, seen := range st.sequences {
-				if seen.seq > s.lastSeq[id].seq {
-					s.lastSeq[id] = seen
-				}
-			}
-			return
-		}
-		s.log.Warn("reading the state store failed; retrying", "err", err, "attempt", attempt+1)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second << attempt):
+	st, err := s.state.loadRetrying(ctx, s.cfg.Topics.Flows, s.log)
+	if err != nil {
+		s.stateErr = fmt.Errorf("telemetry sequences: %w", err)
+		return
+	}
+	for id, seen := range st.sequences {
+		if seen.seq > s.lastSeq[id].seq {
+			s.lastSeq[id] = seen
 		}
 	}
-	s.stateErr = fmt.Errorf("telemetry sequences: %w", err)
 }
 
 func (s *TelemetryStage) run(ctx context.Context) error {
@@ -143,13 +134,8 @@ func (s *TelemetryStage) checkAll(ctx context.Context, fetches kgo.Fetches) erro
 		next[topicPartition{r.Topic, int(r.Partition)}] = r.Offset + 1
 	}
 	if len(alerts) > 0 {
-		added, err := s.outbox.Add(alerts)
-		if err != nil {
+		if _, err := s.outbox.Add(alerts); err != nil {
 			return err
-		}
-		for _, a := range added {
-			s.metrics.Alerts.WithLabelValues(a.Kind, a.Confidence).Inc()
-			s.metrics.Summary.addAlert(a.Kind)
 		}
 	}
 	if err := s.state.SaveSequences(ctx, s.seqChanged); err != nil {
