@@ -265,16 +265,7 @@ func countTopic(t *testing.T, broker, topic string) int64 {
 	}
 	var total int64
 	for _, p := range parts {
-		pc, err := kafka.DialLeader(context.Background(), "tcp", broker, topic, p.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last, err := pc.ReadLastOffset()
-		pc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		total += last
+		total += countPartition(t, broker, topic, p.ID)
 	}
 	return total
 }

@@ -179,15 +179,7 @@ func alertIDs(t *testing.T, ctx context.Context, broker, topic string) map[strin
 	}
 	ids := map[string]int{}
 	for _, p := range parts {
-		pc, err := kafka.DialLeader(ctx, "tcp", broker, topic, p.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last, err := pc.ReadLastOffset()
-		pc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		last := countPartition(t, broker, topic, p.ID)
 		if last == 0 {
 			continue
 		}
