@@ -36,6 +36,9 @@ type Metadata struct {
 	TrainingData    []string           `json:"training_data,omitempty"`
 	Metrics         map[string]float64 `json:"metrics,omitempty"`
 	CreatedAt       time.Time          `json:"created_at"`
+	// Behaviour is set on the behaviour models the service trains and
+	// scores with (behaviour.go); a model trained from a CSV has none.
+	Behaviour *Behaviour `json:"behaviour,omitempty"`
 }
 
 // Model is a trained, calibrated forest with its metadata. It is immutable

@@ -14,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
-	"github.com/chainwatch/chainwatch/models/features"
 )
 
 // DetectConfig configures the detection stage. Zero values are defaults.
@@ -99,7 +98,7 @@ func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, ou
 // Start joins the consumer group and processes records until ctx ends or
 // Shutdown is called.
 func (s *DetectStage) Start(ctx context.Context) error {
-	s.trust = newTrustAlerts(s.cfg.Window.Size)
+	s.trust = newTrustAlerts(s.cfg.Window.Size, s.detector.cfg.Incident, s.metrics)
 	s.histories, s.restored = map[string][]byte{}, map[int]partitionCheckpoint{}
 	var err error
 	// The client is created under the stage's profiler label so that its
@@ -217,7 +216,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		// New partition, or one handed back after a rebalance and re-read
 		// from its committed offset: start its windows afresh.
 		p = newPartitionWindows(s.cfg.Window, int32(m.Partition))
-		p.restore = s.restoreHistory
+		p.restore = s.restoreDevice
 		if cp, ok := s.restored[m.Partition]; ok {
 			p.resume(cp)
 			delete(s.restored, m.Partition)
@@ -290,8 +289,8 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 			}
 			s.metrics.StageLatency.WithLabelValues("score").Observe(time.Since(closedAt).Seconds())
 			for _, v := range verdicts {
-				if v.Alert != nil {
-					s.queue(v.Alert)
+				for _, a := range v.Alerts {
+					s.queue(a)
 					s.pendingClosedAt = append(s.pendingClosedAt, closedAt)
 				}
 			}
@@ -346,12 +345,13 @@ func (s *DetectStage) flushAlerts(ctx context.Context) error {
 	return nil
 }
 
-// restoreHistory gives a newly tracked device the history it had at the
-// last checkpoint.
-func (s *DetectStage) restoreHistory(id string, h *features.History) {
-	if raw, ok := s.histories[id]; ok {
-		if err := h.UnmarshalBinary(raw); err != nil {
-			s.log.Warn("device history checkpoint ignored", "device", id, "err", err)
+// restoreDevice gives a newly tracked device the state it had at the last
+// checkpoint: destination history, baseline, incident state.
+func (s *DetectStage) restoreDevice(d *deviceState) {
+	if raw, ok := s.histories[d.id]; ok {
+		if err := unmarshalDevice(raw, d); err != nil {
+			s.log.Warn("device checkpoint ignored", "device", d.id, "err", err)
+			*d = deviceState{id: d.id, profile: d.profile}
 		}
 	}
 }
@@ -364,6 +364,18 @@ func (s *DetectStage) restoreHistory(id string, h *features.History) {
 // offset then finds histories at least as new; replayed windows re-learn
 // destinations the history already holds, which changes nothing.
 func (s *DetectStage) commit(ctx context.Context) {
+	var newest int64
+	for _, p := range s.partitions {
+		for _, a := range s.detector.ExpireIncidents(p, nil) {
+			s.queue(a)
+		}
+		newest = max(newest, p.watermark)
+	}
+	if newest > 0 {
+		for _, a := range s.trust.expire(time.Unix(0, newest), nil) {
+			s.queue(a)
+		}
+	}
 	if len(s.pending) > 0 {
 		if err := s.flushAlerts(ctx); err != nil {
 			s.log.Warn("alerts not in the outbox; offsets not committed", "err", err)
@@ -392,8 +404,7 @@ func (s *DetectStage) commit(ctx context.Context) {
 	for _, p := range s.partitions {
 		for id, d := range p.devices {
 			if d.dirty {
-				raw, _ := d.history.MarshalBinary()
-				changed[id] = raw
+				changed[id] = marshalDevice(d)
 			}
 		}
 	}

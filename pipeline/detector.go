@@ -15,10 +15,12 @@ import (
 	"github.com/chainwatch/chainwatch/models"
 	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/chainwatch/chainwatch/models/iforest"
+	"github.com/chainwatch/chainwatch/pipeline/incidents"
 )
 
-// DetectorConfig sets how windows are scored and how a profile's first
-// model is trained. The zero value means the documented defaults.
+// DetectorConfig sets how windows are scored, when anomalous windows
+// become incidents and how a profile's first model is trained. The zero
+// value means the documented defaults.
 type DetectorConfig struct {
 	// Warmup is the span of event time whose windows train a profile's
 	// first model when the ledger has none. Default 24h: one whole daily
@@ -27,9 +29,14 @@ type DetectorConfig struct {
 	// MinTrainingWindows is the fewest windows a first model trains on,
 	// however long the warm-up has run. Default 256.
 	MinTrainingWindows int `yaml:"min_training_windows"`
-	// Contamination is the share of warm-up windows assumed anomalous; it
-	// places the alert threshold. Default 0.005.
-	Contamination float64 `yaml:"contamination"`
+	// FalseAlertsPer1000DeviceHours is the false-incident budget the
+	// thresholds are placed for (models.Budget): the rate a SOC plans
+	// staffing by. Default 1.
+	FalseAlertsPer1000DeviceHours float64 `yaml:"false_alerts_per_1000_device_hours"`
+	// Incident is the hysteresis that groups anomalous windows: K of the
+	// last N open an incident (one extreme window opens one alone), M
+	// quiet windows close it. Defaults 2, 3, 5.
+	Incident incidents.Rule `yaml:"incident"`
 	// Trees, Subsample, Extension and Seed are the forest's hyperparameters
 	// (models/iforest.Config). Defaults: the paper's 100 trees of ψ = 256,
 	// axis-parallel splits.
@@ -39,6 +46,10 @@ type DetectorConfig struct {
 	Seed      uint64 `yaml:"seed"`
 	// TopFeatures is how many contributing features an alert lists. Default 3.
 	TopFeatures int `yaml:"top_features"`
+	// WindowSize is the windows' length, which turns the budget per
+	// device-hour into one per window; the service sets it from
+	// window.size. Default 1m.
+	WindowSize time.Duration `yaml:"-"`
 }
 
 // WithDefaults fills zero fields.
@@ -49,9 +60,10 @@ func (c DetectorConfig) WithDefaults() DetectorConfig {
 	if c.MinTrainingWindows == 0 {
 		c.MinTrainingWindows = 256
 	}
-	if c.Contamination == 0 {
-		c.Contamination = 0.005
+	if c.FalseAlertsPer1000DeviceHours == 0 {
+		c.FalseAlertsPer1000DeviceHours = 1
 	}
+	c.Incident = c.Incident.WithDefaults()
 	if c.TopFeatures == 0 {
 		c.TopFeatures = 3
 	}
@@ -61,7 +73,16 @@ func (c DetectorConfig) WithDefaults() DetectorConfig {
 	if c.Subsample == 0 {
 		c.Subsample = 256
 	}
+	if c.WindowSize == 0 {
+		c.WindowSize = time.Minute
+	}
 	return c
+}
+
+// budget is the models.Budget the configuration asks for.
+func (c DetectorConfig) budget() models.Budget {
+	return models.Budget{FalseAlertsPer1000DeviceHours: c.FalseAlertsPer1000DeviceHours,
+		WindowSeconds: c.WindowSize.Seconds(), K: c.Incident.K, N: c.Incident.N}
 }
 
 // Validate names the first unusable field.
@@ -72,21 +93,24 @@ func (c DetectorConfig) Validate() error {
 		return fmt.Errorf("warmup: must be positive, got %s", c.Warmup)
 	case c.MinTrainingWindows < 2:
 		return fmt.Errorf("min_training_windows: must be at least 2, got %d", c.MinTrainingWindows)
-	case !(c.Contamination > 0 && c.Contamination < 0.5):
-		return fmt.Errorf("contamination: must be in (0, 0.5), got %v", c.Contamination)
+	case !(c.FalseAlertsPer1000DeviceHours > 0 && c.FalseAlertsPer1000DeviceHours <= 1e6):
+		return fmt.Errorf("false_alerts_per_1000_device_hours: must be in (0, 1e6], got %v", c.FalseAlertsPer1000DeviceHours)
 	case c.TopFeatures < 1 || c.TopFeatures > features.Count:
 		return fmt.Errorf("top_features: must be in [1, %d], got %d", features.Count, c.TopFeatures)
 	}
-	if err := (iforest.Config{Trees: c.Trees, Subsample: c.Subsample, Extension: c.Extension}).Validate(features.Count); err != nil {
+	if err := c.Incident.Validate(); err != nil {
+		return fmt.Errorf("incident.%w", err)
+	}
+	if err := (iforest.Config{Trees: c.Trees, Subsample: c.Subsample, Extension: c.Extension}).Validate(models.ResidualDims); err != nil {
 		return fmt.Errorf("trees/subsample/extension: %w", err)
 	}
 	return nil
 }
 
-// Detector scores closed windows with their profile's model and turns
-// scores above the calibrated threshold into alerts. It is where a score
-// becomes an alert. Until a profile has a model, its windows feed warm-up
-// training instead.
+// Detector scores closed windows with their profile's behaviour model
+// against each device's own baseline, and groups anomalous windows into
+// incidents. It is where a score becomes an alert. Until a profile has a
+// model, its windows feed warm-up training instead.
 type Detector struct {
 	cfg      DetectorConfig
 	store    *ModelStore
@@ -100,6 +124,7 @@ type Detector struct {
 	// batch buffers, reused under mu
 	batchData   []float64
 	batchScores []float64
+	events      []incidents.Event
 }
 
 type profileState struct {
@@ -108,9 +133,12 @@ type profileState struct {
 	warm     []warmRow
 	warmFrom time.Time
 	warmTo   time.Time
+	// seeds are the baselines training left for the warm-up devices,
+	// taken by each device's state at its first scored window.
+	seeds map[string]models.DeviceBaseline
 }
 
-// warmRow is one warm-up window. Rows are sorted by (start, device) before
+// warmRow is one warm-up window. Rows are sorted by (device, start) before
 // training, so the model does not depend on how partitions interleaved.
 type warmRow struct {
 	start       int64
@@ -120,7 +148,6 @@ type warmRow struct {
 	first, last int64 // offsets of the window's records
 }
 
-// NewDetector returns a detector over the given model store.
 // NewDetector returns a detector over the given model store. With a
 // verifier, a first model trains only once its warm-up windows' records are
 // proven untampered against their anchors.
@@ -138,28 +165,19 @@ func (d *Detector) Model(profile string) *models.Model {
 	return nil
 }
 
-// Score judges one closed window. It returns the alert the window raises,
-// if any, and whether the window counts as normal behaviour the device's
-// history may learn from.
-func (d *Detector) Score(ctx context.Context, cw *ClosedWindow) (*contract.Alert, bool, error) {
-	verdicts, err := d.ScoreWindows(ctx, []ClosedWindow{*cw}, nil)
-	if err != nil {
-		return nil, false, err
-	}
-	return verdicts[0].Alert, verdicts[0].Learn, nil
-}
-
-// Verdict is the judgement of one closed window: the alert it raises, if
-// any, and whether the device's history may learn from it.
+// Verdict is the judgement of one closed window: the incident events it
+// raises, if any, and whether the device's history may learn from it.
 type Verdict struct {
-	Alert *contract.Alert
-	Learn bool
+	Alerts []*contract.Alert
+	Learn  bool
 }
 
 // ScoreWindows judges closed windows, appending one Verdict per window to
 // out in order. Windows of profiles with a model are scored together with
 // the forest's batch scorer: a partition's watermark closes hundreds at
-// once, and scoring them in lockstep is several times faster than one by one.
+// once, and scoring them in lockstep is several times faster than one by
+// one. Each window's device baseline and incident state live in the
+// window's device state and advance here.
 func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out []Verdict) ([]Verdict, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -183,22 +201,135 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 		}
 		byProfile[cw.Profile] = append(byProfile[cw.Profile], i)
 	}
+	const dims = models.ResidualDims
 	for profile, idx := range byProfile {
 		p := d.profiles[profile]
-		d.batchData = d.batchData[:0]
-		for _, i := range idx {
-			d.batchData = append(d.batchData, windows[i].Vector[:]...)
+		m := p.model
+		d.batchData = slices.Grow(d.batchData[:0], len(idx)*dims)[:len(idx)*dims]
+		for k, i := range idx {
+			cw := &windows[i]
+			m.Residuals(d.baseline(p, cw), &cw.Vector, d.batchData[k*dims:(k+1)*dims])
 		}
-		d.batchScores = append(d.batchScores[:0], make([]float64, len(idx))...)
-		if err := p.model.Forest().ScoreBatch(d.batchScores, d.batchData); err != nil {
+		d.batchScores = slices.Grow(d.batchScores[:0], len(idx))[:len(idx)]
+		if err := m.Forest().ScoreBatch(d.batchScores, d.batchData); err != nil {
 			return out, err
 		}
 		for k, i := range idx {
-			alert := d.judge(&windows[i], p.model, d.batchScores[k])
-			out[first+i] = Verdict{Alert: alert, Learn: alert == nil}
+			cw := &windows[i]
+			r := d.batchData[k*dims : (k+1)*dims]
+			j := m.Judge(r, d.batchScores[k])
+			d.metrics.WindowsScored.WithLabelValues(cw.Profile).Inc()
+			d.metrics.Scores.WithLabelValues(cw.Profile).Observe(j.Score)
+			d.metrics.Summary.WindowsScored.Add(1)
+			if j.Anomalous {
+				d.metrics.AnomalousWindows.WithLabelValues(cw.Profile).Inc()
+			} else {
+				cw.state.baseline.Learn(&cw.Vector)
+			}
+			out[first+i] = Verdict{Alerts: d.incident(cw, m, j, r), Learn: !j.Anomalous}
 		}
 	}
 	return out, nil
+}
+
+// baseline returns the window's device baseline, started on first use from
+// the baseline training left for the device, or else the profile prior.
+func (d *Detector) baseline(p *profileState, cw *ClosedWindow) *models.DeviceBaseline {
+	if cw.state == nil { // a window scored on its own (tests)
+		cw.state = &deviceState{id: cw.DeviceID, profile: cw.Profile}
+	}
+	b := &cw.state.baseline
+	if !b.Started() {
+		if seed, ok := p.seeds[cw.DeviceID]; ok {
+			*b = seed
+			delete(p.seeds, cw.DeviceID)
+		} else {
+			p.model.StartBaseline(b)
+		}
+	}
+	return b
+}
+
+// incident advances the device's incident state with a judged window and
+// returns the alerts its events raise.
+func (d *Detector) incident(cw *ClosedWindow, m *models.Model, j models.Judgement, r []float64) []*contract.Alert {
+	level := incidents.Normal
+	if j.Anomalous {
+		switch j.Confidence {
+		case models.ConfidenceHigh:
+			level = incidents.High
+		case models.ConfidenceMedium:
+			level = incidents.Medium
+		default:
+			level = incidents.Low
+		}
+	}
+	d.events = cw.state.incident.Observe(d.cfg.Incident, incidents.Window{Index: cw.Index, Level: level, Score: j.Score}, d.events[:0])
+	var out []*contract.Alert
+	for _, ev := range d.events {
+		a := d.incidentAlert(cw.DeviceID, cw.Profile, m.Hash(), ev)
+		a.Evidence.Partition, a.Evidence.Offsets = cw.Partition, []int64{cw.FirstOffset, cw.LastOffset}
+		if ev.Status != incidents.Closed {
+			for _, c := range m.ExplainDeviation(&cw.state.baseline, &cw.Vector, r, d.cfg.TopFeatures) {
+				a.Features = append(a.Features, contract.Contribution(c))
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// incidentAlert is the alert that reports one incident event.
+func (d *Detector) incidentAlert(device, profile, modelHash string, ev incidents.Event) *contract.Alert {
+	size := d.cfg.WindowSize
+	start := time.Unix(0, ev.First*int64(size)).UTC()
+	id := contract.IncidentID(contract.AlertBehaviour, device, start)
+	d.metrics.Incidents.WithLabelValues(contract.AlertBehaviour, string(ev.Status)).Inc()
+	return &contract.Alert{
+		ID:   contract.IncidentEventID(id, string(ev.Status), ev.Seq),
+		Kind: contract.AlertBehaviour, DeviceID: device, Profile: profile,
+		WindowStart: start, WindowEnd: time.Unix(0, (ev.Last+1)*int64(size)).UTC(),
+		Score: ev.PeakScore, Confidence: string(levelConfidence(ev.PeakLevel)), ModelHash: modelHash,
+		Evidence: contract.Evidence{Topic: d.topic},
+		Incident: &contract.Incident{ID: id, Status: string(ev.Status), Seq: ev.Seq, Windows: ev.Windows},
+	}
+}
+
+func levelConfidence(l incidents.Level) models.Confidence {
+	switch l {
+	case incidents.High:
+		return models.ConfidenceHigh
+	case incidents.Medium:
+		return models.ConfidenceMedium
+	}
+	return models.ConfidenceLow
+}
+
+// ExpireIncidents closes the open incidents of a partition's devices that
+// have had M quiet windows by the partition's watermark, whether or not
+// they sent anything since: a device that falls silent still gets its
+// incident closed.
+func (d *Detector) ExpireIncidents(p *partitionWindows, out []*contract.Alert) []*contract.Alert {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	closedThrough := (p.watermark-p.lateness)/p.size - 1 // newest window the watermark has closed
+	for _, st := range p.devices {
+		if !st.incident.Open() {
+			continue
+		}
+		d.events = st.incident.Expire(d.cfg.Incident, closedThrough, d.events[:0])
+		for _, ev := range d.events {
+			hash := ""
+			if ps := d.profiles[st.profile]; ps != nil && ps.model != nil {
+				hash = ps.model.Hash()
+			}
+			a := d.incidentAlert(st.id, st.profile, hash, ev)
+			a.Evidence.Partition = p.partition
+			out = append(out, a)
+			st.dirty = true
+		}
+	}
+	return out
 }
 
 // profile returns a profile's state, asking the ledger once for its active
@@ -216,41 +347,13 @@ func (d *Detector) profile(ctx context.Context, name string) (*profileState, err
 		}
 		p.checked = true
 		if m != nil {
+			if err := m.CheckSchema(); err != nil {
+				return nil, fmt.Errorf("active model of %s on the ledger: %w", name, err)
+			}
 			d.activate(name, p, m, "loaded from the ledger's active model")
 		}
 	}
 	return p, nil
-}
-
-// judge turns a window's score into an alert when it reaches the model's
-// calibrated threshold, with its confidence and explanation.
-func (d *Detector) judge(cw *ClosedWindow, m *models.Model, score float64) *contract.Alert {
-	d.metrics.WindowsScored.WithLabelValues(cw.Profile).Inc()
-	d.metrics.Scores.WithLabelValues(cw.Profile).Observe(score)
-	d.metrics.Summary.WindowsScored.Add(1)
-	cal := m.Calibration
-	if !cal.Anomalous(score) {
-		return nil
-	}
-	hash := m.Hash()
-	alert := &contract.Alert{
-		ID:          contract.AlertID(contract.AlertBehaviour, cw.DeviceID, cw.Start, cw.End, hash),
-		Kind:        contract.AlertBehaviour,
-		DeviceID:    cw.DeviceID,
-		Profile:     cw.Profile,
-		WindowStart: cw.Start,
-		WindowEnd:   cw.End,
-		Score:       score,
-		Confidence:  string(cal.Confidence(score)),
-		ModelHash:   hash,
-		Evidence: contract.Evidence{
-			Topic: d.topic, Partition: cw.Partition, Offsets: []int64{cw.FirstOffset, cw.LastOffset},
-		},
-	}
-	for _, c := range m.Explain(cw.Vector[:], d.cfg.TopFeatures) {
-		alert.Features = append(alert.Features, contract.Contribution(c))
-	}
-	return alert
 }
 
 // warmUp collects a window for the profile's first model and trains it once
@@ -282,24 +385,14 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 		}
 		refs = anchors
 	}
-	slices.SortFunc(p.warm, func(a, b warmRow) int {
-		if c := cmp.Compare(a.start, b.start); c != 0 {
-			return c
-		}
-		return strings.Compare(a.device, b.device)
-	})
-	data := make([]float64, 0, rows*features.Count)
-	for _, r := range p.warm {
-		data = append(data, r.vector[:]...)
-	}
-	m, err := models.Train(data, features.Names[:], models.TrainOptions{
+	m, seeds, err := models.TrainBehaviour(warmSeries(p.warm), models.BehaviourOptions{
 		Forest: iforest.Config{
 			Trees: d.cfg.Trees, Subsample: d.cfg.Subsample, Extension: d.cfg.Extension,
 			Seed: d.cfg.Seed ^ stableHash(cw.Profile),
 		},
-		Contamination: d.cfg.Contamination,
-		Profile:       cw.Profile,
-		TrainingData:  refs,
+		Budget:       d.cfg.budget(),
+		Profile:      cw.Profile,
+		TrainingData: refs,
 	})
 	if err != nil {
 		return fmt.Errorf("train first model of %s: %w", cw.Profile, err)
@@ -312,8 +405,31 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 		"profile", cw.Profile, "windows", rows, "training_refs", len(refs), "event_time_span", p.warmTo.Sub(p.warmFrom).String(),
 		"took", time.Since(started).Round(time.Millisecond).String())
 	p.warm = nil
+	if active.Hash() == m.Hash() {
+		p.seeds = seeds
+	}
 	d.activate(cw.Profile, p, active, "registered and promoted on the ledger")
 	return nil
+}
+
+// warmSeries groups warm-up rows into each device's windows in time order,
+// devices sorted by id: the same rows always train the same model.
+func warmSeries(rows []warmRow) []models.DeviceSeries {
+	slices.SortFunc(rows, func(a, b warmRow) int {
+		if c := strings.Compare(a.device, b.device); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.start, b.start)
+	})
+	var out []models.DeviceSeries
+	for _, r := range rows {
+		if len(out) == 0 || out[len(out)-1].Device != r.device {
+			out = append(out, models.DeviceSeries{Device: r.device})
+		}
+		s := &out[len(out)-1]
+		s.Vectors = append(s.Vectors, r.vector)
+	}
+	return out
 }
 
 // warmRanges covers the records of the warm-up windows, per partition.

@@ -1,10 +1,11 @@
 package pipeline
 
 import (
-	"hash/maphash"
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/chainwatch/chainwatch/models/features"
 )
@@ -31,9 +32,21 @@ type FlowRecord struct {
 	Failed *bool
 }
 
-// dstSeed keys destination hashing; it only has to be stable within one
-// process, since device histories are rebuilt from the log on restart.
-var dstSeed = maphash.MakeSeed()
+// DstKey is the stable 64-bit key of a destination address (xxHash64 of
+// its 16-byte form). Device histories are checkpointed and read back by
+// other processes, so the key must not change between processes, as a
+// randomly seeded hash would.
+func DstKey(a netip.Addr) uint64 {
+	b := a.As16()
+	return xxhash.Sum64(b[:])
+}
+
+// internalAddr reports whether a destination is on the site rather than
+// the internet: private (RFC 1918, RFC 4193), link-local or loopback.
+func internalAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLoopback()
+}
 
 // Inbound returns the record seen from its destination device, for
 // unidirectional flows (NetFlow, IPFIX) whose source is not a device: what
@@ -51,10 +64,10 @@ func (r *FlowRecord) Feature() features.Flow {
 	case r.Proto == "tcp":
 		failed = r.PacketsIn == 0 || (r.TCPFlags&tcpRST != 0 && r.BytesIn == 0)
 	}
-	dst := r.DstIP.As16()
 	return features.Flow{
-		Dst:        maphash.Bytes(dstSeed, dst[:]),
+		Dst:        DstKey(r.DstIP),
 		DstPort:    r.DstPort,
+		Internal:   internalAddr(r.DstIP),
 		BytesOut:   r.BytesOut,
 		BytesIn:    r.BytesIn,
 		PacketsOut: r.PacketsOut,

@@ -10,25 +10,27 @@ import (
 // Metrics are the pipeline's Prometheus series; the dashboards in
 // dashboards/ read them by these names.
 type Metrics struct {
-	RecordsConsumed *prometheus.CounterVec   // topic
-	RecordsRejected *prometheus.CounterVec   // topic, reason
-	RecordsLate     *prometheus.CounterVec   // topic
-	WindowsScored   *prometheus.CounterVec   // profile
-	Scores          *prometheus.HistogramVec // profile
-	Alerts          *prometheus.CounterVec   // kind, confidence
-	Anchors         *prometheus.CounterVec   // topic
-	AnchoredRecords *prometheus.CounterVec   // topic
-	AuditedRecords  *prometheus.CounterVec   // topic, result (verified, mismatched)
-	StageLatency    *prometheus.HistogramVec // stage
-	ConsumerLag     *prometheus.GaugeVec     // group, topic, partition
-	TrackedDevices  prometheus.Gauge
-	OpenWindows     prometheus.Gauge
-	ModelInfo       *prometheus.GaugeVec // profile, hash, algorithm
-	ModelThreshold  *prometheus.GaugeVec // profile
-	WarmupWindows   *prometheus.GaugeVec // profile
-	SinkErrors      *prometheus.CounterVec
-	OutboxDepth     prometheus.Gauge
-	LedgerTx        *prometheus.HistogramVec // function, result
+	RecordsConsumed  *prometheus.CounterVec   // topic
+	RecordsRejected  *prometheus.CounterVec   // topic, reason
+	RecordsLate      *prometheus.CounterVec   // topic
+	WindowsScored    *prometheus.CounterVec   // profile
+	Scores           *prometheus.HistogramVec // profile
+	Alerts           *prometheus.CounterVec   // kind, confidence
+	AnomalousWindows *prometheus.CounterVec   // profile
+	Incidents        *prometheus.CounterVec   // kind, status
+	Anchors          *prometheus.CounterVec   // topic
+	AnchoredRecords  *prometheus.CounterVec   // topic
+	AuditedRecords   *prometheus.CounterVec   // topic, result (verified, mismatched)
+	StageLatency     *prometheus.HistogramVec // stage
+	ConsumerLag      *prometheus.GaugeVec     // group, topic, partition
+	TrackedDevices   prometheus.Gauge
+	OpenWindows      prometheus.Gauge
+	ModelInfo        *prometheus.GaugeVec // profile, hash, algorithm
+	ModelThreshold   *prometheus.GaugeVec // profile
+	WarmupWindows    *prometheus.GaugeVec // profile
+	SinkErrors       *prometheus.CounterVec
+	OutboxDepth      prometheus.Gauge
+	LedgerTx         *prometheus.HistogramVec // function, result
 
 	// Summary mirrors the totals for the --duration summary line.
 	Summary Summary
@@ -73,7 +75,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		WindowsScored:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_windows_scored_total", Help: "Device windows scored by a model."}, []string{"profile"}),
 		Scores: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_anomaly_score", Help: "Isolation-forest scores s(x, ψ) of device windows.",
 			Buckets: []float64{0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1}}, []string{"profile"}),
-		Alerts:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_alerts_total", Help: "Alerts raised."}, []string{"kind", "confidence"}),
+		Alerts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_alerts_total", Help: "Alerts raised."}, []string{"kind", "confidence"}),
+		AnomalousWindows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anomalous_windows_total",
+			Help: "Windows judged anomalous against their device's baseline and profile model, whether or not they opened an incident."}, []string{"profile"}),
+		Incidents: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_incident_events_total",
+			Help: "Incident events (opened, updated, closed) by alert kind."}, []string{"kind", "status"}),
 		Anchors:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anchors_total", Help: "Batches anchored on the ledger."}, []string{"topic"}),
 		AnchoredRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anchored_records_total", Help: "Records covered by ledger anchors."}, []string{"topic"}),
 		AuditedRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_audited_records_total",
@@ -91,7 +97,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LedgerTx: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_ledger_tx_seconds", Help: "Ledger transaction latency.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}, []string{"function", "result"}),
 	}
-	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts,
+	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts, m.AnomalousWindows, m.Incidents,
 		m.Anchors, m.AnchoredRecords, m.AuditedRecords, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.OpenWindows,
 		m.ModelInfo, m.ModelThreshold, m.WarmupWindows, m.SinkErrors, m.LedgerTx, m.OutboxDepth)
 	return m

@@ -98,7 +98,9 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	store := &ModelStore{Dir: s.cfg.ModelDir, Ledger: s.ledger}
 	verifier := NewHistoryVerifier(s.ledger, s.cfg.Brokers, s.cfg.Topics.Flows, 2*time.Minute)
-	detector := NewDetector(s.cfg.Detector, store, verifier, s.cfg.Topics.Flows, s.metrics, s.log)
+	detectorCfg := s.cfg.Detector
+	detectorCfg.WindowSize = s.cfg.Detect.Window.WithDefaults().Size
+	detector := NewDetector(detectorCfg, store, verifier, s.cfg.Topics.Flows, s.metrics, s.log)
 	kafkaSink := NewKafkaAlertSink(s.cfg.Brokers, s.cfg.Topics.Alerts)
 	s.sinks = []AlertSink{LedgerRecorder{Ledger: s.ledger, Metrics: s.metrics}, kafkaSink, LogSink{Log: s.log}}
 	s.dlq = NewDeadLetter(s.cfg.Brokers, s.cfg.Topics.DeadLetter)

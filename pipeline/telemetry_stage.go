@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/incidents"
 )
 
 // TelemetryConfig configures the telemetry stage. Zero values are defaults.
@@ -45,6 +46,9 @@ type TelemetryStage struct {
 	state      *StateStore
 	stateErr   error
 	trust      *trustAlerts
+	// newest is the newest envelope event time seen: the time by which
+	// quiet trust incidents close.
+	newest time.Time
 	stageRun
 }
 
@@ -58,7 +62,7 @@ func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, outbox *Outbox, 
 		cfg.Window = time.Minute
 	}
 	return &TelemetryStage{cfg: cfg, registry: registry, outbox: outbox, state: state, dlq: dlq, metrics: metrics,
-		log: log.With("stage", "telemetry"), lastSeq: map[string]seenSequence{}, seqChanged: map[string]seenSequence{}, trust: newTrustAlerts(cfg.Window),
+		log: log.With("stage", "telemetry"), lastSeq: map[string]seenSequence{}, seqChanged: map[string]seenSequence{}, trust: newTrustAlerts(cfg.Window, incidents.Rule{}, metrics),
 		stageRun: stageRun{name: "telemetry", log: log}}
 }
 
@@ -133,6 +137,11 @@ func (s *TelemetryStage) checkAll(ctx context.Context, fetches kgo.Fetches) erro
 		}
 		next[topicPartition{r.Topic, int(r.Partition)}] = r.Offset + 1
 	}
+	if !s.newest.IsZero() {
+		for _, a := range s.trust.expire(s.newest, nil) {
+			alerts = append(alerts, *a)
+		}
+	}
 	if len(alerts) > 0 {
 		if _, err := s.outbox.Add(alerts); err != nil {
 			return err
@@ -178,6 +187,9 @@ func (s *TelemetryStage) check(ctx context.Context, m kafka.Message) (*contract.
 			return nil, fmt.Errorf("dead-letter telemetry offset %d: %w", m.Offset, err)
 		}
 		return nil, nil
+	}
+	if t.Time().After(s.newest) {
+		s.newest = t.Time()
 	}
 	dev := s.registry.Device(t.DeviceID)
 	switch {

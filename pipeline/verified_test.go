@@ -46,7 +46,7 @@ func TestFirstModelWaitsForVerifiedHistory(t *testing.T) {
 			End: t0.Add(time.Duration(i+1) * time.Minute), Vector: v, Partition: 0, FirstOffset: int64(i * 2), LastOffset: int64(i*2 + 1)}
 	}
 	for i := range 70 {
-		if _, _, err := d.Score(context.Background(), window(i)); err != nil {
+		if _, err := d.ScoreWindows(context.Background(), []ClosedWindow{*window(i)}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -57,7 +57,7 @@ func TestFirstModelWaitsForVerifiedHistory(t *testing.T) {
 		t.Fatalf("verifier asked for %+v, want partition 0 from offset 0 through the warm-up", asked)
 	}
 	verified = true
-	if _, _, err := d.Score(context.Background(), window(70)); err != nil {
+	if _, err := d.ScoreWindows(context.Background(), []ClosedWindow{*window(70)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	m := d.Model("meter")

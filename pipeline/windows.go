@@ -4,8 +4,11 @@ import (
 	"slices"
 	"time"
 
-	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chainwatch/chainwatch/models"
+	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/pipeline/incidents"
 )
 
 // WindowConfig sets how flows are grouped. The zero value means 60 s
@@ -33,10 +36,12 @@ func (c WindowConfig) WithDefaults() WindowConfig {
 
 // ClosedWindow is one device's finished window, ready to score.
 type ClosedWindow struct {
-	DeviceID    string
-	Profile     string
-	Start, End  time.Time
-	Vector      features.Vector
+	DeviceID   string
+	Profile    string
+	Start, End time.Time
+	Vector     features.Vector
+	// Index numbers the window: Start / window size.
+	Index       int64
 	Partition   int32
 	FirstOffset int64
 	LastOffset  int64
@@ -45,12 +50,16 @@ type ClosedWindow struct {
 	window *features.Window
 }
 
-// deviceState is everything kept per tracked device: its destination
-// history and, while one is open, its current window.
+// deviceState is everything kept per tracked device: its feature context
+// (destination history, recent first contacts), its behaviour baseline, its
+// incident state and, while one is open, its current window. All but the
+// window are checkpointed (devicecheckpoint.go).
 type deviceState struct {
 	id, profile string
-	history     features.History
-	dirty       bool // history changed since the last checkpoint
+	feat        features.Device
+	baseline    models.DeviceBaseline
+	incident    incidents.State
+	dirty       bool // changed since the last checkpoint
 	win         *features.Window
 	start       int64 // open window's start, Unix ns
 	// closedThrough is the start of the device's newest closed window
@@ -80,8 +89,8 @@ type partitionWindows struct {
 	// resumedClosed holds the checkpoint's closed windows of devices not
 	// tracked again yet.
 	resumedClosed map[string]int64
-	// restore fills a newly tracked device's history from a checkpoint.
-	restore func(id string, h *features.History)
+	// restore fills a newly tracked device's state from a checkpoint.
+	restore func(d *deviceState)
 	// lag is this partition's consumer-lag gauge (nil in unit tests).
 	lag prometheus.Gauge
 }
@@ -139,7 +148,7 @@ func (p *partitionWindows) Add(deviceID, profile string, t time.Time, offset int
 	if d == nil {
 		d = &deviceState{id: deviceID, profile: profile}
 		if p.restore != nil {
-			p.restore(deviceID, &d.history)
+			p.restore(d)
 		}
 		if start, ok := p.resumedClosed[deviceID]; ok {
 			d.closedThrough = start
@@ -197,12 +206,14 @@ func (p *partitionWindows) close(d *deviceState) ClosedWindow {
 	cw := ClosedWindow{
 		DeviceID: d.id, Profile: d.profile,
 		Start: time.Unix(0, d.start).UTC(), End: time.Unix(0, d.start+p.size).UTC(),
-		Vector:    d.win.Vector(d.history.Contains),
+		Vector:    d.feat.Observe(d.win, d.start/p.size),
+		Index:     d.start / p.size,
 		Partition: p.partition, FirstOffset: d.first, LastOffset: d.last,
 		state: d, window: d.win,
 	}
 	d.win = nil
 	d.closedThrough = d.start
+	d.dirty = true // its feature context, baseline and incident state move on
 	return cw
 }
 
@@ -214,8 +225,7 @@ func (p *partitionWindows) Release(cw *ClosedWindow, learn bool) {
 		return
 	}
 	if learn {
-		cw.window.Destinations(cw.state.history.Add)
-		cw.state.dirty = true
+		cw.window.Destinations(cw.state.feat.History.Add)
 	}
 	cw.window.Reset()
 	p.free = append(p.free, cw.window)

@@ -59,30 +59,40 @@ func TestHistoryLearnsOnlyFromNormalWindows(t *testing.T) {
 	closed, _ = p.Add("a", "meter", t0.Add(time.Minute), 1, features.Flow{Dst: 7}, closed[:0])
 	p.Release(&closed[0], false) // judged anomalous: destination 7 is not learned
 	closed, _ = p.Add("a", "meter", t0.Add(2*time.Minute), 2, features.Flow{Dst: 7}, closed[:0])
-	if closed[0].Vector[features.NewDstShare] != 1 {
-		t.Fatalf("new_dst_share %v, want 1: an anomalous window must not teach the history", closed[0].Vector[features.NewDstShare])
+	if closed[0].Vector[features.NewDst] != 1 {
+		t.Fatalf("new_dst %v, want 1: an anomalous window must not teach the history", closed[0].Vector[features.NewDst])
 	}
 	p.Release(&closed[0], true)
 	closed, _ = p.Add("a", "meter", t0.Add(3*time.Minute), 3, features.Flow{Dst: 8}, closed[:0])
-	if closed[0].Vector[features.NewDstShare] != 0 {
-		t.Fatalf("new_dst_share %v, want 0 after a normal window taught destination 7", closed[0].Vector[features.NewDstShare])
+	if closed[0].Vector[features.NewDst] != 0 {
+		t.Fatalf("new_dst %v, want 0 after a normal window taught destination 7", closed[0].Vector[features.NewDst])
 	}
 }
 
 func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
-	var saved features.History
-	saved.Add(7)
-	raw, _ := saved.MarshalBinary()
+	// A device checkpoint of this version, and a bare history as schema 1
+	// wrote it: both restore the destination history.
+	var saved deviceState
+	saved.feat.History.Add(7)
+	saved.baseline.Weight = 12
+	current := marshalDevice(&saved)
+	bare, _ := saved.feat.History.MarshalBinary()
+	for _, raw := range [][]byte{current, bare} {
+		var d deviceState
+		if err := unmarshalDevice(raw, &d); err != nil || !d.feat.History.Contains(7) {
+			t.Fatalf("checkpoint of %d bytes not restored: %v", len(raw), err)
+		}
+	}
 	p := newPartitionWindows(WindowConfig{}, 0)
-	p.restore = func(id string, h *features.History) {
-		if id == "a" {
-			_ = h.UnmarshalBinary(raw)
+	p.restore = func(d *deviceState) {
+		if d.id == "a" {
+			_ = unmarshalDevice(current, d)
 		}
 	}
 	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	closed, _ := p.Add("a", "meter", t0, 0, features.Flow{Dst: 7}, nil)
 	closed, _ = p.Add("a", "meter", t0.Add(time.Minute), 1, features.Flow{Dst: 7}, closed[:0])
-	if len(closed) != 1 || closed[0].Vector[features.NewDstShare] != 0 {
+	if len(closed) != 1 || closed[0].Vector[features.NewDst] != 0 {
 		t.Fatalf("restored device took its known destination for new: %+v", closed)
 	}
 }

@@ -13,7 +13,7 @@ func TestDefaultsAndEnvironmentOverrides(t *testing.T) {
 		"CHAINWATCH_KAFKA_BROKERS=k1:9092, k2:9092",
 		"CHAINWATCH_DETECTOR_WARMUP=2h",
 		"CHAINWATCH_SIMULATOR_ENABLED=true",
-		"CHAINWATCH_DETECTOR_CONTAMINATION=0.02",
+		"CHAINWATCH_DETECTOR_FALSE_ALERTS_PER_1000_DEVICE_HOURS=0.5",
 		"UNRELATED=1",
 	})
 	if err != nil {
@@ -22,7 +22,7 @@ func TestDefaultsAndEnvironmentOverrides(t *testing.T) {
 	if got := c.Kafka.Brokers; len(got) != 2 || got[1] != "k2:9092" {
 		t.Errorf("brokers = %v", got)
 	}
-	if c.Detector.Warmup != 2*time.Hour || c.Detector.Contamination != 0.02 || !*c.Simulator.Enabled {
+	if c.Detector.Warmup != 2*time.Hour || c.Detector.FalseAlertsPer1000DeviceHours != 0.5 || !*c.Simulator.Enabled {
 		t.Errorf("overrides not applied: %+v %+v", c.Detector, c.Simulator)
 	}
 	if c.Window.Size != time.Minute || c.HTTP.Listen != "127.0.0.1:9477" || c.DataDir != "./chainwatch-data" {
@@ -50,7 +50,8 @@ func TestBadConfigurationNamesTheKey(t *testing.T) {
 	}{
 		{file: "window:\n  size: -5s\n", want: "window.size"},
 		{file: "kafka:\n  brokers: [nohost]\n", want: "kafka.brokers[0]"},
-		{file: "detector:\n  contamination: 0.9\n", want: "detector.contamination"},
+		{file: "detector:\n  false_alerts_per_1000_device_hours: -1\n", want: "detector.false_alerts_per_1000_device_hours"},
+		{file: "detector:\n  incident:\n    k: 5\n", want: "detector.incident.k"},
 		{file: "topics:\n  flows: 'bad topic'\n", want: "topics.flows"},
 		{file: "ledger:\n  backend: oracle\n", want: "ledger.backend"},
 		{file: "windw:\n  size: 1m\n", want: "windw"},

@@ -19,6 +19,21 @@ func AlertID(kind, deviceID string, windowStart, windowEnd time.Time, modelHash 
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
+// IncidentID is the deterministic identity of an incident: its kind, its
+// device and the start of its first window.
+func IncidentID(kind, deviceID string, firstWindowStart time.Time) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "chainwatch-incident\x00%s\x00%s\x00%d", kind, deviceID, firstWindowStart.UnixNano())
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// IncidentEventID is the alert id of one event of an incident.
+func IncidentEventID(incidentID, status string, seq int) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "chainwatch-incident-event\x00%s\x00%s\x00%d", incidentID, status, seq)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
 func validKind(k string) bool {
 	switch k {
 	case AlertBehaviour, AlertRogueDevice, AlertRevokedDevice, AlertBadSignature, AlertFirmwareMismatch, AlertIntegrity:

@@ -102,6 +102,28 @@ type Alert struct {
 	TxID        string         `json:"tx_id,omitempty"`
 	RecordedAt  time.Time      `json:"recorded_at,omitzero"`
 	Verdict     *Verdict       `json:"verdict,omitempty"`
+	// Incident is set on incident events: the opening, updates and closing
+	// of one device's episode of anomalous windows or trust findings. The
+	// alert's window is then the incident's span so far and its score the
+	// peak.
+	Incident *Incident `json:"incident,omitempty"`
+}
+
+// Incident statuses.
+const (
+	IncidentOpened  = "opened"
+	IncidentUpdated = "updated"
+	IncidentClosed  = "closed"
+)
+
+// Incident identifies the incident an alert reports on, and where it stands.
+type Incident struct {
+	ID     string `json:"id"` // deterministic: see IncidentID
+	Status string `json:"status"`
+	Seq    int    `json:"seq"` // 0 for the opening, then one more per event
+	// Windows is how many anomalous windows (or trust findings' windows)
+	// the incident holds so far.
+	Windows int `json:"windows"`
 }
 
 // Verdict values an analyst may set.

@@ -7,22 +7,26 @@ import (
 
 func TestVectorOfKnownWindow(t *testing.T) {
 	w := NewWindow()
-	// Four flows: two to port 443 on dst 1, one to 53 on dst 2, one failed to 22 on dst 3.
+	// Four flows: two to port 443 on dst 1, one to 53 on dst 2, one failed
+	// SYN to 22 on dst 3, an internal host.
 	w.Add(Flow{Dst: 1, DstPort: 443, BytesOut: 100, BytesIn: 300, PacketsOut: 2, PacketsIn: 2})
 	w.Add(Flow{Dst: 1, DstPort: 443, BytesOut: 100, BytesIn: 300, PacketsOut: 2, PacketsIn: 2})
 	w.Add(Flow{Dst: 2, DstPort: 53, BytesOut: 60, BytesIn: 120, PacketsOut: 1, PacketsIn: 1})
-	w.Add(Flow{Dst: 3, DstPort: 22, BytesOut: 60, PacketsOut: 1, Failed: true})
-	var h History
-	h.Add(1)
-	h.Add(2)
-	v := w.Vector(h.Contains)
+	w.Add(Flow{Dst: 3, DstPort: 22, BytesOut: 60, PacketsOut: 1, Failed: true, Internal: true})
+	var d Device
+	d.History.Add(1)
+	d.History.Add(2)
+	v := d.Observe(w, 1000)
 	want := Vector{
 		Flows: 4, BytesOut: 320, BytesIn: 720, Packets: 11,
 		DistinctDst: 3, DistinctDstPorts: 3,
-		DstPortEntropy: 1.5, // p = ½, ¼, ¼ → ½·1 + 2·¼·2
-		NewDstShare:    1.0 / 3,
-		FailedShare:    0.25,
-		BytesPerPacket: 1040.0 / 11,
+		DstPortEntropy:        1.5, // p = ½, ¼, ¼ → ½·1 + 2·¼·2
+		NewDst:                1,
+		NewInternalDst:        1,
+		FailedFlows:           1,
+		SmallPacketFlows:      4, // 50, 50, 60 and 60 bytes per packet sent
+		BytesPerPacket:        1040.0 / 11,
+		FirstContactWindows1h: 1,
 	}
 	for i := range v {
 		if math.Abs(v[i]-want[i]) > 1e-12 {
@@ -30,13 +34,54 @@ func TestVectorOfKnownWindow(t *testing.T) {
 		}
 	}
 	w.Reset()
-	if w.Flows() != 0 || w.Vector(nil) != (Vector{}) {
+	if w.Flows() != 0 || w.vector() != (Vector{}) {
 		t.Error("Reset left state behind")
 	}
 	// The reply leg of a unidirectional record only adds traffic received.
 	w.Add(Flow{Inbound: true, BytesIn: 900, PacketsIn: 3})
-	if v := w.Vector(nil); v[Flows] != 0 || v[BytesIn] != 900 || v[Packets] != 3 || v[BytesPerPacket] != 300 || v[DistinctDst] != 0 {
+	if v := w.vector(); v[Flows] != 0 || v[BytesIn] != 900 || v[Packets] != 3 || v[BytesPerPacket] != 300 || v[DistinctDst] != 0 {
 		t.Errorf("inbound-only window %v", v)
+	}
+}
+
+// A beacon: the same new host contacted window after window. Its first
+// contact counts once, its recurrence grows, and both fade after an hour;
+// the damped first-contact count halves every RecentSpan/2 windows.
+func TestRecurrenceAndDampedFirstContacts(t *testing.T) {
+	var d Device
+	w := NewWindow()
+	for i := int64(0); i < 5; i++ {
+		w.Reset()
+		w.Add(Flow{Dst: 99, DstPort: 4444, BytesOut: 300, PacketsOut: 4})
+		v := d.Observe(w, 100+i)
+		wantNew := 0.0
+		if i == 0 {
+			wantNew = 1
+		}
+		if v[NewDstRecurrence] != float64(i) || v[NewDst] != wantNew {
+			t.Fatalf("window %d: recurrence %v new %v, want %d and %v", i, v[NewDstRecurrence], v[NewDst], i, wantNew)
+		}
+		d.History.Add(99) // judged normal and learnt: recurrence still counts
+	}
+	w.Reset()
+	w.Add(Flow{Dst: 7, DstPort: 443, BytesOut: 300, PacketsOut: 4})
+	v := d.Observe(w, 100+RecentSpan/2)
+	if math.Abs(v[FirstContactWindows1h]-(0.5+1)) > 1e-9 {
+		t.Errorf("damped first contacts %v, want 1.5 (one halved, one new)", v[FirstContactWindows1h])
+	}
+	w.Reset()
+	w.Add(Flow{Dst: 99, DstPort: 4444, BytesOut: 300, PacketsOut: 4})
+	if v := d.Observe(w, 100+RecentSpan+1); v[NewDstRecurrence] != 0 {
+		t.Errorf("recurrence %v after the host's first contact expired", v[NewDstRecurrence])
+	}
+	b, _ := d.MarshalBinary()
+	var g Device
+	if err := g.UnmarshalBinary(b); err != nil || g != d {
+		t.Fatalf("device checkpoint round trip changed it (%v)", err)
+	}
+	h, _ := d.History.MarshalBinary()
+	if err := g.UnmarshalBinary(h); err != nil || g.History != d.History {
+		t.Fatalf("schema-1 history checkpoint not restored (%v)", err)
 	}
 }
 

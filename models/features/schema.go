@@ -1,21 +1,39 @@
 package features
 
+// SchemaVersion identifies the feature schema: the names, their order and
+// how each is computed. Model artifacts record it, and a model trained on
+// another schema is refused rather than fed vectors it does not know.
+//
+// Version 1 had ten per-window features on raw scales. Version 2 adds time
+// context (windows with first contacts over the last hour, recurring contact with newly
+// seen hosts, internal fan-out, small-packet flows) and records how each
+// feature is scaled before it is compared with a baseline (Scales).
+const SchemaVersion = 2
+
 // Feature indices into a Vector. The order is part of every trained model's
-// schema: append new features, never reorder.
+// schema: change it only with a new SchemaVersion.
 const (
-	Flows            = iota // flow records in the window
-	BytesOut                // bytes sent by the device
-	BytesIn                 // bytes received by the device
-	Packets                 // packets in both directions
-	DistinctDst             // distinct destination addresses
-	DistinctDstPorts        // distinct destination ports
-	DstPortEntropy          // Shannon entropy (bits) of destination ports over flows
-	NewDstShare             // share of distinct destinations absent from the device's history
-	FailedShare             // share of flows that were refused or never answered
-	BytesPerPacket          // mean bytes per packet, both directions
+	Flows                 = iota // flow records the device initiated in the window
+	BytesOut                     // bytes sent by the device
+	BytesIn                      // bytes received by the device
+	Packets                      // packets in both directions
+	DistinctDst                  // distinct destination addresses
+	DistinctDstPorts             // distinct destination ports
+	DstPortEntropy               // Shannon entropy (bits) of destination ports over flows
+	NewDst                       // distinct destinations absent from the device's history of normal windows
+	NewInternalDst               // of those, destinations in private or link-local address space (lateral fan-out)
+	FailedFlows                  // flows refused or never answered
+	SmallPacketFlows             // flows whose packets average under SmallPacketBytes (floods, scans)
+	BytesPerPacket               // mean bytes per packet, both directions
+	FirstContactWindows1h        // windows in which the device first contacted a host it never saw before, damped over about an hour (slow fan-out; a burst in one window counts once, new_dst sees its size)
+	NewDstRecurrence             // windows, within the last hour, in which a host first contacted in that hour was contacted again (beacons)
 
 	Count // number of features
 )
+
+// SmallPacketBytes is the mean packet size under which a flow counts as a
+// small-packet flow: below a TCP segment with a few bytes of payload.
+const SmallPacketBytes = 100
 
 // Names are the feature names in Vector order, as they appear in model
 // artifacts, alerts and CSV exports.
@@ -27,9 +45,62 @@ var Names = [Count]string{
 	"distinct_dst",
 	"distinct_dst_ports",
 	"dst_port_entropy",
-	"new_dst_share",
-	"failed_share",
+	"new_dst",
+	"new_internal_dst",
+	"failed_flows",
+	"small_packet_flows",
 	"bytes_per_packet",
+	"first_contact_windows_1h",
+	"new_dst_recurrence",
+}
+
+// Scale says how a feature is put on a scale where a baseline's spread
+// means the same at every level of the feature.
+type Scale uint8
+
+const (
+	// ScaleCount is for counts of events: Anscombe's transform
+	// 2√(x + 3/8) makes a Poisson count's variance ≈ 1 whatever its mean
+	// (Anscombe, Biometrika 35, 1948), so that 8 flows where 2 are usual
+	// stand out as much as 80 where 20 are.
+	ScaleCount Scale = iota
+	// ScaleLog is for volumes: ln(1 + x), so that deviations are ratios
+	// (twice the bytes is the same step at any level).
+	ScaleLog
+	// ScaleLinear leaves the value as it is (entropy, in bits).
+	ScaleLinear
+)
+
+// Direction says which deviations from a baseline are suspicious.
+type Direction uint8
+
+const (
+	Up   Direction = iota // only more than usual (flows, new hosts, failures…)
+	Both                  // more or less than usual (packet sizes: floods shrink them, exfiltration grows them)
+)
+
+// Spec describes how a feature is scaled and judged.
+type Spec struct {
+	Scale     Scale
+	Direction Direction
+}
+
+// Specs are the features' scales and directions, in Vector order.
+var Specs = [Count]Spec{
+	Flows:                 {ScaleCount, Up},
+	BytesOut:              {ScaleLog, Up},
+	BytesIn:               {ScaleLog, Up},
+	Packets:               {ScaleLog, Up},
+	DistinctDst:           {ScaleCount, Up},
+	DistinctDstPorts:      {ScaleCount, Up},
+	DstPortEntropy:        {ScaleLinear, Up},
+	NewDst:                {ScaleCount, Up},
+	NewInternalDst:        {ScaleCount, Up},
+	FailedFlows:           {ScaleCount, Up},
+	SmallPacketFlows:      {ScaleCount, Up},
+	BytesPerPacket:        {ScaleLog, Both},
+	FirstContactWindows1h: {ScaleCount, Up},
+	NewDstRecurrence:      {ScaleCount, Up},
 }
 
 // Vector is one device-window's features, indexed by the constants above.

@@ -5,9 +5,13 @@ import "math"
 // Flow is what the feature extractor needs of one flow record, seen from the
 // device: it initiated the flow towards Dst:DstPort.
 type Flow struct {
-	// Dst identifies the destination address (a hash of it is enough).
-	Dst        uint64
-	DstPort    uint16
+	// Dst identifies the destination address (a hash of it is enough, but
+	// a stable one: device histories are checkpointed).
+	Dst     uint64
+	DstPort uint16
+	// Internal marks a destination in private or link-local address space:
+	// another device or server of the site rather than the internet.
+	Internal   bool
 	BytesOut   uint64
 	BytesIn    uint64
 	PacketsOut uint64
@@ -24,15 +28,15 @@ type Flow struct {
 // Window accumulates one device's flows for one window. Its maps are kept
 // between uses, so recycle Windows through Reset rather than allocating.
 type Window struct {
-	flows, failed                          uint64
+	flows, failed, small                   uint64
 	bytesOut, bytesIn, packetsOut, packets uint64
-	dsts                                   map[uint64]struct{}
+	dsts                                   map[uint64]bool // destination → internal
 	ports                                  map[uint16]uint32
 }
 
 // NewWindow returns an empty window.
 func NewWindow() *Window {
-	return &Window{dsts: make(map[uint64]struct{}, 8), ports: make(map[uint16]uint32, 8)}
+	return &Window{dsts: make(map[uint64]bool, 8), ports: make(map[uint16]uint32, 8)}
 }
 
 // Reset empties the window for reuse. Maps that a burst (a port scan, say)
@@ -40,7 +44,7 @@ func NewWindow() *Window {
 func (w *Window) Reset() {
 	*w = Window{dsts: w.dsts, ports: w.ports}
 	if len(w.dsts) > 256 {
-		w.dsts = make(map[uint64]struct{}, 8)
+		w.dsts = make(map[uint64]bool, 8)
 	} else {
 		clear(w.dsts)
 	}
@@ -62,10 +66,13 @@ func (w *Window) Add(f Flow) {
 	if f.Failed {
 		w.failed++
 	}
+	if f.PacketsOut > 0 && f.BytesOut < SmallPacketBytes*f.PacketsOut {
+		w.small++
+	}
 	w.bytesOut += f.BytesOut
 	w.bytesIn += f.BytesIn
 	w.packets += f.PacketsOut + f.PacketsIn
-	w.dsts[f.Dst] = struct{}{}
+	w.dsts[f.Dst] = f.Internal
 	w.ports[f.DstPort]++
 }
 
@@ -79,9 +86,9 @@ func (w *Window) Destinations(fn func(dst uint64)) {
 	}
 }
 
-// Vector computes the window's features. known reports whether a
-// destination is in the device's history; it may be nil for "none known".
-func (w *Window) Vector(known func(dst uint64) bool) Vector {
+// vector computes the features that depend on the window alone; Device.
+// Observe adds those that need the device's context.
+func (w *Window) vector() Vector {
 	var v Vector
 	flows := float64(w.flows)
 	v[Flows] = flows
@@ -90,13 +97,14 @@ func (w *Window) Vector(known func(dst uint64) bool) Vector {
 	v[Packets] = float64(w.packets)
 	v[DistinctDst] = float64(len(w.dsts))
 	v[DistinctDstPorts] = float64(len(w.ports))
+	v[FailedFlows] = float64(w.failed)
+	v[SmallPacketFlows] = float64(w.small)
 	if w.packets > 0 {
 		v[BytesPerPacket] = float64(w.bytesOut+w.bytesIn) / float64(w.packets)
 	}
 	if w.flows == 0 { // inbound traffic only: no flow of the device's own
 		return v
 	}
-
 	// H = −Σ p_i log₂ p_i over the share of flows to each destination port.
 	entropy := 0.0
 	for _, c := range w.ports {
@@ -104,14 +112,5 @@ func (w *Window) Vector(known func(dst uint64) bool) Vector {
 		entropy -= p * math.Log2(p)
 	}
 	v[DstPortEntropy] = entropy + 0 // +0 turns −0 into 0 for a single port
-
-	newDst := 0
-	for d := range w.dsts {
-		if known == nil || !known(d) {
-			newDst++
-		}
-	}
-	v[NewDstShare] = float64(newDst) / float64(len(w.dsts))
-	v[FailedShare] = float64(w.failed) / flows
 	return v
 }

@@ -1,0 +1,583 @@
+package models
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/chainwatch/chainwatch/models/evt"
+	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/models/iforest"
+)
+
+// A behaviour model judges a device's windows against two baselines at once:
+// the device's own normal, learnt window by window from its verified
+// history, and its profile's, through an isolation forest over the
+// deviations of all the profile's devices. The maths, step by step:
+//
+//  1. Scale. Each feature x_j is put on a scale where spread means the same
+//     at every level (features.Specs): y_j = 2√(x_j + 3/8) for counts
+//     (Anscombe 1948), ln(1 + x_j) for volumes, x_j for entropy.
+//
+//  2. Device baseline. Each device keeps an exponentially weighted mean m_j
+//     and variance v_j of y_j over its normal windows (West, "Updating mean
+//     and variance estimates", CACM 22, 1979, with weights 1/w):
+//
+//     w ← w + 1,  δ = y − m,  m ← m + δ/min(w, W),  v ← (1 − 1/min(w, V))(v + δ²/min(w, V))
+//
+//     starting from the profile's pooled mean and variance with the weight
+//     of PriorWeight windows, so a device first seen live is judged against
+//     its profile until it has a history of its own. W = BaselineWindows
+//     (an hour of one-minute windows) lets the mean follow a daily cycle;
+//     V = VarianceWindows (eight hours) keeps the variance steady.
+//     Windows judged anomalous do not teach it.
+//
+//  3. Deviation. z_j = (y_j − m_j)/√(v_j + f_j²), where the floor f_j
+//     (Floors) keeps a feature that never varied in training from dividing
+//     by zero: its first change is a large deviation, not an undefined one.
+//     z grows without bound with the feature, so unlike an isolation score
+//     it keeps rising past anything training saw. Kitsune-style damped
+//     averages (Mirsky et al., NDSS 2018) of z over ≈ 10 windows,
+//     s ← (1 − a)s + a·z with a = SmoothingWeight, scaled to unit variance by
+//     √((2 − a)/a), catch what is slight in each window but lasts.
+//
+//  4. Three statistics of the deviation vector r = (z, s): A = max of its
+//     suspicious parts (features.Direction), B = Σ of their squares (several
+//     features moving together), and C = the isolation-forest score of r,
+//     whose forest is grown on the training windows' r (Liu, Ting & Zhou
+//     2008): the profile's joint normal, with each device's scale removed.
+//
+//  5. Tail probabilities. Each statistic's training distribution — computed
+//     prequentially, each window judged before it teaches the baseline, as
+//     live windows are — is fitted above its 98th percentile with a
+//     generalised Pareto tail (package evt; SPOT, Siffer et al. KDD 2017).
+//     The window's anomaly level is L = max_i(−log₁₀ S_i(stat_i)) − log₁₀ 3:
+//     the smallest of the three tail probabilities, Bonferroni-corrected for
+//     taking the smallest. Its score in [0, 1) is L/(1 + L), monotone in L.
+//
+//  6. Thresholds from a false-alert budget. A budget of b false incidents
+//     per 1,000 device-hours, with windows of length Δ, is a rate
+//     r = b·Δ/(1000 h) per window. Half of it goes to single extreme
+//     windows, p_ext = r/2; half to incidents opened by k anomalous windows
+//     among n, whose rate is ≈ C(n, k)·p_w^k for independent windows, so
+//     p_w = (r / (2·C(n, k)))^(1/k). A window is anomalous at L ≥ −log₁₀ p_w
+//     and extreme at L ≥ −log₁₀ p_ext.
+
+// BaselineWindows is W above: the most windows a device baseline weighs,
+// about an hour of one-minute windows.
+const BaselineWindows = 60
+
+// VarianceWindows is the most windows a device's variances weigh: eight
+// hours. On the features' scales spread hardly depends on level, so the
+// variance need not follow the daily cycle as the mean must, and a longer
+// memory keeps its estimate from being small by chance (which would make
+// ordinary windows look extreme).
+const VarianceWindows = 480
+
+// PriorWeight is how many windows the profile prior counts for in a new
+// device's baseline.
+const PriorWeight = 8
+
+// BurnInWindows is how many of a device's first training windows only
+// teach its baseline (see warmStart).
+const BurnInWindows = 2
+
+// SmoothingWeight is a in step 3: an effective span of ≈ 2/a − 1 = 9 windows.
+const SmoothingWeight = 0.2
+
+// Smoothed lists the features whose damped deviation joins r, in order.
+var Smoothed = [...]int{features.Flows, features.BytesOut, features.Packets, features.DistinctDst, features.NewDst}
+
+// ResidualDims is the length of r: the features' deviations, then the
+// damped ones.
+const ResidualDims = features.Count + len(Smoothed)
+
+// Floors are f_j above, per scale: for counts, a third of the step from
+// 0 to 1 (a first-ever event stands three deviations out); for volumes a
+// 10 % change; for entropy a tenth of a bit.
+var Floors = func() [features.Count]float64 {
+	var f [features.Count]float64
+	for j, s := range features.Specs {
+		switch s.Scale {
+		case features.ScaleCount:
+			f[j] = (anscombe(1) - anscombe(0)) / 3
+		case features.ScaleLog:
+			f[j] = 0.1
+		default:
+			f[j] = 0.1
+		}
+	}
+	return f
+}()
+
+func anscombe(x float64) float64 { return 2 * math.Sqrt(x+0.375) }
+
+// scaled returns y_j for feature j.
+func scaled(j int, x float64) float64 {
+	switch features.Specs[j].Scale {
+	case features.ScaleCount:
+		return anscombe(max(x, 0))
+	case features.ScaleLog:
+		return math.Log1p(max(x, 0))
+	}
+	return x
+}
+
+// unscaled is the inverse of scaled, for showing a baseline in the
+// feature's own units.
+func unscaled(j int, y float64) float64 {
+	switch features.Specs[j].Scale {
+	case features.ScaleCount:
+		return max((y/2)*(y/2)-0.375, 0)
+	case features.ScaleLog:
+		return math.Expm1(y)
+	}
+	return y
+}
+
+// Budget is how many false incidents a SOC accepts, and the incident rule
+// the thresholds are placed for (step 6 above).
+type Budget struct {
+	// FalseAlertsPer1000DeviceHours is b. Default 1.
+	FalseAlertsPer1000DeviceHours float64 `json:"false_alerts_per_1000_device_hours"`
+	// WindowSeconds is Δ. Default 60.
+	WindowSeconds float64 `json:"window_seconds"`
+	// K of the last N windows anomalous open an incident. Defaults 2 of 3.
+	K int `json:"k"`
+	N int `json:"n"`
+}
+
+// WithDefaults fills zero fields.
+func (b Budget) WithDefaults() Budget {
+	if b.FalseAlertsPer1000DeviceHours == 0 {
+		b.FalseAlertsPer1000DeviceHours = 1
+	}
+	if b.WindowSeconds == 0 {
+		b.WindowSeconds = 60
+	}
+	if b.K == 0 {
+		b.K = 2
+	}
+	if b.N == 0 {
+		b.N = 3
+	}
+	return b
+}
+
+// Validate names the first unusable field.
+func (b Budget) Validate() error {
+	switch {
+	case !(b.FalseAlertsPer1000DeviceHours > 0):
+		return fmt.Errorf("false_alerts_per_1000_device_hours: must be positive, got %v", b.FalseAlertsPer1000DeviceHours)
+	case b.N < 1 || b.N > 16:
+		return fmt.Errorf("incident n: must be in [1, 16], got %d", b.N)
+	case b.K < 1 || b.K > b.N:
+		return fmt.Errorf("incident k: must be in [1, n=%d], got %d", b.N, b.K)
+	}
+	return nil
+}
+
+// Levels returns the anomaly levels −log₁₀ p_w and −log₁₀ p_ext that the
+// budget asks for.
+func (b Budget) Levels() (anomalous, extreme float64) {
+	b = b.WithDefaults()
+	r := b.FalseAlertsPer1000DeviceHours * b.WindowSeconds / (1000 * 3600)
+	pExt := r / 2
+	pW := math.Pow(r/(2*binomial(b.N, b.K)), 1/float64(b.K))
+	return -math.Log10(pW), -math.Log10(pExt)
+}
+
+func binomial(n, k int) float64 {
+	c := 1.0
+	for i := 1; i <= k; i++ {
+		c = c * float64(n-k+i) / float64(i)
+	}
+	return c
+}
+
+// Behaviour is what a behaviour model adds to its artifact's metadata.
+type Behaviour struct {
+	// Schema is the feature schema (features.SchemaVersion) the model was
+	// trained on.
+	Schema int `json:"schema"`
+	// PriorMean and PriorVar are the profile's pooled mean and variance of
+	// each scaled feature: a new device's starting baseline.
+	PriorMean []float64 `json:"prior_mean"`
+	PriorVar  []float64 `json:"prior_var"`
+	Floors    []float64 `json:"floors"`
+	// Tails of the statistics A (max), B (sum of squares) and C (forest).
+	MaxTail    evt.Tail `json:"max_tail"`
+	SumTail    evt.Tail `json:"sum_tail"`
+	ForestTail evt.Tail `json:"forest_tail"`
+	Budget     Budget   `json:"budget"`
+	// AnomalousLevel and ExtremeLevel are the budget's levels.
+	AnomalousLevel float64 `json:"anomalous_level"`
+	ExtremeLevel   float64 `json:"extreme_level"`
+}
+
+// LevelScore maps an anomaly level L to the score L/(1 + L).
+func LevelScore(l float64) float64 {
+	l = max(l, 0)
+	return l / (1 + l)
+}
+
+// DeviceBaseline is one device's own normal (step 2), and the damped
+// deviations of step 3. Its zero value is "not started": Start it from the
+// model's prior. 140 bytes, kept per tracked device.
+type DeviceBaseline struct {
+	Mean   [features.Count]float32
+	Var    [features.Count]float32
+	Smooth [len(Smoothed)]float32
+	Weight float32
+}
+
+// Started reports whether the baseline holds anything.
+func (b *DeviceBaseline) Started() bool { return b.Weight > 0 }
+
+// StartBaseline sets b to the model's profile prior.
+func (m *Model) StartBaseline(b *DeviceBaseline) {
+	*b = DeviceBaseline{Weight: PriorWeight}
+	for j := range features.Count {
+		b.Mean[j] = float32(m.Behaviour.PriorMean[j])
+		b.Var[j] = float32(m.Behaviour.PriorVar[j])
+	}
+}
+
+// Learn teaches the baseline a window judged normal (step 2).
+func (b *DeviceBaseline) Learn(v *features.Vector) {
+	b.Weight = min(b.Weight+1, VarianceWindows)
+	am := 1 / min(float64(b.Weight), BaselineWindows)
+	av := 1 / float64(b.Weight)
+	for j := range features.Count {
+		d := scaled(j, v[j]) - float64(b.Mean[j])
+		b.Mean[j] = float32(float64(b.Mean[j]) + am*d)
+		b.Var[j] = float32((1 - av) * (float64(b.Var[j]) + av*d*d))
+	}
+}
+
+var smoothScale = math.Sqrt((2 - SmoothingWeight) / SmoothingWeight)
+
+// Residuals writes r (step 3) for window v into dst (ResidualDims long)
+// and advances the baseline's damped deviations. Call it once per window,
+// in time order, whether or not the window is then learnt.
+func (m *Model) Residuals(b *DeviceBaseline, v *features.Vector, dst []float64) {
+	floors := m.Behaviour.Floors
+	for j := range features.Count {
+		sd := math.Sqrt(float64(b.Var[j]) + floors[j]*floors[j])
+		dst[j] = (scaled(j, v[j]) - float64(b.Mean[j])) / sd
+	}
+	for i, j := range Smoothed {
+		z := min(max(dst[j], -8), 8) // one wild window must not dominate ten
+		s := (1-SmoothingWeight)*float64(b.Smooth[i]) + SmoothingWeight*z
+		b.Smooth[i] = float32(s)
+		dst[features.Count+i] = s * smoothScale
+	}
+}
+
+// suspicious is the part of a deviation that counts towards an anomaly.
+func suspicious(i int, z float64) float64 {
+	if i < features.Count && features.Specs[i].Direction == features.Both {
+		return math.Abs(z)
+	}
+	return max(z, 0)
+}
+
+// statistics returns A and B of step 4.
+func statistics(r []float64) (maxDev, sumSq float64) {
+	for i, z := range r {
+		s := suspicious(i, z)
+		maxDev = max(maxDev, s)
+		if i < features.Count {
+			sumSq += s * s
+		}
+	}
+	return maxDev, sumSq
+}
+
+// Judgement is a behaviour model's verdict on one window.
+type Judgement struct {
+	Level      float64 // L: −log₁₀ of the window's tail probability
+	Score      float64 // L/(1 + L)
+	Anomalous  bool
+	Extreme    bool
+	Confidence Confidence
+}
+
+// Judge turns a window's residuals and forest score into a verdict.
+func (m *Model) Judge(r []float64, forestScore float64) Judgement {
+	bh := m.Behaviour
+	a, s := statistics(r)
+	l := max(bh.MaxTail.Level(a), bh.SumTail.Level(s), bh.ForestTail.Level(forestScore)) - math.Log10(3)
+	l = max(l, 0)
+	j := Judgement{Level: l, Score: LevelScore(l), Anomalous: l >= bh.AnomalousLevel, Extreme: l >= bh.ExtremeLevel}
+	switch {
+	case j.Extreme:
+		j.Confidence = ConfidenceHigh
+	case l >= (bh.AnomalousLevel+bh.ExtremeLevel)/2:
+		j.Confidence = ConfidenceMedium
+	default:
+		j.Confidence = ConfidenceLow
+	}
+	return j
+}
+
+// ExplainDeviation lists the features that drove a window's deviation, by
+// their share of Σ z² over the suspicious deviations, each with its value
+// and the device's baseline in the feature's own units. A damped deviation
+// is credited to its feature.
+func (m *Model) ExplainDeviation(b *DeviceBaseline, v *features.Vector, r []float64, top int) []Contribution {
+	var weight [features.Count]float64
+	total := 0.0
+	for i, z := range r {
+		j := i
+		if i >= features.Count {
+			j = Smoothed[i-features.Count]
+		}
+		s := suspicious(i, z)
+		weight[j] += s * s
+		total += s * s
+	}
+	out := make([]Contribution, features.Count)
+	for j := range features.Count {
+		share := 0.0
+		if total > 0 {
+			share = weight[j] / total
+		}
+		out[j] = Contribution{Feature: features.Names[j], Value: v[j], Baseline: unscaled(j, float64(b.Mean[j])), Share: share}
+	}
+	slices.SortStableFunc(out, func(a, b Contribution) int { return cmp.Compare(b.Share, a.Share) })
+	return out[:min(top, len(out))]
+}
+
+// DeviceSeries is one device's training windows in time order.
+type DeviceSeries struct {
+	Device  string
+	Vectors []features.Vector
+}
+
+// BehaviourOptions configure TrainBehaviour.
+type BehaviourOptions struct {
+	Forest       iforest.Config
+	Budget       Budget
+	Profile      string
+	TrainingData []string
+	Now          func() time.Time
+}
+
+// TrainBehaviour trains a profile's behaviour model on its devices'
+// verified windows (steps 1–6) and returns it with each training device's
+// baseline as the training left it, ready to judge the windows that follow.
+func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[string]DeviceBaseline, error) {
+	budget := opts.Budget.WithDefaults()
+	if err := budget.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("models: budget: %w", err)
+	}
+	bh := &Behaviour{Schema: features.SchemaVersion, Budget: budget, Floors: Floors[:],
+		PriorMean: make([]float64, features.Count), PriorVar: make([]float64, features.Count)}
+	bh.AnomalousLevel, bh.ExtremeLevel = budget.Levels()
+	// Step 1 and the profile prior: pooled moments of the scaled features.
+	n := 0
+	for _, s := range series {
+		for i := range s.Vectors {
+			n++
+			for j := range features.Count {
+				d := scaled(j, s.Vectors[i][j]) - bh.PriorMean[j]
+				bh.PriorMean[j] += d / float64(n)
+				bh.PriorVar[j] += d * (scaled(j, s.Vectors[i][j]) - bh.PriorMean[j])
+			}
+		}
+	}
+	if n < 2 {
+		return nil, nil, errors.New("models: no training windows")
+	}
+	for j := range bh.PriorVar {
+		bh.PriorVar[j] /= float64(n - 1)
+	}
+	m := &Model{Metadata: Metadata{Behaviour: bh}}
+	// Steps 2–4, prequentially: each window judged, then learnt.
+	var rows, maxes, sums []float64
+	devBase := make(map[string]DeviceBaseline, len(series))
+	r := make([]float64, ResidualDims)
+	for _, s := range series {
+		b := m.warmStart(s.Vectors)
+		for i := range s.Vectors {
+			m.Residuals(&b, &s.Vectors[i], r)
+			if i >= BurnInWindows {
+				rows = append(rows, r...)
+				a, q := statistics(r)
+				maxes, sums = append(maxes, a), append(sums, q)
+			}
+			b.Learn(&s.Vectors[i])
+		}
+		devBase[s.Device] = b
+	}
+	if len(maxes) < 20 {
+		return nil, nil, fmt.Errorf("models: %d training windows after each device's first %d, need at least 20", len(maxes), BurnInWindows)
+	}
+	forest, err := iforest.Fit(rows, ResidualDims, opts.Forest)
+	if err != nil {
+		return nil, nil, fmt.Errorf("models: fit: %w", err)
+	}
+	scores := make([]float64, len(maxes))
+	if err := forest.ScoreBatchParallel(scores, rows, max(opts.Forest.Workers, 1)); err != nil {
+		return nil, nil, err
+	}
+	// Step 5.
+	for _, f := range []struct {
+		tail *evt.Tail
+		x    []float64
+	}{{&bh.MaxTail, maxes}, {&bh.SumTail, sums}, {&bh.ForestTail, scores}} {
+		if *f.tail, err = evt.Fit(f.x, 0); err != nil {
+			return nil, nil, fmt.Errorf("models: tail fit: %w", err)
+		}
+	}
+	m.forest = forest
+	flagged := 0
+	levels := make([]float64, len(maxes))
+	for i := range maxes {
+		j := m.Judge(rows[i*ResidualDims:(i+1)*ResidualDims], scores[i])
+		levels[i] = j.Level
+		if j.Anomalous {
+			flagged++
+		}
+	}
+	slices.Sort(levels)
+	names := make([]string, 0, ResidualDims)
+	names = append(names, features.Names[:]...)
+	for _, j := range Smoothed {
+		names = append(names, features.Names[j]+"_damped")
+	}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	algo := AlgorithmIsolationForest
+	if forest.Extension() > 0 {
+		algo = AlgorithmExtendedIsolationForest
+	}
+	m.Metadata = Metadata{
+		Algorithm: algo + "+device-baselines",
+		Profile:   opts.Profile,
+		Features:  names,
+		Hyperparameters: Hyperparameters{
+			Trees: forest.Trees(), Subsample: forest.Subsample(), Extension: forest.Extension(), Seed: opts.Forest.Seed,
+		},
+		Calibration: Calibration{
+			Threshold: LevelScore(bh.AnomalousLevel),
+			Medium:    LevelScore((bh.AnomalousLevel + bh.ExtremeLevel) / 2),
+			High:      LevelScore(bh.ExtremeLevel),
+		},
+		Baselines:    baselines(rows, ResidualDims),
+		TrainingRows: len(maxes),
+		TrainingData: slices.Clone(opts.TrainingData),
+		Metrics: map[string]float64{
+			"train_level_p50":     levels[len(levels)/2],
+			"train_level_p99":     levels[min(len(levels)-1, len(levels)*99/100)],
+			"train_level_max":     levels[len(levels)-1],
+			"train_flagged_share": float64(flagged) / float64(len(levels)),
+			"devices":             float64(len(series)),
+		},
+		CreatedAt: now().UTC().Truncate(time.Millisecond),
+		Behaviour: bh,
+	}
+	if _, err := m.MarshalBinary(); err != nil { // sets m.hash
+		return nil, nil, err
+	}
+	return m, devBase, nil
+}
+
+// warmStart is a training device's baseline before its first window: its
+// own mean and variance over the training period, weighed as the windows
+// they come from (at most BaselineWindows) and shrunk towards the profile
+// prior by PriorWeight. Judging training windows against a baseline as
+// mature as a live device's makes their deviations, and so the tails fitted
+// to them, those the live windows will show; a baseline grown from the prior
+// window by window would understate them.
+func (m *Model) warmStart(vs []features.Vector) DeviceBaseline {
+	var b DeviceBaseline
+	m.StartBaseline(&b)
+	n := float64(len(vs))
+	if n < 2 {
+		return b
+	}
+	for j := range features.Count {
+		mean, ss := 0.0, 0.0
+		for i := range vs {
+			y := scaled(j, vs[i][j])
+			d := y - mean
+			mean += d / float64(i+1)
+			ss += d * (y - mean)
+		}
+		w := min(n, VarianceWindows)
+		prior := float64(PriorWeight)
+		b.Mean[j] = float32((w*mean + prior*m.Behaviour.PriorMean[j]) / (w + prior))
+		b.Var[j] = float32((w*ss/(n-1) + prior*m.Behaviour.PriorVar[j]) / (w + prior))
+	}
+	b.Weight = float32(min(n, VarianceWindows))
+	return b
+}
+
+// CheckSchema refuses a model that cannot judge this build's feature
+// vectors, with a message that says what to do.
+func (m *Model) CheckSchema() error {
+	switch {
+	case m.Behaviour == nil:
+		return fmt.Errorf("model %s (%s) is not a behaviour model of feature schema %d (it has no device baselines; it was trained from a CSV or by an older chainwatch): train a new one on verified history and promote it",
+			short(m.Hash()), m.Profile, features.SchemaVersion)
+	case m.Behaviour.Schema != features.SchemaVersion:
+		return fmt.Errorf("model %s (%s) was trained on feature schema %d, this build computes schema %d: train a new one on verified history and promote it",
+			short(m.Hash()), m.Profile, m.Behaviour.Schema, features.SchemaVersion)
+	}
+	return nil
+}
+
+func short(h string) string { return h[:min(12, len(h))] }
+
+// DeviceBaselineEncodingSize is the length of DeviceBaseline.MarshalBinary.
+const DeviceBaselineEncodingSize = 4 * (2*features.Count + len(Smoothed) + 1)
+
+// MarshalBinary encodes the baseline for a checkpoint (float32s, big-endian).
+func (b *DeviceBaseline) MarshalBinary() ([]byte, error) {
+	out := make([]byte, 0, DeviceBaselineEncodingSize)
+	put := func(f float32) { out = binary.BigEndian.AppendUint32(out, math.Float32bits(f)) }
+	for _, f := range b.Mean {
+		put(f)
+	}
+	for _, f := range b.Var {
+		put(f)
+	}
+	for _, f := range b.Smooth {
+		put(f)
+	}
+	put(b.Weight)
+	return out, nil
+}
+
+// UnmarshalBinary restores a checkpointed baseline.
+func (b *DeviceBaseline) UnmarshalBinary(in []byte) error {
+	if len(in) != DeviceBaselineEncodingSize {
+		return fmt.Errorf("models: baseline checkpoint of %d bytes is damaged", len(in))
+	}
+	get := func() float32 {
+		f := math.Float32frombits(binary.BigEndian.Uint32(in))
+		in = in[4:]
+		return f
+	}
+	var g DeviceBaseline
+	for j := range g.Mean {
+		g.Mean[j] = get()
+	}
+	for j := range g.Var {
+		g.Var[j] = get()
+	}
+	for j := range g.Smooth {
+		g.Smooth[j] = get()
+	}
+	g.Weight = get()
+	*b = g
+	return nil
+}

@@ -1,0 +1,168 @@
+package models
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/models/iforest"
+)
+
+// synthDevice generates one device's windows: Poisson flows at its own
+// rate (devices of a profile differ tenfold in scale), lognormal bytes, a
+// few usual peers; flood multiplies the flow rate with small packets.
+type synthDevice struct {
+	rate  float64
+	bytes float64
+	feat  features.Device
+	win   *features.Window
+	rng   *rand.Rand
+}
+
+func newSynthDevice(rng *rand.Rand) *synthDevice {
+	return &synthDevice{rate: 2 * math.Exp(rng.NormFloat64()), bytes: 1000 * math.Exp(rng.NormFloat64()), win: features.NewWindow(), rng: rng}
+}
+
+func poissonDraw(rng *rand.Rand, l float64) int {
+	if l > 30 {
+		return max(0, int(l+math.Sqrt(l)*rng.NormFloat64()+0.5))
+	}
+	k, p, e := 0, 1.0, math.Exp(-l)
+	for {
+		p *= rng.Float64()
+		if p <= e {
+			return k
+		}
+		k++
+	}
+}
+
+func (d *synthDevice) window(index int64, flood float64) (features.Vector, bool) {
+	d.win.Reset()
+	n := poissonDraw(d.rng, d.rate)
+	for range n {
+		b := uint64(d.bytes * math.Exp(0.35*d.rng.NormFloat64()))
+		d.win.Add(features.Flow{Dst: uint64(1 + d.rng.IntN(3)), DstPort: 443, BytesOut: b, BytesIn: b / 2, PacketsOut: 1 + b/1200, PacketsIn: 1 + b/2400})
+	}
+	for range int(flood * d.rate) {
+		d.win.Add(features.Flow{Dst: 77, DstPort: 80, BytesOut: 120, PacketsOut: 2, Failed: true})
+	}
+	if d.win.Flows() == 0 {
+		return features.Vector{}, false
+	}
+	v := d.feat.Observe(d.win, index)
+	d.win.Destinations(d.feat.History.Add)
+	return v, true
+}
+
+func TestBehaviourModelHoldsItsBudgetAndGrowsWithIntensity(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	devs := make([]*synthDevice, 30)
+	series := make([]DeviceSeries, len(devs))
+	for i := range devs {
+		devs[i] = newSynthDevice(rng)
+		series[i].Device = string(rune('a' + i))
+		for w := int64(1); w <= 200; w++ {
+			if v, ok := devs[i].window(w, 0); ok {
+				series[i].Vectors = append(series[i].Vectors, v)
+			}
+		}
+	}
+	m, bases, err := TrainBehaviour(series, BehaviourOptions{Forest: iforest.Config{Seed: 3}, Profile: "synthetic",
+		Budget: Budget{FalseAlertsPer1000DeviceHours: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.CheckSchema(); err != nil {
+		t.Fatal(err)
+	}
+	// Decode what was encoded: the artifact keeps the behaviour section.
+	raw, _ := m.MarshalBinary()
+	back, err := Unmarshal(raw)
+	if err != nil || back.Behaviour == nil || back.Hash() != m.Hash() {
+		t.Fatalf("round trip: %v", err)
+	}
+	// Live normal windows: the anomalous share stays near the budget's
+	// per-window rate p_w (independent windows), within a factor of 2.
+	lw, _ := m.Behaviour.Budget.Levels()
+	pw := math.Pow(10, -lw)
+	r := make([]float64, ResidualDims)
+	score := func(b *DeviceBaseline, v *features.Vector) Judgement {
+		m.Residuals(b, v, r)
+		return m.Judge(r, m.Forest().Score(r))
+	}
+	anomalous, total := 0, 0
+	for i, d := range devs {
+		b := bases[series[i].Device]
+		for w := int64(201); w <= 1200; w++ {
+			v, ok := d.window(w, 0)
+			if !ok {
+				continue
+			}
+			total++
+			if j := score(&b, &v); j.Anomalous {
+				anomalous++
+			} else {
+				b.Learn(&v)
+			}
+		}
+	}
+	share := float64(anomalous) / float64(total)
+	t.Logf("anomalous share %.4f of %d normal windows, budget's p_w %.4f", share, total, pw)
+	if share > 2*pw {
+		t.Errorf("anomalous share %.4f, more than 2× the budget's %.4f", share, pw)
+	}
+	// The same device flooded at rising intensity: the mean score rises
+	// with it, and 5× is anomalous in nearly every window.
+	prev := 0.0
+	for _, x := range []float64{1, 2, 5, 20, 50} {
+		sum, hits, n := 0.0, 0, 0
+		for i, d := range devs {
+			for k := range 20 {
+				b := bases[series[i].Device]
+				v, ok := d.window(int64(1300+k), x)
+				if !ok {
+					continue
+				}
+				j := score(&b, &v)
+				sum += j.Score
+				n++
+				if j.Anomalous {
+					hits++
+				}
+			}
+		}
+		mean := sum / float64(n)
+		t.Logf("flood %gx: mean score %.3f, anomalous %d/%d", x, mean, hits, n)
+		if mean <= prev {
+			t.Errorf("mean score %.3f at %gx not above %.3f", mean, x, prev)
+		}
+		if x >= 5 && float64(hits) < 0.95*float64(n) {
+			t.Errorf("flood %gx: only %d of %d windows anomalous", x, hits, n)
+		}
+		prev = mean
+	}
+}
+
+func TestModelOfAnotherSchemaIsRefused(t *testing.T) {
+	m := &Model{Metadata: Metadata{Profile: "camera"}, hash: "abcdef0123456789"}
+	if err := m.CheckSchema(); err == nil || !strings.Contains(err.Error(), "schema") {
+		t.Fatalf("CSV model accepted: %v", err)
+	}
+	m.Behaviour = &Behaviour{Schema: 1}
+	if err := m.CheckSchema(); err == nil || !strings.Contains(err.Error(), "schema 1") {
+		t.Fatalf("schema-1 model accepted: %v", err)
+	}
+}
+
+func TestBudgetLevels(t *testing.T) {
+	// b = 1 per 1,000 device-hours of 60 s windows: r = 1/60,000 per
+	// window; p_ext = r/2; p_w = √(r/(2·3)).
+	lw, le := Budget{}.Levels()
+	r := 1.0 / 60000
+	if math.Abs(lw+math.Log10(math.Sqrt(r/6))) > 1e-12 || math.Abs(le+math.Log10(r/2)) > 1e-12 {
+		t.Fatalf("levels %v %v", lw, le)
+	}
+}

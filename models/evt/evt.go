@@ -1,0 +1,212 @@
+// Package evt fits the upper tail of a score distribution with extreme-value
+// theory, so that a threshold can be placed at a tail probability far
+// smaller than one over the number of training scores, and so that a score
+// beyond everything seen in training still gets a probability that keeps
+// falling as the score grows.
+//
+// # Peaks over threshold
+//
+// By the Pickands–Balkema–de Haan theorem (Pickands 1975; Balkema & de Haan
+// 1974), for a wide class of distributions the excesses Y = X − u over a high
+// threshold u follow, asymptotically, a generalised Pareto distribution
+//
+//	P(Y > y | X > u) = (1 + ξ y/σ)^(−1/ξ)     (ξ ≠ 0)
+//	                 = exp(−y/σ)              (ξ = 0)
+//
+// with shape ξ and scale σ > 0. With ζ = P(X > u), estimated by the share of
+// training scores above u, the tail probability of a score x ≥ u is
+//
+//	S(x) = ζ · (1 + ξ (x − u)/σ)^(−1/ξ),
+//
+// and the score exceeded with probability p < ζ is
+//
+//	x_p = u + σ/ξ · ((p/ζ)^(−ξ) − 1)           (→ u + σ ln(ζ/p) as ξ → 0).
+//
+// This is the calibration of SPOT (Siffer, Fouque, Termier & Largouët,
+// "Anomaly Detection in Streams with Extreme Value Theory", KDD 2017), who
+// take u at the 98th percentile of the training scores, as Fit does.
+//
+// # Estimating ξ and σ
+//
+// SPOT maximises the likelihood with Grimshaw's procedure. With the few dozen
+// excesses a per-profile model has, the probability-weighted-moment
+// estimators of Hosking & Wallis ("Parameter and quantile estimation for the
+// generalized Pareto distribution", Technometrics 29, 1987) are less variable
+// and have a closed form: with the excesses sorted ascending y₍₁₎ ≤ … ≤ y₍ₙ₎,
+//
+//	a₀ = mean(y),   a₁ = (1/n) Σ (1 − p_i) y₍ᵢ₎,   p_i = (i − 0.35)/n,
+//	ξ = 2 − a₀/(a₀ − 2a₁),   σ = 2 a₀ a₁/(a₀ − 2a₁).
+//
+// A fitted ξ < 0 means a tail with a finite end point, beyond which the
+// fitted probability would be zero; a detector must keep ranking scores past
+// it, so Fit replaces such a fit with the exponential tail (ξ = 0, σ the mean
+// excess, its maximum-likelihood estimate). That makes the tail heavier than
+// fitted, which only raises the thresholds placed on it. ξ is capped at
+// MaxShape, where the estimators' variance grows without bound.
+package evt
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+)
+
+// MaxShape caps the fitted shape ξ: Hosking and Wallis's estimators have
+// finite variance only for ξ < 0.5.
+const MaxShape = 0.5
+
+// DefaultTailShare is the share of training scores above the POT threshold
+// u (SPOT's 98th percentile).
+const DefaultTailShare = 0.02
+
+// quantiles is how many evenly spaced quantiles below u a Tail keeps, for
+// the body of the distribution.
+const quantiles = 64
+
+// Tail is a fitted score distribution: empirical below the threshold U,
+// generalised Pareto above it. Its zero value is unusable; build it with Fit.
+type Tail struct {
+	U     float64 `json:"u"`     // POT threshold
+	Zeta  float64 `json:"zeta"`  // P(X > U) in the training scores
+	Shape float64 `json:"shape"` // ξ ≥ 0
+	Scale float64 `json:"scale"` // σ > 0
+	N     int     `json:"n"`     // training scores
+	// Body holds quantiles of the training scores at probabilities
+	// 0, 1/(len−1), …, 1 − Zeta, for survival below U.
+	Body []float64 `json:"body"`
+}
+
+// Fit estimates the tail of scores, taking the top tailShare of them
+// (0: DefaultTailShare) as excesses. It needs at least 20 scores, so that
+// the tail holds a few of them.
+func Fit(scores []float64, tailShare float64) (Tail, error) {
+	if tailShare == 0 {
+		tailShare = DefaultTailShare
+	}
+	if !(tailShare > 0 && tailShare < 0.5) {
+		return Tail{}, fmt.Errorf("evt: tail share must be in (0, 0.5), got %v", tailShare)
+	}
+	n := len(scores)
+	if n < 20 {
+		return Tail{}, fmt.Errorf("evt: %d scores, need at least 20", n)
+	}
+	sorted := slices.Clone(scores)
+	for _, s := range sorted {
+		if math.IsNaN(s) || math.IsInf(s, 0) {
+			return Tail{}, errors.New("evt: scores must be finite")
+		}
+	}
+	slices.Sort(sorted)
+	k := max(int(math.Ceil(tailShare*float64(n))), 5) // excesses
+	k = min(k, n-1)
+	u := sorted[n-k-1]
+	var y []float64
+	for _, s := range sorted[n-k:] {
+		if s > u {
+			y = append(y, s-u)
+		}
+	}
+	t := Tail{U: u, N: n, Zeta: float64(len(y)) / float64(n)}
+	t.Shape, t.Scale = fitGPD(y)
+	if t.Scale <= 0 { // no excess at all (ties): a tiny scale keeps S decreasing
+		t.Scale = 1e-9 * max(1, math.Abs(u))
+		t.Zeta = max(t.Zeta, 1/float64(n))
+	}
+	t.Body = make([]float64, quantiles)
+	for i := range quantiles {
+		q := (1 - t.Zeta) * float64(i) / float64(quantiles-1)
+		t.Body[i] = sorted[min(int(q*float64(n-1)+0.5), n-1)]
+	}
+	return t, nil
+}
+
+// fitGPD returns Hosking–Wallis PWM estimates of (ξ, σ) for excesses y,
+// with ξ clamped to [0, MaxShape] (see the package doc).
+func fitGPD(y []float64) (shape, scale float64) {
+	n := len(y)
+	if n == 0 {
+		return 0, 0
+	}
+	slices.Sort(y)
+	var a0, a1 float64
+	for i, v := range y {
+		p := (float64(i+1) - 0.35) / float64(n)
+		a0 += v
+		a1 += (1 - p) * v
+	}
+	a0 /= float64(n)
+	a1 /= float64(n)
+	d := a0 - 2*a1
+	if d <= 0 || n < 3 {
+		return 0, a0
+	}
+	shape = 2 - a0/d
+	scale = 2 * a0 * a1 / d
+	switch {
+	case shape < 0 || scale <= 0:
+		return 0, a0 // exponential tail: σ̂ = mean excess (MLE)
+	case shape > MaxShape:
+		// Keep the fitted median excess: for a GPD it is σ(2^ξ − 1)/ξ.
+		med := scale * (math.Pow(2, shape) - 1) / shape
+		shape = MaxShape
+		scale = med * shape / (math.Pow(2, shape) - 1)
+	}
+	return shape, scale
+}
+
+// Survival returns P(X ≥ x): the fitted tail above U, the training
+// quantiles below it. It is non-increasing in x, and strictly decreasing
+// above U, however far past the training scores x lies.
+func (t *Tail) Survival(x float64) float64 {
+	if x > t.U {
+		z := (x - t.U) / t.Scale
+		if t.Shape == 0 {
+			return t.Zeta * math.Exp(-z)
+		}
+		return t.Zeta * math.Pow(1+t.Shape*z, -1/t.Shape)
+	}
+	b := t.Body
+	if len(b) == 0 || x <= b[0] {
+		return 1
+	}
+	// b[i] is the quantile at probability (1−ζ)·i/(len−1).
+	i, _ := slices.BinarySearch(b, x)
+	if i >= len(b) {
+		return t.Zeta
+	}
+	lo, hi := b[i-1], b[min(i, len(b)-1)]
+	frac := 1.0
+	if hi > lo {
+		frac = (x - lo) / (hi - lo)
+	}
+	cdf := (1 - t.Zeta) * (float64(i-1) + frac) / float64(len(b)-1)
+	return 1 - min(cdf, 1-t.Zeta)
+}
+
+// Level returns −log₁₀ Survival(x), computed in log space so that it keeps
+// growing where Survival itself underflows to zero: the detector's anomaly
+// level, unbounded above.
+func (t *Tail) Level(x float64) float64 {
+	if x > t.U {
+		z := (x - t.U) / t.Scale
+		lz := math.Log(t.Zeta)
+		if t.Shape == 0 {
+			return -(lz - z) / math.Ln10
+		}
+		return -(lz - math.Log1p(t.Shape*z)/t.Shape) / math.Ln10
+	}
+	return -math.Log10(t.Survival(x))
+}
+
+// Quantile returns the score exceeded with probability p (0 < p < Zeta):
+// the threshold that a false-alert rate of p per scored row asks for.
+func (t *Tail) Quantile(p float64) float64 {
+	if p >= t.Zeta {
+		return t.U
+	}
+	if t.Shape == 0 {
+		return t.U + t.Scale*math.Log(t.Zeta/p)
+	}
+	return t.U + t.Scale/t.Shape*(math.Pow(p/t.Zeta, -t.Shape)-1)
+}

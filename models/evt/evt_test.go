@@ -1,0 +1,111 @@
+package evt
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// gpdSample draws n values u + Y with Y ~ GPD(ξ, σ) by inversion:
+// Y = σ/ξ · (U^(−ξ) − 1), U uniform on (0, 1].
+func gpdSample(rng *rand.Rand, n int, shape, scale float64) []float64 {
+	out := make([]float64, n)
+	for i := range out {
+		u := 1 - rng.Float64()
+		if shape == 0 {
+			out[i] = -scale * math.Log(u)
+		} else {
+			out[i] = scale / shape * (math.Pow(u, -shape) - 1)
+		}
+	}
+	return out
+}
+
+// A GPD is its own excess distribution above any threshold (with scale
+// σ + ξu), so fitting the top 2% of a large GPD sample must recover ξ, and
+// the fitted quantiles must match the known ones far beyond the sample.
+func TestFitRecoversKnownGPD(t *testing.T) {
+	for _, tc := range []struct{ shape, scale float64 }{{0, 1}, {0.25, 2}, {0.1, 0.5}} {
+		rng := rand.New(rand.NewPCG(1, uint64(tc.shape*100)))
+		x := gpdSample(rng, 200_000, tc.shape, tc.scale)
+		tail, err := Fit(x, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(tail.Shape-tc.shape) > 0.08 {
+			t.Errorf("ξ=%v: fitted %v", tc.shape, tail.Shape)
+		}
+		// Known quantile at p = 1e-6: σ/ξ (p^(−ξ) − 1), or −σ ln p.
+		p := 1e-6
+		want := -tc.scale * math.Log(p)
+		if tc.shape > 0 {
+			want = tc.scale / tc.shape * (math.Pow(p, -tc.shape) - 1)
+		}
+		got := tail.Quantile(p)
+		if math.Abs(got-want)/want > 0.2 {
+			t.Errorf("ξ=%v: quantile(1e-6) = %v, want %v", tc.shape, got, want)
+		}
+		if s := tail.Survival(got); math.Abs(s-p)/p > 1e-9 {
+			t.Errorf("Survival(Quantile(p)) = %v, want %v", s, p)
+		}
+	}
+}
+
+// Exponential tail by hand: excess mean 1 above u → S(u + y) = ζ e^(−y).
+func TestExponentialTailKnownValues(t *testing.T) {
+	tail := Tail{U: 10, Zeta: 0.02, Shape: 0, Scale: 1}
+	if got, want := tail.Survival(10+math.Log(2)), 0.01; math.Abs(got-want) > 1e-15 {
+		t.Errorf("S = %v, want %v", got, want)
+	}
+	if got, want := tail.Quantile(0.02*math.Exp(-3)), 13.0; math.Abs(got-want) > 1e-12 {
+		t.Errorf("x_p = %v, want %v", got, want)
+	}
+}
+
+// Bounded scores (uniform: ξ = −1) must still give a tail that keeps
+// falling past the largest training score.
+func TestBoundedTailStillExtrapolates(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	x := make([]float64, 5000)
+	for i := range x {
+		x[i] = rng.Float64()
+	}
+	tail, err := Fit(x, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tail.Shape != 0 {
+		t.Fatalf("shape %v, want the exponential fallback", tail.Shape)
+	}
+	prev := tail.Level(0.99)
+	for _, v := range []float64{1.0, 1.5, 3, 10, 1e6} {
+		l := tail.Level(v)
+		if !(l > prev) || math.IsInf(l, 0) {
+			t.Fatalf("level not strictly increasing past the sample: L(%v)=%v after %v", v, l, prev)
+		}
+		if v < 3 && math.Abs(math.Pow(10, -l)-tail.Survival(v)) > 1e-12 {
+			t.Fatalf("level %v disagrees with survival %v", l, tail.Survival(v))
+		}
+		prev = l
+	}
+}
+
+func TestBodySurvivalMatchesEmpirical(t *testing.T) {
+	x := make([]float64, 1000)
+	for i := range x {
+		x[i] = float64(i)
+	}
+	tail, err := Fit(x, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []float64{0, 100, 500, 900} {
+		want := 1 - v/999
+		if got := tail.Survival(v); math.Abs(got-want) > 0.02 {
+			t.Errorf("S(%v) = %v, want ≈ %v", v, got, want)
+		}
+	}
+	if _, err := Fit(x[:10], 0); err == nil {
+		t.Error("fit on 10 scores accepted")
+	}
+}

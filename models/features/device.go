@@ -1,0 +1,168 @@
+package features
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// RecentSize is how many recently first-contacted hosts a device keeps
+// watching for repeat contact.
+const RecentSize = 4
+
+// RecentSpan is how many windows a first contact is remembered for: about
+// an hour of one-minute windows. It is also the half-life, in windows, of
+// the damped count of windows with a first contact (FirstContactWindows1h)
+// doubled.
+const RecentSpan = 60
+
+// firstContactDecay is the per-window factor of the damped first-contact
+// count: a half-life of RecentSpan/2 windows, as Kitsune's damped window
+// statistics (Mirsky et al., NDSS 2018) weigh the past by 2^(−λΔt).
+var firstContactDecay = math.Exp2(-2.0 / RecentSpan)
+
+// recentDst is a host first contacted within the last RecentSpan windows.
+type recentDst struct {
+	dst     uint64
+	first   int64 // window index of the first contact
+	last    int64 // window index of the newest contact
+	repeats int32 // windows after the first in which it was contacted
+}
+
+// Device is the per-device context the time features need: the history of
+// destinations seen in normal windows, the hosts first contacted recently,
+// and the damped count of first contacts. It is a fixed-size value (no
+// pointers), so a device's whole state stays well under a kilobyte.
+type Device struct {
+	History History
+	recent  [RecentSize]recentDst
+	// firstContacts is the damped count of windows with a first contact,
+	// as of window lastWindow.
+	firstContacts float64
+	lastWindow    int64
+}
+
+// Observe computes the window's vector for a device and advances the
+// device's context past it. index numbers windows (start / size), so that
+// gaps between a device's windows decay its damped counts correctly.
+// Windows must be observed in increasing index order.
+func (d *Device) Observe(w *Window, index int64) Vector {
+	if d.lastWindow != 0 && index > d.lastWindow {
+		d.firstContacts *= math.Pow(firstContactDecay, float64(index-d.lastWindow))
+	}
+	d.lastWindow = index
+	v := w.vector()
+	if w.flows == 0 {
+		v[FirstContactWindows1h] = d.firstContacts
+		return v
+	}
+	newDst, newInternal, recurrence, firstContact := 0, 0, int32(0), false
+	for dst, internal := range w.dsts {
+		known := d.History.Contains(dst)
+		if !known {
+			newDst++
+			if internal {
+				newInternal++
+			}
+		}
+		if r := d.recentOf(dst, index); r != nil {
+			if r.last < index {
+				r.repeats++
+				r.last = index
+			}
+			recurrence = max(recurrence, r.repeats)
+			continue
+		}
+		if !known { // a first contact
+			firstContact = true
+			d.remember(dst, index)
+		}
+	}
+	if firstContact {
+		d.firstContacts++
+	}
+	v[NewDst] = float64(newDst)
+	v[NewInternalDst] = float64(newInternal)
+	v[FirstContactWindows1h] = d.firstContacts
+	v[NewDstRecurrence] = float64(recurrence)
+	return v
+}
+
+// recentOf returns the live entry for dst, if any.
+func (d *Device) recentOf(dst uint64, index int64) *recentDst {
+	for i := range d.recent {
+		r := &d.recent[i]
+		if r.dst == dst && r.first != 0 && index-r.first < RecentSpan {
+			return r
+		}
+	}
+	return nil
+}
+
+// remember watches dst from window index on, replacing an expired entry or
+// else the one contacted least recently.
+func (d *Device) remember(dst uint64, index int64) {
+	victim := 0
+	for i := range d.recent {
+		r := &d.recent[i]
+		if r.first == 0 || index-r.first >= RecentSpan {
+			victim = i
+			break
+		}
+		if r.last < d.recent[victim].last {
+			victim = i
+		}
+	}
+	d.recent[victim] = recentDst{dst: dst, first: index, last: index}
+}
+
+// deviceEncodingSize is the history, RecentSize × (8+8+8+4), and the damped
+// count with its window index.
+const deviceEncodingSize = historyEncodingSize + RecentSize*28 + 16
+
+// MarshalBinary encodes the device context for a checkpoint.
+func (d *Device) MarshalBinary() ([]byte, error) {
+	b, _ := d.History.MarshalBinary()
+	for _, r := range d.recent {
+		b = binary.BigEndian.AppendUint64(b, r.dst)
+		b = binary.BigEndian.AppendUint64(b, uint64(r.first))
+		b = binary.BigEndian.AppendUint64(b, uint64(r.last))
+		b = binary.BigEndian.AppendUint32(b, uint32(r.repeats))
+	}
+	b = binary.BigEndian.AppendUint64(b, math.Float64bits(d.firstContacts))
+	b = binary.BigEndian.AppendUint64(b, uint64(d.lastWindow))
+	return b, nil
+}
+
+// UnmarshalBinary restores a checkpointed device context. A bare history
+// (the checkpoint of schema 1) restores the history alone.
+func (d *Device) UnmarshalBinary(b []byte) error {
+	var g Device
+	if len(b) == historyEncodingSize {
+		if err := g.History.UnmarshalBinary(b); err != nil {
+			return err
+		}
+		*d = g
+		return nil
+	}
+	if len(b) != deviceEncodingSize {
+		return fmt.Errorf("features: device checkpoint of %d bytes is damaged", len(b))
+	}
+	if err := g.History.UnmarshalBinary(b[:historyEncodingSize]); err != nil {
+		return err
+	}
+	off := historyEncodingSize
+	for i := range g.recent {
+		g.recent[i] = recentDst{
+			dst:     binary.BigEndian.Uint64(b[off:]),
+			first:   int64(binary.BigEndian.Uint64(b[off+8:])),
+			last:    int64(binary.BigEndian.Uint64(b[off+16:])),
+			repeats: int32(binary.BigEndian.Uint32(b[off+24:])),
+		}
+		off += 28
+	}
+	g.firstContacts = math.Float64frombits(binary.BigEndian.Uint64(b[off:]))
+	g.lastWindow = int64(binary.BigEndian.Uint64(b[off+8:]))
+	*d = g
+	return nil
+}

@@ -1,0 +1,202 @@
+package pipeline_test
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+)
+
+// attackTruth is one ground-truth attack, with the intensity it was
+// played at (1 when the generator has no intensity knob).
+type attackTruth struct {
+	device, scenario string
+	intensity        float64
+	start, end       time.Time
+}
+
+// incidentSpan is one behaviour incident as an analyst sees it: from its
+// first anomalous window to its last, opened when its opening event came.
+type incidentSpan struct {
+	id, device     string
+	first, last    time.Time // span of anomalous windows [first, last)
+	openedAt       time.Time // end of the window that opened it
+	peak           float64
+	events         int
+	closed         bool
+	matchedAttack  bool
+	openingScore   float64
+	openedFeatures []contract.Contribution
+}
+
+// incidentsOf groups behaviour alerts into incidents; one still open at
+// runEnd spans to it.
+func incidentsOf(alerts []contract.Alert, runEnd time.Time) []*incidentSpan {
+	byID := map[string]*incidentSpan{}
+	for _, a := range alerts {
+		if a.Kind != contract.AlertBehaviour || a.Incident == nil {
+			continue
+		}
+		s := byID[a.Incident.ID]
+		if s == nil {
+			s = &incidentSpan{id: a.Incident.ID, device: a.DeviceID, first: a.WindowStart, last: a.WindowEnd}
+			byID[a.Incident.ID] = s
+		}
+		s.events++
+		s.peak = max(s.peak, a.Score)
+		if a.WindowStart.Before(s.first) {
+			s.first = a.WindowStart
+		}
+		if a.WindowEnd.After(s.last) {
+			s.last = a.WindowEnd
+		}
+		if a.Incident.Status == contract.IncidentClosed {
+			s.closed = true
+		}
+		if a.Incident.Status == contract.IncidentOpened {
+			s.openedAt, s.openingScore, s.openedFeatures = a.WindowEnd, a.Score, a.Features
+		}
+	}
+	out := make([]*incidentSpan, 0, len(byID))
+	for _, s := range byID {
+		if !s.closed && runEnd.After(s.last) {
+			s.last = runEnd
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].first.Before(out[j].first) })
+	return out
+}
+
+// attackResult is how the service did on one attack.
+type attackResult struct {
+	attackTruth
+	detected     bool          // an incident of the device was open during the attack
+	within3      bool          // … opened by the end of the attack's third window
+	timeToDetect time.Duration // attack start → end of the opening window
+	windows      int
+	covered      int // attack windows inside an incident's span
+	peak         float64
+}
+
+// detectionReport scores incidents against the ground truth.
+type detectionReport struct {
+	attacks        []attackResult
+	incidents      int
+	falseIncidents []*incidentSpan
+	falseEvents    int
+	deviceHours    float64
+}
+
+// evaluate matches incidents to attacks. An incident belongs to an attack
+// of its device when its span meets the attack or the tail after it
+// (tail: the windows an incident may take to close after the attack ends);
+// every other incident is false.
+func evaluate(alerts []contract.Alert, truth []attackTruth, window, tail time.Duration, runEnd time.Time, deviceHours float64) detectionReport {
+	incs := incidentsOf(alerts, runEnd)
+	rep := detectionReport{incidents: len(incs), deviceHours: deviceHours}
+	for _, g := range truth {
+		r := attackResult{attackTruth: g}
+		for w := g.start; w.Before(g.end); w = w.Add(window) {
+			r.windows++
+			for _, s := range incs {
+				if s.device == g.device && !w.Before(s.first) && w.Before(s.last) {
+					r.covered++
+					break
+				}
+			}
+		}
+		for _, s := range incs {
+			if s.device != g.device || !s.first.Before(g.end.Add(tail)) || !s.last.After(g.start) {
+				continue
+			}
+			s.matchedAttack = true
+			if s.openedAt.IsZero() || !s.openedAt.After(g.end) || s.first.Before(g.end) {
+				r.detected = true
+				r.peak = max(r.peak, s.peak)
+				ttd := max(s.openedAt.Sub(g.start), window)
+				if r.timeToDetect == 0 || ttd < r.timeToDetect {
+					r.timeToDetect = ttd
+				}
+				if !s.openedAt.After(g.start.Add(3 * window)) {
+					r.within3 = true
+				}
+			}
+		}
+		rep.attacks = append(rep.attacks, r)
+	}
+	for _, s := range incs {
+		if !s.matchedAttack {
+			rep.falseIncidents = append(rep.falseIncidents, s)
+			rep.falseEvents += s.events
+		}
+	}
+	return rep
+}
+
+// perThousand is a count per 1,000 device-hours.
+func (r detectionReport) perThousand(n int) float64 { return float64(n) / r.deviceHours * 1000 }
+
+// cell groups attacks by kind and intensity for the benchmark table.
+type cell struct {
+	scenario  string
+	intensity float64
+}
+
+// table renders, per attack kind and intensity: attack recall within three
+// windows, attack recall at all, window recall, median time to detect and
+// mean peak score.
+func (r detectionReport) table() string {
+	groups := map[cell][]attackResult{}
+	for _, a := range r.attacks {
+		c := cell{a.scenario, a.intensity}
+		groups[c] = append(groups[c], a)
+	}
+	keys := make([]cell, 0, len(groups))
+	for c := range groups {
+		keys = append(keys, c)
+	}
+	slices.SortFunc(keys, func(a, b cell) int {
+		if c := strings.Compare(a.scenario, b.scenario); c != 0 {
+			return c
+		}
+		switch {
+		case a.intensity < b.intensity:
+			return -1
+		case a.intensity > b.intensity:
+			return 1
+		}
+		return 0
+	})
+	var b strings.Builder
+	fmt.Fprintf(&b, "| attack | intensity | attacks | recall ≤ 3 windows | recall | window recall | median time to detect | mean peak score |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|\n")
+	for _, c := range keys {
+		g := groups[c]
+		within, detected, windows, covered, peak := 0, 0, 0, 0, 0.0
+		var ttd []time.Duration
+		for _, a := range g {
+			if a.within3 {
+				within++
+			}
+			if a.detected {
+				detected++
+				ttd = append(ttd, a.timeToDetect)
+			}
+			windows += a.windows
+			covered += a.covered
+			peak += a.peak
+		}
+		med := "–"
+		if len(ttd) > 0 {
+			slices.Sort(ttd)
+			med = ttd[len(ttd)/2].String()
+		}
+		fmt.Fprintf(&b, "| %s | %g | %d | %.2f | %.2f | %.2f | %s | %.3f |\n", c.scenario, c.intensity, len(g),
+			float64(within)/float64(len(g)), float64(detected)/float64(len(g)), float64(covered)/float64(max(windows, 1)), med, peak/float64(len(g)))
+	}
+	return b.String()
+}

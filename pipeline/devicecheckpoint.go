@@ -1,0 +1,53 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/chainwatch/chainwatch/models"
+	"github.com/chainwatch/chainwatch/pipeline/incidents"
+)
+
+// deviceCheckpointVersion heads a device's checkpoint in the state store:
+//
+//	1 byte  version (2)
+//	…       features.Device encoding (destination history, recent first contacts)
+//	…       models.DeviceBaseline encoding
+//	…       incidents.State encoding
+//
+// A checkpoint written before version 2 is a bare destination history;
+// it restores the history and leaves the baseline to start afresh.
+const deviceCheckpointVersion = 2
+
+func marshalDevice(d *deviceState) []byte {
+	feat, _ := d.feat.MarshalBinary()
+	base, _ := d.baseline.MarshalBinary()
+	inc, _ := d.incident.MarshalBinary()
+	b := make([]byte, 0, 1+len(feat)+len(base)+len(inc))
+	b = append(b, deviceCheckpointVersion)
+	b = append(b, feat...)
+	b = append(b, base...)
+	return append(b, inc...)
+}
+
+func unmarshalDevice(b []byte, d *deviceState) error {
+	if len(b) == 0 {
+		return errors.New("empty device checkpoint")
+	}
+	if b[0] != deviceCheckpointVersion { // a bare history
+		return d.feat.UnmarshalBinary(b)
+	}
+	n := len(b) - 1 - models.DeviceBaselineEncodingSize - incidents.EncodingSize
+	if n <= 0 {
+		return fmt.Errorf("device checkpoint of %d bytes is damaged", len(b))
+	}
+	rest := b[1:]
+	if err := d.feat.UnmarshalBinary(rest[:n]); err != nil {
+		return err
+	}
+	rest = rest[n:]
+	if err := d.baseline.UnmarshalBinary(rest[:models.DeviceBaselineEncodingSize]); err != nil {
+		return err
+	}
+	return d.incident.UnmarshalBinary(rest[models.DeviceBaselineEncodingSize:])
+}

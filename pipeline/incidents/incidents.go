@@ -1,0 +1,214 @@
+// Package incidents groups a device's anomalous windows into incidents, the
+// unit an analyst works on, with hysteresis in the manner of AWS IoT Device
+// Defender's datapoints-to-alarm and datapoints-to-clear: an incident opens
+// when K of the last N windows are anomalous, or at once on one extreme
+// window; it is updated while it lasts, when its peak confidence rises; and
+// it closes after M windows without an anomalous one (a window in which the
+// device sent nothing counts as quiet).
+//
+// The state kept per device is a fixed-size value, checkpointed with the
+// device, so a restart or a partition move carries an open incident on
+// under the same deterministic id.
+package incidents
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+)
+
+// Rule is the hysteresis. The zero value means K=2 of N=3 to open, M=5
+// quiet windows to close.
+type Rule struct {
+	K int `yaml:"k"` // anomalous windows among the last N that open an incident
+	N int `yaml:"n"`
+	M int `yaml:"m"` // quiet windows that close it
+}
+
+// WithDefaults fills zero fields.
+func (r Rule) WithDefaults() Rule {
+	if r.K == 0 {
+		r.K = 2
+	}
+	if r.N == 0 {
+		r.N = 3
+	}
+	if r.M == 0 {
+		r.M = 5
+	}
+	return r
+}
+
+// Validate names the first unusable field.
+func (r Rule) Validate() error {
+	r = r.WithDefaults()
+	switch {
+	case r.N < 1 || r.N > 16:
+		return fmt.Errorf("n: must be in [1, 16], got %d", r.N)
+	case r.K < 1 || r.K > r.N:
+		return fmt.Errorf("k: must be in [1, n=%d], got %d", r.N, r.K)
+	case r.M < 1:
+		return fmt.Errorf("m: must be at least 1, got %d", r.M)
+	}
+	return nil
+}
+
+// Status of an incident event.
+type Status string
+
+const (
+	Opened  Status = "opened"
+	Updated Status = "updated"
+	Closed  Status = "closed"
+)
+
+// Level grades a window: 0 normal, then the confidence bands of an
+// anomalous one.
+type Level uint8
+
+const (
+	Normal Level = iota
+	Low
+	Medium
+	High // extreme: opens an incident on its own
+)
+
+// Window is one judged window of the device.
+type Window struct {
+	Index int64 // window number (start / size), increasing per device
+	Level Level
+	Score float64
+}
+
+// Event is something to tell the analyst about an incident.
+type Event struct {
+	Status Status
+	// Seq numbers the incident's events from 0 (its opening).
+	Seq int
+	// First and Last are the indices of its first and newest anomalous
+	// windows; First identifies the incident.
+	First, Last int64
+	// Windows is how many anomalous windows it holds so far.
+	Windows   int
+	PeakScore float64
+	PeakLevel Level
+}
+
+// State is one device's incident state. Its zero value has no incident.
+type State struct {
+	recent    uint16 // bit i: the window i before lastIndex was anomalous
+	lastIndex int64
+	open      bool
+	first     int64 // first anomalous window of the open incident, or of the run that may open one
+	last      int64 // newest anomalous window
+	windows   uint32
+	peak      float32
+	peakLevel Level
+	seq       uint16
+}
+
+// Open reports whether an incident is open.
+func (s *State) Open() bool { return s.open }
+
+// Observe takes the device's next window and returns the event it causes,
+// if any: an opening, an update (a higher peak level) or a closing (the
+// window came after M quiet ones; the incident closes before the window is
+// considered, and the window may then open the next one).
+func (s *State) Observe(r Rule, w Window, out []Event) []Event {
+	r = r.WithDefaults()
+	out = s.expire(r, w.Index-1, out)
+	if gap := w.Index - s.lastIndex; s.lastIndex == 0 || gap >= 16 {
+		s.recent = 0
+	} else if gap > 0 {
+		s.recent <<= uint(gap)
+	}
+	s.lastIndex = w.Index
+	if w.Level == Normal {
+		return out
+	}
+	s.recent |= 1
+	window := uint16(1)<<uint(r.N) - 1
+	if !s.open {
+		// The run that may open an incident starts at the oldest anomalous
+		// window still among the last N.
+		run := s.recent & window
+		s.first = w.Index - int64(15-bits.LeadingZeros16(run))
+		if bits.OnesCount16(run) >= r.K || w.Level == High {
+			s.open, s.seq, s.windows = true, 0, uint32(bits.OnesCount16(run))
+			s.last, s.peak, s.peakLevel = w.Index, float32(w.Score), w.Level
+			return append(out, s.event(Opened))
+		}
+		return out
+	}
+	s.windows++
+	s.last = w.Index
+	s.peak = max(s.peak, float32(w.Score))
+	if w.Level > s.peakLevel {
+		s.peakLevel = w.Level
+		s.seq++
+		return append(out, s.event(Updated))
+	}
+	return out
+}
+
+// Expire closes the open incident if the windows after its newest
+// anomalous one, through index, number at least M: for devices that fell
+// silent, whose next window may never come.
+func (s *State) Expire(r Rule, index int64, out []Event) []Event {
+	return s.expire(r.WithDefaults(), index, out)
+}
+
+func (s *State) expire(r Rule, index int64, out []Event) []Event {
+	if s.open && index-s.last >= int64(r.M) {
+		s.open = false
+		s.seq++
+		return append(out, s.event(Closed))
+	}
+	return out
+}
+
+func (s *State) event(st Status) Event {
+	return Event{Status: st, Seq: int(s.seq), First: s.first, Last: s.last, Windows: int(s.windows),
+		PeakScore: float64(s.peak), PeakLevel: s.peakLevel}
+}
+
+// EncodingSize is the length of MarshalBinary's output.
+const EncodingSize = 2 + 8 + 1 + 8 + 8 + 4 + 4 + 1 + 2
+
+// MarshalBinary encodes the state for a checkpoint.
+func (s *State) MarshalBinary() ([]byte, error) {
+	b := make([]byte, 0, EncodingSize)
+	b = binary.BigEndian.AppendUint16(b, s.recent)
+	b = binary.BigEndian.AppendUint64(b, uint64(s.lastIndex))
+	open := byte(0)
+	if s.open {
+		open = 1
+	}
+	b = append(b, open)
+	b = binary.BigEndian.AppendUint64(b, uint64(s.first))
+	b = binary.BigEndian.AppendUint64(b, uint64(s.last))
+	b = binary.BigEndian.AppendUint32(b, s.windows)
+	b = binary.BigEndian.AppendUint32(b, uint32FromFloat(s.peak))
+	b = append(b, byte(s.peakLevel))
+	b = binary.BigEndian.AppendUint16(b, s.seq)
+	return b, nil
+}
+
+// UnmarshalBinary restores a checkpointed state.
+func (s *State) UnmarshalBinary(b []byte) error {
+	if len(b) != EncodingSize {
+		return fmt.Errorf("incidents: state checkpoint of %d bytes is damaged", len(b))
+	}
+	*s = State{
+		recent:    binary.BigEndian.Uint16(b),
+		lastIndex: int64(binary.BigEndian.Uint64(b[2:])),
+		open:      b[10] == 1,
+		first:     int64(binary.BigEndian.Uint64(b[11:])),
+		last:      int64(binary.BigEndian.Uint64(b[19:])),
+		windows:   binary.BigEndian.Uint32(b[27:]),
+		peak:      float32FromUint(binary.BigEndian.Uint32(b[31:])),
+		peakLevel: Level(b[35]),
+		seq:       binary.BigEndian.Uint16(b[36:]),
+	}
+	return nil
+}

@@ -1,0 +1,89 @@
+package incidents
+
+import (
+	"reflect"
+	"testing"
+)
+
+// run feeds levels for consecutive windows from index 100 (a −1 skips a
+// window: the device sent nothing) and returns the events.
+func run(t *testing.T, s *State, r Rule, levels ...int) []Event {
+	t.Helper()
+	var out []Event
+	for i, l := range levels {
+		if l < 0 {
+			continue
+		}
+		out = s.Observe(r, Window{Index: int64(100 + i), Level: Level(l), Score: float64(l) / 4}, out)
+	}
+	return out
+}
+
+func TestKOfNOpensAndMQuietClose(t *testing.T) {
+	var s State
+	r := Rule{} // 2 of 3, 5 quiet
+	// One anomalous window alone opens nothing; two within three do.
+	ev := run(t, &s, r, 0, 1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0)
+	want := []Event{
+		{Status: Opened, Seq: 0, First: 104, Last: 106, Windows: 2, PeakScore: 0.25, PeakLevel: Low},
+	}
+	if !reflect.DeepEqual(ev, want) {
+		t.Fatalf("events %+v, want %+v", ev, want)
+	}
+	// Four quiet windows (108–111) keep it open; the next window, with
+	// 112 quiet as well, comes after five and closes it first.
+	ev = s.Observe(r, Window{Index: 113}, nil)
+	if len(ev) != 1 || ev[0].Status != Closed || ev[0].Windows != 3 || ev[0].Last != 107 || ev[0].Seq != 1 {
+		t.Fatalf("closing %+v", ev)
+	}
+	if s.Open() {
+		t.Fatal("still open")
+	}
+}
+
+func TestExtremeWindowOpensAloneAndRisingPeakUpdates(t *testing.T) {
+	var s State
+	ev := run(t, &s, Rule{}, 0, 3, 1, 3)
+	if len(ev) != 1 || ev[0].Status != Opened || ev[0].PeakLevel != High {
+		t.Fatalf("events %+v", ev)
+	}
+	s = State{}
+	ev = run(t, &s, Rule{}, 1, 1, 2, 2, 3)
+	if len(ev) != 3 || ev[1].Status != Updated || ev[1].PeakLevel != Medium || ev[2].PeakLevel != High || ev[2].Seq != 2 {
+		t.Fatalf("events %+v", ev)
+	}
+}
+
+// A device that falls silent has its incident closed by Expire; windows
+// missing in between count as quiet.
+func TestSilenceClosesAndCountsAsQuiet(t *testing.T) {
+	var s State
+	run(t, &s, Rule{}, 1, 1)
+	if ev := s.Expire(Rule{}, 104, nil); len(ev) != 0 {
+		t.Fatalf("closed after 3 quiet windows: %+v", ev)
+	}
+	if ev := s.Expire(Rule{}, 106, nil); len(ev) != 1 || ev[0].Status != Closed {
+		t.Fatalf("not closed after 5 quiet windows: %+v", ev)
+	}
+	// Two anomalous windows 5 apart are two episodes' worth of nothing.
+	s = State{}
+	if ev := run(t, &s, Rule{}, 1, -1, -1, -1, -1, 1); len(ev) != 0 {
+		t.Fatalf("events %+v", ev)
+	}
+}
+
+func TestStateCheckpointRoundTrip(t *testing.T) {
+	var s State
+	run(t, &s, Rule{}, 1, 2, 0, 3)
+	b, _ := s.MarshalBinary()
+	var g State
+	if err := g.UnmarshalBinary(b); err != nil || g != s {
+		t.Fatalf("round trip changed the state (%v): %+v vs %+v", err, g, s)
+	}
+	if err := g.UnmarshalBinary(b[:5]); err == nil {
+		t.Fatal("damaged checkpoint accepted")
+	}
+	if err := (Rule{K: 4, N: 3}).Validate(); err == nil {
+		t.Fatal("k > n accepted")
+	}
+}
