@@ -3,7 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"encoding/csv"
-		"os"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
