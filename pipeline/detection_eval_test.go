@@ -16,6 +16,9 @@ type attackTruth struct {
 	device, scenario string
 	intensity        float64
 	start, end       time.Time
+	// victim marks a device the attack probed: its incidents are the
+	// attack's, not false, but it counts in no recall.
+	victim bool
 }
 
 // incidentSpan is one behaviour incident as an analyst sees it: from its
@@ -126,7 +129,9 @@ func evaluate(alerts []contract.Alert, truth []attackTruth, window, tail time.Du
 				}
 			}
 		}
-		rep.attacks = append(rep.attacks, r)
+		if !g.victim {
+			rep.attacks = append(rep.attacks, r)
+		}
 	}
 	for _, s := range incs {
 		if !s.matchedAttack {

@@ -221,6 +221,12 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 			d.metrics.WindowsScored.WithLabelValues(cw.Profile).Inc()
 			d.metrics.Scores.WithLabelValues(cw.Profile).Observe(j.Score)
 			d.metrics.Summary.WindowsScored.Add(1)
+			if d.log.Enabled(ctx, slog.LevelDebug) {
+				top := m.ExplainDeviation(&cw.state.baseline, &cw.Vector, r, 1)
+				d.log.Debug("window judged", "device", cw.DeviceID, "window", cw.Start.Format(time.RFC3339), "level", j.Level,
+					"score", j.Score, "anomalous", j.Anomalous, "extreme", j.Extreme, "top_feature", top[0].Feature,
+					"value", top[0].Value, "baseline", top[0].Baseline)
+			}
 			if j.Anomalous {
 				d.metrics.AnomalousWindows.WithLabelValues(cw.Profile).Inc()
 			} else {

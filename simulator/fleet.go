@@ -67,6 +67,7 @@ type Device struct {
 	Firmware   string         // hex SHA-256 of its firmware image
 	peers      [][]netip.Addr // per Profile.Peers entry, the addresses this device uses
 	retired    bool           // taken off the network after its revocation
+	scale      float64        // its traffic relative to its profile's (0: 1)
 }
 
 // siteServer is the on-site server of a profile's site peer i.

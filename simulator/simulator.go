@@ -68,6 +68,19 @@ type Config struct {
 	// altered record; nil skips that scenario (only the embedded broker
 	// can be asked).
 	Forger HistoryForger
+	// Heterogeneity spreads the devices of one profile: each device's
+	// traffic rate and flow sizes are its profile's times a factor
+	// e^(h·N(0,1)) of its own. Default 0: devices of a profile alike.
+	Heterogeneity float64
+	// Attacks, when set, is the rotation of attacks played instead of
+	// Scenarios at their built-in strength: each an attack kind at an
+	// intensity relative to the attacked device's own normal traffic
+	// (AttackSpec). Attacks then start every AttackEvery on a device not
+	// under attack already, so several may run at once.
+	Attacks []AttackSpec
+	// AttackLength bounds an attack's duration: each lasts a whole number
+	// of minutes drawn from [AttackLength/2, AttackLength). Default 16m.
+	AttackLength time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -103,6 +116,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TelemetryTopic == "" {
 		c.TelemetryTopic = "iot.telemetry"
+	}
+	if c.AttackLength == 0 {
+		c.AttackLength = 16 * time.Minute
 	}
 	return c
 }
@@ -155,7 +171,16 @@ func New(cfg Config, log *slog.Logger) (*Simulator, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Simulator{cfg: cfg, Fleet: NewFleet(cfg.Devices, cfg.Seed), rng: rand.New(rand.NewPCG(cfg.Seed, 0x51a7)),
+	fleet := NewFleet(cfg.Devices, cfg.Seed)
+	if cfg.Heterogeneity > 0 {
+		// Its own stream, so that a seed's fleet is the same with and
+		// without heterogeneity but for the scale.
+		hr := rand.New(rand.NewPCG(cfg.Seed, 0x4e7e))
+		for _, d := range fleet {
+			d.scale = math.Exp(cfg.Heterogeneity * hr.NormFloat64())
+		}
+	}
+	return &Simulator{cfg: cfg, Fleet: fleet, rng: rand.New(rand.NewPCG(cfg.Seed, 0x51a7)),
 		trustRng: rand.New(rand.NewPCG(cfg.Seed, 0x7e1e)), log: log}, nil
 }
 
@@ -250,7 +275,7 @@ func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 		defer f.Close()
 		s.file, s.truth = f, csv.NewWriter(f)
 		if info, err := f.Stat(); err == nil && info.Size() == 0 {
-			if err := s.truth.Write([]string{"device_id", "profile", "scenario", "start", "end"}); err != nil {
+			if err := s.truth.Write([]string{"device_id", "profile", "scenario", "start", "end", "intensity"}); err != nil {
 				return s.stats, err
 			}
 			s.truth.Flush()
@@ -339,22 +364,46 @@ func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 
 // schedule starts the next attack in the rotation at minute.
 func (s *Simulator) schedule(minute time.Time) error {
-	scenario := Scenarios[len(s.attacks)%len(Scenarios)]
+	spec := AttackSpec{Scenario: Scenarios[len(s.attacks)%len(Scenarios)]}
+	if len(s.cfg.Attacks) > 0 {
+		spec = s.cfg.Attacks[len(s.attacks)%len(s.cfg.Attacks)]
+	}
 	d := s.Fleet[s.rng.IntN(len(s.Fleet))]
-	length := time.Duration(8+s.rng.IntN(8)) * time.Minute
-	a := newAttack(s.rng, scenario, d, s.Fleet, minute, length)
+	if len(s.cfg.Attacks) > 0 {
+		// One attack at a time per device, and none on a retired one.
+		for tries := 0; tries < 100 && (d.retired || s.underAttack(d, minute)); tries++ {
+			d = s.Fleet[s.rng.IntN(len(s.Fleet))]
+		}
+	}
+	half := max(int(s.cfg.AttackLength/time.Minute)/2, 1)
+	length := time.Duration(half+s.rng.IntN(half)) * time.Minute
+	a := newAttack(s.rng, spec, d, s.Fleet, minute, length)
 	s.attacks = append(s.attacks, a)
 	s.stats.Attacks++
-	s.log.Info("simulated attack scheduled", "scenario", scenario, "device", d.ID, "start", a.Start.Format(time.RFC3339), "end", a.End.Format(time.RFC3339))
-	return s.writeTruth(d.ID, d.Profile.Name, scenario, a.Start, a.End)
+	s.log.Info("simulated attack scheduled", "scenario", spec.Scenario, "intensity", spec.Intensity, "device", d.ID,
+		"start", a.Start.Format(time.RFC3339), "end", a.End.Format(time.RFC3339))
+	intensity := ""
+	if spec.Intensity > 0 {
+		intensity = strconv.FormatFloat(spec.Intensity, 'g', -1, 64)
+	}
+	return s.writeTruth(d.ID, d.Profile.Name, spec.Scenario, a.Start, a.End, intensity)
+}
+
+func (s *Simulator) underAttack(d *Device, t time.Time) bool {
+	for _, a := range s.attacks {
+		if a.Device == d && t.Before(a.End) {
+			return true
+		}
+	}
+	return false
 }
 
 // writeTruth appends one ground-truth row.
-func (s *Simulator) writeTruth(device, profile, scenario string, start, end time.Time) error {
+func (s *Simulator) writeTruth(device, profile, scenario string, start, end time.Time, intensity string) error {
 	if s.truth == nil {
 		return nil
 	}
-	if err := s.truth.Write([]string{device, profile, scenario, start.Format(time.RFC3339), end.Format(time.RFC3339)}); err != nil {
+	if err := s.truth.Write([]string{device, profile, scenario, start.Format(time.RFC3339), end.Format(time.RFC3339), intensity}); err != nil {
 		return err
 	}
 	s.truth.Flush()
@@ -384,7 +433,7 @@ func (s *Simulator) minuteOfTraffic(minute time.Time, out []flow) []flow {
 func (s *Simulator) deviceTraffic(rng *rand.Rand, d *Device, minute time.Time, out []flow) []flow {
 	hour := float64(minute.Hour()) + float64(minute.Minute())/60
 	p := d.Profile
-	rate := p.FlowsPerMinute * (1 + p.Diurnal*math.Sin(2*math.Pi*(hour-8)/24))
+	rate := d.scaled() * p.FlowsPerMinute * (1 + p.Diurnal*math.Sin(2*math.Pi*(hour-8)/24))
 	for range poisson(rng, rate) {
 		pe := pickPeer(rng, p.Peers)
 		peer := p.Peers[pe]
@@ -394,8 +443,8 @@ func (s *Simulator) deviceTraffic(rng *rand.Rand, d *Device, minute time.Time, o
 			// Now and then a cloud endpoint moves: a benign new destination.
 			dst = netip.AddrFrom4([4]byte{52, 200, byte(rng.IntN(256)), byte(1 + rng.IntN(254))})
 		}
-		bOut := uint64(lognormal(rng, peer.BytesOut, 0.35))
-		bIn := uint64(lognormal(rng, peer.BytesIn, 0.35))
+		bOut := uint64(lognormal(rng, d.scaled()*peer.BytesOut, 0.35))
+		bIn := uint64(lognormal(rng, d.scaled()*peer.BytesIn, 0.35))
 		f := flow{dev: d, t: minute.Add(time.Duration(rng.Int64N(int64(time.Minute)))), dst: dst, dstPort: peer.Port,
 			srcPort: uint16(1024 + rng.IntN(60000)), proto: peer.Proto, bytesOut: bOut, bytesIn: bIn,
 			packetsOut: 1 + bOut/1200, packetsIn: 1 + bIn/1200}
@@ -406,10 +455,28 @@ func (s *Simulator) deviceTraffic(rng *rand.Rand, d *Device, minute time.Time, o
 	}
 	for _, a := range s.attacks {
 		if a.Device == d && a.active(minute) {
-			out = a.attackFlows(rng, minute, out)
+			out = a.attackFlows(rng, minute, normal{flows: rate, bytesOut: rate * d.meanBytesOut()}, out)
 		}
 	}
 	return out
+}
+
+// scaled is the device's own scale factor (1 without heterogeneity).
+func (d *Device) scaled() float64 {
+	if d.scale == 0 {
+		return 1
+	}
+	return d.scale
+}
+
+// meanBytesOut is the expected bytes sent per flow of the device:
+// Σ weight × median × e^(σ²/2) over its profile's peers.
+func (d *Device) meanBytesOut() float64 {
+	m := 0.0
+	for _, p := range d.Profile.Peers {
+		m += p.Weight * p.BytesOut
+	}
+	return d.scaled() * m * math.Exp(0.35*0.35/2)
 }
 
 func pickPeer(rng *rand.Rand, peers []Peer) int {

@@ -117,7 +117,7 @@ func (s *Simulator) scheduleTrust(ctx context.Context, minute time.Time) error {
 	s.trust = append(s.trust, e)
 	s.log.Info("simulated trust scenario scheduled", "scenario", scenario, "device", e.device.ID,
 		"start", e.start.Format(time.RFC3339), "end", e.end.Format(time.RFC3339))
-	return s.writeTruth(e.device.ID, e.device.Profile.Name, scenario, e.start, e.end)
+	return s.writeTruth(e.device.ID, e.device.Profile.Name, scenario, e.start, e.end, "")
 }
 
 func (s *Simulator) underTrustScenario(d *Device, t time.Time) bool {
@@ -263,7 +263,7 @@ func (s *Simulator) tamperHistory(ctx context.Context) error {
 	}
 	s.log.Info("simulated trust scenario scheduled", "scenario", ScenarioHistoryTamper, "device", device,
 		"anchor", target.ID, "offset", victim)
-	return s.writeTruth(device, profile, ScenarioHistoryTamper, target.FirstTimestamp, target.LastTimestamp)
+	return s.writeTruth(device, profile, ScenarioHistoryTamper, target.FirstTimestamp, target.LastTimestamp, "")
 }
 
 // hideBytesOut rewrites a native flow record's bytes_out to 1; a value

@@ -67,8 +67,14 @@ const (
 	// ScaleLog is for volumes: ln(1 + x), so that deviations are ratios
 	// (twice the bytes is the same step at any level).
 	ScaleLog
-	// ScaleLinear leaves the value as it is (entropy, in bits).
+	// ScaleLinear leaves the value as it is.
 	ScaleLinear
+	// ScaleEntropy is for an entropy H in bits: 2^H is the effective
+	// number of equally used values (the perplexity), a count, so it is
+	// scaled as one after subtracting the first: 2√(2^H − 1 + 3/8). On the
+	// bits themselves, a window of two flows to two ports (1 bit) looks as
+	// far from a device's usual single port (0 bits) as a scan does.
+	ScaleEntropy
 )
 
 // Direction says which deviations from a baseline are suspicious.
@@ -76,7 +82,7 @@ type Direction uint8
 
 const (
 	Up   Direction = iota // only more than usual (flows, new hosts, failures…)
-	Both                  // more or less than usual (packet sizes: floods shrink them, exfiltration grows them)
+	Both                  // more or less than usual
 )
 
 // Spec describes how a feature is scaled and judged.
@@ -87,18 +93,21 @@ type Spec struct {
 
 // Specs are the features' scales and directions, in Vector order.
 var Specs = [Count]Spec{
-	Flows:                 {ScaleCount, Up},
-	BytesOut:              {ScaleLog, Up},
-	BytesIn:               {ScaleLog, Up},
-	Packets:               {ScaleLog, Up},
-	DistinctDst:           {ScaleCount, Up},
-	DistinctDstPorts:      {ScaleCount, Up},
-	DstPortEntropy:        {ScaleLinear, Up},
-	NewDst:                {ScaleCount, Up},
-	NewInternalDst:        {ScaleCount, Up},
-	FailedFlows:           {ScaleCount, Up},
-	SmallPacketFlows:      {ScaleCount, Up},
-	BytesPerPacket:        {ScaleLog, Both},
+	Flows:            {ScaleCount, Up},
+	BytesOut:         {ScaleLog, Up},
+	BytesIn:          {ScaleLog, Up},
+	Packets:          {ScaleCount, Up},
+	DistinctDst:      {ScaleCount, Up},
+	DistinctDstPorts: {ScaleCount, Up},
+	DstPortEntropy:   {ScaleEntropy, Up},
+	NewDst:           {ScaleCount, Up},
+	NewInternalDst:   {ScaleCount, Up},
+	FailedFlows:      {ScaleCount, Up},
+	SmallPacketFlows: {ScaleCount, Up},
+	// Only larger packets count: a window of a few small flows (a DNS
+	// lookup alone) is ordinary, and a small-packet flood shows in
+	// small_packet_flows and flows.
+	BytesPerPacket:        {ScaleLog, Up},
 	FirstContactWindows1h: {ScaleCount, Up},
 	NewDstRecurrence:      {ScaleCount, Up},
 }

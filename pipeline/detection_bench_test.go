@@ -1,0 +1,270 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/simulator"
+	"github.com/chainwatch/chainwatch/simulator/campus"
+)
+
+// sweep is every attack kind from subtle to blatant; the first level of
+// each kind is the subtle one (2× a flood or an upload, 20 ports, a
+// beacon every 10 minutes, 5 hosts), the others are 5× and above or their
+// equal.
+var sweep = []struct {
+	kind   string
+	levels []float64
+}{
+	{simulator.ScenarioDDoS, []float64{2, 5, 20, 50}},
+	{simulator.ScenarioExfiltration, []float64{2, 5, 20, 100}},
+	{simulator.ScenarioPortScan, []float64{20, 50, 150, 400}},
+	{simulator.ScenarioC2Beacon, []float64{600, 120, 60, 30}},
+	{simulator.ScenarioLateralMovement, []float64{5, 10, 30, 100}},
+}
+
+// subtle reports whether an intensity is its kind's subtle level.
+func subtle(kind string, x float64) bool {
+	for _, s := range sweep {
+		if s.kind == kind {
+			return x == s.levels[0]
+		}
+	}
+	return false
+}
+
+// rotation interleaves kinds and levels so that each fleet meets them all.
+func rotation() (sim []simulator.AttackSpec, cam []campus.Attack) {
+	for l := range 4 {
+		for _, s := range sweep {
+			sim = append(sim, simulator.AttackSpec{Scenario: s.kind, Intensity: s.levels[l]})
+			cam = append(cam, campus.Attack{Kind: s.kind, Intensity: s.levels[l]})
+		}
+	}
+	return sim, cam
+}
+
+// detectionFleet is one fleet the benchmark runs the whole service on.
+type detectionFleet struct {
+	name, describe string
+	warmup, live   time.Duration
+	devices        int
+	start          time.Time
+	// produce registers the fleet and produces its traffic; it returns the
+	// records written and the ground-truth file.
+	produce func(ctx context.Context, env *embeddedDefault, truth string) (int64, error)
+}
+
+func detectionFleets() []detectionFleet {
+	simAttacks, camAttacks := rotation()
+	day := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	simFleet := func(name, describe string, devices int, seed uint64, het float64, start time.Time, warmup, live time.Duration) detectionFleet {
+		return detectionFleet{name: name, describe: describe, warmup: warmup, live: live, devices: devices, start: start,
+			produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
+				sim, err := simulator.New(simulator.Config{Brokers: env.brokers, Devices: devices, Seed: seed, Speed: -1,
+					History: warmup + 10*time.Minute, Duration: live - 10*time.Minute, Start: start, GroundTruth: truth,
+					Heterogeneity: het, Attacks: simAttacks, AttackEvery: 5 * time.Minute, FirstAttackAfter: 5 * time.Minute,
+					TrustEvery: -1}, testLoggerB(nil))
+				if err != nil {
+					return 0, err
+				}
+				if err := sim.Register(ctx, env.as(contract.RoleManufacturer), env.as(contract.RoleOperator)); err != nil {
+					return 0, err
+				}
+				st, err := sim.Run(ctx)
+				return st.Records, err
+			}}
+	}
+	return []detectionFleet{
+		simFleet("simulator-day", "simulator, 120 devices, seed 11, heterogeneity 0.5, a whole day of warm-up", 120, 11, 0.5, day, 24*time.Hour, 6*time.Hour),
+		simFleet("simulator-morning", "simulator, 250 devices, seed 23, heterogeneity 1.0, 2 h 20 min warm-up from 04:00, then the morning rise", 250, 23, 1.0,
+			day.Add(4*time.Hour), 140*time.Minute, 4*time.Hour),
+		{name: "campus", describe: "campus generator (goflow2 JSON, reply legs, devices found by address), 240 devices, seed 5, 2 h 20 min warm-up from 08:00",
+			warmup: 140 * time.Minute, live: 4 * time.Hour, devices: 240, start: day.Add(8 * time.Hour),
+			produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
+				cfg := campus.Config{Brokers: env.brokers, Devices: 240, Seed: 5, Start: day.Add(8 * time.Hour),
+					History: 150 * time.Minute, Duration: 230 * time.Minute, Attacks: camAttacks, AttackEvery: 5 * time.Minute, GroundTruth: truth}
+				fleet := campus.Fleet(cfg)
+				maker := env.as(contract.RoleManufacturer)
+				for _, d := range fleet {
+					if _, err := maker.RegisterDevice(ctx, contract.Device{ID: d.ID, Profile: d.Profile, Owner: "campus",
+						IPs: []string{d.IP.String()}, MACs: []string{d.MAC}}); err != nil {
+						return 0, err
+					}
+				}
+				return campus.Run(ctx, cfg, fleet)
+			}},
+	}
+}
+
+// BenchmarkDetectionQuality runs the whole service — embedded broker,
+// embedded ledger, every stage — on each fleet with an attack sweep, and
+// reports per attack kind and intensity the recall within three windows,
+// the recall, the window recall, the median time to detect and the mean
+// peak score; per fleet the false incidents and false alerts per 1,000
+// device-hours. With CHAINWATCH_DETECTION_REPORT set it writes the tables
+// there as Markdown (make bench-detection writes docs/bench/detection.md).
+//
+//	go test ./pipeline -run '^$' -bench DetectionQuality -benchtime 1x -timeout 30m
+func BenchmarkDetectionQuality(b *testing.B) {
+	var doc strings.Builder
+	fmt.Fprintf(&doc, "Generated by `make bench-detection` on %s.\n\n", time.Now().UTC().Format("2006-01-02"))
+	var all []attackResult
+	var allHours float64
+	allFalse, allFalseEvents := 0, 0
+	for _, f := range detectionFleets() {
+		rep := runDetectionFleet(b, f)
+		b.Logf("%s: %d attacks, %d incidents, %d false (%.2f per 1,000 device-hours), their alerts %d (%.2f per 1,000 device-hours)",
+			f.name, len(rep.attacks), rep.incidents, len(rep.falseIncidents), rep.perThousand(len(rep.falseIncidents)),
+			rep.falseEvents, rep.perThousand(rep.falseEvents))
+		for _, fi := range rep.falseIncidents {
+			b.Logf("  false incident %s %s–%s peak %.3f features %+v", fi.device, fi.first.Format("15:04"), fi.last.Format("15:04"), fi.peak, fi.openedFeatures)
+		}
+		b.Logf("\n%s", rep.table())
+		fmt.Fprintf(&doc, "### Fleet %s\n\n%s; %s of live traffic scored after the warm-up (%.0f device-hours).\n\n", f.name, f.describe, f.live, rep.deviceHours)
+		fmt.Fprintf(&doc, "False incidents: **%d** (%.2f per 1,000 device-hours); their alerts (openings, updates, closings): %d (%.2f per 1,000 device-hours). Incidents in all: %d.\n\n",
+			len(rep.falseIncidents), rep.perThousand(len(rep.falseIncidents)), rep.falseEvents, rep.perThousand(rep.falseEvents), rep.incidents)
+		fmt.Fprintf(&doc, "%s\n", rep.table())
+		all = append(all, rep.attacks...)
+		allHours += rep.deviceHours
+		allFalse += len(rep.falseIncidents)
+		allFalseEvents += rep.falseEvents
+		b.ReportMetric(rep.perThousand(len(rep.falseIncidents)), "false-incidents/1000dh-"+f.name)
+	}
+	total := detectionReport{attacks: all, deviceHours: allHours}
+	fmt.Fprintf(&doc, "### All fleets\n\n%.0f device-hours: %d false incidents (%.2f per 1,000 device-hours), %d false alerts (%.2f per 1,000 device-hours).\n\n%s",
+		allHours, allFalse, total.perThousand(allFalse), allFalseEvents, total.perThousand(allFalseEvents), total.table())
+	strong, strongWithin := 0, 0
+	for _, a := range all {
+		if !subtle(a.scenario, a.intensity) {
+			strong++
+			if a.within3 {
+				strongWithin++
+			}
+		}
+	}
+	b.ReportMetric(float64(strongWithin)/float64(max(strong, 1)), "recall≤3w-strong")
+	b.Logf("all fleets:\n%s", total.table())
+	if path := os.Getenv("CHAINWATCH_DETECTION_REPORT"); path != "" {
+		if err := os.WriteFile(path, []byte(doc.String()), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func runDetectionFleet(b *testing.B, f detectionFleet) detectionReport {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	env := startEmbeddedDefaultB(b, 4)
+	log := testLoggerB(nil)
+	if dir := os.Getenv("CHAINWATCH_DETECTION_DEBUG"); dir != "" {
+		// Every judged window, for looking into a miss or a false incident.
+		f, err := os.Create(filepath.Join(dir, f.name+".log"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	svc := pipeline.NewService(pipeline.ServiceConfig{
+		Brokers:  env.brokers,
+		Detector: pipeline.DetectorConfig{Warmup: f.warmup, Seed: 1},
+		Audit:    pipeline.AuditConfig{Interval: time.Second, RecordsPerRound: 500_000},
+		ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
+	}, env.as(contract.RoleService), prometheus.NewRegistry(), log)
+	truthPath := filepath.Join(env.dir, "truth.csv")
+	// Register first (the simulator does so in produce), then start.
+	records := make(chan int64, 1)
+	errs := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		<-started
+		n, err := f.produce(ctx, env, truthPath)
+		records <- n
+		errs <- err
+	}()
+	if err := svc.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	close(started)
+	n := <-records
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+	summary := &svc.Metrics().Summary
+	for summary.RecordsConsumed.Load() < n && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // the last alerts reach the ledger
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelShutdown()
+	if err := svc.Shutdown(shutdownCtx); err != nil {
+		b.Fatal(err)
+	}
+	alerts, err := env.as(contract.RoleService).ListAlerts(ctx, contract.ListAlertsArgs{Kind: contract.AlertBehaviour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	truth := readAttackTruth(b, truthPath)
+	if dir := os.Getenv("CHAINWATCH_DETECTION_DEBUG"); dir != "" {
+		if raw, err := os.ReadFile(truthPath); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, f.name+".truth.csv"), raw, 0o644)
+		}
+	}
+	liveStart := f.start.Add(f.warmup + 10*time.Minute)
+	if f.name == "campus" {
+		liveStart = f.start.Add(150 * time.Minute)
+	}
+	runEnd := f.start.Add(f.warmup + 10*time.Minute + f.live - 10*time.Minute)
+	if f.name == "campus" {
+		runEnd = f.start.Add(150*time.Minute + 230*time.Minute)
+	}
+	hours := float64(f.devices) * runEnd.Sub(liveStart).Hours()
+	b.Logf("%s: %d records, %d windows scored, %d behaviour alerts", f.name, n, summary.WindowsScored.Load(), len(alerts))
+	rep := evaluate(alerts, truth, time.Minute, 10*time.Minute, runEnd, hours)
+	for _, a := range rep.attacks {
+		if !a.within3 && !subtle(a.scenario, a.intensity) {
+			b.Logf("  missed within 3 windows: %s %g on %s %s–%s (detected %v after %s)", a.scenario, a.intensity, a.device,
+				a.start.Format("15:04"), a.end.Format("15:04"), a.detected, a.timeToDetect)
+		}
+	}
+	return rep
+}
+
+// readAttackTruth reads a ground-truth CSV with an intensity column.
+func readAttackTruth(tb testing.TB, path string) []attackTruth {
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []attackTruth
+	for _, r := range rows[1:] {
+		s, _ := time.Parse(time.RFC3339, r[3])
+		e, _ := time.Parse(time.RFC3339, r[4])
+		x, _ := strconv.ParseFloat(r[5], 64)
+		if slices.Contains(simulator.TrustScenarios, r[2]) {
+			continue
+		}
+		out = append(out, attackTruth{device: r[0], scenario: r[2], intensity: x, start: s, end: e,
+			victim: strings.HasSuffix(r[2], campus.VictimSuffix)})
+	}
+	return out
+}
