@@ -35,7 +35,8 @@ import (
 //     its profile until it has a history of its own. W = BaselineWindows
 //     (an hour of one-minute windows) lets the mean follow a daily cycle;
 //     V = VarianceWindows (eight hours) keeps the variance steady.
-//     Windows judged anomalous do not teach it.
+//     Only windows below LearnLevel (the top 1 % of the tail trimmed)
+//     teach it, so an attack too slight to alert is not learnt as normal.
 //
 //  3. Deviation. z_j = (y_j − m_j)/√(v_j + f_j²), where the floor f_j
 //     (Floors) keeps a feature that never varied in training from dividing
@@ -202,6 +203,12 @@ func (b Budget) perWindow() float64 {
 	return b.FalseAlertsPer1000DeviceHours * b.WindowSeconds / (1000 * 3600)
 }
 
+// LearnLevel is the highest level at which a window teaches its device's
+// baseline: windows in the top 1 % of the tail are left out whether or not
+// they alert (a trimmed update), so that an attack too slight to alert
+// does not drag the baseline along until it is normal.
+const LearnLevel = 2
+
 // MinAnomalousLevel bounds the anomalous level from below whatever the
 // training data: no window with a tail probability above 1 % is anomalous.
 const MinAnomalousLevel = 2
@@ -341,6 +348,9 @@ type Judgement struct {
 	Anomalous  bool
 	Extreme    bool
 	Confidence Confidence
+	// Learn is whether the window may teach the device's baseline and
+	// history: L below LearnLevel and not anomalous.
+	Learn bool
 }
 
 // level is L of step 5 for a window's residuals and forest score.
@@ -356,6 +366,7 @@ func (m *Model) Judge(r []float64, forestScore float64) Judgement {
 	bh := m.Behaviour
 	l := m.level(r, forestScore)
 	j := Judgement{Level: l, Score: LevelScore(l), Anomalous: l >= bh.AnomalousLevel, Extreme: l >= bh.ExtremeLevel}
+	j.Learn = !j.Anomalous && l < LearnLevel
 	switch {
 	case j.Extreme:
 		j.Confidence = ConfidenceHigh
@@ -549,32 +560,40 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	return m, devBase, nil
 }
 
-// warmStart is a training device's baseline before its first window: its
-// own mean and variance over the training period, weighed as the windows
-// they come from (at most BaselineWindows) and shrunk towards the profile
-// prior by PriorWeight. Judging training windows against a baseline as
-// mature as a live device's makes their deviations, and so the tails fitted
-// to them, those the live windows will show; a baseline grown from the prior
-// window by window would understate them.
+// warmStart is a training device's baseline before its first window, as
+// mature as a live device's would be: its mean is that of its first hour
+// of windows, and its variance that of its one-step-ahead residuals when
+// the mean follows the training windows as step 2 makes a live baseline
+// follow them — not the spread around its whole-period mean, which would
+// count a daily cycle as noise. Both are shrunk towards the profile prior
+// by PriorWeight. Judging training windows against such a baseline makes
+// their deviations, and so the tails and the clustering fitted to them,
+// those live windows will show.
 func (m *Model) warmStart(vs []features.Vector) DeviceBaseline {
 	var b DeviceBaseline
 	m.StartBaseline(&b)
-	n := float64(len(vs))
+	n := len(vs)
 	if n < 2 {
 		return b
 	}
+	head := min(n, BaselineWindows)
+	prior := float64(PriorWeight)
 	for j := range features.Count {
-		mean, ss := 0.0, 0.0
-		for i := range vs {
-			y := scaled(j, vs[i][j])
-			d := y - mean
-			mean += d / float64(i+1)
-			ss += d * (y - mean)
+		mean := 0.0
+		for i := range head {
+			mean += scaled(j, vs[i][j])
 		}
-		w := min(n, VarianceWindows)
-		prior := float64(PriorWeight)
-		b.Mean[j] = float32((w*mean + prior*m.Behaviour.PriorMean[j]) / (w + prior))
-		b.Var[j] = float32((w*ss/(n-1) + prior*m.Behaviour.PriorVar[j]) / (w + prior))
+		mean /= float64(head)
+		// Residuals of the running mean, as Learn would run it.
+		run, ss := mean, 0.0
+		for i := range n {
+			d := scaled(j, vs[i][j]) - run
+			ss += d * d
+			run += d / float64(min(i+1+head, BaselineWindows))
+		}
+		w := float64(min(n, VarianceWindows))
+		b.Mean[j] = float32((float64(head)*mean + prior*m.Behaviour.PriorMean[j]) / (float64(head) + prior))
+		b.Var[j] = float32((w*ss/float64(n) + prior*m.Behaviour.PriorVar[j]) / (w + prior))
 	}
 	b.Weight = float32(min(n, VarianceWindows))
 	return b

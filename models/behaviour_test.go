@@ -101,9 +101,11 @@ func TestBehaviourModelHoldsItsBudgetAndGrowsWithIntensity(t *testing.T) {
 				continue
 			}
 			total++
-			if j := score(&b, &v); j.Anomalous {
+			j := score(&b, &v)
+			if j.Anomalous {
 				anomalous++
-			} else {
+			}
+			if j.Learn {
 				b.Learn(&v)
 			}
 		}

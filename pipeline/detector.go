@@ -229,10 +229,11 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 			}
 			if j.Anomalous {
 				d.metrics.AnomalousWindows.WithLabelValues(cw.Profile).Inc()
-			} else {
+			}
+			if j.Learn {
 				cw.state.baseline.Learn(&cw.Vector)
 			}
-			out[first+i] = Verdict{Alerts: d.incident(cw, m, j, r), Learn: !j.Anomalous}
+			out[first+i] = Verdict{Alerts: d.incident(cw, m, j, r), Learn: j.Learn}
 		}
 	}
 	return out, nil

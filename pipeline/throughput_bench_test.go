@@ -5,14 +5,17 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/google/pprof/profile"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
@@ -64,6 +67,14 @@ func benchmarkEndToEnd(b *testing.B, name string, budget float64) {
 	}
 	w.Close()
 
+	// Baselines of the same run, reading the same records from the same
+	// broker: kcat (Debian's standalone consumer, each record written out
+	// as a consumer process does) and, as the ceiling of what the broker
+	// serves, franz-go fetching in-process with the service's own fetch
+	// settings and touching no record.
+	kcatRate := kcatReadRate(b, env.brokers[0], env.topics.Flows, records)
+	fetchRate := bareReadRate(b, ctx, env.brokers, env.topics.Flows, records)
+
 	reg := prometheus.NewRegistry()
 	svc := pipeline.NewService(pipeline.ServiceConfig{Brokers: env.brokers, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
 		Detector: pipeline.DetectorConfig{Warmup: 10 * time.Minute, FalseAlertsPer1000DeviceHours: budget}}, env.as(contract.RoleService), reg, testLoggerB(b))
@@ -90,11 +101,57 @@ func benchmarkEndToEnd(b *testing.B, name string, budget float64) {
 		reportCPUShares(b, &prof, records)
 	}
 	_ = svc.Shutdown(context.Background())
-	b.ReportMetric(float64(records)/elapsed.Seconds(), "records/s")
+	rate := float64(records) / elapsed.Seconds()
+	b.ReportMetric(rate, "records/s")
+	if kcatRate > 0 {
+		b.ReportMetric(kcatRate, "kcat-records/s")
+		b.ReportMetric(rate/kcatRate, "ratio-to-kcat")
+	}
+	b.ReportMetric(fetchRate, "fetch-only-records/s")
+	b.ReportMetric(rate/fetchRate, "ratio-to-fetch-only")
 	b.ReportMetric(float64(s.WindowsScored.Load()), "windows-scored")
+	b.Logf("DEBUG alerts by kind %v", s.AlertsByKind())
 	p99, n := histogramQuantile(b, reg, "chainwatch_stage_latency_seconds", "window_close_to_alert", 0.99)
 	b.ReportMetric(p99*1000, "p99-close-to-alert-ms")
 	b.ReportMetric(float64(n), "alerts")
+}
+
+// kcatReadRate reads a topic's first n records with kcat into /dev/null and
+// returns records/s, or 0 (and says so) when kcat is not installed.
+func kcatReadRate(b *testing.B, broker, topic string, n int) float64 {
+	path, err := exec.LookPath("kcat")
+	if err != nil {
+		b.Log("kcat not installed (apt-get install kcat): no kcat baseline")
+		return 0
+	}
+	cmd := exec.Command(path, "-C", "-b", broker, "-t", topic, "-o", "beginning", "-e", "-q", "-c", strconv.Itoa(n), "-f", "%s\n")
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil && len(out) > 0 && !bytes.Contains(out, []byte("{")) {
+		b.Fatalf("kcat: %v: %s", err, out)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// bareReadRate reads a topic's first n records in-process with franz-go
+// (no group, the service's fetch sizes, nothing done per record) and
+// returns records/s: the ceiling of what the broker serves.
+func bareReadRate(b *testing.B, ctx context.Context, brokers []string, topic string, n int) float64 {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(16<<20))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	start := time.Now()
+	got := 0
+	for got < n && ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		if errs := fs.Errors(); len(errs) > 0 {
+			b.Fatal(errs[0].Err)
+		}
+		got += fs.NumRecords()
+	}
+	return float64(got) / time.Since(start).Seconds()
 }
 
 // reportCPUShares reports the anchoring stage's share of the CPU the

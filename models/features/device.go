@@ -16,6 +16,12 @@ const RecentSize = 4
 // doubled.
 const RecentSpan = 60
 
+// MatureWindows is how many windows of a device must have been observed
+// before a destination missing from its history counts as a first contact:
+// until then the device is still showing its usual peers, every one of
+// them new to the history, and none of them is news.
+const MatureWindows = 30
+
 // firstContactDecay is the per-window factor of the damped first-contact
 // count: a half-life of RecentSpan/2 windows, as Kitsune's damped window
 // statistics (Mirsky et al., NDSS 2018) weigh the past by 2^(−λΔt).
@@ -40,6 +46,8 @@ type Device struct {
 	// as of window lastWindow.
 	firstContacts float64
 	lastWindow    int64
+	// windows counts the windows observed, up to MatureWindows.
+	windows uint32
 }
 
 // Observe computes the window's vector for a device and advances the
@@ -51,6 +59,10 @@ func (d *Device) Observe(w *Window, index int64) Vector {
 		d.firstContacts *= math.Pow(firstContactDecay, float64(index-d.lastWindow))
 	}
 	d.lastWindow = index
+	mature := d.windows >= MatureWindows
+	if !mature {
+		d.windows++
+	}
 	v := w.vector()
 	if w.flows == 0 {
 		v[FirstContactWindows1h] = d.firstContacts
@@ -73,7 +85,7 @@ func (d *Device) Observe(w *Window, index int64) Vector {
 			recurrence = max(recurrence, r.repeats)
 			continue
 		}
-		if !known { // a first contact
+		if !known && mature { // a first contact
 			firstContact = true
 			d.remember(dst, index)
 		}
@@ -116,9 +128,9 @@ func (d *Device) remember(dst uint64, index int64) {
 	d.recent[victim] = recentDst{dst: dst, first: index, last: index}
 }
 
-// deviceEncodingSize is the history, RecentSize × (8+8+8+4), and the damped
-// count with its window index.
-const deviceEncodingSize = historyEncodingSize + RecentSize*28 + 16
+// deviceEncodingSize is the history, RecentSize × (8+8+8+4), the damped
+// count with its window index, and the windows observed.
+const deviceEncodingSize = historyEncodingSize + RecentSize*28 + 16 + 4
 
 // MarshalBinary encodes the device context for a checkpoint.
 func (d *Device) MarshalBinary() ([]byte, error) {
@@ -131,6 +143,7 @@ func (d *Device) MarshalBinary() ([]byte, error) {
 	}
 	b = binary.BigEndian.AppendUint64(b, math.Float64bits(d.firstContacts))
 	b = binary.BigEndian.AppendUint64(b, uint64(d.lastWindow))
+	b = binary.BigEndian.AppendUint32(b, d.windows)
 	return b, nil
 }
 
@@ -142,6 +155,7 @@ func (d *Device) UnmarshalBinary(b []byte) error {
 		if err := g.History.UnmarshalBinary(b); err != nil {
 			return err
 		}
+		g.windows = MatureWindows // a device with a history is known
 		*d = g
 		return nil
 	}
@@ -163,6 +177,7 @@ func (d *Device) UnmarshalBinary(b []byte) error {
 	}
 	g.firstContacts = math.Float64frombits(binary.BigEndian.Uint64(b[off:]))
 	g.lastWindow = int64(binary.BigEndian.Uint64(b[off+8:]))
+	g.windows = binary.BigEndian.Uint32(b[off+16:])
 	*d = g
 	return nil
 }

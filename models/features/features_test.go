@@ -13,7 +13,7 @@ func TestVectorOfKnownWindow(t *testing.T) {
 	w.Add(Flow{Dst: 1, DstPort: 443, BytesOut: 100, BytesIn: 300, PacketsOut: 2, PacketsIn: 2})
 	w.Add(Flow{Dst: 2, DstPort: 53, BytesOut: 60, BytesIn: 120, PacketsOut: 1, PacketsIn: 1})
 	w.Add(Flow{Dst: 3, DstPort: 22, BytesOut: 60, PacketsOut: 1, Failed: true, Internal: true})
-	var d Device
+	d := Device{windows: MatureWindows}
 	d.History.Add(1)
 	d.History.Add(2)
 	v := d.Observe(w, 1000)
@@ -48,7 +48,7 @@ func TestVectorOfKnownWindow(t *testing.T) {
 // contact counts once, its recurrence grows, and both fade after an hour;
 // the damped first-contact count halves every RecentSpan/2 windows.
 func TestRecurrenceAndDampedFirstContacts(t *testing.T) {
-	var d Device
+	d := Device{windows: MatureWindows}
 	w := NewWindow()
 	for i := int64(0); i < 5; i++ {
 		w.Reset()
@@ -80,7 +80,7 @@ func TestRecurrenceAndDampedFirstContacts(t *testing.T) {
 		t.Fatalf("device checkpoint round trip changed it (%v)", err)
 	}
 	h, _ := d.History.MarshalBinary()
-	if err := g.UnmarshalBinary(h); err != nil || g.History != d.History {
+	if err := g.UnmarshalBinary(h); err != nil || g.History != d.History || g.windows != MatureWindows {
 		t.Fatalf("schema-1 history checkpoint not restored (%v)", err)
 	}
 }
@@ -113,5 +113,26 @@ func TestHistoryCheckpointRoundTrip(t *testing.T) {
 	}
 	if err := g.UnmarshalBinary(b[:10]); err == nil {
 		t.Fatal("damaged checkpoint accepted")
+	}
+}
+
+// A device's usual peers, seen in its first windows, are no first contacts:
+// only once it has a history does a missing destination count as news.
+func TestYoungDeviceHasNoFirstContacts(t *testing.T) {
+	var d Device
+	w := NewWindow()
+	for i := int64(1); i <= MatureWindows+5; i++ {
+		w.Reset()
+		w.Add(Flow{Dst: uint64(1 + i%3), DstPort: 443, BytesOut: 300, PacketsOut: 1})
+		v := d.Observe(w, i)
+		if v[NewDstRecurrence] != 0 || v[FirstContactWindows1h] != 0 {
+			t.Fatalf("window %d: recurrence %v, first contacts %v from the usual peers", i, v[NewDstRecurrence], v[FirstContactWindows1h])
+		}
+		w.Destinations(d.History.Add)
+	}
+	w.Reset()
+	w.Add(Flow{Dst: 99, DstPort: 4444, BytesOut: 300, PacketsOut: 1})
+	if v := d.Observe(w, MatureWindows+6); v[FirstContactWindows1h] != 1 || v[NewDst] != 1 {
+		t.Fatalf("a new host after maturity: %v", v)
 	}
 }
