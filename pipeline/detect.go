@@ -87,9 +87,9 @@ type DetectStage struct {
 }
 
 // NewDetectStage wires the stage; Start runs it.
-func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, outbox *Outbox, state *StateStore, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *DetectStage {
+func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, trust *trustAlerts, outbox *Outbox, state *StateStore, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *DetectStage {
 	return &DetectStage{
-		cfg: cfg.withDefaults(), registry: registry, detector: detector, outbox: outbox, state: state, dlq: dlq,
+		cfg: cfg.withDefaults(), registry: registry, detector: detector, trust: trust, outbox: outbox, state: state, dlq: dlq,
 		metrics: metrics, log: log.With("stage", "detect"), stageRun: stageRun{name: "detection", log: log},
 		partitions: map[int]*partitionWindows{}, committed: map[int]int64{},
 	}
@@ -98,7 +98,6 @@ func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, ou
 // Start joins the consumer group and processes records until ctx ends or
 // Shutdown is called.
 func (s *DetectStage) Start(ctx context.Context) error {
-	s.trust = newTrustAlerts(s.cfg.Window.Size, s.detector.cfg.Incident, s.metrics)
 	s.histories, s.restored = map[string][]byte{}, map[int]partitionCheckpoint{}
 	var err error
 	// The client is created under the stage's profiler label so that its
@@ -264,11 +263,11 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		p.processed = m.Offset
 	case dev == nil:
 		p.processed = m.Offset
-		s.queue(s.trust.raise(contract.AlertRogueDevice, unknownDeviceKey(&rec), "", rec.Time, m,
+		s.queue(s.trust.raise(finderFlows, contract.AlertRogueDevice, unknownDeviceKey(&rec), "", rec.Time, m,
 			"device is not registered on the ledger"))
 	case revokedAt(dev, rec.Time):
 		p.processed = m.Offset
-		s.queue(s.trust.raise(contract.AlertRevokedDevice, dev.ID, dev.Profile, rec.Time, m,
+		s.queue(s.trust.raise(finderFlows, contract.AlertRevokedDevice, dev.ID, dev.Profile, rec.Time, m,
 			"device was revoked: "+dev.RevokedReason))
 	default:
 		var accepted bool
@@ -372,7 +371,7 @@ func (s *DetectStage) commit(ctx context.Context) {
 		newest = max(newest, p.watermark)
 	}
 	if newest > 0 {
-		for _, a := range s.trust.expire(time.Unix(0, newest), nil) {
+		for _, a := range s.trust.expire(finderFlows, time.Unix(0, newest), nil) {
 			s.queue(a)
 		}
 	}

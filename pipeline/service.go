@@ -120,7 +120,9 @@ func (s *Service) Start(ctx context.Context) error {
 	detectCfg := s.cfg.Detect
 	detectCfg.Brokers, detectCfg.Topics = s.cfg.Brokers, s.cfg.Topics
 	s.state = NewStateStore(s.cfg.Brokers, s.cfg.Topics.State)
-	s.detect = NewDetectStage(detectCfg, registry, detector, s.outbox, s.state, s.dlq, s.metrics, s.log)
+	// One tracker of trust incidents for both stages that find them.
+	trust := newTrustAlerts(detectCfg.Window.WithDefaults().Size, detectorCfg.Incident, s.metrics)
+	s.detect = NewDetectStage(detectCfg, registry, detector, trust, s.outbox, s.state, s.dlq, s.metrics, s.log)
 	anchorCfg := s.cfg.Anchor
 	anchorCfg.Brokers = s.cfg.Brokers
 	s.anchor = NewAnchorStage(anchorCfg, s.cfg.Topics, s.ledger, s.metrics, s.log)
@@ -138,7 +140,7 @@ func (s *Service) Start(ctx context.Context) error {
 		telemetryCfg.Window = detectCfg.Window.WithDefaults().Size
 	}
 	s.telemetry = NewTelemetryStage(telemetryCfg,
-		registry, s.outbox, s.state, s.dlq, s.metrics, s.log)
+		registry, trust, s.outbox, s.state, s.dlq, s.metrics, s.log)
 	if err := s.telemetry.Start(runCtx); err != nil {
 		cancel()
 		return err

@@ -53,7 +53,10 @@ type TelemetryStage struct {
 }
 
 // NewTelemetryStage wires the stage; Start runs it.
-func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, outbox *Outbox, state *StateStore, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *TelemetryStage {
+// trust groups its findings into incidents; the service shares one with the
+// detection stage, so that a device both stages find is one incident. Nil
+// gives the stage its own.
+func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, trust *trustAlerts, outbox *Outbox, state *StateStore, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *TelemetryStage {
 	if cfg.GroupID == "" {
 		cfg.GroupID = "chainwatch-telemetry"
 	}
@@ -61,8 +64,11 @@ func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, outbox *Outbox, 
 	if cfg.Window == 0 {
 		cfg.Window = time.Minute
 	}
+	if trust == nil {
+		trust = newTrustAlerts(cfg.Window, incidents.Rule{}, metrics)
+	}
 	return &TelemetryStage{cfg: cfg, registry: registry, outbox: outbox, state: state, dlq: dlq, metrics: metrics,
-		log: log.With("stage", "telemetry"), lastSeq: map[string]seenSequence{}, seqChanged: map[string]seenSequence{}, trust: newTrustAlerts(cfg.Window, incidents.Rule{}, metrics),
+		log: log.With("stage", "telemetry"), lastSeq: map[string]seenSequence{}, seqChanged: map[string]seenSequence{}, trust: trust,
 		stageRun: stageRun{name: "telemetry", log: log}}
 }
 
@@ -138,7 +144,7 @@ func (s *TelemetryStage) checkAll(ctx context.Context, fetches kgo.Fetches) erro
 		next[topicPartition{r.Topic, int(r.Partition)}] = r.Offset + 1
 	}
 	if !s.newest.IsZero() {
-		for _, a := range s.trust.expire(s.newest, nil) {
+		for _, a := range s.trust.expire(finderTelemetry, s.newest, nil) {
 			alerts = append(alerts, *a)
 		}
 	}
@@ -194,20 +200,20 @@ func (s *TelemetryStage) check(ctx context.Context, m kafka.Message) (*contract.
 	dev := s.registry.Device(t.DeviceID)
 	switch {
 	case dev == nil:
-		return s.trust.raise(contract.AlertRogueDevice, t.DeviceID, "", t.Time(), m, "telemetry from a device that is not registered on the ledger"), nil
+		return s.trust.raise(finderTelemetry, contract.AlertRogueDevice, t.DeviceID, "", t.Time(), m, "telemetry from a device that is not registered on the ledger"), nil
 	case revokedAt(dev, t.Time()):
-		return s.trust.raise(contract.AlertRevokedDevice, dev.ID, dev.Profile, t.Time(), m, "telemetry from a revoked device: "+dev.RevokedReason), nil
+		return s.trust.raise(finderTelemetry, contract.AlertRevokedDevice, dev.ID, dev.Profile, t.Time(), m, "telemetry from a revoked device: "+dev.RevokedReason), nil
 	case !t.Verify(dev.PublicKey):
-		return s.trust.raise(contract.AlertBadSignature, dev.ID, dev.Profile, t.Time(), m,
+		return s.trust.raise(finderTelemetry, contract.AlertBadSignature, dev.ID, dev.Profile, t.Time(), m,
 			"signature does not verify with the public key of the device's birth certificate"), nil
 	case s.replayed(dev.ID, t.Seq, m):
-		return s.trust.raise(contract.AlertBadSignature, dev.ID, dev.Profile, t.Time(), m,
+		return s.trust.raise(finderTelemetry, contract.AlertBadSignature, dev.ID, dev.Profile, t.Time(), m,
 			fmt.Sprintf("replayed envelope: sequence %d is not above the last seen %d", t.Seq, s.lastSeq[dev.ID].seq)), nil
 	}
 	seen := seenSequence{seq: t.Seq, partition: int32(m.Partition), offset: m.Offset}
 	s.lastSeq[dev.ID], s.seqChanged[dev.ID] = seen, seen
 	if !s.registry.FirmwareApproved(dev.Profile, t.Firmware) {
-		return s.trust.raise(contract.AlertFirmwareMismatch, dev.ID, dev.Profile, t.Time(), m,
+		return s.trust.raise(finderTelemetry, contract.AlertFirmwareMismatch, dev.ID, dev.Profile, t.Time(), m,
 			fmt.Sprintf("firmware %s is not approved for profile %s", t.Firmware, dev.Profile)), nil
 	}
 	return nil, nil

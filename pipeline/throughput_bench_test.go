@@ -110,7 +110,6 @@ func benchmarkEndToEnd(b *testing.B, name string, budget float64) {
 	b.ReportMetric(fetchRate, "fetch-only-records/s")
 	b.ReportMetric(rate/fetchRate, "ratio-to-fetch-only")
 	b.ReportMetric(float64(s.WindowsScored.Load()), "windows-scored")
-	b.Logf("DEBUG alerts by kind %v", s.AlertsByKind())
 	p99, n := histogramQuantile(b, reg, "chainwatch_stage_latency_seconds", "window_close_to_alert", 0.99)
 	b.ReportMetric(p99*1000, "p99-close-to-alert-ms")
 	b.ReportMetric(float64(n), "alerts")
