@@ -35,8 +35,14 @@ import (
 //     its profile until it has a history of its own. W = BaselineWindows
 //     (an hour of one-minute windows) lets the mean follow a daily cycle;
 //     V = VarianceWindows (eight hours) keeps the variance steady.
-//     Only windows below LearnLevel (the top 1 % of the tail trimmed)
-//     teach it, so an attack too slight to alert is not learnt as normal.
+//     Every window that is not anomalous teaches it, but with δ clipped at
+//     HuberK standard deviations (Huber, "Robust estimation of a location
+//     parameter", Ann. Math. Statist. 35, 1964): a baseline follows a
+//     device whose traffic drifts, however fast, while one unusual window
+//     — or an attack too slight to alert — moves it only a little. A hard
+//     cut instead (no learning above some level) would freeze the baseline
+//     of a device on a steep daily ramp, which then drifts ever further
+//     from it.
 //
 //  3. Deviation. z_j = (y_j − m_j)/√(v_j + f_j²), where the floor f_j
 //     (Floors) keeps a feature that never varied in training from dividing
@@ -200,10 +206,10 @@ func (b Budget) perWindow() float64 {
 	return b.FalseAlertsPer1000DeviceHours * b.WindowSeconds / (1000 * 3600)
 }
 
-// LearnLevel is the highest level at which a window teaches its device's
-// baseline: windows in the top 1 % of the tail are left out whether or not
-// they alert (a trimmed update), so that an attack too slight to alert
-// does not drag the baseline along until it is normal.
+// LearnLevel is the highest level at which a window's destinations join
+// its device's history of known peers: a host seen in a window in the top
+// 1 % of the tail stays new, so that a beacon too slight to alert at first
+// is not learnt as a usual peer.
 const LearnLevel = 2
 
 // MinAnomalousLevel bounds the anomalous level from below whatever the
@@ -286,13 +292,20 @@ func (m *Model) StartBaseline(b *DeviceBaseline) {
 	}
 }
 
-// Learn teaches the baseline a window judged normal (step 2).
-func (b *DeviceBaseline) Learn(v *features.Vector) {
+// HuberK is the clipping point, in standard deviations, of a deviation's
+// pull on a baseline (step 2).
+const HuberK = 2.5
+
+// Learn teaches a device's baseline a window that was not anomalous
+// (step 2), each feature's deviation clipped at HuberK standard deviations.
+func (m *Model) Learn(b *DeviceBaseline, v *features.Vector) {
 	b.Weight = min(b.Weight+1, VarianceWindows)
 	am := 1 / min(float64(b.Weight), BaselineWindows)
 	av := 1 / float64(b.Weight)
+	floors := m.Behaviour.Floors
 	for j := range features.Count {
-		d := scaled(j, v[j]) - float64(b.Mean[j])
+		c := HuberK * math.Sqrt(float64(b.Var[j])+floors[j]*floors[j])
+		d := min(max(scaled(j, v[j])-float64(b.Mean[j]), -c), c)
 		b.Mean[j] = float32(float64(b.Mean[j]) + am*d)
 		b.Var[j] = float32((1 - av) * (float64(b.Var[j]) + av*d*d))
 	}
@@ -332,8 +345,8 @@ type Judgement struct {
 	Anomalous  bool
 	Extreme    bool
 	Confidence Confidence
-	// Learn is whether the window may teach the device's baseline and
-	// history: L below LearnLevel and not anomalous.
+	// Learn is whether the window's destinations may join the device's
+	// history: L below LearnLevel.
 	Learn bool
 }
 
@@ -385,6 +398,10 @@ func (m *Model) ExplainDeviation(b *DeviceBaseline, v *features.Vector, r []floa
 	return out[:min(top, len(out))]
 }
 
+// ErrTooFewWindows is returned when a profile's history holds too few
+// windows to train on: keep collecting.
+var ErrTooFewWindows = errors.New("models: too few training windows")
+
 // DeviceSeries is one device's training windows in time order.
 type DeviceSeries struct {
 	Device  string
@@ -423,7 +440,7 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 		}
 	}
 	if n < 2 {
-		return nil, nil, errors.New("models: no training windows")
+		return nil, nil, fmt.Errorf("%w: %d", ErrTooFewWindows, n)
 	}
 	for j := range bh.PriorVar {
 		bh.PriorVar[j] /= float64(n - 1)
@@ -444,12 +461,12 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 				a, q := statistics(r)
 				maxes, sums = append(maxes, a), append(sums, q)
 			}
-			b.Learn(&s.Vectors[i])
+			m.Learn(&b, &s.Vectors[i])
 		}
 		devBase[s.Device] = b
 	}
 	if len(maxes) < 20 {
-		return nil, nil, fmt.Errorf("models: %d training windows after each device's first %d, need at least 20", len(maxes), BurnInWindows)
+		return nil, nil, fmt.Errorf("%w: %d after each device's first %d, need at least 20", ErrTooFewWindows, len(maxes), BurnInWindows)
 	}
 	forest, err := iforest.Fit(rows, ResidualDims, opts.Forest)
 	if err != nil {

@@ -105,8 +105,8 @@ func TestBehaviourModelHoldsItsBudgetAndGrowsWithIntensity(t *testing.T) {
 			if j.Anomalous {
 				anomalous++
 			}
-			if j.Learn {
-				b.Learn(&v)
+			if !j.Anomalous {
+				m.Learn(&b, &v)
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -230,8 +231,8 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 			if j.Anomalous {
 				d.metrics.AnomalousWindows.WithLabelValues(cw.Profile).Inc()
 			}
-			if j.Learn {
-				cw.state.baseline.Learn(&cw.Vector)
+			if !j.Anomalous {
+				m.Learn(&cw.state.baseline, &cw.Vector)
 			}
 			out[first+i] = Verdict{Alerts: d.incident(cw, m, j, r), Learn: j.Learn}
 		}
@@ -401,6 +402,10 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 		Profile:      cw.Profile,
 		TrainingData: refs,
 	})
+	if errors.Is(err, models.ErrTooFewWindows) {
+		d.log.Warn("first model not trained yet: too few windows; still warming up", "profile", cw.Profile, "err", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("train first model of %s: %w", cw.Profile, err)
 	}
