@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -132,6 +133,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("simulate: devices must be in [1, 60000], got %d", c.Devices)
 	case c.AttackEvery < 0 || c.FirstAttackAfter < 0:
 		return errors.New("simulate: attack timings must be positive")
+	case c.Heterogeneity < 0:
+		return fmt.Errorf("simulate: heterogeneity must not be negative, got %v", c.Heterogeneity)
+	}
+	for i, a := range c.Attacks {
+		if !slices.Contains(Scenarios, a.Scenario) {
+			return fmt.Errorf("simulate: attacks[%d]: unknown scenario %q (want one of %v)", i, a.Scenario, Scenarios)
+		}
+		if a.Intensity < 0 || (a.Scenario == ScenarioC2Beacon && a.Intensity > 0 && a.Intensity < 1) {
+			return fmt.Errorf("simulate: attacks[%d]: intensity %v out of range", i, a.Intensity)
+		}
 	}
 	return nil
 }

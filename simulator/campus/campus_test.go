@@ -1,0 +1,66 @@
+package campus
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/chainwatch/chainwatch/pipeline"
+)
+
+// The records are goflow2 JSON that the service's decoder reads as such:
+// a flow from the device, its reply leg the other way, times in ns.
+func TestRecordsAreGoflow2JSON(t *testing.T) {
+	fleet := Fleet(Config{Devices: 8, Seed: 1})
+	d := fleet[0]
+	r := rand.New(rand.NewPCG(1, 2))
+	at := time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
+	recs := appendExchange(r, nil, d, at, d.peers[0], 8883, "TCP", 420, 310)
+	if len(recs) != 2 {
+		t.Fatalf("%d records for an answered flow, want 2", len(recs))
+	}
+	var out, back pipeline.FlowRecord
+	if err := pipeline.DecodeFlow(recs[0].json(1), &out); err != nil {
+		t.Fatal(err)
+	}
+	if err := pipeline.DecodeFlow(recs[1].json(2), &back); err != nil {
+		t.Fatal(err)
+	}
+	if out.SrcIP != d.IP || out.DstPort != 8883 || out.BytesOut != 420 || out.Proto != "tcp" || out.Failed == nil || *out.Failed {
+		t.Errorf("forward leg decoded as %+v", out)
+	}
+	if back.DstIP != d.IP || back.BytesOut != 310 || !back.Time.Equal(out.Time) {
+		t.Errorf("reply leg decoded as %+v", back)
+	}
+	// An unanswered SYN is a failed flow with no reply leg.
+	if recs := appendExchange(r, nil, d, at, d.peers[0], 22, "TCP", 44, 0); len(recs) != 1 {
+		t.Fatalf("%d records for an unanswered flow", len(recs))
+	} else if err := pipeline.DecodeFlow(recs[0].json(3), &out); err != nil || !*out.Failed {
+		t.Errorf("unanswered SYN decoded as %+v (%v)", out, err)
+	}
+}
+
+func TestFleetIsDeterministicAndVictimsAreFleetDevices(t *testing.T) {
+	a, b := Fleet(Config{Devices: 40, Seed: 9}), Fleet(Config{Devices: 40, Seed: 9})
+	for i := range a {
+		if a[i].ID != b[i].ID || a[i].IP != b[i].IP || a[i].scale != b[i].scale {
+			t.Fatalf("fleet differs at %d", i)
+		}
+	}
+	profiles := map[string]bool{}
+	for _, d := range a {
+		profiles[d.Profile] = true
+	}
+	if len(profiles) != 4 {
+		t.Fatalf("profiles %v", profiles)
+	}
+	scan := &attack{dev: a[0], kind: PortScan, target: a[5].IP}
+	if v := scan.victims(a); len(v) != 1 || v[0] != a[5] {
+		t.Fatalf("victims of a scan of %s: %v", a[5].IP, v)
+	}
+	lateral := &attack{dev: a[0], kind: LateralMovement, hosts: []netip.Addr{a[1].IP, a[0].IP, netip.MustParseAddr("172.16.3.250")}}
+	if v := lateral.victims(a); len(v) != 1 || v[0] != a[1] {
+		t.Fatalf("victims of a lateral movement: %v (the attacker itself and a host outside the fleet are none)", v)
+	}
+}
