@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -157,6 +158,25 @@ func BenchmarkDetectionQuality(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(strongWithin)/float64(max(strong, 1)), "recall≤3w-strong")
+	rank := func(kind string, x float64) int {
+		for _, s := range sweep {
+			if s.kind == kind {
+				return slices.Index(s.levels, x)
+			}
+		}
+		return -1
+	}
+	fmt.Fprintf(&doc, "\nMean window score against intensity, subtle → blatant (all fleets):\n\n")
+	kinds := total.monotone(rank)
+	for _, s := range sweep {
+		scores := kinds[s.kind]
+		rising := true
+		for i := 1; i < len(scores); i++ {
+			rising = rising && scores[i] > scores[i-1]
+		}
+		fmt.Fprintf(&doc, "- %s %v: %s — %s\n", s.kind, s.levels, fmtScores(scores), map[bool]string{true: "rises monotonically", false: "**not monotone**"}[rising])
+		b.Logf("%s %v: %s rising=%v", s.kind, s.levels, fmtScores(scores), rising)
+	}
 	b.Logf("all fleets:\n%s", total.table())
 	if path := os.Getenv("CHAINWATCH_DETECTION_REPORT"); path != "" {
 		if err := os.WriteFile(path, []byte(doc.String()), 0o644); err != nil {
@@ -169,16 +189,21 @@ func runDetectionFleet(b *testing.B, f detectionFleet) detectionReport {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	env := startEmbeddedDefaultB(b, 4)
-	log := testLoggerB(nil)
+	// Every judged window's score, from the detector's debug log, for
+	// the score-against-intensity sweep; with CHAINWATCH_DETECTION_DEBUG
+	// also written out, for looking into a miss or a false incident.
+	judged := &judgedWindows{scores: map[deviceWindow]float64{}}
+	var next slog.Handler = slog.DiscardHandler
 	if dir := os.Getenv("CHAINWATCH_DETECTION_DEBUG"); dir != "" {
-		// Every judged window, for looking into a miss or a false incident.
 		f, err := os.Create(filepath.Join(dir, f.name+".log"))
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer f.Close()
-		log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		next = slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug})
 	}
+	judged.next = next
+	log := slog.New(judged)
 	svc := pipeline.NewService(pipeline.ServiceConfig{
 		Brokers:  env.brokers,
 		Detector: pipeline.DetectorConfig{Warmup: f.warmup, Seed: 1},
@@ -235,6 +260,15 @@ func runDetectionFleet(b *testing.B, f detectionFleet) detectionReport {
 	hours := float64(f.devices) * runEnd.Sub(liveStart).Hours()
 	b.Logf("%s: %d records, %d windows scored, %d behaviour alerts", f.name, n, summary.WindowsScored.Load(), len(alerts))
 	rep := evaluate(alerts, truth, time.Minute, 10*time.Minute, runEnd, hours)
+	for i := range rep.attacks {
+		a := &rep.attacks[i]
+		n := 0
+		for w := a.start; w.Before(a.end); w = w.Add(time.Minute) {
+			a.windowScore += judged.score(a.device, w)
+			n++
+		}
+		a.windowScore /= float64(max(n, 1))
+	}
 	for _, a := range rep.attacks {
 		if !a.within3 && !subtle(a.scenario, a.intensity) {
 			b.Logf("  missed within 3 windows: %s %g on %s %s–%s (detected %v after %s)", a.scenario, a.intensity, a.device,
@@ -242,6 +276,63 @@ func runDetectionFleet(b *testing.B, f detectionFleet) detectionReport {
 		}
 	}
 	return rep
+}
+
+type deviceWindow struct {
+	device string
+	start  time.Time
+}
+
+// judgedWindows is a slog.Handler that keeps the score of every window the
+// detector judged (its "window judged" debug records) and passes every
+// record on.
+type judgedWindows struct {
+	mu     sync.Mutex
+	scores map[deviceWindow]float64
+	next   slog.Handler
+}
+
+func (h *judgedWindows) Enabled(ctx context.Context, l slog.Level) bool { return true }
+
+func (h *judgedWindows) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "window judged" {
+		var k deviceWindow
+		var score float64
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "device":
+				k.device = a.Value.String()
+			case "window":
+				k.start, _ = time.Parse(time.RFC3339, a.Value.String())
+			case "score":
+				score = a.Value.Float64()
+			}
+			return true
+		})
+		h.mu.Lock()
+		h.scores[k] = score
+		h.mu.Unlock()
+	}
+	if h.next.Enabled(ctx, r.Level) {
+		return h.next.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (h *judgedWindows) WithAttrs(as []slog.Attr) slog.Handler {
+	return &judgedWindows{scores: h.scores, next: h.next.WithAttrs(as)}
+}
+
+func (h *judgedWindows) WithGroup(name string) slog.Handler {
+	return &judgedWindows{scores: h.scores, next: h.next.WithGroup(name)}
+}
+
+// score is a judged window's score; a window the device sent nothing in
+// scores 0.
+func (h *judgedWindows) score(device string, start time.Time) float64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.scores[deviceWindow{device, start}]
 }
 
 // readAttackTruth reads a ground-truth CSV with an intensity column.
@@ -267,4 +358,12 @@ func readAttackTruth(tb testing.TB, path string) []attackTruth {
 			victim: strings.HasSuffix(r[2], campus.VictimSuffix)})
 	}
 	return out
+}
+
+func fmtScores(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.3f", x)
+	}
+	return strings.Join(parts, " → ")
 }

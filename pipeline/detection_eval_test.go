@@ -83,6 +83,9 @@ type attackResult struct {
 	windows      int
 	covered      int // attack windows inside an incident's span
 	peak         float64
+	// windowScore is the mean score of the attack's windows (0 for a
+	// window in which the device sent nothing), where it was measured.
+	windowScore float64
 }
 
 // detectionReport scores incidents against the ground truth.
@@ -153,7 +156,7 @@ type cell struct {
 
 // table renders, per attack kind and intensity: attack recall within three
 // windows, attack recall at all, window recall, median time to detect and
-// mean peak score.
+// the mean score of the attack windows.
 func (r detectionReport) table() string {
 	groups := map[cell][]attackResult{}
 	for _, a := range r.attacks {
@@ -177,7 +180,7 @@ func (r detectionReport) table() string {
 		return 0
 	})
 	var b strings.Builder
-	fmt.Fprintf(&b, "| attack | intensity | attacks | recall ≤ 3 windows | recall | window recall | median time to detect | mean peak score |\n")
+	fmt.Fprintf(&b, "| attack | intensity | attacks | recall ≤ 3 windows | recall | window recall | median time to detect | mean window score |\n")
 	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|\n")
 	for _, c := range keys {
 		g := groups[c]
@@ -193,7 +196,7 @@ func (r detectionReport) table() string {
 			}
 			windows += a.windows
 			covered += a.covered
-			peak += a.peak
+			peak += a.windowScore
 		}
 		med := "–"
 		if len(ttd) > 0 {
@@ -204,4 +207,32 @@ func (r detectionReport) table() string {
 			float64(within)/float64(len(g)), float64(detected)/float64(len(g)), float64(covered)/float64(max(windows, 1)), med, peak/float64(len(g)))
 	}
 	return b.String()
+}
+
+// monotone reports, per attack kind, whether the mean window score rises
+// with intensity (intensities ordered subtle → blatant by rank, as the
+// sweep lists them), and the scores.
+func (r detectionReport) monotone(order func(kind string, x float64) int) map[string][]float64 {
+	type acc struct{ sum, n float64 }
+	byKind := map[string]map[int]*acc{}
+	for _, a := range r.attacks {
+		if byKind[a.scenario] == nil {
+			byKind[a.scenario] = map[int]*acc{}
+		}
+		k := order(a.scenario, a.intensity)
+		if byKind[a.scenario][k] == nil {
+			byKind[a.scenario][k] = &acc{}
+		}
+		byKind[a.scenario][k].sum += a.windowScore
+		byKind[a.scenario][k].n++
+	}
+	out := map[string][]float64{}
+	for kind, levels := range byKind {
+		for k := 0; k < len(levels); k++ {
+			if l := levels[k]; l != nil {
+				out[kind] = append(out[kind], l.sum/l.n)
+			}
+		}
+	}
+	return out
 }

@@ -89,9 +89,13 @@ func (LogSink) Name() string { return "log" }
 
 func (s LogSink) Deliver(_ context.Context, alerts []contract.Alert) error {
 	for _, a := range alerts {
-		attrs := []any{"id", a.ID, "kind", a.Kind, "device", a.DeviceID, "profile", a.Profile,
-			"window", a.WindowStart.Format(time.RFC3339), "score", fmt.Sprintf("%.3f", a.Score),
-			"confidence", a.Confidence, "tx", a.TxID}
+		attrs := []any{"id", a.ID, "kind", a.Kind}
+		if a.Incident != nil {
+			attrs = append(attrs, "incident", a.Incident.Status, "incident_id", a.Incident.ID, "windows", a.Incident.Windows)
+		}
+		attrs = append(attrs, "device", a.DeviceID, "profile", a.Profile,
+			"window", a.WindowStart.Format(time.RFC3339), "until", a.WindowEnd.Format(time.RFC3339),
+			"score", fmt.Sprintf("%.3f", a.Score), "confidence", a.Confidence, "tx", a.TxID)
 		if len(a.Features) > 0 {
 			top := a.Features[0]
 			attrs = append(attrs, "top_feature", fmt.Sprintf("%s=%.4g (baseline %.4g)", top.Feature, top.Value, top.Baseline))
