@@ -134,6 +134,13 @@ type profileState struct {
 	warm     []warmRow
 	warmFrom time.Time
 	warmTo   time.Time
+	// partTo is, per partition, the end of its newest warm-up window.
+	// Partitions are read at their own pace — one can be an hour of
+	// event time ahead of another when the service starts on a backlog —
+	// and the warm-up is complete only when every one of them covers it:
+	// a model trained once the fastest did would judge the others'
+	// devices before it had seen any of their traffic.
+	partTo map[int32]time.Time
 	// seeds are the baselines training left for the warm-up devices,
 	// taken by each device's state at its first scored window.
 	seeds map[string]models.DeviceBaseline
@@ -375,10 +382,21 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 	if cw.End.After(p.warmTo) {
 		p.warmTo = cw.End
 	}
+	if p.partTo == nil {
+		p.partTo = map[int32]time.Time{}
+	}
+	if cw.End.After(p.partTo[cw.Partition]) {
+		p.partTo[cw.Partition] = cw.End
+	}
 	rows := len(p.warm)
 	d.metrics.WarmupWindows.WithLabelValues(cw.Profile).Set(float64(rows))
-	if p.warmTo.Sub(p.warmFrom) < d.cfg.Warmup || rows < d.cfg.MinTrainingWindows {
+	if rows < d.cfg.MinTrainingWindows {
 		return nil
+	}
+	for _, to := range p.partTo {
+		if to.Sub(p.warmFrom) < d.cfg.Warmup {
+			return nil
+		}
 	}
 	started := time.Now()
 	refs := []string{fmt.Sprintf("warmup:%s:%s/%s", d.topic, p.warmFrom.Format(time.RFC3339), p.warmTo.Format(time.RFC3339))}
@@ -416,7 +434,7 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 	d.log.Info("trained first model on verified warm-up traffic",
 		"profile", cw.Profile, "windows", rows, "training_refs", len(refs), "event_time_span", p.warmTo.Sub(p.warmFrom).String(),
 		"took", time.Since(started).Round(time.Millisecond).String())
-	p.warm = nil
+	p.warm, p.partTo = nil, nil
 	if active.Hash() == m.Hash() {
 		p.seeds = seeds
 	}

@@ -53,6 +53,11 @@ func TestWindowsCloseAtTheWatermarkAndTrackCommittableOffsets(t *testing.T) {
 
 func TestHistoryLearnsOnlyFromNormalWindows(t *testing.T) {
 	p := newPartitionWindows(WindowConfig{}, 0)
+	// A device past its first windows (a bare history checkpoint restores
+	// one as mature), whose new destinations count.
+	var empty features.History
+	bare, _ := empty.MarshalBinary()
+	p.restore = func(d *deviceState) { _ = unmarshalDevice(bare, d) }
 	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	var closed []ClosedWindow
 	closed, _ = p.Add("a", "meter", t0, 0, features.Flow{Dst: 7}, closed)

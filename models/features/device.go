@@ -17,9 +17,10 @@ const RecentSize = 4
 const RecentSpan = 60
 
 // MatureWindows is how many windows of a device must have been observed
-// before a destination missing from its history counts as a first contact:
-// until then the device is still showing its usual peers, every one of
-// them new to the history, and none of them is news.
+// before a destination missing from its history counts as new (NewDst,
+// NewInternalDst) or as a first contact: until then the device is still
+// showing its usual peers, every one of them new to the history, and none
+// of them is news.
 const MatureWindows = 30
 
 // firstContactDecay is the per-window factor of the damped first-contact
@@ -71,7 +72,7 @@ func (d *Device) Observe(w *Window, index int64) Vector {
 	newDst, newInternal, recurrence, firstContact := 0, 0, int32(0), false
 	for dst, internal := range w.dsts {
 		known := d.History.Contains(dst)
-		if !known {
+		if !known && mature { // a young device's peers are all new, and none is news
 			newDst++
 			if internal {
 				newInternal++

@@ -125,8 +125,8 @@ func TestYoungDeviceHasNoFirstContacts(t *testing.T) {
 		w.Reset()
 		w.Add(Flow{Dst: uint64(1 + i%3), DstPort: 443, BytesOut: 300, PacketsOut: 1})
 		v := d.Observe(w, i)
-		if v[NewDstRecurrence] != 0 || v[FirstContactWindows1h] != 0 {
-			t.Fatalf("window %d: recurrence %v, first contacts %v from the usual peers", i, v[NewDstRecurrence], v[FirstContactWindows1h])
+		if v[NewDstRecurrence] != 0 || v[FirstContactWindows1h] != 0 || v[NewDst] != 0 {
+			t.Fatalf("window %d: new %v, recurrence %v, first contacts %v from the usual peers", i, v[NewDst], v[NewDstRecurrence], v[FirstContactWindows1h])
 		}
 		w.Destinations(d.History.Add)
 	}
