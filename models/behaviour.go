@@ -513,16 +513,8 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	}
 	slices.Sort(levels)
 	names := slices.Clone(features.Names[:])
-	now := time.Now
-	if opts.Now != nil {
-		now = opts.Now
-	}
-	algo := AlgorithmIsolationForest
-	if forest.Extension() > 0 {
-		algo = AlgorithmExtendedIsolationForest
-	}
 	m.Metadata = Metadata{
-		Algorithm: algo + "+device-baselines",
+		Algorithm: algorithmOf(forest) + "+device-baselines",
 		Profile:   opts.Profile,
 		Features:  names,
 		Hyperparameters: Hyperparameters{
@@ -543,7 +535,7 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 			"train_flagged_share": float64(flagged) / float64(len(levels)),
 			"devices":             float64(len(series)),
 		},
-		CreatedAt: now().UTC().Truncate(time.Millisecond),
+		CreatedAt: createdAt(opts.Now),
 		Behaviour: bh,
 	}
 	if _, err := m.MarshalBinary(); err != nil { // sets m.hash

@@ -57,19 +57,25 @@ func (d *synthDevice) window(index int64, flood float64) (features.Vector, bool)
 	return v, true
 }
 
-func TestBehaviourModelHoldsItsBudgetAndGrowsWithIntensity(t *testing.T) {
-	rng := rand.New(rand.NewPCG(11, 12))
-	devs := make([]*synthDevice, 30)
-	series := make([]DeviceSeries, len(devs))
+// synthFleet makes n devices and their first windows of normal traffic,
+// for training.
+func synthFleet(rng *rand.Rand, n int, windows int64) ([]*synthDevice, []DeviceSeries) {
+	devs := make([]*synthDevice, n)
+	series := make([]DeviceSeries, n)
 	for i := range devs {
 		devs[i] = newSynthDevice(rng)
 		series[i].Device = string(rune('a' + i))
-		for w := int64(1); w <= 200; w++ {
+		for w := int64(1); w <= windows; w++ {
 			if v, ok := devs[i].window(w, 0); ok {
 				series[i].Vectors = append(series[i].Vectors, v)
 			}
 		}
 	}
+	return devs, series
+}
+
+func TestBehaviourModelHoldsItsBudgetAndGrowsWithIntensity(t *testing.T) {
+	devs, series := synthFleet(rand.New(rand.NewPCG(11, 12)), 30, 200)
 	m, bases, err := TrainBehaviour(series, BehaviourOptions{Forest: iforest.Config{Seed: 3}, Profile: "synthetic",
 		Budget: Budget{FalseAlertsPer1000DeviceHours: 100}})
 	if err != nil {
@@ -181,18 +187,7 @@ func TestOpeningStatistic(t *testing.T) {
 // saw: the property an isolation score alone, saturating at the edge of
 // the training data, does not have.
 func TestScoreRisesWithIntensityForEveryKind(t *testing.T) {
-	rng := rand.New(rand.NewPCG(21, 22))
-	devs := make([]*synthDevice, 24)
-	series := make([]DeviceSeries, len(devs))
-	for i := range devs {
-		devs[i] = newSynthDevice(rng)
-		series[i].Device = string(rune('a' + i))
-		for w := int64(1); w <= 240; w++ {
-			if v, ok := devs[i].window(w, 0); ok {
-				series[i].Vectors = append(series[i].Vectors, v)
-			}
-		}
-	}
+	devs, series := synthFleet(rand.New(rand.NewPCG(21, 22)), 24, 240)
 	m, bases, err := TrainBehaviour(series, BehaviourOptions{Forest: iforest.Config{Seed: 5}})
 	if err != nil {
 		t.Fatal(err)

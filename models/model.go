@@ -88,17 +88,9 @@ func Train(data []float64, names []string, opts TrainOptions) (*Model, error) {
 		return nil, err
 	}
 	metrics := trainingMetrics(scores, cal)
-	now := time.Now
-	if opts.Now != nil {
-		now = opts.Now
-	}
-	algo := AlgorithmIsolationForest
-	if forest.Extension() > 0 {
-		algo = AlgorithmExtendedIsolationForest
-	}
 	m := &Model{
 		Metadata: Metadata{
-			Algorithm: algo,
+			Algorithm: algorithmOf(forest),
 			Profile:   opts.Profile,
 			Features:  slices.Clone(names),
 			Hyperparameters: Hyperparameters{
@@ -110,7 +102,7 @@ func Train(data []float64, names []string, opts TrainOptions) (*Model, error) {
 			TrainingRows: n,
 			TrainingData: slices.Clone(opts.TrainingData),
 			Metrics:      metrics,
-			CreatedAt:    now().UTC().Truncate(time.Millisecond),
+			CreatedAt:    createdAt(opts.Now),
 		},
 		forest: forest,
 	}
@@ -118,6 +110,23 @@ func Train(data []float64, names []string, opts TrainOptions) (*Model, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// algorithmOf names the forest's algorithm as artifacts record it.
+func algorithmOf(f *iforest.Forest) string {
+	if f.Extension() > 0 {
+		return AlgorithmExtendedIsolationForest
+	}
+	return AlgorithmIsolationForest
+}
+
+// createdAt stamps an artifact: now, from the given clock or the system's,
+// to the millisecond.
+func createdAt(now func() time.Time) time.Time {
+	if now == nil {
+		now = time.Now
+	}
+	return now().UTC().Truncate(time.Millisecond)
 }
 
 // trainingMetrics summarises the training scores: where the bulk lies and

@@ -1,7 +1,7 @@
 // Package pipeline owns chainwatch's Kafka stages and the path of a record
 // through them:
 //
-//	iot.flows ──► DetectStage (detect.go) ─ decode.go ─► windows.go ─► detector.go ─► outbox.go ─► sinks: ledger, chainwatch.alerts, log
+//	iot.flows ──► DetectStage (detect.go) ─ decode.go ─► windows.go ─► detector.go ─► incidents/ ─► outbox.go ─► sinks: ledger, chainwatch.alerts, log
 //	          │          ├─ bad record ─► chainwatch.dlq (dlq.go)
 //	          │          └─ checkpoints ─► chainwatch.state (statestore.go)
 //	          └─► AnchorStage (anchor.go) ─ merkle.go ─► ledger anchors
@@ -14,10 +14,13 @@
 //   - windows.go groups a device's flows into tumbling event-time windows and
 //     closes them at the partition's watermark; models/features computes
 //     each closed window's behaviour vector;
-//   - detector.go scores closed windows with the profile's model and turns a
-//     score above the calibrated threshold into an Alert; it trains the first
+//   - detector.go judges closed windows with the profile's behaviour model
+//     against each device's own baseline (models/behaviour.go) and hands the
+//     verdicts to the device's incident state (package incidents), whose
+//     openings, updates and closings become Alerts; it trains the first
 //     model, on verified history only (verified.go), when none exists;
-//   - trust.go and telemetry_stage.go raise the identity alerts;
+//   - trust.go groups the identity findings of the detection and telemetry
+//     stages (telemetry_stage.go) into one incident per device and episode;
 //   - outbox.go holds alerts durably and delivers them to every sink with
 //     retries; offsets are committed only once every window a record fed has
 //     closed, its alerts are in the outbox and the state store holds what the
