@@ -134,7 +134,10 @@ type profileState struct {
 	warm     []warmRow
 	warmFrom time.Time
 	warmTo   time.Time
-	// partTo is, per partition, the end of its newest warm-up window.
+	// held are windows past the warm-up span, scored once the model exists.
+	held     []ClosedWindow
+	heldFull bool // maxHeldWindows reached, and said so
+	// partTo is, per partition, the end of its newest window.
 	// Partitions are read at their own pace — one can be an hour of
 	// event time ahead of another when the service starts on a backlog —
 	// and the warm-up is complete only when every one of them covers it:
@@ -202,28 +205,58 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 			return out, err
 		}
 		if p.model == nil {
-			if err := d.warmUp(ctx, cw, p); err != nil {
+			held, err := d.warmUp(ctx, cw, p)
+			if err != nil {
 				return out, err
+			}
+			if held {
+				// Its destinations join the history only if it is
+				// judged normal, and it is judged later.
+				out[first+i].Learn = false
+			}
+			if p.model != nil && len(p.held) > 0 {
+				alerts, err := d.scoreHeld(ctx, p)
+				if err != nil {
+					return out, err
+				}
+				out[first+i].Alerts = append(out[first+i].Alerts, alerts...)
 			}
 			continue
 		}
 		byProfile[cw.Profile] = append(byProfile[cw.Profile], i)
 	}
-	const dims = models.ResidualDims
 	for profile, idx := range byProfile {
-		p := d.profiles[profile]
-		m := p.model
-		d.batchData = slices.Grow(d.batchData[:0], len(idx)*dims)[:len(idx)*dims]
+		ws := make([]*ClosedWindow, len(idx))
 		for k, i := range idx {
-			cw := &windows[i]
-			m.Residuals(d.baseline(p, cw), &cw.Vector, d.batchData[k*dims:(k+1)*dims])
+			ws[k] = &windows[i]
 		}
-		d.batchScores = slices.Grow(d.batchScores[:0], len(idx))[:len(idx)]
-		if err := m.Forest().ScoreBatch(d.batchScores, d.batchData); err != nil {
+		verdicts, err := d.judge(ctx, d.profiles[profile], ws)
+		if err != nil {
 			return out, err
 		}
 		for k, i := range idx {
-			cw := &windows[i]
+			out[first+i] = verdicts[k]
+		}
+	}
+	return out, nil
+}
+
+// judge scores windows of one profile that has a model, in order, with the
+// forest's batch scorer, and returns their verdicts.
+func (d *Detector) judge(ctx context.Context, p *profileState, ws []*ClosedWindow) ([]Verdict, error) {
+	const dims = models.ResidualDims
+	m := p.model
+	d.batchData = slices.Grow(d.batchData[:0], len(ws)*dims)[:len(ws)*dims]
+	for k, cw := range ws {
+		m.Residuals(d.baseline(p, cw), &cw.Vector, d.batchData[k*dims:(k+1)*dims])
+	}
+	d.batchScores = slices.Grow(d.batchScores[:0], len(ws))[:len(ws)]
+	if err := m.Forest().ScoreBatch(d.batchScores, d.batchData); err != nil {
+		return nil, err
+	}
+	out := make([]Verdict, len(ws))
+	{
+		for k, cw := range ws {
 			r := d.batchData[k*dims : (k+1)*dims]
 			j := m.Judge(r, d.batchScores[k])
 			d.metrics.WindowsScored.WithLabelValues(cw.Profile).Inc()
@@ -241,10 +274,42 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 			if !j.Anomalous {
 				m.Learn(&cw.state.baseline, &cw.Vector)
 			}
-			out[first+i] = Verdict{Alerts: d.incident(cw, m, j, r), Learn: j.Learn}
+			out[k] = Verdict{Alerts: d.incident(cw, m, j, r), Learn: j.Learn}
 		}
 	}
 	return out, nil
+}
+
+// maxHeldWindows bounds the windows held back while a profile warms up
+// (about 250 bytes each): a backlog read far ahead on some partitions
+// beyond that is not scored, and the log says so.
+const maxHeldWindows = 200_000
+
+// scoreHeld scores, in time order, the windows a profile held back while
+// its first model trained, and returns the alerts they raise.
+func (d *Detector) scoreHeld(ctx context.Context, p *profileState) ([]*contract.Alert, error) {
+	held := p.held
+	p.held = nil
+	slices.SortStableFunc(held, func(a, b ClosedWindow) int {
+		if c := a.Start.Compare(b.Start); c != 0 {
+			return c
+		}
+		return strings.Compare(a.DeviceID, b.DeviceID)
+	})
+	ws := make([]*ClosedWindow, len(held))
+	for i := range held {
+		ws[i] = &held[i]
+	}
+	verdicts, err := d.judge(ctx, p, ws)
+	if err != nil {
+		return nil, err
+	}
+	var alerts []*contract.Alert
+	for _, v := range verdicts {
+		alerts = append(alerts, v.Alerts...)
+	}
+	d.log.Info("scored the windows held back past the warm-up span", "profile", held[0].Profile, "windows", len(held), "alerts", len(alerts))
+	return alerts, nil
 }
 
 // baseline returns the window's device baseline, started on first use from
@@ -373,29 +438,49 @@ func (d *Detector) profile(ctx context.Context, name string) (*profileState, err
 
 // warmUp collects a window for the profile's first model and trains it once
 // the warm-up span and minimum row count are reached.
-func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState) error {
-	p.warm = append(p.warm, warmRow{start: cw.Start.UnixNano(), device: cw.DeviceID, vector: cw.Vector,
-		partition: cw.Partition, first: cw.FirstOffset, last: cw.LastOffset})
-	if p.warmFrom.IsZero() || cw.Start.Before(p.warmFrom) {
-		p.warmFrom = cw.Start
-	}
-	if cw.End.After(p.warmTo) {
-		p.warmTo = cw.End
-	}
+//
+// Only windows within the warm-up span — Warmup of event time from the
+// earliest window seen — train the model. A window past it (a partition
+// read ahead of the others) is held back and reported as held: it is
+// scored, in time order, once the model exists, so neither does an attack
+// after the warm-up teach the model nor does it go unscored.
+func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState) (held bool, err error) {
 	if p.partTo == nil {
 		p.partTo = map[int32]time.Time{}
 	}
 	if cw.End.After(p.partTo[cw.Partition]) {
 		p.partTo[cw.Partition] = cw.End
 	}
+	if !p.warmFrom.IsZero() && !cw.Start.Before(p.warmFrom.Add(d.cfg.Warmup)) {
+		held = true
+		switch {
+		case len(p.held) < maxHeldWindows:
+			w := *cw
+			w.window = nil // recycled by the stage; the vector is what is scored
+			p.held = append(p.held, w)
+		case !p.heldFull:
+			p.heldFull = true
+			d.log.Warn("too many windows past the warm-up span while the first model waits for the slowest partition; later ones are not scored",
+				"profile", cw.Profile, "held", len(p.held))
+		}
+	} else {
+		p.warm = append(p.warm, warmRow{start: cw.Start.UnixNano(), device: cw.DeviceID, vector: cw.Vector,
+			partition: cw.Partition, first: cw.FirstOffset, last: cw.LastOffset})
+		if p.warmFrom.IsZero() || cw.Start.Before(p.warmFrom) {
+			p.warmFrom = cw.Start
+		}
+		if cw.End.After(p.warmTo) {
+			p.warmTo = cw.End
+		}
+	}
 	rows := len(p.warm)
 	d.metrics.WarmupWindows.WithLabelValues(cw.Profile).Set(float64(rows))
 	if rows < d.cfg.MinTrainingWindows {
-		return nil
+		return held, nil
 	}
 	for _, to := range p.partTo {
 		if to.Sub(p.warmFrom) < d.cfg.Warmup {
-			return nil
+			return held, nil
 		}
 	}
 	started := time.Now()
@@ -407,7 +492,7 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 		if err != nil {
 			d.log.Error("first model not trained: its warm-up history is not verified; still warming up",
 				"profile", cw.Profile, "windows", rows, "err", err)
-			return nil
+			return held, nil
 		}
 		refs = anchors
 	}
@@ -422,14 +507,14 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 	})
 	if errors.Is(err, models.ErrTooFewWindows) {
 		d.log.Warn("first model not trained yet: too few windows; still warming up", "profile", cw.Profile, "err", err)
-		return nil
+		return held, nil
 	}
 	if err != nil {
-		return fmt.Errorf("train first model of %s: %w", cw.Profile, err)
+		return held, fmt.Errorf("train first model of %s: %w", cw.Profile, err)
 	}
 	active, err := d.store.Bootstrap(ctx, m, refs)
 	if err != nil {
-		return fmt.Errorf("bootstrap model of %s: %w", cw.Profile, err)
+		return held, fmt.Errorf("bootstrap model of %s: %w", cw.Profile, err)
 	}
 	d.log.Info("trained first model on verified warm-up traffic",
 		"profile", cw.Profile, "windows", rows, "training_refs", len(refs), "event_time_span", p.warmTo.Sub(p.warmFrom).String(),
@@ -439,7 +524,7 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 		p.seeds = seeds
 	}
 	d.activate(cw.Profile, p, active, "registered and promoted on the ledger")
-	return nil
+	return held, nil
 }
 
 // warmSeries groups warm-up rows into each device's windows in time order,

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 	"time"
@@ -63,5 +65,85 @@ func TestFirstModelWaitsForVerifiedHistory(t *testing.T) {
 	m := d.Model("meter")
 	if m == nil || len(m.TrainingData) != 1 || m.TrainingData[0] != "iot.flows/0/0-99" {
 		t.Fatalf("model after verification: %+v", m)
+	}
+}
+
+// A partition read ahead of the others: its windows past the warm-up span
+// do not train the model (an attack there must not become normal), and
+// they are scored, in time order, once the slower partition completes the
+// warm-up.
+func TestWindowsPastTheWarmupAreHeldAndScoredNotTrained(t *testing.T) {
+	led, err := embedded.Open(filepath.Join(t.TempDir(), "ledger"), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer led.Close()
+	store := &ModelStore{Dir: t.TempDir(), Ledger: ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))}
+	d := NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10}, store, nil, "iot.flows",
+		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	rng := rand.New(rand.NewPCG(1, 2))
+	states := map[string]*deviceState{}
+	window := func(dev string, part int32, i int, flows float64) ClosedWindow {
+		if states[dev] == nil {
+			states[dev] = &deviceState{id: dev, profile: "meter"}
+		}
+		var v features.Vector
+		v[features.Flows] = flows
+		v[features.BytesOut] = flows * 900 * math.Exp(0.2*rng.NormFloat64())
+		v[features.Packets] = flows * 2
+		return ClosedWindow{DeviceID: dev, Profile: "meter", Start: t0.Add(time.Duration(i) * time.Minute),
+			End: t0.Add(time.Duration(i+1) * time.Minute), Index: t0.Add(time.Duration(i)*time.Minute).Unix() / 60,
+			Vector: v, Partition: part, state: states[dev]}
+	}
+	normal := func() float64 { return float64(2 + rng.IntN(4)) }
+	// Both partitions deliver their first window (a consumer fetches from
+	// every partition from its first poll); then partition 0 runs two
+	// hours ahead, with a flood in its second hour.
+	if _, err := d.ScoreWindows(context.Background(), []ClosedWindow{window("m-slow", 1, 0, normal())}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 120 {
+		flows := normal()
+		if i >= 80 && i < 90 {
+			flows = 400
+		}
+		verdicts, err := d.ScoreWindows(context.Background(), []ClosedWindow{window("m-fast", 0, i, flows)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i >= 60 && verdicts[0].Learn {
+			t.Fatalf("window %d past the warm-up span may teach the history before it is judged", i)
+		}
+	}
+	if d.Model("meter") != nil {
+		t.Fatal("trained before the slow partition covered the warm-up span")
+	}
+	// Partition 1 catches up; its window at the end of the span completes
+	// the warm-up, and the held windows of partition 0 are scored then.
+	var alerts []*contract.Alert
+	for i := 1; i <= 60; i++ {
+		verdicts, err := d.ScoreWindows(context.Background(), []ClosedWindow{window("m-slow", 1, i, normal())}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		alerts = append(alerts, verdicts[0].Alerts...)
+	}
+	m := d.Model("meter")
+	if m == nil {
+		t.Fatal("no model once every partition covered the warm-up")
+	}
+	if m.TrainingRows > 2*60 {
+		t.Fatalf("trained on %d rows: windows past the span were used", m.TrainingRows)
+	}
+	opened := 0
+	for _, a := range alerts {
+		if a.DeviceID == "m-fast" && a.Incident.Status == contract.IncidentOpened &&
+			!a.WindowStart.Before(t0.Add(78*time.Minute)) && a.WindowStart.Before(t0.Add(90*time.Minute)) {
+			opened++
+		}
+	}
+	if opened != 1 {
+		t.Fatalf("the held flood opened %d incidents, want 1 (alerts %d)", opened, len(alerts))
 	}
 }
