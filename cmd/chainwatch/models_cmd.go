@@ -138,6 +138,11 @@ func newEvaluateCommand(*globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if m.Behaviour != nil {
+				// Its forest scores deviations from each device's own
+				// baseline, which a table of raw feature rows does not carry.
+				return fmt.Errorf("%s is a behaviour model (%s): it judges each device's windows against that device's baseline, so rows of a CSV cannot be scored with it; evaluate models trained from a CSV here", modelPath, m.Profile)
+			}
 			ds, _, err := readDataset(csvPath, labelColumn, positive)
 			if err != nil {
 				return err

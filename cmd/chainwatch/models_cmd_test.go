@@ -10,6 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/chainwatch/chainwatch/models"
+	"github.com/chainwatch/chainwatch/models/features"
 )
 
 // writeCSV writes n rows of three Gaussian features, a share of them shifted
@@ -99,5 +102,37 @@ func TestTrainRefusesNonNumericColumns(t *testing.T) {
 	_, err = runCLI(t, "models", "show", path)
 	if err == nil || !strings.Contains(err.Error(), "not a chainwatch model artifact") {
 		t.Fatalf("models show on a CSV: err = %v", err)
+	}
+}
+
+// A behaviour model, as the service trains it, is refused by evaluate on a
+// CSV with a message saying why, rather than scoring raw rows with a forest
+// grown on deviations from device baselines.
+func TestEvaluateRefusesABehaviourModel(t *testing.T) {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(4, 4))
+	series := make([]models.DeviceSeries, 4)
+	for d := range series {
+		series[d].Device = fmt.Sprintf("m-%d", d)
+		for range 60 {
+			var v features.Vector
+			v[features.Flows] = float64(2 + rng.IntN(4))
+			v[features.BytesOut] = v[features.Flows] * 900
+			series[d].Vectors = append(series[d].Vectors, v)
+		}
+	}
+	m, _, err := models.TrainBehaviour(series, models.BehaviourOptions{Profile: "meter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	modelPath := filepath.Join(dir, "b.cwm")
+	if err := m.Save(modelPath); err != nil {
+		t.Fatal(err)
+	}
+	csvPath := filepath.Join(dir, "t.csv")
+	writeCSV(t, csvPath, 50, 0.1, 1)
+	_, err = runCLI(t, "evaluate", "--model", modelPath, "--csv", csvPath, "--label-column", "is_attack")
+	if err == nil || !strings.Contains(err.Error(), "behaviour model") {
+		t.Fatalf("err = %v, want a behaviour model refused", err)
 	}
 }
