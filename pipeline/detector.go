@@ -123,9 +123,11 @@ type Detector struct {
 	mu       sync.Mutex
 	profiles map[string]*profileState
 	// batch buffers, reused under mu
-	batchData   []float64
-	batchScores []float64
-	events      []incidents.Event
+	batchData     []float64
+	batchScores   []float64
+	batchWindows  []*ClosedWindow
+	batchVerdicts []Verdict
+	events        []incidents.Event
 }
 
 type profileState struct {
@@ -226,11 +228,11 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 		byProfile[cw.Profile] = append(byProfile[cw.Profile], i)
 	}
 	for profile, idx := range byProfile {
-		ws := make([]*ClosedWindow, len(idx))
-		for k, i := range idx {
-			ws[k] = &windows[i]
+		d.batchWindows = d.batchWindows[:0]
+		for _, i := range idx {
+			d.batchWindows = append(d.batchWindows, &windows[i])
 		}
-		verdicts, err := d.judge(ctx, d.profiles[profile], ws)
+		verdicts, err := d.judge(ctx, d.profiles[profile], d.batchWindows)
 		if err != nil {
 			return out, err
 		}
@@ -242,7 +244,8 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 }
 
 // judge scores windows of one profile that has a model, in order, with the
-// forest's batch scorer, and returns their verdicts.
+// forest's batch scorer, and returns their verdicts (valid until the next
+// call).
 func (d *Detector) judge(ctx context.Context, p *profileState, ws []*ClosedWindow) ([]Verdict, error) {
 	const dims = models.ResidualDims
 	m := p.model
@@ -254,30 +257,27 @@ func (d *Detector) judge(ctx context.Context, p *profileState, ws []*ClosedWindo
 	if err := m.Forest().ScoreBatch(d.batchScores, d.batchData); err != nil {
 		return nil, err
 	}
-	out := make([]Verdict, len(ws))
-	{
-		for k, cw := range ws {
-			r := d.batchData[k*dims : (k+1)*dims]
-			j := m.Judge(r, d.batchScores[k])
-			d.metrics.WindowsScored.WithLabelValues(cw.Profile).Inc()
-			d.metrics.Scores.WithLabelValues(cw.Profile).Observe(j.Score)
-			d.metrics.Summary.WindowsScored.Add(1)
-			if d.log.Enabled(ctx, slog.LevelDebug) {
-				top := m.ExplainDeviation(&cw.state.baseline, &cw.Vector, r, 1)
-				d.log.Debug("window judged", "device", cw.DeviceID, "window", cw.Start.Format(time.RFC3339), "level", j.Level,
-					"score", j.Score, "anomalous", j.Anomalous, "extreme", j.Extreme, "top_feature", top[0].Feature,
-					"value", top[0].Value, "baseline", top[0].Baseline)
-			}
-			if j.Anomalous {
-				d.metrics.AnomalousWindows.WithLabelValues(cw.Profile).Inc()
-			}
-			if !j.Anomalous {
-				m.Learn(&cw.state.baseline, &cw.Vector)
-			}
-			out[k] = Verdict{Alerts: d.incident(cw, m, j, r), Learn: j.Learn}
+	d.batchVerdicts = d.batchVerdicts[:0]
+	for k, cw := range ws {
+		r := d.batchData[k*dims : (k+1)*dims]
+		j := m.Judge(r, d.batchScores[k])
+		d.metrics.WindowsScored.WithLabelValues(cw.Profile).Inc()
+		d.metrics.Scores.WithLabelValues(cw.Profile).Observe(j.Score)
+		d.metrics.Summary.WindowsScored.Add(1)
+		if d.log.Enabled(ctx, slog.LevelDebug) {
+			top := m.ExplainDeviation(&cw.state.baseline, &cw.Vector, r, 1)
+			d.log.Debug("window judged", "device", cw.DeviceID, "window", cw.Start.Format(time.RFC3339), "level", j.Level,
+				"score", j.Score, "anomalous", j.Anomalous, "extreme", j.Extreme, "top_feature", top[0].Feature,
+				"value", top[0].Value, "baseline", top[0].Baseline)
 		}
+		if j.Anomalous {
+			d.metrics.AnomalousWindows.WithLabelValues(cw.Profile).Inc()
+		} else {
+			m.Learn(&cw.state.baseline, &cw.Vector)
+		}
+		d.batchVerdicts = append(d.batchVerdicts, Verdict{Alerts: d.incident(cw, m, j, r), Learn: j.Learn})
 	}
-	return out, nil
+	return d.batchVerdicts, nil
 }
 
 // maxHeldWindows bounds the windows held back while a profile warms up
