@@ -15,7 +15,8 @@ import (
 )
 
 // StateStore keeps the detection stage's state that outlives a process —
-// each device's destination history and each partition's windowing
+// each device's state (destination history and recent first contacts,
+// behaviour baseline, incident state) and each partition's windowing
 // checkpoint — in a compacted Kafka topic. Any instance of the consumer
 // group that takes a partition over reads it back, so a restart and a
 // partition moving to another instance resume the same way: histories as
@@ -25,7 +26,7 @@ import (
 // there too, so a replayed envelope is caught across restarts and moves.
 // Records are keyed so that compaction keeps the newest of each:
 //
-//	h/<device id>               features.History encoding
+//	h/<device id>               device checkpoint (devicecheckpoint.go; a bare features.History from before it)
 //	p/<flows topic>/<partition> partitionCheckpoint as JSON
 //	s/<device id>               last telemetry sequence, its partition and offset (8+4+8 bytes, big-endian)
 //
