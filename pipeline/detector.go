@@ -131,7 +131,10 @@ type Detector struct {
 }
 
 type profileState struct {
-	model    *models.Model
+	model *models.Model
+	// refused is why the ledger's active model cannot be used (another
+	// feature schema); the profile's windows are then counted, not scored.
+	refused  error
 	checked  bool // asked the ledger for an active model
 	warm     []warmRow
 	warmFrom time.Time
@@ -205,6 +208,10 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 		p, err := d.profile(ctx, cw.Profile)
 		if err != nil {
 			return out, err
+		}
+		if p.refused != nil {
+			d.metrics.WindowsUnscored.WithLabelValues(cw.Profile, "model_refused").Inc()
+			continue
 		}
 		if p.model == nil {
 			held, err := d.warmUp(ctx, cw, p)
@@ -428,9 +435,15 @@ func (d *Detector) profile(ctx context.Context, name string) (*profileState, err
 		p.checked = true
 		if m != nil {
 			if err := m.CheckSchema(); err != nil {
-				return nil, fmt.Errorf("active model of %s on the ledger: %w", name, err)
+				// The service cannot replace an operator's model by itself,
+				// and must not judge windows with one that cannot read them:
+				// this profile goes unscored, loudly, and the rest runs on.
+				p.refused = err
+				d.log.Error("active model refused; windows of this profile are not scored until a model of this build's feature schema is promoted (or start from a fresh data directory)",
+					"profile", name, "err", err)
+			} else {
+				d.activate(name, p, m, "loaded from the ledger's active model")
 			}
-			d.activate(name, p, m, "loaded from the ledger's active model")
 		}
 	}
 	return p, nil

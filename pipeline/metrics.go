@@ -17,6 +17,7 @@ type Metrics struct {
 	Scores           *prometheus.HistogramVec // profile
 	Alerts           *prometheus.CounterVec   // kind, confidence
 	AnomalousWindows *prometheus.CounterVec   // profile
+	WindowsUnscored  *prometheus.CounterVec   // profile, reason
 	Incidents        *prometheus.CounterVec   // kind, status
 	Anchors          *prometheus.CounterVec   // topic
 	AnchoredRecords  *prometheus.CounterVec   // topic
@@ -78,6 +79,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Alerts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_alerts_total", Help: "Alerts raised."}, []string{"kind", "confidence"}),
 		AnomalousWindows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anomalous_windows_total",
 			Help: "Windows judged anomalous against their device's baseline and profile model, whether or not they opened an incident."}, []string{"profile"}),
+		WindowsUnscored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_windows_unscored_total",
+			Help: "Closed windows not scored, by reason (model_refused: the ledger's active model is of another feature schema)."}, []string{"profile", "reason"}),
 		Incidents: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_incident_events_total",
 			Help: "Incident events (opened, updated, closed) by alert kind."}, []string{"kind", "status"}),
 		Anchors:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anchors_total", Help: "Batches anchored on the ledger."}, []string{"topic"}),
@@ -97,7 +100,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LedgerTx: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_ledger_tx_seconds", Help: "Ledger transaction latency.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}, []string{"function", "result"}),
 	}
-	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts, m.AnomalousWindows, m.Incidents,
+	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts, m.AnomalousWindows, m.WindowsUnscored, m.Incidents,
 		m.Anchors, m.AnchoredRecords, m.AuditedRecords, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.OpenWindows,
 		m.ModelInfo, m.ModelThreshold, m.WarmupWindows, m.SinkErrors, m.LedgerTx, m.OutboxDepth)
 	return m

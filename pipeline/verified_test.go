@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
+	"github.com/chainwatch/chainwatch/models"
 	"github.com/chainwatch/chainwatch/models/features"
 )
 
@@ -145,5 +147,45 @@ func TestWindowsPastTheWarmupAreHeldAndScoredNotTrained(t *testing.T) {
 	}
 	if opened != 1 {
 		t.Fatalf("the held flood opened %d incidents, want 1 (alerts %d)", opened, len(alerts))
+	}
+}
+
+// A ledger whose active model is of another feature schema (an older
+// chainwatch's, or one trained from a CSV) leaves that profile unscored,
+// counted and logged, and the detector running.
+func TestModelOfAnotherSchemaLeavesItsProfileUnscored(t *testing.T) {
+	dir := t.TempDir()
+	led, err := embedded.Open(filepath.Join(dir, "ledger"), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer led.Close()
+	service := ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))
+	store := &ModelStore{Dir: filepath.Join(dir, "models"), Ledger: service}
+	rng := rand.New(rand.NewPCG(5, 5))
+	rows := make([]float64, 0, 300*features.Count)
+	for range 300 * features.Count {
+		rows = append(rows, rng.NormFloat64())
+	}
+	csvModel, err := models.Train(rows, features.Names[:], models.TrainOptions{Profile: "meter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Bootstrap(context.Background(), csvModel, []string{"csv"}); err != nil {
+		t.Fatal(err)
+	}
+	metrics := NewMetrics(prometheus.NewRegistry())
+	d := NewDetector(DetectorConfig{}, store, nil, "iot.flows", metrics, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cw := ClosedWindow{DeviceID: "m-1", Profile: "meter", Start: time.Unix(600, 0), End: time.Unix(660, 0)}
+	for range 3 {
+		if _, err := d.ScoreWindows(context.Background(), []ClosedWindow{cw}, nil); err != nil {
+			t.Fatalf("a refused model stopped the detector: %v", err)
+		}
+	}
+	if got := testutil.ToFloat64(metrics.WindowsUnscored.WithLabelValues("meter", "model_refused")); got != 3 {
+		t.Fatalf("%v windows counted unscored, want 3", got)
+	}
+	if d.Model("meter") != nil {
+		t.Fatal("the refused model is in use")
 	}
 }
