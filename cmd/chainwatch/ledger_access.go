@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 
 	"path/filepath"
 	"time"
@@ -73,6 +74,30 @@ func ledgerAs(cfg Config, role contract.Role) (*ledgerclient.Client, func(), err
 	default:
 		return nil, nil, err
 	}
+}
+
+// ledgerToRead is ledgerAs for commands that only read: on the embedded
+// backend a missing ledger is an error naming it, and nothing is created
+// (ledgerAs would create an empty ledger there).
+func ledgerToRead(cfg Config, role contract.Role) (*ledgerclient.Client, func(), error) {
+	if cfg.Ledger.Backend != "fabric" {
+		if err := embeddedLedgerExists(cfg); err != nil {
+			return nil, nil, err
+		}
+	}
+	return ledgerAs(cfg, role)
+}
+
+// embeddedLedgerExists names the missing data directory or ledger.
+func embeddedLedgerExists(cfg Config) error {
+	dir := filepath.Join(cfg.DataDir, "ledger")
+	if _, err := os.Stat(cfg.DataDir); err != nil {
+		return fmt.Errorf("data directory %s does not exist (data_dir, --data-dir): there is no ledger to read", cfg.DataDir)
+	}
+	if !embedded.Exists(dir) {
+		return fmt.Errorf("no embedded ledger in %s: `chainwatch run` creates it there; nothing to read", dir)
+	}
+	return nil
 }
 
 // nopRegisterer lets one-shot commands use pipeline sinks without exposing

@@ -31,6 +31,9 @@ func newLedgerCommand(g *globals) *cobra.Command {
 			if cfg.Ledger.Backend != "embedded" {
 				return fmt.Errorf("ledger verify re-checks the embedded ledger's files; a Fabric ledger is validated by its peers (ledger.backend is %s)", cfg.Ledger.Backend)
 			}
+			if err := embeddedLedgerExists(cfg); err != nil {
+				return err
+			}
 			rep, err := embedded.Verify(filepath.Join(cfg.DataDir, "ledger"), pubKey)
 			if err != nil {
 				return err
@@ -51,11 +54,21 @@ func newLedgerCommand(g *globals) *cobra.Command {
 
 // withLedger runs fn with a client of the given role and closes it after.
 func withLedger(g *globals, role contract.Role, fn func(*ledgerclient.Client) error) error {
+	return useLedger(g, role, ledgerAs, fn)
+}
+
+// readLedger is withLedger for commands that only read: a missing ledger
+// is an error, and nothing is created.
+func readLedger(g *globals, role contract.Role, fn func(*ledgerclient.Client) error) error {
+	return useLedger(g, role, ledgerToRead, fn)
+}
+
+func useLedger(g *globals, role contract.Role, open func(Config, contract.Role) (*ledgerclient.Client, func(), error), fn func(*ledgerclient.Client) error) error {
 	cfg, err := g.load()
 	if err != nil {
 		return err
 	}
-	c, closeFn, err := ledgerAs(cfg, role)
+	c, closeFn, err := open(cfg, role)
 	if err != nil {
 		return err
 	}
@@ -124,7 +137,7 @@ func newDevicesCommand(g *globals) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List registered devices", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
+			return readLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
 				got, err := c.ListDevices(cmd.Context())
 				if err != nil {
 					return err
@@ -170,7 +183,7 @@ func newFirmwareCommand(g *globals) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List approved firmware", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
+			return readLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
 				got, err := c.ListFirmware(cmd.Context(), profile)
 				if err != nil {
 					return err
@@ -190,7 +203,7 @@ func newAlertsCommand(g *globals) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List alerts", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
+			return readLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
 				got, err := c.ListAlerts(cmd.Context(), filter)
 				if err != nil {
 					return err
@@ -208,7 +221,7 @@ func newAlertsCommand(g *globals) *cobra.Command {
 		Short: "Record an analyst's verdict on an alert (as analyst)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
+			return readLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
 				got, err := c.SetVerdict(cmd.Context(), args[0], args[1], note)
 				if err != nil {
 					return err
@@ -223,7 +236,7 @@ func newAlertsCommand(g *globals) *cobra.Command {
 		Short: "Every committed version of an alert: its recording and each verdict since",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
+			return readLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
 				got, err := c.AlertHistory(cmd.Context(), args[0])
 				if err != nil {
 					return err

@@ -7,10 +7,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -25,9 +27,67 @@ type globals struct {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := newRootCommand().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "chainwatch:", err)
-		os.Exit(1)
+	cmd, err := newRootCommand().ExecuteContextC(ctx)
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "chainwatch:", err)
+	code := exitCode(err)
+	if code == 2 && cmd != nil {
+		fmt.Fprint(os.Stderr, "\n"+cmd.UsageString())
+	}
+	stop()
+	os.Exit(code)
+}
+
+// usageError is a command used wrongly: an unknown command or flag, a
+// malformed or missing argument. It exits 2, with the command's usage.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// exitCode is 2 for a usage error, 1 for any other failure.
+func exitCode(err error) int {
+	var u usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	// Cobra's own words for an unknown command or flag of the root.
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument"} {
+		if strings.HasPrefix(err.Error(), p) {
+			return 2
+		}
+	}
+	return 1
+}
+
+// markUsageErrors makes every argument or flag error of cmd and its
+// subcommands a usageError, and a command group called without a known
+// subcommand one too (cobra would print the help and exit 0).
+func markUsageErrors(cmd *cobra.Command) {
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error {
+			if err := args(c, a); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil && cmd.HasParent() {
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.RunE = func(c *cobra.Command, a []string) error {
+			if len(a) > 0 {
+				return usagef("unknown command %q for %q", a[0], c.CommandPath())
+			}
+			return usagef("%s needs a subcommand", c.CommandPath())
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		markUsageErrors(sub)
 	}
 }
 
@@ -56,6 +116,7 @@ func newRootCommand() *cobra.Command {
 		newProveCommand(g),
 		newVerifyProofCommand(g),
 	)
+	markUsageErrors(root)
 	return root
 }
 

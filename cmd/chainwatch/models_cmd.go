@@ -75,7 +75,7 @@ features. The artifact records the CSV's SHA-256 as its training data.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if csvPath == "" || out == "" {
-				return fmt.Errorf("--csv and --out are required")
+				return usagef("--csv and --out are required")
 			}
 			ds, digest, err := readDataset(csvPath, labelColumn, "")
 			if err != nil {
@@ -132,7 +132,7 @@ func newEvaluateCommand(*globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if modelPath == "" || csvPath == "" || labelColumn == "" {
-				return fmt.Errorf("--model, --csv and --label-column are required")
+				return usagef("--model, --csv and --label-column are required")
 			}
 			m, err := models.Load(modelPath)
 			if err != nil {

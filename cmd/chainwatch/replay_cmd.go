@@ -48,6 +48,12 @@ func openHistory(cmd *cobra.Command, g *globals, brokerFlag []string, topic stri
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Ledger.Backend != "fabric" {
+		// The ledger first: without it there is nothing to replay against.
+		if err := embeddedLedgerExists(cfg); err != nil {
+			return nil, err
+		}
+	}
 	if topic == "" {
 		topic = cfg.Topics.Flows
 	}
@@ -55,7 +61,7 @@ func openHistory(cmd *cobra.Command, g *globals, brokerFlag []string, topic stri
 	if err != nil {
 		return nil, err
 	}
-	ledger, closeLedger, err := ledgerAs(cfg, role)
+	ledger, closeLedger, err := ledgerToRead(cfg, role)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +88,7 @@ mirror) against the original's anchors.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !verify {
-				return fmt.Errorf("replay verifies history; pass --verify")
+				return usagef("replay verifies history; pass --verify")
 			}
 			h, err := openHistory(cmd, g, brokers, topic, contract.RoleService)
 			if err != nil {
@@ -243,7 +249,7 @@ func newVerifyProofCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ledger, closeLedger, err := ledgerAs(cfg, contract.RoleAnalyst)
+			ledger, closeLedger, err := ledgerToRead(cfg, contract.RoleAnalyst)
 			if err != nil {
 				return err
 			}

@@ -68,6 +68,13 @@ type Options struct {
 	LockTimeout time.Duration
 }
 
+// Exists reports whether dir holds an embedded ledger, without creating
+// anything.
+func Exists(dir string) bool {
+	info, err := os.Stat(filepath.Join(dir, dbFile))
+	return err == nil && info.Mode().IsRegular()
+}
+
 // Open opens, or creates, the embedded ledger in dir. A new ledger gets a
 // fresh P-256 signing identity, whose public half is also written to
 // signer.pub.pem for offline verification.
