@@ -40,13 +40,30 @@ func openLedgers(cfg Config) (*ledgers, error) {
 		if err != nil {
 			return nil, err
 		}
+		// One token per role the other subcommands act as, readable only
+		// by the user running this process (embedded/remote.go).
+		tokens := gatewayTokenDir(cfg)
+		auth, err := embedded.WriteGatewayTokens(tokens, gatewayRoles...)
+		if err != nil {
+			l.Close()
+			return nil, err
+		}
 		as := func(r contract.Role) *ledgerclient.Client { return ledgerclient.New(l.Client(embedded.LocalCaller(r))) }
 		return &ledgers{
 			service: as(contract.RoleService), manufacturer: as(contract.RoleManufacturer), operator: as(contract.RoleOperator),
-			gateway: l.Handler(), close: func() { l.Close() },
+			gateway: l.Handler(auth), close: func() {
+				embedded.RemoveGatewayTokens(tokens, gatewayRoles...)
+				l.Close()
+			},
 		}, nil
 	}
 }
+
+// gatewayRoles are the roles the subcommands act as through the gateway.
+var gatewayRoles = []contract.Role{contract.RoleManufacturer, contract.RoleOperator, contract.RoleAnalyst, contract.RoleService}
+
+// gatewayTokenDir is where a running process writes its gateway tokens.
+func gatewayTokenDir(cfg Config) string { return filepath.Join(cfg.DataDir, "gateway") }
 
 // ledgerAs opens the configured ledger to act as the given role. On the
 // embedded ledger that is a local identity of the role, and while a running
@@ -70,7 +87,11 @@ func ledgerAs(cfg Config, role contract.Role) (*ledgerclient.Client, func(), err
 		if cfg.HTTP.Listen == "off" {
 			return nil, nil, fmt.Errorf("%w, and its http.listen is off, so it cannot be reached", err)
 		}
-		return ledgerclient.New(embedded.Remote("http://"+cfg.HTTP.Listen, caller)), func() {}, nil
+		token, terr := embedded.ReadGatewayToken(gatewayTokenDir(cfg), role)
+		if terr != nil {
+			return nil, nil, fmt.Errorf("%w; its gateway needs the token it wrote in %s, which this user cannot read: %v", err, gatewayTokenDir(cfg), terr)
+		}
+		return ledgerclient.New(embedded.Remote("http://"+cfg.HTTP.Listen, token)), func() {}, nil
 	default:
 		return nil, nil, err
 	}
