@@ -58,7 +58,7 @@ import (
 //     of step 6 for every attack (docs/DETECTION.md).
 //
 //  4. Three statistics of the deviations r = z: A = max of their
-//     suspicious parts (features.Direction), B = Σ of their squares (several
+//     parts above the baseline (features.Spec), B = Σ of their squares (several
 //     features moving together), and C = the isolation-forest score of r,
 //     whose forest is grown on the training windows' r (Liu, Ting & Zhou
 //     2008): the profile's joint normal, with each device's scale removed.
@@ -118,12 +118,10 @@ var Floors = func() [features.Count]float64 {
 	var f [features.Count]float64
 	for j, s := range features.Specs {
 		switch s.Scale {
-		case features.ScaleCount, features.ScaleEntropy:
-			f[j] = (anscombe(1) - anscombe(0)) / 3
 		case features.ScaleLog:
 			f[j] = 0.1
-		default:
-			f[j] = 0.1
+		default: // counts and entropy, both on the count scale
+			f[j] = (anscombe(1) - anscombe(0)) / 3
 		}
 	}
 	return f
@@ -138,10 +136,9 @@ func scaled(j int, x float64) float64 {
 		return anscombe(max(x, 0))
 	case features.ScaleLog:
 		return math.Log1p(max(x, 0))
-	case features.ScaleEntropy:
+	default: // ScaleEntropy
 		return anscombe(math.Exp2(max(x, 0)) - 1)
 	}
-	return x
 }
 
 // unscaled is the inverse of scaled, for showing a baseline in the
@@ -152,10 +149,9 @@ func unscaled(j int, y float64) float64 {
 		return max((y/2)*(y/2)-0.375, 0)
 	case features.ScaleLog:
 		return math.Expm1(y)
-	case features.ScaleEntropy:
+	default: // ScaleEntropy
 		return math.Log2(max((y/2)*(y/2)-0.375, 0) + 1)
 	}
-	return y
 }
 
 // Budget is how many false incidents a SOC accepts, and the incident rule
@@ -320,18 +316,14 @@ func (m *Model) Residuals(b *DeviceBaseline, v *features.Vector, dst []float64) 
 	}
 }
 
-// suspicious is the part of a deviation that counts towards an anomaly.
-func suspicious(j int, z float64) float64 {
-	if features.Specs[j].Direction == features.Both {
-		return math.Abs(z)
-	}
-	return max(z, 0)
-}
+// suspicious is the part of a deviation that counts towards an anomaly:
+// the part above the baseline (features.Spec).
+func suspicious(z float64) float64 { return max(z, 0) }
 
 // statistics returns A and B of step 4.
 func statistics(r []float64) (maxDev, sumSq float64) {
-	for j, z := range r {
-		s := suspicious(j, z)
+	for _, z := range r {
+		s := suspicious(z)
 		maxDev = max(maxDev, s)
 		sumSq += s * s
 	}
@@ -382,7 +374,7 @@ func (m *Model) ExplainDeviation(b *DeviceBaseline, v *features.Vector, r []floa
 	var weight [features.Count]float64
 	total := 0.0
 	for j, z := range r {
-		s := suspicious(j, z)
+		s := suspicious(z)
 		weight[j] += s * s
 		total += s * s
 	}

@@ -61,7 +61,7 @@ func openHistory(cmd *cobra.Command, g *globals, brokerFlag []string, topic stri
 	if err != nil {
 		return nil, err
 	}
-	ledger, closeLedger, err := ledgerToRead(cfg, role)
+	ledger, closeLedger, err := ledgerAs(cfg, role) // its existence checked above
 	if err != nil {
 		return nil, err
 	}

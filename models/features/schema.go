@@ -67,8 +67,6 @@ const (
 	// ScaleLog is for volumes: ln(1 + x), so that deviations are ratios
 	// (twice the bytes is the same step at any level).
 	ScaleLog
-	// ScaleLinear leaves the value as it is.
-	ScaleLinear
 	// ScaleEntropy is for an entropy H in bits: 2^H is the effective
 	// number of equally used values (the perplexity), a count, so it is
 	// scaled as one after subtracting the first: 2√(2^H − 1 + 3/8). On the
@@ -77,39 +75,31 @@ const (
 	ScaleEntropy
 )
 
-// Direction says which deviations from a baseline are suspicious.
-type Direction uint8
-
-const (
-	Up   Direction = iota // only more than usual (flows, new hosts, failures…)
-	Both                  // more or less than usual
-)
-
-// Spec describes how a feature is scaled and judged.
+// Spec says how a feature is scaled. Every feature is judged upwards only
+// (more than the device's usual): less traffic, fewer peers or smaller
+// packets are no attack of their own — a small-packet flood shows in
+// small_packet_flows and flows — and judging both ways doubled the false
+// alerts of windows that merely held fewer flows than usual.
 type Spec struct {
-	Scale     Scale
-	Direction Direction
+	Scale Scale
 }
 
 // Specs are the features' scales and directions, in Vector order.
 var Specs = [Count]Spec{
-	Flows:            {ScaleCount, Up},
-	BytesOut:         {ScaleLog, Up},
-	BytesIn:          {ScaleLog, Up},
-	Packets:          {ScaleCount, Up},
-	DistinctDst:      {ScaleCount, Up},
-	DistinctDstPorts: {ScaleCount, Up},
-	DstPortEntropy:   {ScaleEntropy, Up},
-	NewDst:           {ScaleCount, Up},
-	NewInternalDst:   {ScaleCount, Up},
-	FailedFlows:      {ScaleCount, Up},
-	SmallPacketFlows: {ScaleCount, Up},
-	// Only larger packets count: a window of a few small flows (a DNS
-	// lookup alone) is ordinary, and a small-packet flood shows in
-	// small_packet_flows and flows.
-	BytesPerPacket:        {ScaleLog, Up},
-	FirstContactWindows1h: {ScaleCount, Up},
-	NewDstRecurrence:      {ScaleCount, Up},
+	Flows:                 {ScaleCount},
+	BytesOut:              {ScaleLog},
+	BytesIn:               {ScaleLog},
+	Packets:               {ScaleCount},
+	DistinctDst:           {ScaleCount},
+	DistinctDstPorts:      {ScaleCount},
+	DstPortEntropy:        {ScaleEntropy},
+	NewDst:                {ScaleCount},
+	NewInternalDst:        {ScaleCount},
+	FailedFlows:           {ScaleCount},
+	SmallPacketFlows:      {ScaleCount},
+	BytesPerPacket:        {ScaleLog},
+	FirstContactWindows1h: {ScaleCount},
+	NewDstRecurrence:      {ScaleCount},
 }
 
 // Vector is one device-window's features, indexed by the constants above.

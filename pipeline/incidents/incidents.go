@@ -14,6 +14,7 @@ package incidents
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"math/bits"
 )
 
@@ -188,7 +189,7 @@ func (s *State) MarshalBinary() ([]byte, error) {
 	b = binary.BigEndian.AppendUint64(b, uint64(s.first))
 	b = binary.BigEndian.AppendUint64(b, uint64(s.last))
 	b = binary.BigEndian.AppendUint32(b, s.windows)
-	b = binary.BigEndian.AppendUint32(b, uint32FromFloat(s.peak))
+	b = binary.BigEndian.AppendUint32(b, math.Float32bits(s.peak))
 	b = append(b, byte(s.peakLevel))
 	b = binary.BigEndian.AppendUint16(b, s.seq)
 	return b, nil
@@ -206,7 +207,7 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		first:     int64(binary.BigEndian.Uint64(b[11:])),
 		last:      int64(binary.BigEndian.Uint64(b[19:])),
 		windows:   binary.BigEndian.Uint32(b[27:]),
-		peak:      float32FromUint(binary.BigEndian.Uint32(b[31:])),
+		peak:      math.Float32frombits(binary.BigEndian.Uint32(b[31:])),
 		peakLevel: Level(b[35]),
 		seq:       binary.BigEndian.Uint16(b[36:]),
 	}
