@@ -15,11 +15,13 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // AnchorConfig configures the anchoring stage. Zero values are defaults.
 type AnchorConfig struct {
-	Brokers []string
+	// Kafka is the cluster the stage consumes from.
+	Kafka *kafkaconn.Cluster
 	// GroupID is the stage's own consumer group, so anchoring keeps pace
 	// independently of detection. Default "chainwatch-anchor".
 	GroupID string
@@ -99,7 +101,7 @@ func (s *AnchorStage) Start(ctx context.Context) error {
 		// Batches are cut by count or age, not latency: the broker may hold
 		// a fetch until a megabyte is ready, and records are recycled once
 		// hashed.
-		s.consumer, err = newGroupConsumer(consumerConfig{brokers: s.cfg.Brokers, group: s.cfg.GroupID, topics: s.cfg.Topics,
+		s.consumer, err = newGroupConsumer(consumerConfig{cluster: s.cfg.Kafka, group: s.cfg.GroupID, topics: s.cfg.Topics,
 			minBytes: 1 << 20, maxWait: max(s.cfg.BatchAge/4, 10*time.Millisecond), recycle: true},
 			groupHooks{assigned: func(_ context.Context, parts []topicPartition) {
 				s.ownedMu.Lock()

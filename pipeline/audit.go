@@ -9,6 +9,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // AuditConfig configures the continuous audit of anchored history. Zero
@@ -45,7 +46,7 @@ func (c AuditConfig) withDefaults() AuditConfig {
 // one id, so finding the same range again raises nothing new.
 type AuditStage struct {
 	cfg     AuditConfig
-	brokers []string
+	kafka   *kafkaconn.Cluster
 	ledger  *ledgerclient.Client
 	outbox  *Outbox
 	metrics *Metrics
@@ -62,8 +63,8 @@ type AuditStage struct {
 }
 
 // NewAuditStage wires the stage; Start runs it.
-func NewAuditStage(cfg AuditConfig, brokers []string, ledger *ledgerclient.Client, outbox *Outbox, owned func() []topicPartition, metrics *Metrics, log *slog.Logger) *AuditStage {
-	return &AuditStage{cfg: cfg.withDefaults(), brokers: brokers, ledger: ledger, outbox: outbox, owned: owned, metrics: metrics,
+func NewAuditStage(cfg AuditConfig, cluster *kafkaconn.Cluster, ledger *ledgerclient.Client, outbox *Outbox, owned func() []topicPartition, metrics *Metrics, log *slog.Logger) *AuditStage {
+	return &AuditStage{cfg: cfg.withDefaults(), kafka: cluster, ledger: ledger, outbox: outbox, owned: owned, metrics: metrics,
 		log: log.With("stage", "audit"), cursor: map[topicPartition]int64{}, reported: map[string]bool{}, stageRun: stageRun{name: "audit", log: log}}
 }
 
@@ -144,7 +145,7 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 		return nil
 	}
 	first, last := chosen[0].FirstOffset, chosen[len(chosen)-1].LastOffset
-	verdicts, err := Replay(ctx, s.ledger, ReplayRequest{Brokers: s.brokers, Topic: tp.topic, Partition: int32(tp.partition), From: first, To: last})
+	verdicts, err := Replay(ctx, s.ledger, ReplayRequest{Kafka: s.kafka, Topic: tp.topic, Partition: int32(tp.partition), From: first, To: last})
 	if err != nil {
 		return err
 	}
@@ -153,6 +154,7 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 		switch v.Status {
 		case RangeVerified:
 			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "verified").Add(float64(v.Records))
+			s.metrics.Summary.RecordsAudited.Add(v.Records)
 		case RangeMismatched:
 			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "mismatched").Add(float64(v.Records))
 			if !s.reported[v.AnchorID] {

@@ -43,7 +43,7 @@ func TestAuditFindsHistoryTheBrokerForged(t *testing.T) {
 	w.Close()
 
 	svc := pipeline.NewService(pipeline.ServiceConfig{
-		Brokers: env.brokers, Partitions: 2, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
+		Kafka: env.kafka, Partitions: 2, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
 		Anchor: pipeline.AnchorConfig{BatchRecords: 500, BatchAge: 100 * time.Millisecond},
 		Audit:  pipeline.AuditConfig{Interval: 100 * time.Millisecond, RecordsPerRound: 1000},
 	}, env.as(contract.RoleService), prometheus.NewRegistry(), testLogger(t))
@@ -106,7 +106,7 @@ func TestAuditFindsHistoryTheBrokerForged(t *testing.T) {
 	if ev.Partition != 1 || len(ev.Offsets) != 2 || ev.Offsets[0] != target.FirstOffset || ev.Offsets[1] != target.LastOffset || ev.AnchorIDs[0] != target.ID {
 		t.Fatalf("integrity alert evidence %+v, want partition 1 offsets %d..%d anchor %s", ev, target.FirstOffset, target.LastOffset, target.ID)
 	}
-	verdicts, err := pipeline.Replay(ctx, service, pipeline.ReplayRequest{Brokers: env.brokers, Topic: env.topics.Flows, Partition: 1, From: 0, To: -1})
+	verdicts, err := pipeline.Replay(ctx, service, pipeline.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: 1, From: 0, To: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

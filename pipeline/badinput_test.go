@@ -29,7 +29,7 @@ func TestBadInputIsDeadLetteredAndUntrustedDevicesAlert(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	svc := pipeline.NewService(pipeline.ServiceConfig{Brokers: brokers, Partitions: 2, ModelDir: filepath.Join(dir, "models"), OutboxPath: filepath.Join(dir, "outbox.db")}, service, prometheus.NewRegistry(), log)
+	svc := pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka, Partitions: 2, ModelDir: filepath.Join(dir, "models"), OutboxPath: filepath.Join(dir, "outbox.db")}, service, prometheus.NewRegistry(), log)
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // EmbeddedBroker is the in-process Kafka-protocol broker of the embedded
@@ -193,7 +195,7 @@ func (b *EmbeddedBroker) ForgeRecord(ctx context.Context, topic string, partitio
 
 // read returns a partition's records first..last as the log holds them.
 func (b *EmbeddedBroker) read(ctx context.Context, topic string, partition int32, first, last int64) ([]kafka.Message, error) {
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.addr}, Topic: topic, Partition: int(partition), MaxBytes: 8 << 20, MaxWait: 50 * time.Millisecond})
+	r := kafkaconn.Plain(b.addr).Reader(kafka.ReaderConfig{Topic: topic, Partition: int(partition), MaxBytes: 8 << 20, MaxWait: 50 * time.Millisecond})
 	defer r.Close()
 	if err := r.SetOffset(first); err != nil {
 		return nil, err

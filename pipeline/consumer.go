@@ -11,6 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // groupConsumer is a consumer-group member that hands over records a fetch
@@ -45,7 +47,7 @@ type groupHooks struct {
 }
 
 type consumerConfig struct {
-	brokers []string
+	cluster *kafkaconn.Cluster
 	group   string
 	topics  []string
 	// maxWait bounds how long the broker holds a fetch for new records.
@@ -79,17 +81,16 @@ func newGroupConsumer(cfg consumerConfig, hooks groupHooks) (*groupConsumer, err
 	if maxWait == 0 {
 		maxWait = 250 * time.Millisecond
 	}
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(cfg.brokers...),
+	opts := append(cfg.cluster.ClientOpts(),
 		kgo.ConsumerGroup(cfg.group),
 		kgo.ConsumeTopics(cfg.topics...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(maxWait),
-		kgo.FetchMaxBytes(16 << 20),
-		kgo.FetchMaxPartitionBytes(4 << 20),
-	}
+		kgo.FetchMaxBytes(16<<20),
+		kgo.FetchMaxPartitionBytes(4<<20),
+	)
 	if cfg.minBytes > 0 {
 		opts = append(opts, kgo.FetchMinBytes(cfg.minBytes))
 	}

@@ -14,11 +14,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // DetectConfig configures the detection stage. Zero values are defaults.
 type DetectConfig struct {
-	Brokers []string
+	Kafka *kafkaconn.Cluster
 	// GroupID is the consumer group; instances sharing it split the
 	// partitions. Default "chainwatch-detect".
 	GroupID string
@@ -103,7 +104,7 @@ func (s *DetectStage) Start(ctx context.Context) error {
 	// The client is created under the stage's profiler label so that its
 	// fetch goroutines are counted as the stage's CPU.
 	s.start(ctx, func(ctx context.Context) {
-		s.consumer, err = newGroupConsumer(consumerConfig{brokers: s.cfg.Brokers, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Flows}},
+		s.consumer, err = newGroupConsumer(consumerConfig{cluster: s.cfg.Kafka, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Flows}},
 			groupHooks{assigned: s.partitionsAssigned, revoked: s.partitionsRevoked})
 		if err == nil {
 			s.launch(ctx, s.run)

@@ -75,7 +75,7 @@ func detectionFleets() []detectionFleet {
 	simFleet := func(name, describe string, devices int, seed uint64, het float64, start time.Time, warmup, live time.Duration) detectionFleet {
 		return detectionFleet{name: name, describe: describe, warmup: warmup, live: live, devices: devices, start: start,
 			produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
-				sim, err := simulator.New(simulator.Config{Brokers: env.brokers, Devices: devices, Seed: seed, Speed: -1,
+				sim, err := simulator.New(simulator.Config{Kafka: env.kafka, Devices: devices, Seed: seed, Speed: -1,
 					History: warmup + 10*time.Minute, Duration: live - 10*time.Minute, Start: start, GroundTruth: truth,
 					Heterogeneity: het, Attacks: simAttacks, AttackEvery: 5 * time.Minute, FirstAttackAfter: 5 * time.Minute,
 					TrustEvery: -1}, testLoggerB(nil))
@@ -96,7 +96,7 @@ func detectionFleets() []detectionFleet {
 		{name: "campus", describe: "campus generator (goflow2 JSON, reply legs, devices found by address), 240 devices, seed 5, 2 h 20 min warm-up from 08:00",
 			warmup: 140 * time.Minute, live: 4 * time.Hour, devices: 240, start: day.Add(8 * time.Hour),
 			produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
-				cfg := campus.Config{Brokers: env.brokers, Devices: 240, Seed: 5, Start: day.Add(8 * time.Hour),
+				cfg := campus.Config{Kafka: env.kafka, Devices: 240, Seed: 5, Start: day.Add(8 * time.Hour),
 					History: 150 * time.Minute, Duration: 230 * time.Minute, Attacks: camAttacks, AttackEvery: 5 * time.Minute, GroundTruth: truth}
 				fleet := campus.Fleet(cfg)
 				maker := env.as(contract.RoleManufacturer)
@@ -205,7 +205,7 @@ func runDetectionFleet(b *testing.B, f detectionFleet) detectionReport {
 	judged.next = next
 	log := slog.New(judged)
 	svc := pipeline.NewService(pipeline.ServiceConfig{
-		Brokers:  env.brokers,
+		Kafka:    env.kafka,
 		Detector: pipeline.DetectorConfig{Warmup: f.warmup, Seed: 1},
 		Audit:    pipeline.AuditConfig{Interval: time.Second, RecordsPerRound: 500_000},
 		ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),

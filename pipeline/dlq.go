@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // Dead-letter headers added to a rejected record.
@@ -24,9 +26,9 @@ type DeadLetter struct {
 }
 
 // NewDeadLetter returns a DeadLetter producing to topic.
-func NewDeadLetter(brokers []string, topic string) *DeadLetter {
+func NewDeadLetter(cluster *kafkaconn.Cluster, topic string) *DeadLetter {
 	return &DeadLetter{Writer: &kafka.Writer{
-		Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{},
+		Addr: cluster.Addr(), Transport: cluster.Transport(), Topic: topic, Balancer: &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond,
 	}}
 }

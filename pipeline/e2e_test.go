@@ -66,7 +66,7 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 	truthPath := filepath.Join(dir, "truth.csv")
 	start := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
 	sim, err := simulator.New(simulator.Config{
-		Brokers: brokers, Seed: 7, Speed: -1, History: 25 * time.Hour, Duration: 200 * time.Minute,
+		Kafka: env.kafka, Seed: 7, Speed: -1, History: 25 * time.Hour, Duration: 200 * time.Minute,
 		Start: start, GroundTruth: truthPath, Forger: env.broker,
 	}, log)
 	if err != nil {
@@ -77,7 +77,7 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 	}
 
 	svc := pipeline.NewService(pipeline.ServiceConfig{
-		Brokers:  brokers,
+		Kafka:    env.kafka,
 		Detector: pipeline.DetectorConfig{Warmup: 24 * time.Hour, Seed: 1},
 		// A full audit cycle of the run's history takes seconds, not minutes.
 		Audit:    pipeline.AuditConfig{Interval: time.Second, RecordsPerRound: 200_000},

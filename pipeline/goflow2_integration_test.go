@@ -65,7 +65,7 @@ func runExporterChain(t *testing.T, softflowd, goflow2, format string) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	svc := pipeline.NewService(pipeline.ServiceConfig{Brokers: env.brokers, Partitions: 2, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
+	svc := pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka, Partitions: 2, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
 		Detect: pipeline.DetectConfig{Window: pipeline.WindowConfig{Size: time.Minute, AllowedLateness: time.Second}}}, env.as(contract.RoleService), reg, testLogger(t))
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)

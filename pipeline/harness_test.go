@@ -11,6 +11,7 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 func testLogger(t *testing.T) *slog.Logger { return testLoggerB(t) }
@@ -28,6 +29,7 @@ func testLoggerB(testing.TB) *slog.Logger {
 type embeddedDefault struct {
 	dir     string
 	brokers []string
+	kafka   *kafkaconn.Cluster
 	topics  pipeline.Topics
 	broker  *pipeline.EmbeddedBroker
 	ledger  *embedded.Ledger
@@ -45,7 +47,7 @@ func startEmbeddedDefaultB(t testing.TB, partitions int) *embeddedDefault {
 		t.Fatal(err)
 	}
 	t.Cleanup(broker.Close)
-	e.broker, e.brokers = broker, []string{broker.Addr()}
+	e.broker, e.brokers, e.kafka = broker, []string{broker.Addr()}, kafkaconn.Plain(broker.Addr())
 	e.ledger, err = embedded.Open(filepath.Join(e.dir, "ledger"), embedded.Options{})
 	if err != nil {
 		t.Fatal(err)

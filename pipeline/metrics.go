@@ -43,8 +43,11 @@ type Summary struct {
 	RecordsRejected atomic.Int64
 	WindowsScored   atomic.Int64
 	AnchorsWritten  atomic.Int64
-	mu              sync.Mutex
-	alertsByKind    map[string]int64
+	// RecordsAudited are anchored records the continuous audit re-read
+	// and found matching their anchor.
+	RecordsAudited atomic.Int64
+	mu             sync.Mutex
+	alertsByKind   map[string]int64
 }
 
 func (s *Summary) addAlert(kind string) {

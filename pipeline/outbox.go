@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // Outbox is the durable queue between the stages and the alert sinks.
@@ -237,7 +238,7 @@ func (o *Outbox) depth() int {
 // crash after Kafka accepted an alert but before the outbox recorded it.
 // It reads the alerts topic and marks the queued alerts already there as
 // delivered to sinkName, so a restart never produces them twice.
-func (o *Outbox) ReconcileKafka(ctx context.Context, brokers []string, topic, sinkName string) error {
+func (o *Outbox) ReconcileKafka(ctx context.Context, cluster *kafkaconn.Cluster, topic, sinkName string) error {
 	waiting := map[string]bool{}
 	if _, batch, err := o.pending(); err != nil {
 		return err
@@ -251,7 +252,7 @@ func (o *Outbox) ReconcileKafka(ctx context.Context, brokers []string, topic, si
 	if len(waiting) == 0 {
 		return nil
 	}
-	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	conn, err := cluster.Dial(ctx)
 	if err != nil {
 		return err
 	}
@@ -262,7 +263,7 @@ func (o *Outbox) ReconcileKafka(ctx context.Context, brokers []string, topic, si
 	}
 	found := map[string]bool{}
 	for _, p := range parts {
-		pc, err := kafka.DialLeader(ctx, "tcp", brokers[0], topic, p.ID)
+		pc, err := cluster.DialLeader(ctx, topic, p.ID)
 		if err != nil {
 			return err
 		}
@@ -272,7 +273,7 @@ func (o *Outbox) ReconcileKafka(ctx context.Context, brokers []string, topic, si
 		if err1 != nil || err2 != nil || last <= first {
 			continue
 		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p.ID, MaxWait: 100 * time.Millisecond})
+		r := cluster.Reader(kafka.ReaderConfig{Topic: topic, Partition: p.ID, MaxWait: 100 * time.Millisecond})
 		_ = r.SetOffset(first)
 		for {
 			m, err := r.ReadMessage(ctx)

@@ -34,7 +34,7 @@ func TestPartitionsMovingBetweenInstancesChangeNoAlert(t *testing.T) {
 	start := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
 	simulate := func(cfg simulator.Config) {
 		t.Helper()
-		cfg.Brokers, cfg.Seed, cfg.Devices, cfg.Speed = env.brokers, 11, 16, -1
+		cfg.Kafka, cfg.Seed, cfg.Devices, cfg.Speed = env.kafka, 11, 16, -1
 		sim, err := simulator.New(cfg, log)
 		if err != nil {
 			t.Fatal(err)
@@ -50,7 +50,7 @@ func TestPartitionsMovingBetweenInstancesChangeNoAlert(t *testing.T) {
 		t.Helper()
 		topics.Alerts, topics.State = name+".alerts", name+".state"
 		svc := pipeline.NewService(pipeline.ServiceConfig{
-			Brokers: env.brokers, Topics: topics, ModelDir: models,
+			Kafka: env.kafka, Topics: topics, ModelDir: models,
 			OutboxPath: filepath.Join(env.dir, fmt.Sprintf("outbox-%s-%d.db", name, time.Now().UnixNano())),
 			Detect:     pipeline.DetectConfig{GroupID: name + "-detect", CommitInterval: 100 * time.Millisecond},
 			Telemetry:  pipeline.TelemetryConfig{GroupID: name + "-telemetry"},
@@ -73,7 +73,7 @@ func TestPartitionsMovingBetweenInstancesChangeNoAlert(t *testing.T) {
 	// Models for every profile, trained on three attack-free hours in a
 	// topic of their own and registered on the ledger.
 	train := pipeline.Topics{Flows: "train.flows", Telemetry: "train.telemetry"}
-	if err := pipeline.EnsureTopics(ctx, env.brokers, 4, 1, train.Flows, train.Telemetry); err != nil {
+	if err := pipeline.EnsureTopics(ctx, env.kafka, 4, 1, train.Flows, train.Telemetry); err != nil {
 		t.Fatal(err)
 	}
 	simulate(simulator.Config{Topic: train.Flows, TelemetryTopic: train.Telemetry, Start: start.Add(-3 * time.Hour), History: 3 * time.Hour, Duration: time.Minute})

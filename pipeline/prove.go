@@ -9,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // RecordProof shows that one Kafka record is part of an anchored batch: the
@@ -33,7 +34,7 @@ type RecordProof struct {
 }
 
 // Prove builds the inclusion proof of one record.
-func Prove(ctx context.Context, ledger *ledgerclient.Client, brokers []string, topic, anchoredAs string, partition int32, offset int64) (*RecordProof, error) {
+func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.Cluster, topic, anchoredAs string, partition int32, offset int64) (*RecordProof, error) {
 	stream := anchoredAs
 	if stream == "" {
 		stream = topic
@@ -46,7 +47,7 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, brokers []string, t
 		return nil, fmt.Errorf("offset %d of %s/%d is not anchored (yet)", offset, stream, partition)
 	}
 	a := anchors[0]
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: int(partition), MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
+	r := cluster.Reader(kafka.ReaderConfig{Topic: topic, Partition: int(partition), MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	if err := r.SetOffset(a.FirstOffset); err != nil {
 		return nil, err

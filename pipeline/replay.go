@@ -11,6 +11,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // A replay re-reads a partition's records from Kafka and checks every
@@ -45,7 +46,7 @@ type ReplayRange struct {
 
 // ReplayRequest selects what to replay.
 type ReplayRequest struct {
-	Brokers []string
+	Kafka *kafkaconn.Cluster
 	// Topic is read from Kafka. AnchoredAs is the stream its anchors were
 	// written under; empty means Topic. A copy of a topic (restored from a
 	// backup, say) is verified against the original's anchors this way.
@@ -62,7 +63,7 @@ func Replay(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequest)
 	if stream == "" {
 		stream = req.Topic
 	}
-	conn, err := kafka.DialLeader(ctx, "tcp", req.Brokers[0], req.Topic, int(req.Partition))
+	conn, err := req.Kafka.DialLeader(ctx, req.Topic, int(req.Partition))
 	if err != nil {
 		return nil, fmt.Errorf("replay %s/%d: %w", req.Topic, req.Partition, err)
 	}
@@ -84,7 +85,7 @@ func Replay(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequest)
 		return nil, err
 	}
 
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: req.Brokers, Topic: req.Topic, Partition: int(req.Partition), MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
+	r := req.Kafka.Reader(kafka.ReaderConfig{Topic: req.Topic, Partition: int(req.Partition), MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	var out []ReplayRange
 	next := from

@@ -49,7 +49,7 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 	}
 
 	// Anchor everything with the real stage, in batches of 300.
-	stage := pipeline.NewAnchorStage(pipeline.AnchorConfig{Brokers: env.brokers, Topics: []string{env.topics.Flows}, BatchRecords: 300, BatchAge: 200 * time.Millisecond},
+	stage := pipeline.NewAnchorStage(pipeline.AnchorConfig{Kafka: env.kafka, Topics: []string{env.topics.Flows}, BatchRecords: 300, BatchAge: 200 * time.Millisecond},
 		env.topics, service, pipeline.NewMetrics(prometheus.NewRegistry()), testLogger(t))
 	stageCtx, stopStage := context.WithCancel(ctx)
 	if err := stage.Start(stageCtx); err != nil {
@@ -75,7 +75,7 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 
 	// The original verifies end to end, with no unanchored gap.
 	for p := range 2 {
-		ranges, err := pipeline.Replay(ctx, service, pipeline.ReplayRequest{Brokers: env.brokers, Topic: env.topics.Flows, Partition: int32(p), To: -1})
+		ranges, err := pipeline.Replay(ctx, service, pipeline.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: int32(p), To: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +89,7 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 	// Copy partition by partition, flipping one byte of one record.
 	const tamperPartition, tamperOffset = 1, 777
 	restored := env.topics.Flows + ".restored"
-	if err := pipeline.EnsureTopics(ctx, env.brokers, 2, 1, restored); err != nil {
+	if err := pipeline.EnsureTopics(ctx, env.kafka, 2, 1, restored); err != nil {
 		t.Fatal(err)
 	}
 	for p, end := range ends {
@@ -119,7 +119,7 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 	var mismatched []pipeline.ReplayRange
 	verified := 0
 	for p := range 2 {
-		ranges, err := pipeline.Replay(ctx, service, pipeline.ReplayRequest{Brokers: env.brokers, Topic: restored, AnchoredAs: env.topics.Flows, Partition: int32(p), To: -1})
+		ranges, err := pipeline.Replay(ctx, service, pipeline.ReplayRequest{Kafka: env.kafka, Topic: restored, AnchoredAs: env.topics.Flows, Partition: int32(p), To: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,7 +154,7 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 	}
 
 	// Inclusion proofs hold for an original record and not for the tampered copy.
-	proof, err := pipeline.Prove(ctx, service, env.brokers, env.topics.Flows, "", tamperPartition, tamperOffset)
+	proof, err := pipeline.Prove(ctx, service, env.kafka, env.topics.Flows, "", tamperPartition, tamperOffset)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 	if err := proof.Check(); err == nil {
 		t.Fatal("a proof over the tampered value checked")
 	}
-	if _, err := pipeline.Prove(ctx, service, env.brokers, restored, env.topics.Flows, tamperPartition, tamperOffset); err == nil {
+	if _, err := pipeline.Prove(ctx, service, env.kafka, restored, env.topics.Flows, tamperPartition, tamperOffset); err == nil {
 		t.Fatal("proving the tampered copy against the original's anchor succeeded")
 	}
 }

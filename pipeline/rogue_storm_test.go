@@ -30,7 +30,7 @@ func TestRogueStormIsOneIncidentPerDeviceAndEpisode(t *testing.T) {
 	const devices = 48
 	start := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
 	run := func(from time.Time, d time.Duration) int64 {
-		sim, err := simulator.New(simulator.Config{Brokers: env.brokers, Devices: devices, Seed: 3, Speed: -1,
+		sim, err := simulator.New(simulator.Config{Kafka: env.kafka, Devices: devices, Seed: 3, Speed: -1,
 			History: -1, Duration: d, Start: from, FirstAttackAfter: 24 * time.Hour, TrustEvery: -1}, testLogger(t))
 		if err != nil {
 			t.Fatal(err)
@@ -42,7 +42,7 @@ func TestRogueStormIsOneIncidentPerDeviceAndEpisode(t *testing.T) {
 		}
 		return st.Records
 	}
-	svc := pipeline.NewService(pipeline.ServiceConfig{Brokers: env.brokers,
+	svc := pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka,
 		ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db")},
 		env.as(contract.RoleService), prometheus.NewRegistry(), testLogger(t))
 	if err := svc.Start(ctx); err != nil {

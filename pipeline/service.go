@@ -11,12 +11,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // ServiceConfig configures the whole pipeline. Zero values are defaults.
 type ServiceConfig struct {
-	Brokers []string
-	Topics  Topics
+	Kafka  *kafkaconn.Cluster
+	Topics Topics
 	// Partitions and Replication are used only for topics chainwatch has to
 	// create. Defaults 4 and 1.
 	Partitions  int
@@ -81,9 +82,9 @@ func (s *Service) Start(ctx context.Context) error {
 		return errors.New("pipeline: no outbox path")
 	}
 	ensureCtx, cancelEnsure := context.WithTimeout(ctx, 15*time.Second)
-	err := EnsureTopics(ensureCtx, s.cfg.Brokers, s.cfg.Partitions, s.cfg.Replication, s.cfg.Topics.All()...)
+	err := EnsureTopics(ensureCtx, s.cfg.Kafka, s.cfg.Partitions, s.cfg.Replication, s.cfg.Topics.All()...)
 	if err == nil {
-		err = EnsureStateTopic(ensureCtx, s.cfg.Brokers, s.cfg.Replication, s.cfg.Topics.State)
+		err = EnsureStateTopic(ensureCtx, s.cfg.Kafka, s.cfg.Replication, s.cfg.Topics.State)
 	}
 	cancelEnsure()
 	if err != nil {
@@ -97,18 +98,18 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	store := &ModelStore{Dir: s.cfg.ModelDir, Ledger: s.ledger}
-	verifier := NewHistoryVerifier(s.ledger, s.cfg.Brokers, s.cfg.Topics.Flows, 2*time.Minute)
+	verifier := NewHistoryVerifier(s.ledger, s.cfg.Kafka, s.cfg.Topics.Flows, 2*time.Minute)
 	detectorCfg := s.cfg.Detector
 	detectorCfg.WindowSize = s.cfg.Detect.Window.WithDefaults().Size
 	detector := NewDetector(detectorCfg, store, verifier, s.cfg.Topics.Flows, s.metrics, s.log)
-	kafkaSink := NewKafkaAlertSink(s.cfg.Brokers, s.cfg.Topics.Alerts)
+	kafkaSink := NewKafkaAlertSink(s.cfg.Kafka, s.cfg.Topics.Alerts)
 	s.sinks = []AlertSink{LedgerRecorder{Ledger: s.ledger, Metrics: s.metrics}, kafkaSink, LogSink{Log: s.log}}
-	s.dlq = NewDeadLetter(s.cfg.Brokers, s.cfg.Topics.DeadLetter)
+	s.dlq = NewDeadLetter(s.cfg.Kafka, s.cfg.Topics.DeadLetter)
 	if s.outbox, err = OpenOutbox(s.cfg.OutboxPath, s.sinks, s.metrics, s.log); err != nil {
 		cancel()
 		return err
 	}
-	if err := s.outbox.ReconcileKafka(ctx, s.cfg.Brokers, s.cfg.Topics.Alerts, kafkaSink.Name()); err != nil {
+	if err := s.outbox.ReconcileKafka(ctx, s.cfg.Kafka, s.cfg.Topics.Alerts, kafkaSink.Name()); err != nil {
 		cancel()
 		return fmt.Errorf("outbox: reconcile with %s: %w", s.cfg.Topics.Alerts, err)
 	}
@@ -118,13 +119,13 @@ func (s *Service) Start(ctx context.Context) error {
 	go s.outbox.Run(outboxCtx)
 
 	detectCfg := s.cfg.Detect
-	detectCfg.Brokers, detectCfg.Topics = s.cfg.Brokers, s.cfg.Topics
-	s.state = NewStateStore(s.cfg.Brokers, s.cfg.Topics.State)
+	detectCfg.Kafka, detectCfg.Topics = s.cfg.Kafka, s.cfg.Topics
+	s.state = NewStateStore(s.cfg.Kafka, s.cfg.Topics.State)
 	// One tracker of trust incidents for both stages that find them.
 	trust := newTrustAlerts(detectCfg.Window.WithDefaults().Size, detectorCfg.Incident, s.metrics)
 	s.detect = NewDetectStage(detectCfg, registry, detector, trust, s.outbox, s.state, s.dlq, s.metrics, s.log)
 	anchorCfg := s.cfg.Anchor
-	anchorCfg.Brokers = s.cfg.Brokers
+	anchorCfg.Kafka = s.cfg.Kafka
 	s.anchor = NewAnchorStage(anchorCfg, s.cfg.Topics, s.ledger, s.metrics, s.log)
 	if err := s.detect.Start(runCtx); err != nil {
 		cancel()
@@ -135,7 +136,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	telemetryCfg := s.cfg.Telemetry
-	telemetryCfg.Brokers, telemetryCfg.Topics = s.cfg.Brokers, s.cfg.Topics
+	telemetryCfg.Kafka, telemetryCfg.Topics = s.cfg.Kafka, s.cfg.Topics
 	if telemetryCfg.Window == 0 {
 		telemetryCfg.Window = detectCfg.Window.WithDefaults().Size
 	}
@@ -145,13 +146,13 @@ func (s *Service) Start(ctx context.Context) error {
 		cancel()
 		return err
 	}
-	s.audit = NewAuditStage(s.cfg.Audit, s.cfg.Brokers, s.ledger, s.outbox, s.anchor.Owned, s.metrics, s.log)
+	s.audit = NewAuditStage(s.cfg.Audit, s.cfg.Kafka, s.ledger, s.outbox, s.anchor.Owned, s.metrics, s.log)
 	if err := s.audit.Start(runCtx); err != nil {
 		cancel()
 		return err
 	}
 	s.ready.Store(true)
-	s.log.Info("pipeline started", "brokers", s.cfg.Brokers, "flows", s.cfg.Topics.Flows, "devices_registered", registry.Len())
+	s.log.Info("pipeline started", "brokers", s.cfg.Kafka.Brokers(), "kafka_security", s.cfg.Kafka.Secured(), "flows", s.cfg.Topics.Flows, "devices_registered", registry.Len())
 	return nil
 }
 

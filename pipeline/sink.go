@@ -11,6 +11,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // AlertSink delivers alerts somewhere. Deliver must be idempotent on alert
@@ -54,10 +55,10 @@ type KafkaAlertSink struct {
 	Writer *kafka.Writer
 }
 
-// NewKafkaAlertSink returns a sink producing to topic on brokers.
-func NewKafkaAlertSink(brokers []string, topic string) *KafkaAlertSink {
+// NewKafkaAlertSink returns a sink producing to topic on cluster.
+func NewKafkaAlertSink(cluster *kafkaconn.Cluster, topic string) *KafkaAlertSink {
 	return &KafkaAlertSink{Writer: &kafka.Writer{
-		Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{},
+		Addr: cluster.Addr(), Transport: cluster.Transport(), Topic: topic, Balancer: &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond,
 	}}
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // StateStore keeps the detection stage's state that outlives a process —
@@ -33,9 +35,9 @@ import (
 // Writes are synchronous and acknowledged by all in-sync replicas; the
 // stage commits offsets only after the write that covers them.
 type StateStore struct {
-	brokers []string
-	topic   string
-	writer  *kafka.Writer
+	kafka  *kafkaconn.Cluster
+	topic  string
+	writer *kafka.Writer
 }
 
 // partitionCheckpoint is what a partition's next owner needs besides the
@@ -57,13 +59,13 @@ type partitionCheckpoint struct {
 
 // NewStateStore writes to and reads from topic, which EnsureStateTopic
 // creates compacted.
-func NewStateStore(brokers []string, topic string) *StateStore {
-	return &StateStore{brokers: brokers, topic: topic, writer: &kafka.Writer{
-		Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{},
+func NewStateStore(cluster *kafkaconn.Cluster, topic string) *StateStore {
+	return &StateStore{kafka: cluster, topic: topic, writer: &kafka.Writer{
+		Addr: cluster.Addr(), Topic: topic, Balancer: &kafka.Hash{},
 		// A transport of its own: kafka-go's shared one caches cluster
 		// metadata for seconds, and may have cached it before the state
 		// topic was created, refusing writes to it until it refreshes.
-		Transport:    &kafka.Transport{},
+		Transport:    cluster.Transport(),
 		RequiredAcks: kafka.RequireAll, BatchSize: 10_000, BatchBytes: 16 << 20, BatchTimeout: time.Millisecond,
 	}}
 }
@@ -137,7 +139,7 @@ func (s *StateStore) Save(ctx context.Context, flows string, histories map[strin
 func (s *StateStore) Load(ctx context.Context, flows string) (*storedState, error) {
 	histories, parts, seqs := map[string][]byte{}, map[int]partitionCheckpoint{}, map[string]seenSequence{}
 	st := &storedState{histories: histories, checkpoints: parts, sequences: seqs}
-	conn, err := kafka.DialLeader(ctx, "tcp", s.brokers[0], s.topic, 0)
+	conn, err := s.kafka.DialLeader(ctx, s.topic, 0)
 	if err != nil {
 		return nil, fmt.Errorf("state store %s: %w", s.topic, err)
 	}
@@ -149,7 +151,7 @@ func (s *StateStore) Load(ctx context.Context, flows string) (*storedState, erro
 	if last <= first {
 		return st, nil
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: s.brokers, Topic: s.topic, Partition: 0, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
+	r := s.kafka.Reader(kafka.ReaderConfig{Topic: s.topic, Partition: 0, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	if err := r.SetOffset(first); err != nil {
 		return nil, err
@@ -209,8 +211,8 @@ func (s *StateStore) Close() error { return s.writer.Close() }
 
 // EnsureStateTopic creates the state topic, one partition and compacted,
 // if it does not exist.
-func EnsureStateTopic(ctx context.Context, brokers []string, replication int, topic string) error {
-	err := createTopics(ctx, brokers, kafka.TopicConfig{
+func EnsureStateTopic(ctx context.Context, cluster *kafkaconn.Cluster, replication int, topic string) error {
+	err := createTopics(ctx, cluster, kafka.TopicConfig{
 		Topic: topic, NumPartitions: 1, ReplicationFactor: replication,
 		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}},
 	})

@@ -12,11 +12,12 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline/incidents"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // TelemetryConfig configures the telemetry stage. Zero values are defaults.
 type TelemetryConfig struct {
-	Brokers []string
+	Kafka *kafkaconn.Cluster
 	// GroupID of the stage's consumer group. Default "chainwatch-telemetry".
 	GroupID string
 	Topics  Topics
@@ -76,7 +77,7 @@ func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, trust *trustAler
 func (s *TelemetryStage) Start(ctx context.Context) error {
 	var err error
 	s.start(ctx, func(ctx context.Context) {
-		s.consumer, err = newGroupConsumer(consumerConfig{brokers: s.cfg.Brokers, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Telemetry}},
+		s.consumer, err = newGroupConsumer(consumerConfig{cluster: s.cfg.Kafka, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Telemetry}},
 			groupHooks{assigned: s.partitionsAssigned})
 		if err == nil {
 			s.launch(ctx, s.run)

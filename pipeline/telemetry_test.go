@@ -49,7 +49,7 @@ func TestTelemetryTrustChecks(t *testing.T) {
 	}
 	_, strangerKey, _ := ed25519.GenerateKey(nil)
 
-	svc := pipeline.NewService(pipeline.ServiceConfig{Brokers: env.brokers, Partitions: 2, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db")}, service, prometheus.NewRegistry(), testLogger(t))
+	svc := pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka, Partitions: 2, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db")}, service, prometheus.NewRegistry(), testLogger(t))
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestTelemetryTrustChecks(t *testing.T) {
 	if err := svc.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	svc = pipeline.NewService(pipeline.ServiceConfig{Brokers: env.brokers, Partitions: 2, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db")}, service, prometheus.NewRegistry(), testLogger(t))
+	svc = pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka, Partitions: 2, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db")}, service, prometheus.NewRegistry(), testLogger(t))
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

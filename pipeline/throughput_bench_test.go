@@ -76,7 +76,7 @@ func benchmarkEndToEnd(b *testing.B, name string, budget float64) {
 	fetchRate := bareReadRate(b, ctx, env.brokers, env.topics.Flows, records)
 
 	reg := prometheus.NewRegistry()
-	svc := pipeline.NewService(pipeline.ServiceConfig{Brokers: env.brokers, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
+	svc := pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
 		Detector: pipeline.DetectorConfig{Warmup: 10 * time.Minute, FalseAlertsPer1000DeviceHours: budget}}, env.as(contract.RoleService), reg, testLoggerB(b))
 	b.ResetTimer()
 	var prof bytes.Buffer

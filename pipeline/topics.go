@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // Topics names the Kafka topics chainwatch reads and writes. The zero value
@@ -51,33 +53,29 @@ func (t Topics) All() []string { return []string{t.Flows, t.Telemetry, t.Alerts,
 // EnsureTopics creates the topics that do not exist yet, with the given
 // partition count and replication factor, through the cluster controller.
 // Existing topics are left as they are.
-func EnsureTopics(ctx context.Context, brokers []string, partitions, replication int, topics ...string) error {
+func EnsureTopics(ctx context.Context, cluster *kafkaconn.Cluster, partitions, replication int, topics ...string) error {
 	cfgs := make([]kafka.TopicConfig, 0, len(topics))
 	for _, t := range topics {
 		cfgs = append(cfgs, kafka.TopicConfig{Topic: t, NumPartitions: partitions, ReplicationFactor: replication})
 	}
-	if err := createTopics(ctx, brokers, cfgs...); err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+	if err := createTopics(ctx, cluster, cfgs...); err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("ensure topics: %w", err)
 	}
 	return nil
 }
 
 // createTopics sends one CreateTopics request to the cluster controller.
-func createTopics(ctx context.Context, brokers []string, cfgs ...kafka.TopicConfig) error {
-	if len(brokers) == 0 {
-		return errors.New("no brokers")
-	}
-	var d kafka.Dialer
-	conn, err := d.DialContext(ctx, "tcp", brokers[0])
+func createTopics(ctx context.Context, cluster *kafkaconn.Cluster, cfgs ...kafka.TopicConfig) error {
+	conn, err := cluster.Dial(ctx)
 	if err != nil {
-		return fmt.Errorf("no broker answers at %s: %w", brokers[0], err)
+		return err
 	}
 	defer conn.Close()
 	controller, err := conn.Controller()
 	if err != nil {
 		return fmt.Errorf("find controller: %w", err)
 	}
-	cc, err := d.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
+	cc, err := cluster.Dialer().DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
 	if err != nil {
 		return fmt.Errorf("dial controller: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // OffsetRange is an inclusive range of one partition's offsets.
@@ -23,7 +24,7 @@ type HistoryVerifier func(ctx context.Context, ranges []OffsetRange) ([]string, 
 
 // NewHistoryVerifier verifies ranges of topic against its anchors, waiting
 // up to wait for the anchoring stage to catch up.
-func NewHistoryVerifier(ledger *ledgerclient.Client, brokers []string, topic string, wait time.Duration) HistoryVerifier {
+func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster, topic string, wait time.Duration) HistoryVerifier {
 	return func(ctx context.Context, ranges []OffsetRange) ([]string, error) {
 		var ids []string
 		for _, r := range ranges {
@@ -45,7 +46,7 @@ func NewHistoryVerifier(ledger *ledgerclient.Client, brokers []string, topic str
 				case <-time.After(200 * time.Millisecond):
 				}
 			}
-			verdicts, err := Replay(ctx, ledger, ReplayRequest{Brokers: brokers, Topic: topic, Partition: r.Partition, From: r.First, To: r.Last})
+			verdicts, err := Replay(ctx, ledger, ReplayRequest{Kafka: cluster, Topic: topic, Partition: r.Partition, From: r.First, To: r.Last})
 			if err != nil {
 				return nil, err
 			}

@@ -6,12 +6,14 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // lastEventTime returns the newest record timestamp across the topic's
 // partitions, or the zero time when the topic is empty or absent.
-func lastEventTime(ctx context.Context, broker, topic string) (time.Time, error) {
-	conn, err := kafka.DialContext(ctx, "tcp", broker)
+func lastEventTime(ctx context.Context, cluster *kafkaconn.Cluster, topic string) (time.Time, error) {
+	conn, err := cluster.Dial(ctx)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -22,7 +24,7 @@ func lastEventTime(ctx context.Context, broker, topic string) (time.Time, error)
 	}
 	var newest time.Time
 	for _, p := range parts {
-		pc, err := kafka.DialLeader(ctx, "tcp", broker, topic, p.ID)
+		pc, err := cluster.DialLeader(ctx, topic, p.ID)
 		if err != nil {
 			return time.Time{}, fmt.Errorf("partition %d: %w", p.ID, err)
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // Config configures a simulation. The zero value simulates 48 devices with
@@ -25,8 +26,9 @@ import (
 // hour of scored baseline), then live traffic at 60× real time with an
 // attack every 20 simulated minutes, starting 5 minutes into live time.
 type Config struct {
-	Brokers []string
-	Topic   string // default iot.flows
+	// Kafka is the cluster the fleet produces to.
+	Kafka *kafkaconn.Cluster
+	Topic string // default iot.flows
 	// Devices in the fleet. Default 48.
 	Devices int
 	// Seed makes the fleet, its traffic and the attack schedule
@@ -127,8 +129,8 @@ func (c Config) withDefaults() Config {
 // Validate names the first unusable field.
 func (c Config) Validate() error {
 	switch {
-	case len(c.Brokers) == 0:
-		return errors.New("simulate: no brokers")
+	case c.Kafka == nil:
+		return errors.New("simulate: no Kafka cluster")
 	case c.Devices < 0 || c.Devices > 60000:
 		return fmt.Errorf("simulate: devices must be in [1, 60000], got %d", c.Devices)
 	case c.AttackEvery < 0 || c.FirstAttackAfter < 0:
@@ -259,12 +261,12 @@ type flow struct {
 func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 	cfg := s.cfg
 	w := &kafka.Writer{
-		Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.Topic, Balancer: &kafka.Hash{},
+		Addr: cfg.Kafka.Addr(), Transport: cfg.Kafka.Transport(), Topic: cfg.Topic, Balancer: &kafka.Hash{},
 		BatchSize: 5000, BatchBytes: 16 << 20, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll,
 	}
 	defer w.Close()
 	if cfg.Resume {
-		last, err := lastEventTime(ctx, cfg.Brokers[0], cfg.Topic)
+		last, err := lastEventTime(ctx, cfg.Kafka, cfg.Topic)
 		if err != nil {
 			return s.stats, fmt.Errorf("simulate: resume: %w", err)
 		}
@@ -294,7 +296,7 @@ func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 	}
 
 	tw := &kafka.Writer{
-		Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.TelemetryTopic, Balancer: &kafka.Hash{},
+		Addr: cfg.Kafka.Addr(), Transport: cfg.Kafka.Transport(), Topic: cfg.TelemetryTopic, Balancer: &kafka.Hash{},
 		BatchSize: 5000, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll,
 	}
 	defer tw.Close()
@@ -351,7 +353,7 @@ func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 			if ctx.Err() != nil {
 				return s.stats, nil
 			}
-			return s.stats, fmt.Errorf("simulate: produce telemetry to %v: %w", cfg.Brokers, err)
+			return s.stats, fmt.Errorf("simulate: produce telemetry to %v: %w", cfg.Kafka.Brokers(), err)
 		}
 		s.stats.Telemetry += int64(len(telemetry))
 		msgs = msgs[:0]
@@ -363,7 +365,7 @@ func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 			if ctx.Err() != nil {
 				return s.stats, nil
 			}
-			return s.stats, fmt.Errorf("simulate: produce to %v: %w", cfg.Brokers, err)
+			return s.stats, fmt.Errorf("simulate: produce to %v: %w", cfg.Kafka.Brokers(), err)
 		}
 		s.stats.Records += int64(len(msgs))
 		if minute.Equal(liveStart) && cfg.History > 0 {

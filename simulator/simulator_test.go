@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 func newTestSim(t *testing.T, seed uint64) *Simulator {
 	t.Helper()
-	s, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Devices: 24, Seed: seed}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(Config{Kafka: kafkaconn.Plain("127.0.0.1:1"), Devices: 24, Seed: seed}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

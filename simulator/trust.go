@@ -211,7 +211,7 @@ func (s *Simulator) tamperHistory(ctx context.Context) error {
 		s.trustSkipped++
 		return nil
 	}
-	conn, err := kafka.Dial("tcp", s.cfg.Brokers[0])
+	conn, err := s.cfg.Kafka.Dial(ctx)
 	if err != nil {
 		return fmt.Errorf("simulate history tamper: %w", err)
 	}

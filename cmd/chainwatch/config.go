@@ -17,6 +17,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient/fabric"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // Config is chainwatch's one configuration file. Every key can be
@@ -56,6 +57,22 @@ type KafkaConfig struct {
 	GroupID string `yaml:"group_id"`
 	// AnchorGroupID of the anchoring stage. Default chainwatch-anchor.
 	AnchorGroupID string `yaml:"anchor_group_id"`
+	// TLS and SASL secure every connection to kafka.brokers, of both
+	// Kafka clients in the binary (see package kafkaconn). Off by default;
+	// the embedded broker is plaintext on loopback and takes neither.
+	TLS  kafkaconn.TLS  `yaml:"tls"`
+	SASL kafkaconn.SASL `yaml:"sasl"`
+}
+
+// cluster resolves the connection settings for brokers: the files named
+// by kafka.tls are loaded and the SASL password is read. Errors name the
+// key at fault.
+func (k KafkaConfig) cluster(brokers []string, environ []string) (*kafkaconn.Cluster, error) {
+	c, err := kafkaconn.Config{Brokers: brokers, TLS: k.TLS, SASL: k.SASL}.Open(environ)
+	if err != nil {
+		return nil, fmt.Errorf("kafka.%w", err)
+	}
+	return c, nil
 }
 
 // AnchorConfig sets how batches are cut for anchoring.
@@ -211,6 +228,17 @@ func (c Config) Validate() error {
 	for i, b := range c.Kafka.Brokers {
 		if _, _, err := net.SplitHostPort(b); err != nil {
 			return fmt.Errorf("kafka.brokers[%d]: %q is not host:port", i, b)
+		}
+	}
+	if err := (kafkaconn.Config{TLS: c.Kafka.TLS, SASL: c.Kafka.SASL}).Validate(); err != nil {
+		return fmt.Errorf("kafka.%w", err)
+	}
+	if len(c.Kafka.Brokers) == 0 {
+		switch {
+		case c.Kafka.TLS.On():
+			return errors.New("kafka.tls: applies to the brokers of kafka.brokers, which is empty; the embedded broker is plaintext on loopback")
+		case c.Kafka.SASL.On():
+			return errors.New("kafka.sasl: applies to the brokers of kafka.brokers, which is empty; the embedded broker takes no SASL")
 		}
 	}
 	if _, _, err := net.SplitHostPort(c.Kafka.EmbeddedListen); err != nil {

@@ -1,46 +1,54 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
-// brokersFor picks --brokers, else kafka.brokers, else the embedded broker
-// of a running `chainwatch run`, and checks one answers.
-func brokersFor(cmd *cobra.Command, cfg Config, flag []string) ([]string, error) {
+// kafkaFor picks --brokers, else kafka.brokers, else the embedded broker
+// of a running `chainwatch run`, and checks it answers and takes our
+// credentials. kafka.tls and kafka.sasl apply to the first two; the
+// embedded broker is plaintext.
+func kafkaFor(cmd *cobra.Command, cfg Config, flag []string) (*kafkaconn.Cluster, error) {
 	brokers := flag
 	if len(brokers) == 0 {
 		brokers = cfg.Kafka.Brokers
 	}
 	if len(brokers) == 0 {
-		brokers = []string{cfg.Kafka.EmbeddedListen}
-	}
-	if err := reachable(cmd.Context(), brokers[0]); err != nil {
-		if len(cfg.Kafka.Brokers) == 0 && len(flag) == 0 {
-			return nil, fmt.Errorf("no Kafka broker answers at %s: start `chainwatch run` (it runs the embedded broker) or set kafka.brokers / --brokers", brokers[0])
+		addr := cfg.Kafka.EmbeddedListen
+		if err := reachable(cmd.Context(), addr); err != nil {
+			return nil, fmt.Errorf("no Kafka broker answers at %s: start `chainwatch run` (it runs the embedded broker) or set kafka.brokers / --brokers", addr)
 		}
-		return nil, fmt.Errorf("no Kafka broker answers at %s: %w", brokers[0], err)
+		return kafkaconn.Plain(addr), nil
 	}
-	return brokers, nil
+	cluster, err := cfg.Kafka.cluster(brokers, os.Environ())
+	if err != nil {
+		return nil, err
+	}
+	if err := cluster.Check(cmd.Context()); err != nil {
+		return nil, err
+	}
+	return cluster, nil
 }
 
 // historyAccess is what replay and prove need: the configuration, the topic
 // (default topics.flows), live brokers and a ledger client acting as role.
 type historyAccess struct {
-	cfg     Config
-	topic   string
-	brokers []string
-	ledger  *ledgerclient.Client
-	close   func()
+	cfg    Config
+	topic  string
+	kafka  *kafkaconn.Cluster
+	ledger *ledgerclient.Client
+	close  func()
 }
 
 func openHistory(cmd *cobra.Command, g *globals, brokerFlag []string, topic string, role contract.Role) (*historyAccess, error) {
@@ -57,7 +65,7 @@ func openHistory(cmd *cobra.Command, g *globals, brokerFlag []string, topic stri
 	if topic == "" {
 		topic = cfg.Topics.Flows
 	}
-	bs, err := brokersFor(cmd, cfg, brokerFlag)
+	cluster, err := kafkaFor(cmd, cfg, brokerFlag)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +73,7 @@ func openHistory(cmd *cobra.Command, g *globals, brokerFlag []string, topic stri
 	if err != nil {
 		return nil, err
 	}
-	return &historyAccess{cfg: cfg, topic: topic, brokers: bs, ledger: ledger, close: closeLedger}, nil
+	return &historyAccess{cfg: cfg, topic: topic, kafka: cluster, ledger: ledger, close: closeLedger}, nil
 }
 
 func newReplayCommand(g *globals) *cobra.Command {
@@ -95,8 +103,8 @@ mirror) against the original's anchors.`,
 				return err
 			}
 			defer h.close()
-			cfg, topic, bs, ledger, ctx := h.cfg, h.topic, h.brokers, h.ledger, cmd.Context()
-			parts, err := partitionsOf(bs[0], topic, partition)
+			cfg, topic, cluster, ledger, ctx := h.cfg, h.topic, h.kafka, h.ledger, cmd.Context()
+			parts, err := partitionsOf(ctx, cluster, topic, partition)
 			if err != nil {
 				return err
 			}
@@ -112,7 +120,7 @@ mirror) against the original's anchors.`,
 			for _, p := range parts {
 				start := from
 				if !sinceTime.IsZero() {
-					conn, err := kafka.DialLeader(ctx, "tcp", bs[0], topic, p)
+					conn, err := cluster.DialLeader(ctx, topic, p)
 					if err != nil {
 						return err
 					}
@@ -122,7 +130,7 @@ mirror) against the original's anchors.`,
 						return fmt.Errorf("--since on partition %d: %w", p, err)
 					}
 				}
-				ranges, err := pipeline.Replay(ctx, ledger, pipeline.ReplayRequest{Brokers: bs, Topic: topic, AnchoredAs: anchored, Partition: int32(p), From: start, To: to})
+				ranges, err := pipeline.Replay(ctx, ledger, pipeline.ReplayRequest{Kafka: cluster, Topic: topic, AnchoredAs: anchored, Partition: int32(p), From: start, To: to})
 				if err != nil {
 					return err
 				}
@@ -151,7 +159,7 @@ mirror) against the original's anchors.`,
 				for i, r := range mismatched {
 					alerts[i] = pipeline.IntegrityAlert(stream, r, time.Now())
 				}
-				kafkaSink := pipeline.NewKafkaAlertSink(bs, cfg.Topics.Alerts)
+				kafkaSink := pipeline.NewKafkaAlertSink(cluster, cfg.Topics.Alerts)
 				defer kafkaSink.Close()
 				for _, s := range []pipeline.AlertSink{pipeline.LedgerRecorder{Ledger: ledger, Metrics: pipeline.NewMetrics(nopRegisterer{})}, kafkaSink, pipeline.LogSink{Log: newLogger(cfg.LogLevel)}} {
 					if err := s.Deliver(ctx, alerts); err != nil {
@@ -175,11 +183,11 @@ mirror) against the original's anchors.`,
 	return cmd
 }
 
-func partitionsOf(broker, topic string, only int) ([]int, error) {
+func partitionsOf(ctx context.Context, cluster *kafkaconn.Cluster, topic string, only int) ([]int, error) {
 	if only >= 0 {
 		return []int{only}, nil
 	}
-	conn, err := kafka.Dial("tcp", broker)
+	conn, err := cluster.Dial(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +220,7 @@ func newProveCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer h.close()
-			proof, err := pipeline.Prove(cmd.Context(), h.ledger, h.brokers, h.topic, anchored, int32(partition), offset)
+			proof, err := pipeline.Prove(cmd.Context(), h.ledger, h.kafka, h.topic, anchored, int32(partition), offset)
 			if err != nil {
 				return err
 			}

@@ -21,6 +21,7 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 	"github.com/chainwatch/chainwatch/simulator"
 )
 
@@ -64,6 +65,7 @@ type RunSummary struct {
 	Alerts           int64            `json:"alerts"`
 	AlertsByKind     map[string]int64 `json:"alerts_by_kind"`
 	AnchorsWritten   int64            `json:"anchors_written"`
+	RecordsAudited   int64            `json:"records_audited"`
 	SimulatedRecords int64            `json:"simulated_records,omitempty"`
 	SimulatedAttacks int              `json:"simulated_attacks,omitempty"`
 }
@@ -92,9 +94,27 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 		log.Info("continuous profiling on", "server", cfg.Profiling.PyroscopeServer)
 	}
 
-	brokers := cfg.Kafka.Brokers
-	var embeddedBroker *pipeline.EmbeddedBroker
-	if len(brokers) == 0 {
+	var (
+		cluster        *kafkaconn.Cluster
+		embeddedBroker *pipeline.EmbeddedBroker
+	)
+	if len(cfg.Kafka.Brokers) > 0 {
+		c, err := cfg.Kafka.cluster(cfg.Kafka.Brokers, os.Environ())
+		if err != nil {
+			return RunSummary{}, err
+		}
+		cluster = c
+		if cfg.Kafka.TLS.InsecureSkipVerify {
+			log.Warn("kafka.tls.insecure_skip_verify is set: broker certificates are not checked; use it only in tests")
+		}
+		if cfg.Kafka.SASL.On() && cfg.Kafka.SASL.Mechanism == kafkaconn.MechanismPlain && !cfg.Kafka.TLS.On() {
+			log.Warn("kafka.sasl.mechanism PLAIN without kafka.tls sends the password in clear text")
+		}
+		if err := cluster.Check(ctx); err != nil {
+			return RunSummary{}, err
+		}
+		log.Info("kafka cluster reached", "brokers", cluster.Brokers(), "security", cluster.Secured(), "sasl_user", cluster.Username())
+	} else {
 		b, err := pipeline.StartEmbeddedBroker(pipeline.BrokerConfig{
 			Listen: cfg.Kafka.EmbeddedListen, DataDir: filepath.Join(cfg.DataDir, "broker"),
 			Partitions: cfg.Kafka.Partitions, Topics: cfg.Topics.All(),
@@ -103,7 +123,7 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 			return RunSummary{}, fmt.Errorf("kafka.embedded_listen: %w", err)
 		}
 		defer b.Close()
-		brokers, embeddedBroker = []string{b.Addr()}, b
+		cluster, embeddedBroker = kafkaconn.Plain(b.Addr()), b
 	}
 
 	ledgers, err := openLedgers(cfg)
@@ -116,7 +136,7 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	svc := pipeline.NewService(pipeline.ServiceConfig{
-		Brokers: brokers, Topics: cfg.Topics, Partitions: cfg.Kafka.Partitions, Replication: cfg.Kafka.Replication,
+		Kafka: cluster, Topics: cfg.Topics, Partitions: cfg.Kafka.Partitions, Replication: cfg.Kafka.Replication,
 		Detect:   pipeline.DetectConfig{GroupID: cfg.Kafka.GroupID, Window: cfg.Window},
 		Detector: cfg.Detector,
 		Anchor:   pipeline.AnchorConfig{GroupID: cfg.Kafka.AnchorGroupID, BatchRecords: cfg.Anchor.BatchRecords, BatchAge: cfg.Anchor.BatchAge},
@@ -134,7 +154,7 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 	// loads its registry, so its first records are not taken for rogues.
 	var sim *simulator.Simulator
 	if *cfg.Simulator.Enabled {
-		simCfg := simulatorConfig(cfg, brokers)
+		simCfg := simulatorConfig(cfg, cluster)
 		simCfg.Resume = true
 		if embeddedBroker != nil {
 			simCfg.Forger = embeddedBroker // the history-tamper scenario plays a compromised broker
@@ -194,14 +214,14 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 		Duration:        time.Since(started).Round(time.Millisecond).String(),
 		RecordsConsumed: s.RecordsConsumed.Load(), RecordsRejected: s.RecordsRejected.Load(),
 		WindowsScored: s.WindowsScored.Load(), Alerts: total, AlertsByKind: byKind,
-		AnchorsWritten:   s.AnchorsWritten.Load(),
+		AnchorsWritten: s.AnchorsWritten.Load(), RecordsAudited: s.RecordsAudited.Load(),
 		SimulatedRecords: simStats.Records, SimulatedAttacks: simStats.Attacks,
 	}, runErr
 }
 
-func simulatorConfig(cfg Config, brokers []string) simulator.Config {
+func simulatorConfig(cfg Config, cluster *kafkaconn.Cluster) simulator.Config {
 	return simulator.Config{
-		Brokers: brokers, Topic: cfg.Topics.Flows, Devices: cfg.Simulator.Devices, Seed: cfg.Simulator.Seed,
+		Kafka: cluster, Topic: cfg.Topics.Flows, Devices: cfg.Simulator.Devices, Seed: cfg.Simulator.Seed,
 		Speed: cfg.Simulator.Speed, History: cfg.Simulator.History,
 		FirstAttackAfter: cfg.Simulator.FirstAttackAfter, AttackEvery: cfg.Simulator.AttackEvery,
 		FirstTrustAfter: cfg.Simulator.FirstTrustAfter, TrustEvery: cfg.Simulator.TrustEvery,

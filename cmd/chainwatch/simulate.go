@@ -35,21 +35,13 @@ are registered on the ledger first, as a manufacturer and operator would.`,
 				return err
 			}
 			mergeSimulatorFlags(cmd, &cfg.Simulator, sc)
-			if len(brokers) == 0 {
-				brokers = cfg.Kafka.Brokers
-			}
-			if len(brokers) == 0 {
-				brokers = []string{cfg.Kafka.EmbeddedListen}
-			}
 			ctx := cmd.Context()
-			if err := reachable(ctx, brokers[0]); err != nil {
-				if len(cfg.Kafka.Brokers) == 0 {
-					return fmt.Errorf("no Kafka broker answers at %s: start `chainwatch run` (it runs the embedded broker) or set kafka.brokers / --brokers", brokers[0])
-				}
-				return fmt.Errorf("no Kafka broker answers at %s: %w", brokers[0], err)
+			cluster, err := kafkaFor(cmd, cfg, brokers)
+			if err != nil {
+				return err
 			}
 			log := newLogger(cfg.LogLevel)
-			simCfg := simulatorConfig(cfg, brokers)
+			simCfg := simulatorConfig(cfg, cluster)
 			simCfg.Duration = duration
 			sim, err := simulator.New(simCfg, log)
 			if err != nil {

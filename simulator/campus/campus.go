@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // Attack kinds and their intensities, with the meaning simulator.AttackSpec
@@ -45,7 +47,8 @@ type Attack struct {
 
 // Config configures a campus fleet run. Zero values are defaults.
 type Config struct {
-	Brokers []string
+	// Kafka is the cluster the fleet produces to.
+	Kafka   *kafkaconn.Cluster
 	Topic   string // default iot.flows
 	Devices int    // default 60
 	Seed    uint64
@@ -216,7 +219,7 @@ type attack struct {
 func Run(ctx context.Context, cfg Config, fleet []*Device) (int64, error) {
 	cfg = cfg.withDefaults()
 	r := rand.New(rand.NewPCG(cfg.Seed, 0x6f10))
-	w := &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.Topic, Balancer: &kafka.Hash{},
+	w := &kafka.Writer{Addr: cfg.Kafka.Addr(), Transport: cfg.Kafka.Transport(), Topic: cfg.Topic, Balancer: &kafka.Hash{},
 		BatchSize: 5000, BatchBytes: 16 << 20, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
 	var truth *csv.Writer
