@@ -48,7 +48,7 @@ type AuditStage struct {
 	cfg     AuditConfig
 	kafka   *kafkaconn.Cluster
 	ledger  *ledgerclient.Client
-	outbox  *Outbox
+	outbox  AlertQueue
 	metrics *Metrics
 	log     *slog.Logger
 	// owned lists the partitions to audit: those whose anchoring this
@@ -63,7 +63,7 @@ type AuditStage struct {
 }
 
 // NewAuditStage wires the stage; Start runs it.
-func NewAuditStage(cfg AuditConfig, cluster *kafkaconn.Cluster, ledger *ledgerclient.Client, outbox *Outbox, owned func() []topicPartition, metrics *Metrics, log *slog.Logger) *AuditStage {
+func NewAuditStage(cfg AuditConfig, cluster *kafkaconn.Cluster, ledger *ledgerclient.Client, outbox AlertQueue, owned func() []topicPartition, metrics *Metrics, log *slog.Logger) *AuditStage {
 	return &AuditStage{cfg: cfg.withDefaults(), kafka: cluster, ledger: ledger, outbox: outbox, owned: owned, metrics: metrics,
 		log: log.With("stage", "audit"), cursor: map[topicPartition]int64{}, reported: map[string]bool{}, stageRun: stageRun{name: "audit", log: log}}
 }
@@ -166,7 +166,7 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 		}
 	}
 	if len(alerts) > 0 {
-		if _, err := s.outbox.Add(alerts); err != nil {
+		if _, err := s.outbox.Add(ctx, alerts); err != nil {
 			return err
 		}
 	}

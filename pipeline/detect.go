@@ -57,7 +57,7 @@ type DetectStage struct {
 	cfg      DetectConfig
 	registry *Registry
 	detector *Detector
-	outbox   *Outbox
+	outbox   AlertQueue
 	state    *StateStore
 	dlq      *DeadLetter
 	metrics  *Metrics
@@ -88,7 +88,7 @@ type DetectStage struct {
 }
 
 // NewDetectStage wires the stage; Start runs it.
-func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, trust *trustAlerts, outbox *Outbox, state *StateStore, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *DetectStage {
+func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, trust *trustAlerts, outbox AlertQueue, state *StateStore, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *DetectStage {
 	return &DetectStage{
 		cfg: cfg.withDefaults(), registry: registry, detector: detector, trust: trust, outbox: outbox, state: state, dlq: dlq,
 		metrics: metrics, log: log.With("stage", "detect"), stageRun: stageRun{name: "detection", log: log},
@@ -334,7 +334,7 @@ func unknownDeviceKey(r *FlowRecord) string {
 // committed.
 func (s *DetectStage) flushAlerts(ctx context.Context) error {
 	started := time.Now()
-	if _, err := s.outbox.Add(s.pending); err != nil {
+	if _, err := s.outbox.Add(ctx, s.pending); err != nil {
 		return err
 	}
 	s.metrics.StageLatency.WithLabelValues("outbox_add").Observe(time.Since(started).Seconds())

@@ -1,11 +1,11 @@
 // Package pipeline owns chainwatch's Kafka stages and the path of a record
 // through them:
 //
-//	iot.flows ──► DetectStage (detect.go) ─ decode.go ─► windows.go ─► detector.go ─► incidents/ ─► outbox.go ─► sinks: ledger, chainwatch.alerts, log
+//	iot.flows ──► DetectStage (detect.go) ─ decode.go ─► windows.go ─► detector.go ─► incidents/ ─► sinks/ (outbox) ─► ledger, chainwatch.alerts, log, SIEM webhooks
 //	          │          ├─ bad record ─► chainwatch.dlq (dlq.go)
 //	          │          └─ checkpoints ─► chainwatch.state (statestore.go)
 //	          └─► AnchorStage (anchor.go) ─ merkle.go ─► ledger anchors
-//	iot.telemetry ──► TelemetryStage (telemetry_stage.go) ─ telemetry.go ─► outbox.go
+//	iot.telemetry ──► TelemetryStage (telemetry_stage.go) ─ telemetry.go ─► sinks/
 //	          └─► AnchorStage
 //
 // Where to look:
@@ -21,10 +21,11 @@
 //     model, on verified history only (verified.go), when none exists;
 //   - trust.go groups the identity findings of the detection and telemetry
 //     stages (telemetry_stage.go) into one incident per device and episode;
-//   - outbox.go holds alerts durably and delivers them to every sink with
-//     retries; offsets are committed only once every window a record fed has
-//     closed, its alerts are in the outbox and the state store holds what the
-//     partition's next owner needs (statestore.go);
+//   - the stages hand alerts to an AlertQueue (service.go), which package
+//     sinks implements: a durable outbox with one queue per sink, retries
+//     and dead letters; offsets are committed only once every window a
+//     record fed has closed, its alerts are in the outbox and the state
+//     store holds what the partition's next owner needs (statestore.go);
 //   - replay.go and prove.go re-read history against the ledger's anchors.
 //
 // The stages consume through franz-go's client (consumer.go), a fetch at a

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/chainwatch/chainwatch/pipeline/sinks"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -29,9 +30,9 @@ type Metrics struct {
 	ModelInfo        *prometheus.GaugeVec // profile, hash, algorithm
 	ModelThreshold   *prometheus.GaugeVec // profile
 	WarmupWindows    *prometheus.GaugeVec // profile
-	SinkErrors       *prometheus.CounterVec
-	OutboxDepth      prometheus.Gauge
-	LedgerTx         *prometheus.HistogramVec // function, result
+	// Sinks are the outbox's and the sink queues' metrics.
+	Sinks    *sinks.Metrics
+	LedgerTx *prometheus.HistogramVec // function, result
 
 	// Summary mirrors the totals for the --duration summary line.
 	Summary Summary
@@ -50,7 +51,8 @@ type Summary struct {
 	alertsByKind   map[string]int64
 }
 
-func (s *Summary) addAlert(kind string) {
+// AddAlert counts an alert of kind.
+func (s *Summary) AddAlert(kind string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.alertsByKind == nil {
@@ -98,13 +100,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ModelInfo:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_info", Help: "The active model of each profile (value 1)."}, []string{"profile", "hash", "algorithm"}),
 		ModelThreshold: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_threshold", Help: "Alert threshold of each profile's active model."}, []string{"profile"}),
 		WarmupWindows:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_warmup_windows", Help: "Windows collected for a profile's first model."}, []string{"profile"}),
-		SinkErrors:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_sink_errors_total", Help: "Failed deliveries to an alert sink (retried)."}, []string{"sink"}),
-		OutboxDepth:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "chainwatch_outbox_depth", Help: "Alerts accepted but not yet delivered to every sink."}),
+		Sinks:          sinks.NewMetrics(reg),
 		LedgerTx: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_ledger_tx_seconds", Help: "Ledger transaction latency.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}, []string{"function", "result"}),
 	}
 	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts, m.AnomalousWindows, m.WindowsUnscored, m.Incidents,
 		m.Anchors, m.AnchoredRecords, m.AuditedRecords, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.OpenWindows,
-		m.ModelInfo, m.ModelThreshold, m.WarmupWindows, m.SinkErrors, m.LedgerTx, m.OutboxDepth)
+		m.ModelInfo, m.ModelThreshold, m.WarmupWindows, m.LedgerTx)
 	return m
 }

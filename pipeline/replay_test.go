@@ -26,7 +26,9 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 	service := env.as(contract.RoleService)
 
 	// 4,000 flow records over 2 partitions.
-	w := &kafka.Writer{Addr: kafka.TCP(env.brokers...), Topic: env.topics.Flows, Balancer: &kafka.Hash{}, BatchSize: 500, BatchTimeout: time.Millisecond}
+	w := &kafka.Writer{Addr: kafka.TCP(env.brokers...), Topic: env.topics.Flows, Balancer: &kafka.Hash{}, BatchSize: 500, BatchTimeout: time.Millisecond,
+		// Acknowledged writes: the partition ends read next must be final.
+		RequiredAcks: kafka.RequireAll}
 	base := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	var msgs []kafka.Message
 	for i := range 4000 {

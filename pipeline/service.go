@@ -11,7 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
+	"github.com/chainwatch/chainwatch/pipeline/sinks"
 )
 
 // ServiceConfig configures the whole pipeline. Zero values are defaults.
@@ -31,6 +33,18 @@ type ServiceConfig struct {
 	ModelDir string
 	// OutboxPath is the file of the durable alert outbox. Required.
 	OutboxPath string
+	// Outbox sets the sink queues' capacity and retry backoff; its Path
+	// is OutboxPath.
+	Outbox sinks.OutboxConfig
+	// Sinks are remote sinks (SIEM webhooks, syslog, Alertmanager) that
+	// receive every alert after the ledger, each through its own queue.
+	Sinks []sinks.Sink
+}
+
+// AlertQueue is how the stages hand their alerts over for delivery: Add
+// returns once the alerts are durable (pipeline/sinks.Outbox).
+type AlertQueue interface {
+	Add(ctx context.Context, alerts []contract.Alert) ([]contract.Alert, error)
 }
 
 // Service runs the detection and anchoring stages against a Kafka cluster
@@ -45,9 +59,9 @@ type Service struct {
 	anchor    *AnchorStage
 	telemetry *TelemetryStage
 	audit     *AuditStage
-	outbox    *Outbox
+	outbox    *sinks.Outbox
 	outboxRun context.CancelFunc
-	sinks     []AlertSink
+	sinks     []sinks.Sink
 	dlq       *DeadLetter
 	state     *StateStore
 	cancel    context.CancelFunc
@@ -102,10 +116,16 @@ func (s *Service) Start(ctx context.Context) error {
 	detectorCfg := s.cfg.Detector
 	detectorCfg.WindowSize = s.cfg.Detect.Window.WithDefaults().Size
 	detector := NewDetector(detectorCfg, store, verifier, s.cfg.Topics.Flows, s.metrics, s.log)
-	kafkaSink := NewKafkaAlertSink(s.cfg.Kafka, s.cfg.Topics.Alerts)
-	s.sinks = []AlertSink{LedgerRecorder{Ledger: s.ledger, Metrics: s.metrics}, kafkaSink, LogSink{Log: s.log}}
+	kafkaSink := sinks.NewKafkaAlertSink(s.cfg.Kafka, s.cfg.Topics.Alerts)
+	s.sinks = append([]sinks.Sink{sinks.LedgerRecorder{Ledger: s.ledger, TxSeconds: s.metrics.LedgerTx}, kafkaSink, sinks.LogSink{Log: s.log}}, s.cfg.Sinks...)
 	s.dlq = NewDeadLetter(s.cfg.Kafka, s.cfg.Topics.DeadLetter)
-	if s.outbox, err = OpenOutbox(s.cfg.OutboxPath, s.sinks, s.metrics, s.log); err != nil {
+	outboxCfg := s.cfg.Outbox
+	outboxCfg.Path = s.cfg.OutboxPath
+	outboxCfg.OnAdded = func(a contract.Alert) {
+		s.metrics.Alerts.WithLabelValues(a.Kind, a.Confidence).Inc()
+		s.metrics.Summary.AddAlert(a.Kind)
+	}
+	if s.outbox, err = sinks.OpenOutbox(outboxCfg, s.sinks, s.metrics.Sinks, s.log); err != nil {
 		cancel()
 		return err
 	}
@@ -220,7 +240,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		// Give queued alerts a moment to reach the sinks; whatever is left
 		// stays on disk and goes out after the next start.
 		drain, stop := context.WithTimeout(ctx, 5*time.Second)
-		for s.outbox.depth() > 0 && drain.Err() == nil {
+		for s.outbox.Pending() > 0 && drain.Err() == nil {
 			time.Sleep(20 * time.Millisecond)
 		}
 		stop()

@@ -34,7 +34,7 @@ type TelemetryConfig struct {
 type TelemetryStage struct {
 	cfg      TelemetryConfig
 	registry *Registry
-	outbox   *Outbox
+	outbox   AlertQueue
 	dlq      *DeadLetter
 	metrics  *Metrics
 	log      *slog.Logger
@@ -57,7 +57,7 @@ type TelemetryStage struct {
 // trust groups its findings into incidents; the service shares one with the
 // detection stage, so that a device both stages find is one incident. Nil
 // gives the stage its own.
-func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, trust *trustAlerts, outbox *Outbox, state *StateStore, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *TelemetryStage {
+func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, trust *trustAlerts, outbox AlertQueue, state *StateStore, dlq *DeadLetter, metrics *Metrics, log *slog.Logger) *TelemetryStage {
 	if cfg.GroupID == "" {
 		cfg.GroupID = "chainwatch-telemetry"
 	}
@@ -150,7 +150,7 @@ func (s *TelemetryStage) checkAll(ctx context.Context, fetches kgo.Fetches) erro
 		}
 	}
 	if len(alerts) > 0 {
-		if _, err := s.outbox.Add(alerts); err != nil {
+		if _, err := s.outbox.Add(ctx, alerts); err != nil {
 			return err
 		}
 	}

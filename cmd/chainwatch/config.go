@@ -18,6 +18,7 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient/fabric"
 	"github.com/chainwatch/chainwatch/pipeline"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
+	"github.com/chainwatch/chainwatch/pipeline/sinks"
 )
 
 // Config is chainwatch's one configuration file. Every key can be
@@ -37,6 +38,7 @@ type Config struct {
 	Detector  pipeline.DetectorConfig `yaml:"detector"`
 	Anchor    AnchorConfig            `yaml:"anchor"`
 	Audit     AuditConfig             `yaml:"audit"`
+	Alerts    AlertsConfig            `yaml:"alerts"`
 	Ledger    LedgerConfig            `yaml:"ledger"`
 	HTTP      HTTPConfig              `yaml:"http"`
 	Simulator SimulatorConfig         `yaml:"simulator"`
@@ -73,6 +75,36 @@ func (k KafkaConfig) cluster(brokers []string, environ []string) (*kafkaconn.Clu
 		return nil, fmt.Errorf("kafka.%w", err)
 	}
 	return c, nil
+}
+
+// AlertsConfig sends alerts to the SOC's tools and takes verdicts back.
+type AlertsConfig struct {
+	// Webhooks are remote sinks, each behind its own durable queue
+	// (pipeline/sinks): json (HMAC-signed), splunk-hec, ecs,
+	// cef-syslog, alertmanager.
+	Webhooks []sinks.WebhookConfig `yaml:"webhooks"`
+	// LinkTemplate is a text/template over the alert that every format
+	// carries as the alert's link, e.g.
+	// https://grafana.example/d/chainwatch-device?var-device={{.DeviceID}}.
+	// Empty: no link.
+	LinkTemplate string `yaml:"link_template"`
+	// QueueCapacity is how many alerts one sink's queue holds before the
+	// pipeline is held back. Default 10000.
+	QueueCapacity int `yaml:"queue_capacity"`
+	// MaxBackoff caps the wait between retries of a failing sink.
+	// Default 30s.
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// API is the alerts API on the operations listener.
+	API AlertsAPIConfig `yaml:"api"`
+}
+
+// AlertsAPIConfig authenticates the alerts API (GET /api/v1/alerts, POST
+// /api/v1/alerts/{id}/verdict).
+type AlertsAPIConfig struct {
+	// TokenFile holds the bearer token callers present. Default
+	// <data_dir>/api.token, created (mode 0600) with a random token at the
+	// first start and kept across restarts.
+	TokenFile string `yaml:"token_file"`
 }
 
 // AnchorConfig sets how batches are cut for anchoring.
@@ -212,6 +244,15 @@ func (c Config) withDefaults() Config {
 	if c.Simulator.GroundTruth == "" {
 		c.Simulator.GroundTruth = filepath.Join(c.DataDir, "ground-truth.csv")
 	}
+	if c.Alerts.QueueCapacity == 0 {
+		c.Alerts.QueueCapacity = 10000
+	}
+	if c.Alerts.MaxBackoff == 0 {
+		c.Alerts.MaxBackoff = 30 * time.Second
+	}
+	if c.Alerts.API.TokenFile == "" {
+		c.Alerts.API.TokenFile = filepath.Join(c.DataDir, "api.token")
+	}
 	if c.Profiling.Application == "" {
 		c.Profiling.Application = "chainwatch"
 	}
@@ -272,6 +313,9 @@ func (c Config) Validate() error {
 	if err := c.Detector.Validate(); err != nil {
 		return fmt.Errorf("detector.%w", err)
 	}
+	if err := c.Alerts.validate(); err != nil {
+		return fmt.Errorf("alerts.%w", err)
+	}
 	switch c.Ledger.Backend {
 	case "embedded":
 	case "fabric":
@@ -287,6 +331,46 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+func (a AlertsConfig) validate() error {
+	names := map[string]bool{}
+	for i, w := range a.Webhooks {
+		if err := w.Validate(); err != nil {
+			return fmt.Errorf("webhooks[%d].%w", i, err)
+		}
+		if names[w.Name] {
+			return fmt.Errorf("webhooks[%d].name: %q is used twice", i, w.Name)
+		}
+		names[w.Name] = true
+	}
+	if _, err := sinks.NewLinker(a.LinkTemplate); err != nil {
+		return fmt.Errorf("link_template: %w", err)
+	}
+	switch {
+	case a.QueueCapacity < 1:
+		return fmt.Errorf("queue_capacity: must be at least 1, got %d", a.QueueCapacity)
+	case a.MaxBackoff < 0:
+		return fmt.Errorf("max_backoff: must not be negative, got %s", a.MaxBackoff)
+	}
+	return nil
+}
+
+// sinks builds the configured webhooks; secrets are resolved from environ.
+func (a AlertsConfig) buildSinks(environ []string) ([]sinks.Sink, error) {
+	links, err := sinks.NewLinker(a.LinkTemplate)
+	if err != nil {
+		return nil, fmt.Errorf("alerts.link_template: %w", err)
+	}
+	var out []sinks.Sink
+	for i, w := range a.Webhooks {
+		s, err := sinks.New(w, links, environ)
+		if err != nil {
+			return nil, fmt.Errorf("alerts.webhooks[%d].%w", i, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 func validTopic(t string) error {
@@ -439,6 +523,9 @@ func setFromString(v reflect.Value, raw string) error {
 		}
 		v.SetFloat(f)
 	case reflect.Slice:
+		if v.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("a list of %s is set in the configuration file, not in the environment", v.Type().Elem().Name())
+		}
 		var items []string
 		for _, s := range strings.Split(raw, ",") {
 			if s = strings.TrimSpace(s); s != "" {
@@ -492,7 +579,7 @@ func (c Config) printable() ([]byte, error) {
 			return err
 		}
 		k := &yaml.Node{Kind: yaml.ScalarNode, Value: name, LineComment: envName(key)}
-		if val.Kind == yaml.SequenceNode {
+		if val.Kind == yaml.SequenceNode && (len(val.Content) == 0 || val.Content[0].Kind == yaml.ScalarNode) {
 			val.Style = yaml.FlowStyle
 			val.LineComment = envName(key)
 		}

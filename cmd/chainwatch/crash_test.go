@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +24,7 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/sinks"
 )
 
 // compressedDay configures a service for tests: free loopback ports, quiet
@@ -47,7 +52,7 @@ func TestServiceChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("child process of TestKillNineLosesAndDuplicatesNoAlert")
 	}
-	cfg, err := LoadConfig("", append(os.Environ(), "CHAINWATCH_DATA_DIR="+dir))
+	cfg, err := LoadConfig(os.Getenv("CW_TEST_CONFIG"), append(os.Environ(), "CHAINWATCH_DATA_DIR="+dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,18 +67,35 @@ func TestServiceChild(t *testing.T) {
 // SIGKILL at random moments, restarts it on the same data directory, lets
 // a last run finish cleanly, and checks the sinks: every alert on the
 // ledger is on the alerts topic exactly once, and the topic holds nothing
-// else.
+// else. A signed json webhook is down through every killed run, so its
+// queue holds alerts at each kill; it comes back for the last run and
+// must then receive every alert on the ledger exactly once.
 func TestKillNineLosesAndDuplicatesNoAlert(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs and kills the service")
 	}
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	hookAddr := freeAddr(t)
+	conf := filepath.Join(dir, "chainwatch.yaml")
+	err := os.WriteFile(conf, []byte(fmt.Sprintf(`alerts:
+  queue_capacity: 100000
+  max_backoff: 500ms
+  webhooks:
+    - name: siem
+      url: http://%s/hook
+      format: json
+      secret: ${CW_CRASH_HOOK_SECRET}
+      timeout: 2s
+`, hookAddr)), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
 	runs := 0
 	start := func(runFor time.Duration) *exec.Cmd {
 		runs++
 		cmd := exec.Command(os.Args[0], "-test.run=^TestServiceChild$", "-test.timeout=3m")
-		cmd.Env = append(os.Environ(), "CHAINWATCH_CRASH_CHILD="+dir, "CW_TEST_RUN_FOR="+runFor.String())
+		cmd.Env = append(os.Environ(), "CHAINWATCH_CRASH_CHILD="+dir, "CW_TEST_RUN_FOR="+runFor.String(), "CW_TEST_CONFIG="+conf, "CW_CRASH_HOOK_SECRET=crash-secret")
 		for k, v := range compressedDay(16) {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}
@@ -99,6 +121,15 @@ func TestKillNineLosesAndDuplicatesNoAlert(t *testing.T) {
 		_ = cmd.Wait()
 		kills++
 	}
+	// The webhook receiver comes back for the last run.
+	hook := &hookReceiver{got: map[string]int{}}
+	srv := &http.Server{Handler: hook}
+	ln, err := net.Listen("tcp", hookAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
 	final := start(12 * time.Second)
 	if err := final.Wait(); err != nil {
 		for i := 1; i <= runs; i++ {
@@ -180,9 +211,45 @@ func TestKillNineLosesAndDuplicatesNoAlert(t *testing.T) {
 	for id := range onTopic {
 		t.Errorf("alert %s is on the alerts topic but not on the ledger", id)
 	}
+	hook.mu.Lock()
+	defer hook.mu.Unlock()
+	t.Logf("webhook: %d alerts received, %d bad signatures", len(hook.got), hook.bad)
+	if hook.bad > 0 {
+		t.Errorf("%d webhook requests failed the signature check", hook.bad)
+	}
+	for _, a := range onLedger {
+		if n := hook.got[a.ID]; n != 1 {
+			t.Errorf("alert %s reached the webhook %d times", a.ID, n)
+		}
+		delete(hook.got, a.ID)
+	}
+	for id := range hook.got {
+		t.Errorf("alert %s reached the webhook but is not on the ledger", id)
+	}
 	if rep, err := embedded.Verify(filepath.Join(dir, "ledger"), ""); err != nil || !rep.OK {
 		t.Fatalf("ledger after %d kills: %+v %v", kills, rep, err)
 	}
+}
+
+// hookReceiver is a json webhook receiver that checks signatures and
+// counts deliveries per alert id.
+type hookReceiver struct {
+	mu  sync.Mutex
+	got map[string]int
+	bad int
+}
+
+func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	ts, _ := strconv.ParseInt(r.Header.Get(sinks.HeaderTimestamp), 10, 64)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !hmac.Equal([]byte(sinks.Sign([]byte("crash-secret"), ts, body)), []byte(r.Header.Get(sinks.HeaderSignature))) {
+		h.bad++
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	h.got[r.Header.Get(sinks.HeaderAlertID)]++
 }
 
 // tail is the end of a log, at most n bytes.

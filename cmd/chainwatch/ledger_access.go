@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
@@ -19,7 +17,7 @@ import (
 
 // ledgers are the clients `chainwatch run` uses, one per role it acts in.
 type ledgers struct {
-	service, manufacturer, operator *ledgerclient.Client
+	service, manufacturer, operator, analyst *ledgerclient.Client
 	// gateway serves the embedded ledger to the other subcommands; nil on Fabric.
 	gateway http.Handler
 	close   func()
@@ -34,7 +32,7 @@ func openLedgers(cfg Config) (*ledgers, error) {
 			return nil, err
 		}
 		c := ledgerclient.New(b)
-		return &ledgers{service: c, manufacturer: c, operator: c, close: func() { b.Close() }}, nil
+		return &ledgers{service: c, manufacturer: c, operator: c, analyst: c, close: func() { b.Close() }}, nil
 	default:
 		l, err := embedded.Open(filepath.Join(cfg.DataDir, "ledger"), embedded.Options{})
 		if err != nil {
@@ -50,7 +48,7 @@ func openLedgers(cfg Config) (*ledgers, error) {
 		}
 		as := func(r contract.Role) *ledgerclient.Client { return ledgerclient.New(l.Client(embedded.LocalCaller(r))) }
 		return &ledgers{
-			service: as(contract.RoleService), manufacturer: as(contract.RoleManufacturer), operator: as(contract.RoleOperator),
+			service: as(contract.RoleService), manufacturer: as(contract.RoleManufacturer), operator: as(contract.RoleOperator), analyst: as(contract.RoleAnalyst),
 			gateway: l.Handler(auth), close: func() {
 				embedded.RemoveGatewayTokens(tokens, gatewayRoles...)
 				l.Close()
@@ -120,11 +118,3 @@ func embeddedLedgerExists(cfg Config) error {
 	}
 	return nil
 }
-
-// nopRegisterer lets one-shot commands use pipeline sinks without exposing
-// their metrics anywhere.
-type nopRegisterer struct{}
-
-func (nopRegisterer) Register(prometheus.Collector) error  { return nil }
-func (nopRegisterer) MustRegister(...prometheus.Collector) {}
-func (nopRegisterer) Unregister(prometheus.Collector) bool { return true }

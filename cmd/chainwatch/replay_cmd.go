@@ -13,6 +13,7 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
+	"github.com/chainwatch/chainwatch/pipeline/sinks"
 )
 
 // kafkaFor picks --brokers, else kafka.brokers, else the embedded broker
@@ -159,9 +160,9 @@ mirror) against the original's anchors.`,
 				for i, r := range mismatched {
 					alerts[i] = pipeline.IntegrityAlert(stream, r, time.Now())
 				}
-				kafkaSink := pipeline.NewKafkaAlertSink(cluster, cfg.Topics.Alerts)
+				kafkaSink := sinks.NewKafkaAlertSink(cluster, cfg.Topics.Alerts)
 				defer kafkaSink.Close()
-				for _, s := range []pipeline.AlertSink{pipeline.LedgerRecorder{Ledger: ledger, Metrics: pipeline.NewMetrics(nopRegisterer{})}, kafkaSink, pipeline.LogSink{Log: newLogger(cfg.LogLevel)}} {
+				for _, s := range []sinks.Sink{sinks.LedgerRecorder{Ledger: ledger}, kafkaSink, sinks.LogSink{Log: newLogger(cfg.LogLevel)}} {
 					if err := s.Deliver(ctx, alerts); err != nil {
 						return fmt.Errorf("raise integrity alert via %s: %w", s.Name(), err)
 					}

@@ -22,6 +22,7 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
 	"github.com/chainwatch/chainwatch/pipeline"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
+	"github.com/chainwatch/chainwatch/pipeline/sinks"
 	"github.com/chainwatch/chainwatch/simulator"
 )
 
@@ -133,6 +134,18 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 	defer ledgers.close()
 	service := ledgers.service
 
+	remote, err := cfg.Alerts.buildSinks(os.Environ())
+	if err != nil {
+		return RunSummary{}, err
+	}
+	for _, w := range cfg.Alerts.Webhooks {
+		log.Info("alert sink configured", "sink", w.Name, "format", w.Format, "min_severity", w.MinSeverity, "kinds", w.Kinds)
+	}
+	token, err := apiToken(cfg.Alerts.API.TokenFile)
+	if err != nil {
+		return RunSummary{}, err
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	svc := pipeline.NewService(pipeline.ServiceConfig{
@@ -142,9 +155,12 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 		Anchor:   pipeline.AnchorConfig{GroupID: cfg.Kafka.AnchorGroupID, BatchRecords: cfg.Anchor.BatchRecords, BatchAge: cfg.Anchor.BatchAge},
 		Audit:    pipeline.AuditConfig{Interval: cfg.Audit.Interval, RecordsPerRound: cfg.Audit.RecordsPerRound},
 		ModelDir: filepath.Join(cfg.DataDir, "models"), OutboxPath: filepath.Join(cfg.DataDir, "outbox.db"),
+		Outbox: sinks.OutboxConfig{Capacity: cfg.Alerts.QueueCapacity, MaxBackoff: cfg.Alerts.MaxBackoff, DeadLetterDir: filepath.Join(cfg.DataDir, "dead-letters")},
+		Sinks:  remote,
 	}, service, reg, log)
+	api := newAlertsAPI(ledgers.analyst, token, reg, log)
 
-	httpDone, err := serveOperations(cfg.HTTP.Listen, reg, svc, ledgers.gateway, log)
+	httpDone, err := serveOperations(cfg.HTTP.Listen, reg, svc, ledgers.gateway, api, log)
 	if err != nil {
 		return RunSummary{}, err
 	}
@@ -232,7 +248,7 @@ func simulatorConfig(cfg Config, cluster *kafkaconn.Cluster) simulator.Config {
 // serveOperations starts /metrics, /healthz and /readyz, and the embedded
 // ledger's gateway (when there is one) when listening on loopback only. It
 // returns a function that stops the server.
-func serveOperations(listen string, reg *prometheus.Registry, svc *pipeline.Service, ledgerGateway http.Handler, log *slog.Logger) (func(), error) {
+func serveOperations(listen string, reg *prometheus.Registry, svc *pipeline.Service, ledgerGateway http.Handler, api *alertsAPI, log *slog.Logger) (func(), error) {
 	if listen == "off" {
 		return func() {}, nil
 	}
@@ -246,6 +262,7 @@ func serveOperations(listen string, reg *prometheus.Registry, svc *pipeline.Serv
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	api.register(mux)
 	host, _, _ := net.SplitHostPort(listen)
 	if ip := net.ParseIP(host); ledgerGateway != nil && (host == "localhost" || ip != nil && ip.IsLoopback()) {
 		mux.Handle(embedded.GatewayPath, ledgerGateway)
@@ -260,7 +277,7 @@ func serveOperations(listen string, reg *prometheus.Registry, svc *pipeline.Serv
 			log.Error("operations endpoint stopped", "err", err)
 		}
 	}()
-	log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz /api/v1/alerts")
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

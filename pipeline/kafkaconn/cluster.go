@@ -3,11 +3,9 @@ package kafkaconn
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -19,6 +17,8 @@ import (
 	franzsasl "github.com/twmb/franz-go/pkg/sasl"
 	franzplain "github.com/twmb/franz-go/pkg/sasl/plain"
 	franzscram "github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/chainwatch/chainwatch/pipeline/secret"
 )
 
 // Cluster is a Kafka cluster with its credentials resolved: certificates
@@ -29,7 +29,7 @@ type Cluster struct {
 	tls     *tls.Config
 	mech    string
 	user    string
-	pass    Secret
+	pass    secret.Secret
 }
 
 // Plain is a cluster reached without TLS or SASL, such as the embedded
@@ -68,67 +68,40 @@ func (c Config) Open(environ []string) (*Cluster, error) {
 }
 
 func (t TLS) load() (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", t.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		pair, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file, tls.key_file: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	return cfg, nil
+	return secret.TLSFiles{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}.Load()
 }
 
-func (s SASL) password(environ []string) (Secret, error) {
-	lookup := func(name string) (string, bool) {
-		for _, kv := range environ {
-			if k, v, ok := strings.Cut(kv, "="); ok && k == name {
-				return v, true
-			}
-		}
-		return "", false
-	}
+func (s SASL) password(environ []string) (secret.Secret, error) {
 	var (
-		pass string
+		pass secret.Secret
 		key  string
 	)
 	switch {
 	case s.PasswordFile != "":
-		raw, err := os.ReadFile(s.PasswordFile)
+		v, err := secret.FromFile(s.PasswordFile)
 		if err != nil {
 			return "", fmt.Errorf("sasl.password_file: %w", err)
 		}
-		pass, key = strings.TrimRight(string(raw), "\r\n"), "sasl.password_file"
+		pass, key = v, "sasl.password_file"
 	case s.PasswordEnv != "":
-		v, ok := lookup(s.PasswordEnv)
+		v, ok := secret.Lookup(environ, s.PasswordEnv)
 		if !ok {
 			return "", fmt.Errorf("sasl.password_env: environment variable %s is not set", s.PasswordEnv)
 		}
-		pass, key = v, "sasl.password_env"
+		pass, key = secret.Secret(v), "sasl.password_env"
 	case s.Password != "":
-		pass, key = string(s.Password), "sasl.password"
+		pass, key = s.Password, "sasl.password"
 	default:
-		v, ok := lookup(DefaultPasswordEnv)
+		v, ok := secret.Lookup(environ, DefaultPasswordEnv)
 		if !ok {
 			return "", fmt.Errorf("sasl.password: no password: set %s, or kafka.sasl.password_env or kafka.sasl.password_file", DefaultPasswordEnv)
 		}
-		pass, key = v, "sasl.password"
+		pass, key = secret.Secret(v), "sasl.password"
 	}
 	if pass == "" {
 		return "", fmt.Errorf("%s: the password is empty", key)
 	}
-	return Secret(pass), nil
+	return pass, nil
 }
 
 // Brokers returns the bootstrap brokers.
@@ -162,7 +135,7 @@ func (c *Cluster) tlsConfig() *tls.Config {
 func (c *Cluster) kafkaGoSASL() sasl.Mechanism {
 	switch c.mech {
 	case MechanismPlain:
-		return kgoplain.Mechanism{Username: c.user, Password: string(c.pass)}
+		return kgoplain.Mechanism{Username: c.user, Password: c.pass.Reveal()}
 	case MechanismSCRAMSHA256, MechanismSCRAMSHA512:
 		algo := kgoscram.SHA256
 		if c.mech == MechanismSCRAMSHA512 {
@@ -170,7 +143,7 @@ func (c *Cluster) kafkaGoSASL() sasl.Mechanism {
 		}
 		// Mechanism fails only when the username or password is not
 		// valid SASLprep text; the handshake then reports it.
-		m, err := kgoscram.Mechanism(algo, c.user, string(c.pass))
+		m, err := kgoscram.Mechanism(algo, c.user, c.pass.Reveal())
 		if err != nil {
 			return failedMechanism{c.mech, err}
 		}
@@ -250,11 +223,11 @@ func (c *Cluster) ClientOpts() []kgo.Opt {
 	var m franzsasl.Mechanism
 	switch c.mech {
 	case MechanismPlain:
-		m = franzplain.Auth{User: c.user, Pass: string(c.pass)}.AsMechanism()
+		m = franzplain.Auth{User: c.user, Pass: c.pass.Reveal()}.AsMechanism()
 	case MechanismSCRAMSHA256:
-		m = franzscram.Auth{User: c.user, Pass: string(c.pass)}.AsSha256Mechanism()
+		m = franzscram.Auth{User: c.user, Pass: c.pass.Reveal()}.AsSha256Mechanism()
 	case MechanismSCRAMSHA512:
-		m = franzscram.Auth{User: c.user, Pass: string(c.pass)}.AsSha512Mechanism()
+		m = franzscram.Auth{User: c.user, Pass: c.pass.Reveal()}.AsSha512Mechanism()
 	}
 	if m != nil {
 		opts = append(opts, kgo.SASL(m))

@@ -14,8 +14,9 @@ package kafkaconn
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
+
+	"github.com/chainwatch/chainwatch/pipeline/secret"
 )
 
 // Config is how to reach and authenticate to a Kafka cluster. Its YAML
@@ -77,9 +78,9 @@ type SASL struct {
 	// or Password itself (which the CHAINWATCH_KAFKA_SASL_PASSWORD
 	// variable sets; avoid writing it in a file). With none of them set
 	// the password is read from CHAINWATCH_KAFKA_SASL_PASSWORD.
-	PasswordFile string `yaml:"password_file"`
-	PasswordEnv  string `yaml:"password_env"`
-	Password     Secret `yaml:"password"`
+	PasswordFile string        `yaml:"password_file"`
+	PasswordEnv  string        `yaml:"password_env"`
+	Password     secret.Secret `yaml:"password"`
 }
 
 // On reports whether connections authenticate with SASL.
@@ -121,30 +122,3 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
-
-// Secret is a string that never shows itself: fmt, slog and YAML
-// rendering print "<redacted>" in its place, so a password held in one
-// cannot end up in a log line or in `chainwatch config print`.
-type Secret string
-
-const redacted = "<redacted>"
-
-// String implements fmt.Stringer.
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return redacted
-}
-
-// GoString implements fmt.GoStringer, for %#v.
-func (s Secret) GoString() string { return s.String() }
-
-// LogValue implements slog.LogValuer.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
-
-// MarshalYAML implements yaml.Marshaler.
-func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
-
-// MarshalText implements encoding.TextMarshaler, which JSON uses.
-func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }

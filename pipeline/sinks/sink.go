@@ -1,4 +1,4 @@
-package pipeline
+package sinks
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
@@ -14,20 +15,38 @@ import (
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
-// AlertSink delivers alerts somewhere. Deliver must be idempotent on alert
-// ids: the pipeline retries a failed batch whole, and replays re-raise the
-// same ids.
-type AlertSink interface {
+// Sink delivers alerts somewhere. Deliver must be idempotent on alert
+// ids: the outbox retries a failed batch whole, and replays re-raise the
+// same ids. An error wrapped with Permanent says the sink refuses the
+// alerts for good (an HTTP 4xx other than 408 and 429): they go to the
+// sink's dead-letter file instead of being retried.
+type Sink interface {
 	Name() string
 	Deliver(ctx context.Context, alerts []contract.Alert) error
 }
+
+// Batcher is a Sink that takes at most BatchSize alerts per Deliver.
+type Batcher interface {
+	BatchSize() int
+}
+
+// PermanentError is a refusal that retrying will not change.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent marks err as a refusal for good.
+func Permanent(err error) error { return &PermanentError{Err: err} }
 
 // LedgerRecorder records alerts on the ledger and fills in each alert's
 // transaction id and time, which the later sinks then carry. The contract
 // makes recording idempotent: a repeated id returns the first record.
 type LedgerRecorder struct {
-	Ledger  *ledgerclient.Client
-	Metrics *Metrics
+	Ledger *ledgerclient.Client
+	// TxSeconds, if set, observes each transaction's latency by function
+	// and result.
+	TxSeconds *prometheus.HistogramVec
 }
 
 func (LedgerRecorder) Name() string { return "ledger" }
@@ -40,7 +59,9 @@ func (l LedgerRecorder) Deliver(ctx context.Context, alerts []contract.Alert) er
 		if err != nil {
 			result = "error"
 		}
-		l.Metrics.LedgerTx.WithLabelValues(contract.FnRecordAlert, result).Observe(time.Since(start).Seconds())
+		if l.TxSeconds != nil {
+			l.TxSeconds.WithLabelValues(contract.FnRecordAlert, result).Observe(time.Since(start).Seconds())
+		}
 		if err != nil {
 			return err
 		}
@@ -105,30 +126,6 @@ func (s LogSink) Deliver(_ context.Context, alerts []contract.Alert) error {
 			attrs = append(attrs, "detail", a.Evidence.Detail)
 		}
 		s.Log.Warn("ALERT", attrs...)
-	}
-	return nil
-}
-
-// deliverWithRetry hands alerts to each sink in order, retrying a failing
-// sink with capped exponential backoff until it accepts or ctx ends. Offsets
-// are committed only after it returns nil, so nothing is lost.
-func deliverWithRetry(ctx context.Context, sinks []AlertSink, alerts []contract.Alert, m *Metrics, log *slog.Logger) error {
-	for _, s := range sinks {
-		backoff := 100 * time.Millisecond
-		for {
-			err := s.Deliver(ctx, alerts)
-			if err == nil {
-				break
-			}
-			m.SinkErrors.WithLabelValues(s.Name()).Inc()
-			log.Warn("alert sink failed; retrying", "sink", s.Name(), "alerts", len(alerts), "err", err, "retry_in", backoff)
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("deliver to %s: %w", s.Name(), ctx.Err())
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 10*time.Second)
-		}
 	}
 	return nil
 }
