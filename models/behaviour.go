@@ -44,9 +44,14 @@ import (
 //     of a device on a steep daily ramp, which then drifts ever further
 //     from it.
 //
-//  3. Deviation. z_j = (y_j − m_j)/√(v_j + f_j²), where the floor f_j
-//     (Floors) keeps a feature that never varied in training from dividing
-//     by zero: its first change is a large deviation, not an undefined one.
+//  3. Deviation. z_j = (y_j − m_j)/(s_j·√(v_j + f_j²)), where the floor
+//     f_j (Floors) keeps a feature that never varied in training from
+//     dividing by zero: its first change is a large deviation, not an
+//     undefined one; and the scale s_j (Scales, featureScales) is the
+//     feature's own upper tail in training — the 98th percentile of its
+//     upward deviations, at least 1 — so that features with heavy tails in
+//     ordinary traffic and features that never move count in commensurate
+//     units in step 4.
 //     z grows without bound with the feature, so unlike an isolation score
 //     it keeps rising past anything training saw. Time context longer than
 //     a window comes from the features themselves (first contacts over the
@@ -247,6 +252,9 @@ type Behaviour struct {
 	PriorMean []float64 `json:"prior_mean"`
 	PriorVar  []float64 `json:"prior_var"`
 	Floors    []float64 `json:"floors"`
+	// Scales are s_j of step 3: each feature's upper-tail scale in
+	// training. Absent (models trained before them): all 1.
+	Scales []float64 `json:"scales,omitempty"`
 	// Tails of the statistics A (max), B (sum of squares) and C (forest).
 	MaxTail    evt.Tail `json:"max_tail"`
 	SumTail    evt.Tail `json:"sum_tail"`
@@ -309,11 +317,49 @@ func (m *Model) Learn(b *DeviceBaseline, v *features.Vector) {
 
 // Residuals writes r (step 3) for window v into dst (ResidualDims long).
 func (m *Model) Residuals(b *DeviceBaseline, v *features.Vector, dst []float64) {
-	floors := m.Behaviour.Floors
+	floors, scales := m.Behaviour.Floors, m.Behaviour.Scales
 	for j := range features.Count {
 		sd := math.Sqrt(float64(b.Var[j]) + floors[j]*floors[j])
+		if scales != nil {
+			sd *= scales[j]
+		}
 		dst[j] = (scaled(j, v[j]) - float64(b.Mean[j])) / sd
 	}
+}
+
+// ScaleQuantile is the training quantile of a feature's upward deviations
+// that becomes its scale s_j (step 3): the quantile at which step 5's tails
+// begin (1 − evt.DefaultTailShare), so that every feature's deviations
+// reach its own tail at 1 — the marginal standardisation that precedes
+// pooling in multivariate extremes (Coles 2001, §8.2).
+const ScaleQuantile = 1 - evt.DefaultTailShare
+
+// featureScales returns s_j = max(1, the ScaleQuantile quantile of the
+// upward deviations z_j⁺ over the training rows): each feature's deviations
+// in units of its own upper tail in ordinary traffic. Without it the
+// statistics of step 4 pool features whose tails differ by an order of
+// magnitude — a rare but ordinary binary event (a periodic device's
+// occasional time-server query moves port entropy and small packets by
+// three or four deviations) against a feature that never moves (contact
+// recurring with a new host) — and the pooled tail, fitted to the heavy
+// ones, hides a large move of a light one. The floor of 1 keeps a feature
+// that never moved in training from being magnified. It is the usual
+// robust standardisation of heterogeneous scores before they are combined
+// (a quantile in place of a standard deviation, which heavy tails
+// inflate).
+func featureScales(rows []float64) []float64 {
+	n := len(rows) / ResidualDims
+	scales := make([]float64, ResidualDims)
+	col := make([]float64, n)
+	for j := range ResidualDims {
+		for i := range n {
+			col[i] = suspicious(rows[i*ResidualDims+j])
+		}
+		slices.Sort(col)
+		q := col[min(int(math.Ceil(ScaleQuantile*float64(n)))-1, n-1)]
+		scales[j] = max(1, q)
+	}
+	return scales
 }
 
 // suspicious is the part of a deviation that counts towards an anomaly:
@@ -459,6 +505,16 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	}
 	if len(maxes) < 20 {
 		return nil, nil, fmt.Errorf("%w: %d after each device's first %d, need at least 20", ErrTooFewWindows, len(maxes), BurnInWindows)
+	}
+	// Step 3's scales, from the raw deviations; then every training row in
+	// those units, as Residuals gives live rows from now on.
+	bh.Scales = featureScales(rows)
+	for i := range maxes {
+		row := rows[i*ResidualDims : (i+1)*ResidualDims]
+		for j := range row {
+			row[j] /= bh.Scales[j]
+		}
+		maxes[i], sums[i] = statistics(row)
 	}
 	forest, err := iforest.Fit(rows, ResidualDims, opts.Forest)
 	if err != nil {

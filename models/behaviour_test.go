@@ -272,3 +272,21 @@ func TestScoreRisesWithIntensityForEveryKind(t *testing.T) {
 		}
 	}
 }
+
+// TestFeatureScalesAreUpperTailQuantiles: s_j is the 98th percentile of
+// z_j⁺ and at least 1 — known values on a constructed sample.
+func TestFeatureScalesAreUpperTailQuantiles(t *testing.T) {
+	const n = 1000
+	rows := make([]float64, n*ResidualDims)
+	for i := range n {
+		rows[i*ResidualDims+0] = float64(i) / 100 // 0.00 … 9.99: the 980th value is 9.79
+		rows[i*ResidualDims+1] = -float64(i)      // never upward: scale 1
+		if i%10 == 0 {
+			rows[i*ResidualDims+2] = 0.5 // small upward moves: below 1, so 1
+		}
+	}
+	s := featureScales(rows)
+	if math.Abs(s[0]-9.79) > 1e-12 || s[1] != 1 || s[2] != 1 || s[3] != 1 {
+		t.Fatalf("scales %v, want 9.79, 1, 1, 1", s[:4])
+	}
+}

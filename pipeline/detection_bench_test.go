@@ -117,7 +117,9 @@ func detectionFleets() []detectionFleet {
 // the recall, the window recall, the median time to detect and the mean
 // peak score; per fleet the false incidents and false alerts per 1,000
 // device-hours. With CHAINWATCH_DETECTION_REPORT set it writes the tables
-// there as Markdown (make bench-detection writes docs/bench/detection.md).
+// there as Markdown (make bench-detection writes docs/bench/detection.md);
+// CHAINWATCH_DETECTION_FLEETS (comma-separated names) runs only those
+// fleets.
 //
 //	go test ./pipeline -run '^$' -bench DetectionQuality -benchtime 1x -timeout 30m
 func BenchmarkDetectionQuality(b *testing.B) {
@@ -126,7 +128,11 @@ func BenchmarkDetectionQuality(b *testing.B) {
 	var all []attackResult
 	var allHours float64
 	allFalse, allFalseEvents := 0, 0
+	only := os.Getenv("CHAINWATCH_DETECTION_FLEETS") // e.g. "campus": a subset, for a quicker look
 	for _, f := range detectionFleets() {
+		if only != "" && !slices.Contains(strings.Split(only, ","), f.name) {
+			continue
+		}
 		rep := runDetectionFleet(b, f)
 		b.Logf("%s: %d attacks, %d incidents, %d false (%.2f per 1,000 device-hours), their alerts %d (%.2f per 1,000 device-hours)",
 			f.name, len(rep.attacks), rep.incidents, len(rep.falseIncidents), rep.perThousand(len(rep.falseIncidents)),
