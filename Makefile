@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/chainwatch
 PKGS    := ./...
 
-.PHONY: all build run test test-short race bench bench-go bench-models bench-detection vet fmt clean fabric-up fabric-down test-fabric
+.PHONY: all build run test test-short race bench bench-go bench-models bench-detection vet fmt clean fabric-up fabric-down test-fabric dashboards
 
 all: build
 
@@ -16,12 +16,21 @@ build:
 run: build
 	./$(BIN) run
 
-## test: every test, as CI runs it (the chaincode and benchmark harness are
-## modules of their own, so they are vetted and tested separately).
+## test: every test, as CI runs it (the chaincode, the benchmark harness,
+## the dashboards generator and the deployment checks are modules of their
+## own, so that their dependencies stay out of the service; they are vetted
+## and tested separately).
 test: vet
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	cd ledgerclient/fabric/chaincode && $(GO) vet ./... && $(GO) test -count=1 ./...
 	cd models/benchmarks && $(GO) vet ./...
+	cd dashboards && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+## dashboards: regenerate the Grafana dashboards' JSON in dashboards/ from
+## the Go that builds them (a test fails when they differ).
+dashboards:
+	cd dashboards && $(GO) run ./cmd/generate
 
 ## test-short: unit tests only, skipping end-to-end runs.
 test-short:

@@ -255,6 +255,10 @@ type Behaviour struct {
 	// Scales are s_j of step 3: each feature's upper-tail scale in
 	// training. Absent (models trained before them): all 1.
 	Scales []float64 `json:"scales,omitempty"`
+	// Drift is each scaled feature's training distribution, against
+	// which live windows' population stability index is measured
+	// (drift.go). Absent in models trained before it.
+	Drift []DriftBins `json:"drift,omitempty"`
 	// Tails of the statistics A (max), B (sum of squares) and C (forest).
 	MaxTail    evt.Tail `json:"max_tail"`
 	SumTail    evt.Tail `json:"sum_tail"`
@@ -505,6 +509,18 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	}
 	if len(maxes) < 20 {
 		return nil, nil, fmt.Errorf("%w: %d after each device's first %d, need at least 20", ErrTooFewWindows, len(maxes), BurnInWindows)
+	}
+	// The training distribution of each feature, for drift.
+	col := make([]float64, 0, n)
+	bh.Drift = make([]DriftBins, features.Count)
+	for j := range features.Count {
+		col = col[:0]
+		for _, s := range series {
+			for i := range s.Vectors {
+				col = append(col, scaled(j, s.Vectors[i][j]))
+			}
+		}
+		bh.Drift[j] = driftBinsOf(col)
 	}
 	// Step 3's scales, from the raw deviations; then every training row in
 	// those units, as Residuals gives live rows from now on.

@@ -113,10 +113,13 @@ func (s *AuditStage) round(ctx context.Context) error {
 	})
 	budget := max(s.cfg.RecordsPerRound/int64(len(parts)), 1)
 	for _, tp := range parts {
+		s.metrics.IntegrityFinds.WithLabelValues(tp.topic) // the series exists, at 0, before any finding
 		if err := s.auditPartition(ctx, tp, budget); err != nil {
 			return err
 		}
 	}
+	s.metrics.AuditRounds.Inc()
+	s.metrics.AuditLastRound.SetToCurrentTime()
 	return nil
 }
 
@@ -159,6 +162,7 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "mismatched").Add(float64(v.Records))
 			if !s.reported[v.AnchorID] {
 				s.reported[v.AnchorID] = true
+				s.metrics.IntegrityFinds.WithLabelValues(tp.topic).Inc()
 				s.log.Error("anchored history changed", "topic", tp.topic, "partition", v.Partition,
 					"first_offset", v.FirstOffset, "last_offset", v.LastOffset, "anchor", v.AnchorID, "detail", v.Detail)
 			}

@@ -119,6 +119,7 @@ type Detector struct {
 	metrics  *Metrics
 	log      *slog.Logger
 	topic    string
+	watch    *watchedDevices
 
 	mu       sync.Mutex
 	profiles map[string]*profileState
@@ -149,6 +150,8 @@ type profileState struct {
 	// a model trained once the fastest did would judge the others'
 	// devices before it had seen any of their traffic.
 	partTo map[int32]time.Time
+	// drift compares live windows with the model's training data.
+	drift *models.DriftTracker
 	// seeds are the baselines training left for the warm-up devices,
 	// taken by each device's state at its first scored window.
 	seeds map[string]models.DeviceBaseline
@@ -168,7 +171,8 @@ type warmRow struct {
 // verifier, a first model trains only once its warm-up windows' records are
 // proven untampered against their anchors.
 func NewDetector(cfg DetectorConfig, store *ModelStore, verifier HistoryVerifier, topic string, metrics *Metrics, log *slog.Logger) *Detector {
-	return &Detector{cfg: cfg.WithDefaults(), store: store, verifier: verifier, metrics: metrics, log: log, topic: topic, profiles: map[string]*profileState{}}
+	return &Detector{cfg: cfg.WithDefaults(), store: store, verifier: verifier, metrics: metrics, log: log, topic: topic,
+		watch: newWatchedDevices(metrics), profiles: map[string]*profileState{}}
 }
 
 // Model returns the profile's active model, or nil while it warms up.
@@ -277,6 +281,16 @@ func (d *Detector) judge(ctx context.Context, p *profileState, ws []*ClosedWindo
 				"score", j.Score, "anomalous", j.Anomalous, "extreme", j.Extreme, "top_feature", top[0].Feature,
 				"value", top[0].Value, "baseline", top[0].Baseline)
 		}
+		if p.drift != nil {
+			if psi, ok := p.drift.Observe(&cw.Vector); ok {
+				for f, v := range psi {
+					d.metrics.FeatureDrift.WithLabelValues(cw.Profile, features.Names[f]).Set(v)
+				}
+			}
+		}
+		if j.Anomalous || d.watch.watching(cw.DeviceID) {
+			d.watch.window(cw.DeviceID, cw.Profile, j.Score, j.Anomalous, m.ExplainDeviation(&cw.state.baseline, &cw.Vector, r, 3), time.Now())
+		}
 		if j.Anomalous {
 			d.metrics.AnomalousWindows.WithLabelValues(cw.Profile).Inc()
 		} else {
@@ -284,6 +298,7 @@ func (d *Detector) judge(ctx context.Context, p *profileState, ws []*ClosedWindo
 		}
 		d.batchVerdicts = append(d.batchVerdicts, Verdict{Alerts: d.incident(cw, m, j, r), Learn: j.Learn})
 	}
+	d.watch.publish(time.Now())
 	return d.batchVerdicts, nil
 }
 
@@ -371,7 +386,6 @@ func (d *Detector) incidentAlert(device, profile, modelHash string, ev incidents
 	size := d.cfg.WindowSize
 	start := time.Unix(0, ev.First*int64(size)).UTC()
 	id := contract.IncidentID(contract.AlertBehaviour, device, start)
-	d.metrics.Incidents.WithLabelValues(contract.AlertBehaviour, string(ev.Status)).Inc()
 	return &contract.Alert{
 		ID:   contract.IncidentEventID(id, string(ev.Status), ev.Seq),
 		Kind: contract.AlertBehaviour, DeviceID: device, Profile: profile,
@@ -581,8 +595,10 @@ func warmRanges(rows []warmRow) []OffsetRange {
 
 func (d *Detector) activate(profile string, p *profileState, m *models.Model, how string) {
 	p.model = m
+	p.drift = models.NewDriftTracker(m)
 	d.metrics.ModelInfo.WithLabelValues(profile, m.Hash(), m.Algorithm).Set(1)
 	d.metrics.ModelThreshold.WithLabelValues(profile).Set(m.Calibration.Threshold)
+	d.metrics.ModelCreated.WithLabelValues(profile).Set(float64(m.CreatedAt.Unix()))
 	d.metrics.WarmupWindows.DeleteLabelValues(profile)
 	d.log.Info("model active", "profile", profile, "hash", m.Hash(), "algorithm", m.Algorithm,
 		"threshold", strconv.FormatFloat(m.Calibration.Threshold, 'f', 4, 64), "how", how)

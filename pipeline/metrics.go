@@ -16,19 +16,29 @@ type Metrics struct {
 	RecordsLate      *prometheus.CounterVec   // topic
 	WindowsScored    *prometheus.CounterVec   // profile
 	Scores           *prometheus.HistogramVec // profile
-	Alerts           *prometheus.CounterVec   // kind, confidence
+	Alerts           *prometheus.CounterVec   // kind, severity, confidence
 	AnomalousWindows *prometheus.CounterVec   // profile
 	WindowsUnscored  *prometheus.CounterVec   // profile, reason
-	Incidents        *prometheus.CounterVec   // kind, status
+	Incidents        *prometheus.CounterVec   // kind, status, severity
 	Anchors          *prometheus.CounterVec   // topic
 	AnchoredRecords  *prometheus.CounterVec   // topic
 	AuditedRecords   *prometheus.CounterVec   // topic, result (verified, mismatched)
+	AuditRounds      prometheus.Counter
+	AuditLastRound   prometheus.Gauge         // Unix seconds
+	IntegrityFinds   *prometheus.CounterVec   // topic
 	StageLatency     *prometheus.HistogramVec // stage
 	ConsumerLag      *prometheus.GaugeVec     // group, topic, partition
 	TrackedDevices   prometheus.Gauge
 	OpenWindows      prometheus.Gauge
 	ModelInfo        *prometheus.GaugeVec // profile, hash, algorithm
 	ModelThreshold   *prometheus.GaugeVec // profile
+	ModelCreated     *prometheus.GaugeVec // profile
+	FeatureDrift     *prometheus.GaugeVec // profile, feature
+	TopDevices       *prometheus.GaugeVec // rank, device, profile
+	DeviceScore      *prometheus.GaugeVec // device, profile (watched devices only)
+	DeviceFeature    *prometheus.GaugeVec // device, feature (watched devices only)
+	DeviceBaseline   *prometheus.GaugeVec // device, feature (watched devices only)
+	DeviceAlerts     *prometheus.GaugeVec // device, kind (watched devices only)
 	WarmupWindows    *prometheus.GaugeVec // profile
 	// Sinks are the outbox's and the sink queues' metrics.
 	Sinks    *sinks.Metrics
@@ -79,33 +89,53 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		RecordsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_records_rejected_total", Help: "Records sent to the dead-letter topic."}, []string{"topic", "reason"}),
 		RecordsLate:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_records_late_total", Help: "Records that arrived after their window closed (kept in Kafka and anchored, not scored)."}, []string{"topic"}),
 		WindowsScored:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_windows_scored_total", Help: "Device windows scored by a model."}, []string{"profile"}),
-		Scores: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_anomaly_score", Help: "Isolation-forest scores s(x, ψ) of device windows.",
+		Scores: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_anomaly_score", Help: "Scores L/(1 + L) of judged device windows (L: the window's anomaly level).",
 			Buckets: []float64{0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1}}, []string{"profile"}),
-		Alerts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_alerts_total", Help: "Alerts raised."}, []string{"kind", "confidence"}),
+		Alerts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_alerts_total", Help: "Alerts raised, by kind, severity and confidence."}, []string{"kind", "severity", "confidence"}),
 		AnomalousWindows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anomalous_windows_total",
 			Help: "Windows judged anomalous against their device's baseline and profile model, whether or not they opened an incident."}, []string{"profile"}),
 		WindowsUnscored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_windows_unscored_total",
 			Help: "Closed windows not scored, by reason (model_refused: the ledger's active model is of another feature schema)."}, []string{"profile", "reason"}),
 		Incidents: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_incident_events_total",
-			Help: "Incident events (opened, updated, closed) by alert kind."}, []string{"kind", "status"}),
+			Help: "Incident events (opened, updated, closed) by alert kind and severity."}, []string{"kind", "status", "severity"}),
 		Anchors:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anchors_total", Help: "Batches anchored on the ledger."}, []string{"topic"}),
 		AnchoredRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anchored_records_total", Help: "Records covered by ledger anchors."}, []string{"topic"}),
 		AuditedRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_audited_records_total",
 			Help: "Anchored records re-read by the continuous audit, by whether their range still matched its anchor."}, []string{"topic", "result"}),
+		AuditRounds: prometheus.NewCounter(prometheus.CounterOpts{Name: "chainwatch_audit_rounds_total", Help: "Rounds of the continuous audit completed."}),
+		AuditLastRound: prometheus.NewGauge(prometheus.GaugeOpts{Name: "chainwatch_audit_last_round_timestamp_seconds",
+			Help: "When the continuous audit last completed a round (Unix seconds)."}),
+		IntegrityFinds: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_integrity_findings_total",
+			Help: "Anchored ranges the audit found no longer matching their anchor."}, []string{"topic"}),
 		StageLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_stage_latency_seconds", Help: "Latency of pipeline steps.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"stage"}),
 		ConsumerLag:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_consumer_lag", Help: "Records between a group's position and the partition's high-water mark."}, []string{"group", "topic", "partition"}),
 		TrackedDevices: prometheus.NewGauge(prometheus.GaugeOpts{Name: "chainwatch_tracked_devices", Help: "Devices with state in this instance."}),
 		OpenWindows:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "chainwatch_open_windows", Help: "Device windows not yet closed."}),
 		ModelInfo:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_info", Help: "The active model of each profile (value 1)."}, []string{"profile", "hash", "algorithm"}),
-		ModelThreshold: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_threshold", Help: "Alert threshold of each profile's active model."}, []string{"profile"}),
-		WarmupWindows:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_warmup_windows", Help: "Windows collected for a profile's first model."}, []string{"profile"}),
-		Sinks:          sinks.NewMetrics(reg),
+		ModelThreshold: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_threshold", Help: "Alert threshold (score) of each profile's active model."}, []string{"profile"}),
+		ModelCreated: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_created_timestamp_seconds",
+			Help: "When each profile's active model was trained (Unix seconds)."}, []string{"profile"}),
+		FeatureDrift: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_feature_drift_psi",
+			Help: "Population stability index of a profile's last 1,000 live windows against its model's training data, per feature (0.1: moderate, 0.25: significant shift)."}, []string{"profile", "feature"}),
+		TopDevices: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_top_anomalous_device_score",
+			Help: "Peak score of the 10 devices with the highest-scoring anomalous windows in the last 15 minutes, by rank."}, []string{"rank", "device", "profile"}),
+		DeviceScore: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_device_score",
+			Help: "Latest window score of each watched device (an anomalous window in the last 15 minutes; at most 100 devices)."}, []string{"device", "profile"}),
+		DeviceFeature: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_device_feature_value",
+			Help: "The features that drove a watched device's latest window, in their own units."}, []string{"device", "feature"}),
+		DeviceBaseline: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_device_feature_baseline",
+			Help: "A watched device's own baseline of the features in chainwatch_device_feature_value."}, []string{"device", "feature"}),
+		DeviceAlerts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_device_alerts",
+			Help: "Alerts raised for a watched device since it has been watched, by kind."}, []string{"device", "kind"}),
+		WarmupWindows: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_warmup_windows", Help: "Windows collected for a profile's first model."}, []string{"profile"}),
+		Sinks:         sinks.NewMetrics(reg),
 		LedgerTx: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_ledger_tx_seconds", Help: "Ledger transaction latency.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}, []string{"function", "result"}),
 	}
 	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts, m.AnomalousWindows, m.WindowsUnscored, m.Incidents,
-		m.Anchors, m.AnchoredRecords, m.AuditedRecords, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.OpenWindows,
-		m.ModelInfo, m.ModelThreshold, m.WarmupWindows, m.LedgerTx)
+		m.Anchors, m.AnchoredRecords, m.AuditedRecords, m.AuditRounds, m.AuditLastRound, m.IntegrityFinds, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.OpenWindows,
+		m.ModelInfo, m.ModelThreshold, m.ModelCreated, m.FeatureDrift, m.TopDevices,
+		m.DeviceScore, m.DeviceFeature, m.DeviceBaseline, m.DeviceAlerts, m.WarmupWindows, m.LedgerTx)
 	return m
 }

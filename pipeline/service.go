@@ -122,8 +122,13 @@ func (s *Service) Start(ctx context.Context) error {
 	outboxCfg := s.cfg.Outbox
 	outboxCfg.Path = s.cfg.OutboxPath
 	outboxCfg.OnAdded = func(a contract.Alert) {
-		s.metrics.Alerts.WithLabelValues(a.Kind, a.Confidence).Inc()
+		severity := sinks.Severity(a)
+		s.metrics.Alerts.WithLabelValues(a.Kind, severity, a.Confidence).Inc()
+		if a.Incident != nil {
+			s.metrics.Incidents.WithLabelValues(a.Kind, a.Incident.Status, severity).Inc()
+		}
 		s.metrics.Summary.AddAlert(a.Kind)
+		detector.watch.alert(a.DeviceID, a.Kind)
 	}
 	if s.outbox, err = sinks.OpenOutbox(outboxCfg, s.sinks, s.metrics.Sinks, s.log); err != nil {
 		cancel()

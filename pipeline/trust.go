@@ -122,9 +122,6 @@ func (a *trustAlerts) event(e *trustEpisode, status string, seq int) *contract.A
 	} else {
 		e.id = id
 	}
-	if a.metrics != nil {
-		a.metrics.Incidents.WithLabelValues(e.kind, status).Inc()
-	}
 	return &contract.Alert{
 		ID: contract.IncidentEventID(id, status, seq), Kind: e.kind, DeviceID: e.device, Profile: e.profile,
 		WindowStart: e.first, WindowEnd: e.last.Add(a.window), Score: 1, Confidence: "high",

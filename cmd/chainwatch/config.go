@@ -18,6 +18,7 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient/fabric"
 	"github.com/chainwatch/chainwatch/pipeline"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
+	"github.com/chainwatch/chainwatch/pipeline/secret"
 	"github.com/chainwatch/chainwatch/pipeline/sinks"
 )
 
@@ -163,12 +164,27 @@ type SimulatorConfig struct {
 	GroundTruth string `yaml:"ground_truth"`
 }
 
-// ProfilingConfig enables continuous profiling with pyroscope-go.
+// ProfilingConfig enables continuous profiling with pyroscope-go. Profiles
+// carry the tags service=chainwatch and instance=<instance>, and CPU
+// samples the pprof label stage=<stage> of the goroutine (detect,
+// telemetry, anchor, audit, sink:<name>), so a flame graph splits by
+// stage.
 type ProfilingConfig struct {
 	// PyroscopeServer is the server address; empty disables profiling.
 	PyroscopeServer string `yaml:"pyroscope_server"`
 	// Application name reported to Pyroscope. Default chainwatch.
 	Application string `yaml:"application"`
+	// Instance tags this process's profiles. Default: the host name.
+	Instance string `yaml:"instance"`
+	// BasicAuthUser and BasicAuthPassword authenticate to the server
+	// (Grafana Cloud Profiles); the password may be ${NAME}, read from the
+	// environment, and is never printed.
+	BasicAuthUser     string        `yaml:"basic_auth_user"`
+	BasicAuthPassword secret.Secret `yaml:"basic_auth_password"`
+	// TenantID is sent as X-Scope-OrgID to a multi-tenant server.
+	TenantID string `yaml:"tenant_id"`
+	// UploadRate is how often profiles are sent. Default 15s.
+	UploadRate time.Duration `yaml:"upload_rate"`
 }
 
 // withDefaults fills every zero value with its documented default.
@@ -252,6 +268,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Alerts.API.TokenFile == "" {
 		c.Alerts.API.TokenFile = filepath.Join(c.DataDir, "api.token")
+	}
+	if c.Profiling.Instance == "" {
+		c.Profiling.Instance, _ = os.Hostname()
+	}
+	if c.Profiling.UploadRate == 0 {
+		c.Profiling.UploadRate = 15 * time.Second
 	}
 	if c.Profiling.Application == "" {
 		c.Profiling.Application = "chainwatch"

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func TestDefaultsAndEnvironmentOverrides(t *testing.T) {
@@ -98,5 +100,39 @@ func TestConfigPrintRoundTrips(t *testing.T) {
 	}
 	if back.Window.Size != 30*time.Second {
 		t.Errorf("round trip lost window.size: %s", back.Window.Size)
+	}
+}
+
+// TestDeployedConfigurationsLoad: the chainwatch.yaml of the Kubernetes
+// ConfigMap and of the compose stack are valid configurations.
+func TestDeployedConfigurationsLoad(t *testing.T) {
+	raw, err := os.ReadFile("../../deploy/kubernetes/chainwatch.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm struct {
+		Kind string            `yaml:"kind"`
+		Data map[string]string `yaml:"data"`
+	}
+	if err := yaml.Unmarshal([]byte(strings.SplitN(string(raw), "\n---\n", 2)[0]), &cm); err != nil || cm.Kind != "ConfigMap" {
+		t.Fatalf("first document is not the ConfigMap: %v", err)
+	}
+	// The Fabric identity files are mounted in the pod; here, empty
+	// stand-ins at the same names (the configuration checks they exist).
+	dir := t.TempDir()
+	for _, f := range []string{"tls-ca.crt", "cert.pem", "key.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k8s := filepath.Join(dir, "k8s.yaml")
+	body := strings.ReplaceAll(cm.Data["chainwatch.yaml"], "/etc/chainwatch/fabric/", dir+"/")
+	if err := os.WriteFile(k8s, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{k8s, "../../deploy/compose/chainwatch.yaml"} {
+		if _, err := LoadConfig(path, nil); err != nil {
+			t.Errorf("%s: %v", path, err)
+		}
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/grafana/pyroscope-go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -84,15 +83,11 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 		defer cancel()
 	}
 	if cfg.Profiling.PyroscopeServer != "" {
-		p, err := pyroscope.Start(pyroscope.Config{
-			ApplicationName: cfg.Profiling.Application, ServerAddress: cfg.Profiling.PyroscopeServer,
-			Tags: map[string]string{"service": "chainwatch"},
-		})
+		stop, err := startProfiling(cfg.Profiling, os.Environ(), log)
 		if err != nil {
-			return RunSummary{}, fmt.Errorf("profiling.pyroscope_server: %w", err)
+			return RunSummary{}, err
 		}
-		defer p.Stop()
-		log.Info("continuous profiling on", "server", cfg.Profiling.PyroscopeServer)
+		defer stop()
 	}
 
 	var (

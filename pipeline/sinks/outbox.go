@@ -11,9 +11,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	bolt "go.etcd.io/bbolt"
 
@@ -133,6 +135,13 @@ func OpenOutbox(cfg OutboxConfig, sinks []Sink, metrics *Metrics, log *slog.Logg
 	o.space = sync.NewCond(&o.mu)
 	for _, s := range sinks {
 		o.wake[s.Name()] = make(chan struct{}, 1)
+		// Every sink's series exist from the start, at 0, for dashboards
+		// and rules (rate() of a counter that appears late misses its
+		// first increase).
+		for _, c := range []*prometheus.CounterVec{metrics.Delivered, metrics.Retries, metrics.DeadLettered, metrics.QueueFull} {
+			c.WithLabelValues(s.Name())
+		}
+		metrics.Latency.WithLabelValues(s.Name())
 	}
 	if err := o.recount(); err != nil {
 		db.Close()
@@ -241,7 +250,10 @@ func (o *Outbox) Run(ctx context.Context) {
 	defer close(o.done)
 	var wg sync.WaitGroup
 	for i := range o.sinks {
-		wg.Go(func() { o.runQueue(ctx, i) })
+		// Labelled for CPU profiles: a flame graph splits by sink.
+		wg.Go(func() {
+			pprof.Do(ctx, pprof.Labels("stage", "sink:"+o.sinks[i].Name()), func(ctx context.Context) { o.runQueue(ctx, i) })
+		})
 	}
 	wg.Wait()
 }
