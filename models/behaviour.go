@@ -510,14 +510,16 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	if len(maxes) < 20 {
 		return nil, nil, fmt.Errorf("%w: %d after each device's first %d, need at least 20", ErrTooFewWindows, len(maxes), BurnInWindows)
 	}
-	// The training distribution of each feature, for drift.
+	// The training distribution of each feature, for drift, in the
+	// feature's own units: its scale is monotone, so the bins and the
+	// index are the same on either, and live windows need no transform.
 	col := make([]float64, 0, n)
 	bh.Drift = make([]DriftBins, features.Count)
 	for j := range features.Count {
 		col = col[:0]
 		for _, s := range series {
 			for i := range s.Vectors {
-				col = append(col, scaled(j, s.Vectors[i][j]))
+				col = append(col, s.Vectors[i][j])
 			}
 		}
 		bh.Drift[j] = driftBinsOf(col)

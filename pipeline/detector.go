@@ -120,6 +120,9 @@ type Detector struct {
 	log      *slog.Logger
 	topic    string
 	watch    *watchedDevices
+	// verifyRetry is how long a profile waits to verify its warm-up
+	// history again after verification could not run.
+	verifyRetry time.Duration
 
 	mu       sync.Mutex
 	profiles map[string]*profileState
@@ -150,6 +153,11 @@ type profileState struct {
 	// a model trained once the fastest did would judge the others'
 	// devices before it had seen any of their traffic.
 	partTo map[int32]time.Time
+	// extend lengthens the warm-up span when history that no longer
+	// verifies was left out; retryAt delays verification after it
+	// failed to run.
+	extend  time.Duration
+	retryAt time.Time
 	// drift compares live windows with the model's training data.
 	drift *models.DriftTracker
 	// seeds are the baselines training left for the warm-up devices,
@@ -172,7 +180,7 @@ type warmRow struct {
 // proven untampered against their anchors.
 func NewDetector(cfg DetectorConfig, store *ModelStore, verifier HistoryVerifier, topic string, metrics *Metrics, log *slog.Logger) *Detector {
 	return &Detector{cfg: cfg.WithDefaults(), store: store, verifier: verifier, metrics: metrics, log: log, topic: topic,
-		watch: newWatchedDevices(metrics), profiles: map[string]*profileState{}}
+		watch: newWatchedDevices(metrics), verifyRetry: verifyRetry, profiles: map[string]*profileState{}}
 }
 
 // Model returns the profile's active model, or nil while it warms up.
@@ -478,7 +486,8 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 	if cw.End.After(p.partTo[cw.Partition]) {
 		p.partTo[cw.Partition] = cw.End
 	}
-	if !p.warmFrom.IsZero() && !cw.Start.Before(p.warmFrom.Add(d.cfg.Warmup)) {
+	span := d.cfg.Warmup + p.extend
+	if !p.warmFrom.IsZero() && !cw.Start.Before(p.warmFrom.Add(span)) {
 		held = true
 		switch {
 		case len(p.held) < maxHeldWindows:
@@ -506,20 +515,57 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 		return held, nil
 	}
 	for _, to := range p.partTo {
-		if to.Sub(p.warmFrom) < d.cfg.Warmup {
+		if to.Sub(p.warmFrom) < span {
 			return held, nil
 		}
+	}
+	if time.Now().Before(p.retryAt) {
+		return held, nil // verification failed a moment ago; not on every window
 	}
 	started := time.Now()
 	refs := []string{fmt.Sprintf("warmup:%s:%s/%s", d.topic, p.warmFrom.Format(time.RFC3339), p.warmTo.Format(time.RFC3339))}
 	if d.verifier != nil {
 		// Train only on history proven untampered: the windows' records
 		// must sit in anchored ranges whose roots still match.
-		anchors, err := d.verifier(ctx, warmRanges(p.warm))
+		anchors, excluded, err := d.verifier(ctx, warmRanges(p.warm))
 		if err != nil {
-			d.log.Error("first model not trained: its warm-up history is not verified; still warming up",
-				"profile", cw.Profile, "windows", rows, "err", err)
+			p.retryAt = time.Now().Add(d.verifyRetry)
+			d.log.Error("first model not trained: its warm-up history could not be verified; still warming up",
+				"profile", cw.Profile, "windows", rows, "err", err, "retry_in", d.verifyRetry)
 			return held, nil
+		}
+		if len(excluded) > 0 {
+			// Quarantine what no longer matches its anchors (the audit
+			// raises the integrity alerts) and train on the rest.
+			kept := excludeRows(p.warm, excluded)
+			dropped := len(p.warm) - len(kept)
+			d.metrics.TrainingExcluded.WithLabelValues(cw.Profile).Add(float64(dropped))
+			d.log.Warn("warm-up history that does not verify against its anchors is left out of training",
+				"profile", cw.Profile, "ranges", len(excluded), "windows_excluded", dropped, "windows_kept", len(kept), "first_range", excluded[0])
+			if len(kept) < d.cfg.MinTrainingWindows {
+				// Warm up for longer, by the share of the span lost, so
+				// that the model still learns from about Warmup of
+				// verified history; windows held past the old span
+				// join the warm-up.
+				more := max(time.Duration(float64(d.cfg.Warmup)*float64(dropped)/float64(len(p.warm))), d.cfg.WindowSize)
+				p.extend += more
+				p.warm = kept
+				end := p.warmFrom.Add(d.cfg.Warmup + p.extend)
+				stillHeld := p.held[:0]
+				for _, w := range p.held {
+					if w.Start.Before(end) {
+						p.warm = append(p.warm, warmRow{start: w.Start.UnixNano(), device: w.DeviceID, vector: w.Vector,
+							partition: w.Partition, first: w.FirstOffset, last: w.LastOffset})
+					} else {
+						stillHeld = append(stillHeld, w)
+					}
+				}
+				p.held = stillHeld
+				d.log.Warn("too few verified warm-up windows: the warm-up is extended to collect verified history",
+					"profile", cw.Profile, "verified_windows", len(kept), "extended_by", more.String(), "warm_up", (d.cfg.Warmup + p.extend).String())
+				return held, nil
+			}
+			p.warm = kept
 		}
 		refs = anchors
 	}
@@ -572,6 +618,29 @@ func warmSeries(rows []warmRow) []models.DeviceSeries {
 		s.Vectors = append(s.Vectors, r.vector)
 	}
 	return out
+}
+
+// verifyRetry is how long a profile waits to verify its warm-up history
+// again after verification could not run (the ledger or Kafka away).
+const verifyRetry = 10 * time.Second
+
+// excludeRows keeps the warm-up rows none of whose records fall in an
+// excluded range of their partition.
+func excludeRows(rows []warmRow, excluded []OffsetRange) []warmRow {
+	kept := rows[:0:0]
+	for _, r := range rows {
+		bad := false
+		for _, x := range excluded {
+			if x.Partition == r.partition && r.first <= x.Last && x.First <= r.last {
+				bad = true
+				break
+			}
+		}
+		if !bad {
+			kept = append(kept, r)
+		}
+	}
+	return kept
 }
 
 // warmRanges covers the records of the warm-up windows, per partition.

@@ -30,16 +30,17 @@ type Metrics struct {
 	ConsumerLag      *prometheus.GaugeVec     // group, topic, partition
 	TrackedDevices   prometheus.Gauge
 	OpenWindows      prometheus.Gauge
-	ModelInfo        *prometheus.GaugeVec // profile, hash, algorithm
-	ModelThreshold   *prometheus.GaugeVec // profile
-	ModelCreated     *prometheus.GaugeVec // profile
-	FeatureDrift     *prometheus.GaugeVec // profile, feature
-	TopDevices       *prometheus.GaugeVec // rank, device, profile
-	DeviceScore      *prometheus.GaugeVec // device, profile (watched devices only)
-	DeviceFeature    *prometheus.GaugeVec // device, feature (watched devices only)
-	DeviceBaseline   *prometheus.GaugeVec // device, feature (watched devices only)
-	DeviceAlerts     *prometheus.GaugeVec // device, kind (watched devices only)
-	WarmupWindows    *prometheus.GaugeVec // profile
+	ModelInfo        *prometheus.GaugeVec   // profile, hash, algorithm
+	ModelThreshold   *prometheus.GaugeVec   // profile
+	ModelCreated     *prometheus.GaugeVec   // profile
+	FeatureDrift     *prometheus.GaugeVec   // profile, feature
+	TopDevices       *prometheus.GaugeVec   // rank, device, profile
+	DeviceScore      *prometheus.GaugeVec   // device, profile (watched devices only)
+	DeviceFeature    *prometheus.GaugeVec   // device, feature (watched devices only)
+	DeviceBaseline   *prometheus.GaugeVec   // device, feature (watched devices only)
+	DeviceAlerts     *prometheus.GaugeVec   // device, kind (watched devices only)
+	WarmupWindows    *prometheus.GaugeVec   // profile
+	TrainingExcluded *prometheus.CounterVec // profile
 	// Sinks are the outbox's and the sink queues' metrics.
 	Sinks    *sinks.Metrics
 	LedgerTx *prometheus.HistogramVec // function, result
@@ -117,7 +118,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ModelCreated: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_created_timestamp_seconds",
 			Help: "When each profile's active model was trained (Unix seconds)."}, []string{"profile"}),
 		FeatureDrift: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_feature_drift_psi",
-			Help: "Population stability index of a profile's last 1,000 live windows against its model's training data, per feature (0.1: moderate, 0.25: significant shift)."}, []string{"profile", "feature"}),
+			Help: "Population stability index of a profile's recent live windows (500 sampled from 2,000) against its model's training data, per feature (0.1: moderate, 0.25: significant shift)."}, []string{"profile", "feature"}),
 		TopDevices: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_top_anomalous_device_score",
 			Help: "Peak score of the 10 devices with the highest-scoring anomalous windows in the last 15 minutes, by rank."}, []string{"rank", "device", "profile"}),
 		DeviceScore: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_device_score",
@@ -129,13 +130,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeviceAlerts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_device_alerts",
 			Help: "Alerts raised for a watched device since it has been watched, by kind."}, []string{"device", "kind"}),
 		WarmupWindows: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_warmup_windows", Help: "Windows collected for a profile's first model."}, []string{"profile"}),
-		Sinks:         sinks.NewMetrics(reg),
+		TrainingExcluded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_training_windows_excluded_total",
+			Help: "Warm-up windows left out of a first model's training because their records no longer match their anchors (or were never anchored)."}, []string{"profile"}),
+		Sinks: sinks.NewMetrics(reg),
 		LedgerTx: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_ledger_tx_seconds", Help: "Ledger transaction latency.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}, []string{"function", "result"}),
 	}
 	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts, m.AnomalousWindows, m.WindowsUnscored, m.Incidents,
 		m.Anchors, m.AnchoredRecords, m.AuditedRecords, m.AuditRounds, m.AuditLastRound, m.IntegrityFinds, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.OpenWindows,
 		m.ModelInfo, m.ModelThreshold, m.ModelCreated, m.FeatureDrift, m.TopDevices,
-		m.DeviceScore, m.DeviceFeature, m.DeviceBaseline, m.DeviceAlerts, m.WarmupWindows, m.LedgerTx)
+		m.DeviceScore, m.DeviceFeature, m.DeviceBaseline, m.DeviceAlerts, m.WarmupWindows, m.TrainingExcluded, m.LedgerTx)
 	return m
 }

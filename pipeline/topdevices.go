@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +48,7 @@ type watchedDevices struct {
 	base    *prometheus.GaugeVec
 	alerts  *prometheus.GaugeVec
 	seen    map[string]*watched
+	n       atomic.Int32 // len(seen), read without the lock
 	updated time.Time
 }
 
@@ -82,6 +84,7 @@ func (t *watchedDevices) window(device, profile string, score float64, anomalous
 		}
 		w = &watched{profile: profile, alerts: map[string]float64{}}
 		t.seen[device] = w
+		t.n.Store(int32(len(t.seen)))
 	}
 	if anomalous {
 		w.peak, w.at = max(w.peak, score), now
@@ -102,6 +105,9 @@ func (t *watchedDevices) window(device, profile string, score float64, anomalous
 // watching reports whether device is watched (its windows are explained
 // for the drill-down).
 func (t *watchedDevices) watching(device string) bool {
+	if t.n.Load() == 0 {
+		return false // the usual case: nothing watched, no lock per window
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.seen[device] != nil
@@ -135,6 +141,7 @@ func (t *watchedDevices) evictBelow(score float64) bool {
 
 func (t *watchedDevices) forget(device string, w *watched) {
 	delete(t.seen, device)
+	t.n.Store(int32(len(t.seen)))
 	t.score.DeleteLabelValues(device, w.profile)
 	for _, f := range w.features {
 		t.value.DeleteLabelValues(device, f)

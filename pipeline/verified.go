@@ -18,46 +18,52 @@ type OffsetRange struct {
 
 // HistoryVerifier proves that records are untampered history before a model
 // learns from them: it waits until the ranges are anchored, re-reads them
-// from Kafka and checks every anchored root, and returns the anchor ids that
-// cover them — the model's training references on the ledger.
-type HistoryVerifier func(ctx context.Context, ranges []OffsetRange) ([]string, error)
+// from Kafka and checks every anchored root, and returns the anchor ids
+// that verified — the model's training references on the ledger — and the
+// ranges that did not (changed since anchored, or never anchored), which
+// training leaves out. An integrity finding never stops a model from
+// training on what does verify; an error means verification itself could
+// not run (the ledger or Kafka away, anchoring behind).
+type HistoryVerifier func(ctx context.Context, ranges []OffsetRange) (verified []string, excluded []OffsetRange, err error)
 
 // NewHistoryVerifier verifies ranges of topic against its anchors, waiting
 // up to wait for the anchoring stage to catch up.
 func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster, topic string, wait time.Duration) HistoryVerifier {
-	return func(ctx context.Context, ranges []OffsetRange) ([]string, error) {
+	return func(ctx context.Context, ranges []OffsetRange) ([]string, []OffsetRange, error) {
 		var ids []string
+		var excluded []OffsetRange
 		for _, r := range ranges {
 			deadline := time.Now().Add(wait)
 			for {
 				covering, err := ledger.ListAnchors(ctx, topic, r.Partition, r.Last, r.Last)
 				if err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				if len(covering) > 0 {
 					break
 				}
 				if time.Now().After(deadline) {
-					return nil, fmt.Errorf("%s/%d is not anchored up to offset %d after %s", topic, r.Partition, r.Last, wait)
+					return nil, nil, fmt.Errorf("%s/%d is not anchored up to offset %d after %s", topic, r.Partition, r.Last, wait)
 				}
 				select {
 				case <-ctx.Done():
-					return nil, ctx.Err()
+					return nil, nil, ctx.Err()
 				case <-time.After(200 * time.Millisecond):
 				}
 			}
 			verdicts, err := Replay(ctx, ledger, ReplayRequest{Kafka: cluster, Topic: topic, Partition: r.Partition, From: r.First, To: r.Last})
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			for _, v := range verdicts {
 				if v.Status != RangeVerified {
-					return nil, fmt.Errorf("training history %s/%d %d..%d is %s: %s", topic, v.Partition, v.FirstOffset, v.LastOffset, v.Status, v.Detail)
+					excluded = append(excluded, OffsetRange{Partition: v.Partition, First: v.FirstOffset, Last: v.LastOffset})
+					continue
 				}
 				ids = append(ids, v.AnchorID)
 			}
 		}
 		sort.Strings(ids)
-		return ids, nil
+		return ids, excluded, nil
 	}
 }

@@ -22,8 +22,10 @@ import (
 )
 
 // TestFirstModelWaitsForVerifiedHistory checks that a profile whose
-// warm-up history does not verify gets no model, keeps warming up, and
-// trains as soon as its history does verify — citing the anchors.
+// warm-up history cannot be verified yet gets no model and keeps warming
+// up; once verification runs it trains on the windows whose records
+// verify, leaving out those over a range changed since it was anchored,
+// and cites the anchors that verified.
 func TestFirstModelWaitsForVerifiedHistory(t *testing.T) {
 	led, err := embedded.Open(filepath.Join(t.TempDir(), "ledger"), embedded.Options{})
 	if err != nil {
@@ -33,15 +35,19 @@ func TestFirstModelWaitsForVerifiedHistory(t *testing.T) {
 	store := &ModelStore{Dir: t.TempDir(), Ledger: ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))}
 	verified := false
 	var asked []OffsetRange
-	verifier := func(_ context.Context, ranges []OffsetRange) ([]string, error) {
+	verifier := func(_ context.Context, ranges []OffsetRange) ([]string, []OffsetRange, error) {
 		asked = ranges
 		if !verified {
-			return nil, errors.New("iot.flows/0 0..99 is mismatched")
+			return nil, nil, errors.New("iot.flows/0 is not anchored up to offset 119 after 2m0s")
 		}
-		return []string{"iot.flows/0/0-99"}, nil
+		// Records 0..19 (the first ten windows) were changed after they
+		// were anchored: left out, the rest trains.
+		return []string{"iot.flows/0/20-139"}, []OffsetRange{{Partition: 0, First: 0, Last: 19}}, nil
 	}
+	metrics := NewMetrics(prometheus.NewRegistry())
 	d := NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10}, store, verifier, "iot.flows",
-		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		metrics, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d.verifyRetry = 0 // retry at the next window, not 10 s later
 	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	window := func(i int) *ClosedWindow {
 		var v features.Vector
@@ -65,8 +71,11 @@ func TestFirstModelWaitsForVerifiedHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := d.Model("meter")
-	if m == nil || len(m.TrainingData) != 1 || m.TrainingData[0] != "iot.flows/0/0-99" {
+	if m == nil || len(m.TrainingData) != 1 || m.TrainingData[0] != "iot.flows/0/20-139" {
 		t.Fatalf("model after verification: %+v", m)
+	}
+	if n := testutil.ToFloat64(metrics.TrainingExcluded.WithLabelValues("meter")); n != 10 {
+		t.Errorf("%v windows excluded from training, want the 10 over records 0..19", n)
 	}
 }
 

@@ -50,10 +50,14 @@ type Outbox struct {
 	wake    map[string]chan struct{}
 	done    chan struct{}
 
-	mu    sync.Mutex
-	depth map[string]int // alerts waiting per sink, as of the last scan plus what Add added
-	space *sync.Cond     // signalled when a queue shrinks
-	full  map[string]bool
+	mu sync.Mutex
+	// stored is how many entries the file holds (chainwatch_outbox_depth).
+	stored int
+	// cursor is, per sink, the key from which its next batch is read.
+	cursor map[string][]byte
+	depth  map[string]int // alerts waiting per sink: counted at open, then kept by Add and markDelivered
+	space  *sync.Cond     // signalled when a queue shrinks
+	full   map[string]bool
 }
 
 // OutboxConfig configures the outbox. Zero values are defaults.
@@ -131,7 +135,7 @@ func OpenOutbox(cfg OutboxConfig, sinks []Sink, metrics *Metrics, log *slog.Logg
 		return nil, fmt.Errorf("outbox %s: %w", cfg.Path, err)
 	}
 	o := &Outbox{db: db, sinks: sinks, cfg: cfg, metrics: metrics, log: log.With("component", "outbox"),
-		wake: map[string]chan struct{}{}, done: make(chan struct{}), depth: map[string]int{}, full: map[string]bool{}}
+		wake: map[string]chan struct{}{}, done: make(chan struct{}), depth: map[string]int{}, full: map[string]bool{}, cursor: map[string][]byte{}}
 	o.space = sync.NewCond(&o.mu)
 	for _, s := range sinks {
 		o.wake[s.Name()] = make(chan struct{}, 1)
@@ -196,6 +200,8 @@ func (o *Outbox) Add(ctx context.Context, alerts []contract.Alert) ([]contract.A
 		}
 	}
 	o.mu.Lock()
+	o.stored += len(added)
+	o.metrics.OutboxDepth.Set(float64(o.stored))
 	for _, s := range o.sinks {
 		o.depth[s.Name()] += len(added)
 		o.metrics.QueueDepth.WithLabelValues(s.Name()).Set(float64(o.depth[s.Name()]))
@@ -322,9 +328,6 @@ func (o *Outbox) deliverPending(ctx context.Context, i int) error {
 				o.poke(other.Name())
 			}
 		}
-		if err := o.prune(seqs); err != nil {
-			return err
-		}
 	}
 }
 
@@ -418,16 +421,24 @@ func appendSync(path string, line []byte) error {
 
 // pending returns up to limit alerts sink has not accepted, in order. A
 // sink other than the first takes only alerts the first has accepted,
-// and stops at the first it has not (to keep the order).
+// and stops at the first it has not (to keep the order). Each sink reads
+// on from just after the last alert it took (its cursor), so a sink that
+// is down, holding thousands of alerts in the file, costs the others
+// nothing per batch.
 func (o *Outbox) pending(sink string, first bool, limit int) ([][]byte, []outboxEntry, error) {
 	var seqs [][]byte
 	var batch []outboxEntry
 	primary := o.sinks[0].Name()
-	waiting := 0
+	o.mu.Lock()
+	from := o.cursor[sink]
+	o.mu.Unlock()
 	err := o.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
-		blocked := false
-		for k, v := c.First(); k != nil; k, v = c.Next() {
+		k, v := c.First()
+		if from != nil {
+			k, v = c.Seek(from)
+		}
+		for ; k != nil && len(batch) < limit; k, v = c.Next() {
 			var e outboxEntry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("outbox entry %x: %w", k, err)
@@ -435,22 +446,14 @@ func (o *Outbox) pending(sink string, first bool, limit int) ([][]byte, []outbox
 			if e.Delivered[sink] {
 				continue
 			}
-			waiting++
-			if blocked || len(batch) >= limit {
-				continue
-			}
 			if !first && !e.Delivered[primary] {
-				blocked = true
-				continue
+				break
 			}
 			seqs = append(seqs, append([]byte(nil), k...))
 			batch = append(batch, e)
 		}
 		return nil
 	})
-	if err == nil {
-		o.setDepth(sink, waiting)
-	}
 	return seqs, batch, err
 }
 
@@ -491,6 +494,9 @@ func (o *Outbox) recount() error {
 	for _, s := range o.sinks {
 		o.setDepth(s.Name(), counts[s.Name()])
 	}
+	o.mu.Lock()
+	o.stored = total
+	o.mu.Unlock()
 	o.metrics.OutboxDepth.Set(float64(total))
 	return nil
 }
@@ -499,11 +505,16 @@ func (o *Outbox) recount() error {
 // sink's copy of each alert (with the ledger's transaction id and time)
 // replaces the stored one.
 func (o *Outbox) markDelivered(sink string, first bool, seqs [][]byte, alerts []contract.Alert) error {
+	removed := 0
 	err := o.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
 		for i, k := range seqs {
+			raw := b.Get(k)
+			if raw == nil {
+				continue // every sink had it already
+			}
 			var e outboxEntry
-			if err := json.Unmarshal(b.Get(k), &e); err != nil {
+			if err := json.Unmarshal(raw, &e); err != nil {
 				return fmt.Errorf("outbox entry %x: %w", k, err)
 			}
 			if e.Delivered == nil {
@@ -512,6 +523,20 @@ func (o *Outbox) markDelivered(sink string, first bool, seqs [][]byte, alerts []
 			e.Delivered[sink] = true
 			if first {
 				e.Alert = alerts[i]
+			}
+			// Every sink has it: the entry goes, in the same write; its
+			// id stays, so a replay of the same records never delivers it
+			// again.
+			all := true
+			for _, s := range o.sinks {
+				all = all && e.Delivered[s.Name()]
+			}
+			if all {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+				removed++
+				continue
 			}
 			raw, err := json.Marshal(e)
 			if err != nil {
@@ -527,43 +552,16 @@ func (o *Outbox) markDelivered(sink string, first bool, seqs [][]byte, alerts []
 		return err
 	}
 	o.mu.Lock()
-	o.depth[sink] = max(o.depth[sink]-len(seqs), 0)
-	o.space.Broadcast()
+	if len(seqs) > 0 {
+		o.cursor[sink] = binary.BigEndian.AppendUint64(nil, binary.BigEndian.Uint64(seqs[len(seqs)-1])+1)
+	}
+	n := max(o.depth[sink]-len(seqs), 0)
+	o.stored -= removed
+	stored := o.stored
 	o.mu.Unlock()
-	o.metrics.QueueDepth.WithLabelValues(sink).Set(float64(o.Depth(sink)))
+	o.metrics.OutboxDepth.Set(float64(stored))
+	o.setDepth(sink, n)
 	return nil
-}
-
-// prune drops the entries at seqs that every sink has accepted; their ids
-// stay, so a replay of the same records never delivers them again.
-func (o *Outbox) prune(seqs [][]byte) error {
-	total := 0
-	err := o.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOutbox)
-		for _, k := range seqs {
-			raw := b.Get(k)
-			if raw == nil {
-				continue
-			}
-			var e outboxEntry
-			if err := json.Unmarshal(raw, &e); err != nil {
-				return fmt.Errorf("outbox entry %x: %w", k, err)
-			}
-			all := true
-			for _, s := range o.sinks {
-				all = all && e.Delivered[s.Name()]
-			}
-			if all {
-				if err := b.Delete(k); err != nil {
-					return err
-				}
-			}
-		}
-		total = b.Stats().KeyN
-		return nil
-	})
-	o.metrics.OutboxDepth.Set(float64(total))
-	return err
 }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }

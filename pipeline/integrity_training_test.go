@@ -1,0 +1,95 @@
+package pipeline_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/simulator"
+)
+
+// TestIntegrityFindingInWarmupDoesNotStopDetection: a record of the
+// warm-up history is served changed after it was anchored (the embedded
+// broker's forgery hook, as a compromised broker would), so the finding is
+// there before any model exists. The first models still train — on the
+// windows whose records verify, the changed range left out — every profile
+// gets one, windows are scored, and the audit raises the integrity alert.
+func TestIntegrityFindingInWarmupDoesNotStopDetection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("service run")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	env := startEmbeddedDefault(t, 2)
+	start := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+	sim, err := simulator.New(simulator.Config{Kafka: env.kafka, Devices: 16, Seed: 9, Speed: -1,
+		History: 3 * time.Hour, Duration: 40 * time.Minute, Start: start, FirstAttackAfter: 24 * time.Hour, TrustEvery: -1}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Register(ctx, env.as(contract.RoleManufacturer), env.as(contract.RoleOperator)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sim.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Offset 200 of partition 0 is early in the warm-up history.
+	if err := env.broker.ForgeRecord(ctx, env.topics.Flows, 0, 200, func(v []byte) []byte {
+		out := append([]byte(nil), v...)
+		out[len(out)-3] ^= 1
+		return out
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	svc := pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka,
+		Detector: pipeline.DetectorConfig{Warmup: 2 * time.Hour, Seed: 1},
+		Audit:    pipeline.AuditConfig{Interval: time.Second},
+		ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db")},
+		env.as(contract.RoleService), reg, testLogger(t))
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Shutdown(context.Background())
+	m := svc.Metrics()
+	for m.Summary.RecordsConsumed.Load() < st.Records && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	var integrity []contract.Alert
+	for ctx.Err() == nil {
+		integrity, err = env.as(contract.RoleAnalyst).ListAlerts(ctx, contract.ListAlertsArgs{Kind: contract.AlertIntegrity})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(integrity) > 0 && m.Summary.WindowsScored.Load() > 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	excluded := 0.0
+	for _, p := range []string{"meter", "camera", "plc", "gateway"} {
+		excluded += testutil.ToFloat64(m.TrainingExcluded.WithLabelValues(p))
+	}
+	t.Logf("%d windows scored, %v warm-up windows excluded, %d integrity alerts", m.Summary.WindowsScored.Load(), excluded, len(integrity))
+	if m.Summary.WindowsScored.Load() == 0 {
+		t.Fatal("no window scored: the integrity finding stopped detection")
+	}
+	if excluded == 0 {
+		t.Error("no warm-up window was left out, though a range of them no longer verifies")
+	}
+	if len(integrity) == 0 {
+		t.Error("the audit raised no integrity alert for the changed record")
+	}
+	for _, p := range []string{"meter", "camera", "plc", "gateway"} {
+		if n := testutil.ToFloat64(m.WindowsScored.WithLabelValues(p)); n == 0 {
+			t.Errorf("profile %s scored no window", p)
+		}
+	}
+}
