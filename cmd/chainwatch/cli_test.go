@@ -78,6 +78,9 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"models", "show"},
 		{"run", "--duration", "soon"},
 		{"devices", "list", "--data-dir"},
+		{"devices", "register", "--id", "meter-9", "--profile", "meter"}, // no --owner
+		{"devices", "revoke", "meter-9"},                                 // no --reason
+		{"firmware", "approve", "--profile", "meter"},                    // no --hash
 	} {
 		_, err := runCLI(t, args...)
 		if err == nil || exitCode(err) != 2 {

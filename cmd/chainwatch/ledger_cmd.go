@@ -109,6 +109,9 @@ func newDevicesCommand(g *globals) *cobra.Command {
 	f.StringSliceVar(&d.IPs, "ip", nil, "IP address (repeatable)")
 	f.StringVar(&d.Firmware, "firmware", "", "hex SHA-256 of the installed firmware")
 	f.StringVar(&pub, "public-key", "", "Ed25519 public key, hex or base64")
+	for _, name := range []string{"id", "profile", "owner"} {
+		_ = register.MarkFlagRequired(name)
+	}
 
 	var reason, effective string
 	revoke := &cobra.Command{
@@ -134,6 +137,7 @@ func newDevicesCommand(g *globals) *cobra.Command {
 	}
 	revoke.Flags().StringVar(&reason, "reason", "", "why the device is revoked")
 	revoke.Flags().StringVar(&effective, "effective", "", "RFC 3339 time the revocation takes effect, e.g. when the device was stolen (default: now)")
+	_ = revoke.MarkFlagRequired("reason")
 	list := &cobra.Command{
 		Use: "list", Short: "List registered devices", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -179,6 +183,8 @@ func newFirmwareCommand(g *globals) *cobra.Command {
 	approve.Flags().StringVar(&fw.Profile, "profile", "", "device profile")
 	approve.Flags().StringVar(&fw.Hash, "hash", "", "hex SHA-256 of the firmware image")
 	approve.Flags().StringVar(&fw.Version, "version", "", "firmware version label")
+	_ = approve.MarkFlagRequired("profile")
+	_ = approve.MarkFlagRequired("hash")
 	var profile string
 	list := &cobra.Command{
 		Use: "list", Short: "List approved firmware", Args: cobra.NoArgs,

@@ -56,7 +56,7 @@ func exitCode(err error) int {
 		return 2
 	}
 	// Cobra's own words for an unknown command or flag of the root.
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument"} {
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "required flag(s)"} {
 		if strings.HasPrefix(err.Error(), p) {
 			return 2
 		}
