@@ -78,21 +78,26 @@ import (
 //
 //  6. Thresholds from a false-alert budget. A budget of b false incidents
 //     per 1,000 device-hours, with windows of length Δ, is a rate
-//     r = b·Δ/(1000 h) per window. Half of it goes to single extreme
-//     windows: L_ext is the level exceeded with probability r/2 under the
-//     generalised Pareto tail fitted to the training windows' L, and at
-//     least −log₁₀(r/2), the level L's own calibration gives. Half goes
-//     to incidents opened by k anomalous windows among n. Anomalous windows
-//     cluster (a device off its baseline stays off for a while), so the
-//     independence formula C(n, k)·p^k understates how often k of n
-//     coincide — on our fleets by 6 to 14 times. Instead the statistic the
-//     rule thresholds, O_t = min(L_t, k-th largest of the last n levels),
-//     is computed along each training device's sequence, dependence and
-//     all, its tail fitted the same way, and the anomalous level L_w is the
-//     one O exceeds with probability r/2 (at least MinAnomalousLevel).
-//     This is the usual remedy for clustered exceedances — model the
-//     cluster statistic rather than the single exceedance (see Coles, An
-//     Introduction to Statistical Modeling of Extreme Values, 2001, §5.3).
+//     r = b·Δ/(1000 h) per window, split three ways. A third goes to
+//     single extreme windows: L_ext is the level exceeded with probability
+//     r/3 under the generalised Pareto tail fitted to the training
+//     windows' L, and at least −log₁₀(r/3), the level L's own calibration
+//     gives. A third goes to incidents opened by k anomalous windows among
+//     n. Anomalous windows cluster (a device off its baseline stays off
+//     for a while), so the independence formula C(n, k)·p^k understates
+//     how often k of n coincide — on our fleets by 6 to 14 times. Instead
+//     the statistic the rule thresholds, O_t = min(L_t, k-th largest of the
+//     last n levels), is computed along each training device's sequence,
+//     dependence and all, its tail fitted the same way, and the anomalous
+//     level L_w is the one O exceeds with probability r/3 (at least
+//     MinAnomalousLevel). The last third goes to the sustained rule
+//     (SustainedK windows among the last SustainedN at or above L_s): the
+//     same construction with its own statistic gives L_s ≤ L_w, so a
+//     moderate anomaly that lasts opens an incident although no single
+//     window of it is anomalous. This is the usual remedy for clustered
+//     exceedances — model the cluster statistic rather than the single
+//     exceedance (see Coles, An Introduction to Statistical Modeling of
+//     Extreme Values, 2001, §5.3).
 
 // BaselineWindows is W above: the most windows a device baseline weighs,
 // about an hour of one-minute windows.
@@ -213,6 +218,18 @@ func (b Budget) perWindow() float64 {
 // is not learnt as a usual peer.
 const LearnLevel = 2
 
+// SustainedK and SustainedN are the sustained opening rule: SustainedK
+// windows at or above SustainedLevel among a device's last SustainedN open
+// an incident — a moderate anomaly that lasts (lateral movement at a slow
+// pace, a beacon), which the k-of-n rule's three windows cannot see. Its
+// level is fitted like the k-of-n rule's (step 6), to the SustainedK-th
+// largest of the last SustainedN levels along the training sequences, and
+// the budget is split three ways: extreme windows, k of n, sustained.
+const (
+	SustainedK = 6
+	SustainedN = 10
+)
+
 // MinAnomalousLevel bounds the anomalous level from below whatever the
 // training data: no window with a tail probability above 1 % is anomalous.
 const MinAnomalousLevel = 2
@@ -271,6 +288,13 @@ type Behaviour struct {
 	// AnomalousLevel and ExtremeLevel are the levels the budget places.
 	AnomalousLevel float64 `json:"anomalous_level"`
 	ExtremeLevel   float64 `json:"extreme_level"`
+	// SustainedTail and SustainedLevel are the tail of the sustained
+	// rule's statistic (the SustainedK-th largest of the last SustainedN
+	// levels) and the level it places: SustainedK windows at or above it
+	// among the last SustainedN open an incident. Absent (0) in models
+	// trained before it: the rule is off.
+	SustainedTail  evt.Tail `json:"sustained_tail,omitzero"`
+	SustainedLevel float64  `json:"sustained_level,omitempty"`
 }
 
 // LevelScore maps an anomaly level L to the score L/(1 + L).
@@ -382,10 +406,13 @@ func statistics(r []float64) (maxDev, sumSq float64) {
 
 // Judgement is a behaviour model's verdict on one window.
 type Judgement struct {
-	Level      float64 // L: −log₁₀ of the window's tail probability
-	Score      float64 // L/(1 + L)
-	Anomalous  bool
-	Extreme    bool
+	Level     float64 // L: −log₁₀ of the window's tail probability
+	Score     float64 // L/(1 + L)
+	Anomalous bool
+	Extreme   bool
+	// Elevated: at or above the sustained rule's level (see
+	// Behaviour.SustainedLevel).
+	Elevated   bool
 	Confidence Confidence
 	// Learn is whether the window's destinations may join the device's
 	// history: L below LearnLevel.
@@ -404,7 +431,8 @@ func (m *Model) level(r []float64, forestScore float64) float64 {
 func (m *Model) Judge(r []float64, forestScore float64) Judgement {
 	bh := m.Behaviour
 	l := m.level(r, forestScore)
-	j := Judgement{Level: l, Score: LevelScore(l), Anomalous: l >= bh.AnomalousLevel, Extreme: l >= bh.ExtremeLevel}
+	j := Judgement{Level: l, Score: LevelScore(l), Anomalous: l >= bh.AnomalousLevel, Extreme: l >= bh.ExtremeLevel,
+		Elevated: bh.SustainedLevel > 0 && l >= bh.SustainedLevel}
 	j.Learn = !j.Anomalous && l < LearnLevel
 	switch {
 	case j.Extreme:
@@ -559,8 +587,11 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 		levels[i] = m.level(rows[i*ResidualDims:(i+1)*ResidualDims], scores[i])
 	}
 	opening := openingStatistic(levels, append(starts, len(levels)), budget.K, budget.N)
+	sustained := openingStatistic(levels, append(starts, len(levels)), SustainedK, SustainedN)
 	if bh.LevelTail, err = evt.Fit(levels, 0); err == nil {
-		bh.OpeningTail, err = evt.Fit(opening, 0)
+		if bh.OpeningTail, err = evt.Fit(opening, 0); err == nil {
+			bh.SustainedTail, err = evt.Fit(sustained, 0)
+		}
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("models: tail fit: %w", err)
@@ -568,9 +599,10 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	rate := budget.perWindow()
 	// The pooled tail speaks for the profile, not for its most regular
 	// device, whose ordinary jitter can look extreme against it: a single
-	// window must also be rarer than r/2 by its own calibrated level.
-	bh.ExtremeLevel = max(bh.LevelTail.Quantile(rate/2), -math.Log10(rate/2))
-	bh.AnomalousLevel = min(max(bh.OpeningTail.Quantile(rate/2), MinAnomalousLevel), bh.ExtremeLevel)
+	// window must also be rarer than r/3 by its own calibrated level.
+	bh.ExtremeLevel = max(bh.LevelTail.Quantile(rate/3), -math.Log10(rate/3))
+	bh.AnomalousLevel = min(max(bh.OpeningTail.Quantile(rate/3), MinAnomalousLevel), bh.ExtremeLevel)
+	bh.SustainedLevel = min(max(bh.SustainedTail.Quantile(rate/3), MinAnomalousLevel), bh.AnomalousLevel)
 	flagged := 0
 	for _, l := range levels {
 		if l >= bh.AnomalousLevel {

@@ -374,7 +374,9 @@ func (d *Detector) incident(cw *ClosedWindow, m *models.Model, j models.Judgemen
 			level = incidents.Low
 		}
 	}
-	d.events = cw.state.incident.Observe(d.cfg.Incident, incidents.Window{Index: cw.Index, Level: level, Score: j.Score}, d.events[:0])
+	rule := d.cfg.Incident
+	rule.SK, rule.SN = models.SustainedK, models.SustainedN
+	d.events = cw.state.incident.Observe(rule, incidents.Window{Index: cw.Index, Level: level, Score: j.Score, Elevated: j.Elevated}, d.events[:0])
 	var out []*contract.Alert
 	for _, ev := range d.events {
 		a := d.incidentAlert(cw.DeviceID, cw.Profile, m.Hash(), ev)

@@ -17,7 +17,8 @@ import (
 //
 // A checkpoint written before version 2 is a bare destination history;
 // it restores the history and leaves the baseline to start afresh.
-const deviceCheckpointVersion = 2
+// Version 3 added the incident state's elevated windows (2 bytes).
+const deviceCheckpointVersion = 3
 
 func marshalDevice(d *deviceState) []byte {
 	feat, _ := d.feat.MarshalBinary()
@@ -34,10 +35,15 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 	if len(b) == 0 {
 		return errors.New("empty device checkpoint")
 	}
-	if b[0] != deviceCheckpointVersion { // a bare history
+	incSize := incidents.EncodingSize
+	switch b[0] {
+	case deviceCheckpointVersion:
+	case 2:
+		incSize = incidents.EncodingSizeV1
+	default: // a bare history
 		return d.feat.UnmarshalBinary(b)
 	}
-	n := len(b) - 1 - models.DeviceBaselineEncodingSize - incidents.EncodingSize
+	n := len(b) - 1 - models.DeviceBaselineEncodingSize - incSize
 	if n <= 0 {
 		return fmt.Errorf("device checkpoint of %d bytes is damaged", len(b))
 	}

@@ -24,6 +24,13 @@ type Rule struct {
 	K int `yaml:"k"` // anomalous windows among the last N that open an incident
 	N int `yaml:"n"`
 	M int `yaml:"m"` // quiet windows that close it
+	// SK elevated windows among the last SN open an incident too (the
+	// sustained rule). The model fits the level of "elevated" to exactly
+	// this statistic (models.SustainedK, models.SustainedN), so the
+	// detector sets them from the model, not from configuration.
+	// Defaults 6 and 10.
+	SK int `yaml:"-"`
+	SN int `yaml:"-"`
 }
 
 // WithDefaults fills zero fields.
@@ -36,6 +43,12 @@ func (r Rule) WithDefaults() Rule {
 	}
 	if r.M == 0 {
 		r.M = 5
+	}
+	if r.SK == 0 {
+		r.SK = 6
+	}
+	if r.SN == 0 {
+		r.SN = 10
 	}
 	return r
 }
@@ -79,6 +92,10 @@ type Window struct {
 	Index int64 // window number (start / size), increasing per device
 	Level Level
 	Score float64
+	// Elevated marks a window at or above the sustained level: below the
+	// anomalous level, but SustainedK of the last SustainedN such windows
+	// open an incident too (a moderate anomaly that lasts).
+	Elevated bool
 }
 
 // Event is something to tell the analyst about an incident.
@@ -98,6 +115,7 @@ type Event struct {
 // State is one device's incident state. Its zero value has no incident.
 type State struct {
 	recent    uint16 // bit i: the window i before lastIndex was anomalous
+	elevated  uint16 // bit i: the window i before lastIndex was elevated (or anomalous)
 	lastIndex int64
 	open      bool
 	first     int64 // first anomalous window of the open incident, or of the run that may open one
@@ -119,27 +137,41 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 	r = r.WithDefaults()
 	out = s.expire(r, w.Index-1, out)
 	if gap := w.Index - s.lastIndex; s.lastIndex == 0 || gap >= 16 {
-		s.recent = 0
+		s.recent, s.elevated = 0, 0
 	} else if gap > 0 {
 		s.recent <<= uint(gap)
+		s.elevated <<= uint(gap)
 	}
 	s.lastIndex = w.Index
-	if w.Level == Normal {
+	if w.Level == Normal && !w.Elevated {
 		return out
 	}
-	s.recent |= 1
+	s.elevated |= 1
+	if w.Level == Normal {
+		// Elevated only: it continues an open incident as its weakest
+		// window, and counts towards the sustained rule.
+		w.Level = Low
+	} else {
+		s.recent |= 1
+	}
 	window := uint16(1)<<uint(r.N) - 1
+	sustained := s.elevated & (uint16(1)<<uint(r.SN) - 1)
 	if !s.open {
 		// The run that may open an incident starts at the oldest anomalous
-		// window still among the last N.
+		// window still among the last N (or, for a sustained opening, the
+		// oldest elevated one among the last SustainedN).
 		run := s.recent & window
-		s.first = w.Index - int64(15-bits.LeadingZeros16(run))
-		if bits.OnesCount16(run) >= r.K || w.Level == High {
-			s.open, s.seq, s.windows = true, 0, uint32(bits.OnesCount16(run))
-			s.last, s.peak, s.peakLevel = w.Index, float32(w.Score), w.Level
-			return append(out, s.event(Opened))
+		switch {
+		case bits.OnesCount16(run) >= r.K || w.Level == High && s.recent&1 == 1:
+		case bits.OnesCount16(sustained) >= r.SK:
+			run = sustained
+		default:
+			return out
 		}
-		return out
+		s.first = w.Index - int64(15-bits.LeadingZeros16(run))
+		s.open, s.seq, s.windows = true, 0, uint32(bits.OnesCount16(run))
+		s.last, s.peak, s.peakLevel = w.Index, float32(w.Score), w.Level
+		return append(out, s.event(Opened))
 	}
 	s.windows++
 	s.last = w.Index
@@ -174,7 +206,11 @@ func (s *State) event(st Status) Event {
 }
 
 // EncodingSize is the length of MarshalBinary's output.
-const EncodingSize = 2 + 8 + 1 + 8 + 8 + 4 + 4 + 1 + 2
+const EncodingSize = 2 + 8 + 1 + 8 + 8 + 4 + 4 + 1 + 2 + 2
+
+// EncodingSizeV1 is the size before the elevated windows were kept;
+// UnmarshalBinary still reads it.
+const EncodingSizeV1 = EncodingSize - 2
 
 // MarshalBinary encodes the state for a checkpoint.
 func (s *State) MarshalBinary() ([]byte, error) {
@@ -192,12 +228,13 @@ func (s *State) MarshalBinary() ([]byte, error) {
 	b = binary.BigEndian.AppendUint32(b, math.Float32bits(s.peak))
 	b = append(b, byte(s.peakLevel))
 	b = binary.BigEndian.AppendUint16(b, s.seq)
+	b = binary.BigEndian.AppendUint16(b, s.elevated)
 	return b, nil
 }
 
 // UnmarshalBinary restores a checkpointed state.
 func (s *State) UnmarshalBinary(b []byte) error {
-	if len(b) != EncodingSize {
+	if len(b) != EncodingSize && len(b) != EncodingSizeV1 {
 		return fmt.Errorf("incidents: state checkpoint of %d bytes is damaged", len(b))
 	}
 	*s = State{
@@ -210,6 +247,9 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		peak:      math.Float32frombits(binary.BigEndian.Uint32(b[31:])),
 		peakLevel: Level(b[35]),
 		seq:       binary.BigEndian.Uint16(b[36:]),
+	}
+	if len(b) == EncodingSize {
+		s.elevated = binary.BigEndian.Uint16(b[38:])
 	}
 	return nil
 }

@@ -87,3 +87,44 @@ func TestStateCheckpointRoundTrip(t *testing.T) {
 		t.Fatal("k > n accepted")
 	}
 }
+
+// TestSustainedElevatedWindowsOpen: windows elevated but below the
+// anomalous level open an incident once SK of the last SN are elevated
+// (6 of 10 by default), not before; the incident then lasts while they
+// do; a checkpoint of the earlier encoding still reads.
+func TestSustainedElevatedWindowsOpen(t *testing.T) {
+	var s State
+	r := Rule{}
+	var ev []Event
+	// Elevated every other window: 5 of 10 never opens…
+	for i := range 12 {
+		ev = s.Observe(r, Window{Index: int64(200 + i), Score: 0.7, Elevated: i%2 == 0}, ev)
+	}
+	if len(ev) != 0 {
+		t.Fatalf("5 elevated of 10 opened %+v", ev)
+	}
+	// …two in a row more make 6 of the last 10.
+	ev = s.Observe(r, Window{Index: 212, Score: 0.72, Elevated: true}, ev)
+	ev = s.Observe(r, Window{Index: 213, Score: 0.75, Elevated: true}, ev)
+	if len(ev) != 1 || ev[0].Status != Opened || ev[0].First != 204 || ev[0].Windows != 6 || ev[0].PeakLevel != Low {
+		t.Fatalf("events %+v, want one opening from window 204 with 6 windows", ev)
+	}
+	// Still elevated: the incident goes on; then 5 quiet windows close it.
+	ev = s.Observe(r, Window{Index: 214, Score: 0.7, Elevated: true}, nil)
+	ev = s.Observe(r, Window{Index: 220}, ev)
+	if len(ev) != 1 || ev[0].Status != Closed || ev[0].Last != 214 || ev[0].Windows != 7 {
+		t.Fatalf("closing %+v", ev)
+	}
+	// The encoding before elevated windows were kept (2 bytes shorter)
+	// restores with no elevated history.
+	s.elevated = 0x3ff
+	b, _ := s.MarshalBinary()
+	var old State
+	if err := old.UnmarshalBinary(b[:EncodingSizeV1]); err != nil || old.elevated != 0 || old.lastIndex != s.lastIndex {
+		t.Fatalf("v1 checkpoint: %v, %+v", err, old)
+	}
+	var back State
+	if err := back.UnmarshalBinary(b); err != nil || back != s {
+		t.Fatalf("round trip: %v, %+v != %+v", err, back, s)
+	}
+}
