@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/models"
 	"github.com/chainwatch/chainwatch/models/features"
@@ -47,6 +49,11 @@ type DetectorConfig struct {
 	Seed      uint64 `yaml:"seed"`
 	// TopFeatures is how many contributing features an alert lists. Default 3.
 	TopFeatures int `yaml:"top_features"`
+	// ModelPoll is how often the ledger is asked whether a profile's
+	// active model changed (promoted by an operator, or trained first by
+	// another instance); a changed one is swapped in without a restart.
+	// Default 30s; negative turns it off.
+	ModelPoll time.Duration `yaml:"model_poll"`
 	// WindowSize is the windows' length, which turns the budget per
 	// device-hour into one per window; the service sets it from
 	// window.size. Default 1m.
@@ -65,6 +72,9 @@ func (c DetectorConfig) WithDefaults() DetectorConfig {
 		c.FalseAlertsPer1000DeviceHours = 1
 	}
 	c.Incident = c.Incident.WithDefaults()
+	if c.ModelPoll == 0 {
+		c.ModelPoll = 30 * time.Second
+	}
 	if c.TopFeatures == 0 {
 		c.TopFeatures = 3
 	}
@@ -153,6 +163,8 @@ type profileState struct {
 	// a model trained once the fastest did would judge the others'
 	// devices before it had seen any of their traffic.
 	partTo map[int32]time.Time
+	// refusedHash is a promoted model Refresh refused, not tried again.
+	refusedHash string
 	// extend lengthens the warm-up span when history that no longer
 	// verifies was left out; retryAt delays verification after it
 	// failed to run.
@@ -224,6 +236,15 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 		if p.refused != nil {
 			d.metrics.WindowsUnscored.WithLabelValues(cw.Profile, "model_refused").Inc()
 			continue
+		}
+		if p.model != nil && len(p.held) > 0 {
+			// A model arrived from the ledger (promoted elsewhere) while
+			// windows were held: they are judged now, in time order.
+			alerts, err := d.scoreHeld(ctx, p)
+			if err != nil {
+				return out, err
+			}
+			out[first+i].Alerts = append(out[first+i].Alerts, alerts...)
 		}
 		if p.model == nil {
 			held, err := d.warmUp(ctx, cw, p)
@@ -441,6 +462,61 @@ func (d *Detector) ExpireIncidents(p *partitionWindows, out []*contract.Alert) [
 		}
 	}
 	return out
+}
+
+// Refresh asks the ledger for the active model of every profile this
+// detector has seen and swaps in any that changed — a model an operator
+// promoted, or one another instance of the group trained first — without a
+// restart. The artifact must be in the model store and hash to the hash the
+// ledger registers; one that is missing, altered or of another feature
+// schema is refused (logged once, counted) and the current model keeps
+// scoring. Windows go on being scored during the swap: it happens between
+// batches, under the detector's lock.
+func (d *Detector) Refresh(ctx context.Context) {
+	d.mu.Lock()
+	names := make([]string, 0, len(d.profiles))
+	for name, p := range d.profiles {
+		if p.checked {
+			names = append(names, name)
+		}
+	}
+	d.mu.Unlock()
+	slices.Sort(names)
+	for _, name := range names {
+		rec, err := d.store.Ledger.GetActiveModel(ctx, name)
+		if errors.Is(err, contract.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			d.log.Warn("active model not checked", "profile", name, "err", err)
+			continue
+		}
+		d.mu.Lock()
+		p := d.profiles[name]
+		same := p.model != nil && p.model.Hash() == rec.Hash || p.refusedHash == rec.Hash
+		d.mu.Unlock()
+		if same {
+			continue
+		}
+		m, err := d.store.Load(rec.Hash)
+		if err == nil {
+			err = m.CheckSchema()
+		}
+		d.mu.Lock()
+		if err != nil {
+			p.refusedHash = rec.Hash
+			d.metrics.ModelsRefused.WithLabelValues(name).Inc()
+			d.log.Error("promoted model refused; the current one keeps scoring", "profile", name, "hash", rec.Hash, "err", err)
+		} else {
+			from := "none"
+			if p.model != nil {
+				from = p.model.Hash()
+			}
+			p.refused, p.warm, p.partTo = nil, nil, nil
+			d.activate(name, p, m, "promoted on the ledger; swapped in without a restart (was "+from+")")
+		}
+		d.mu.Unlock()
+	}
 }
 
 // profile returns a profile's state, asking the ledger once for its active
@@ -667,6 +743,7 @@ func warmRanges(rows []warmRow) []OffsetRange {
 func (d *Detector) activate(profile string, p *profileState, m *models.Model, how string) {
 	p.model = m
 	p.drift = models.NewDriftTracker(m)
+	d.metrics.ModelInfo.DeletePartialMatch(prometheus.Labels{"profile": profile}) // the model it replaces
 	d.metrics.ModelInfo.WithLabelValues(profile, m.Hash(), m.Algorithm).Set(1)
 	d.metrics.ModelThreshold.WithLabelValues(profile).Set(m.Calibration.Threshold)
 	d.metrics.ModelCreated.WithLabelValues(profile).Set(float64(m.CreatedAt.Unix()))

@@ -41,6 +41,7 @@ type Metrics struct {
 	DeviceAlerts     *prometheus.GaugeVec   // device, kind (watched devices only)
 	WarmupWindows    *prometheus.GaugeVec   // profile
 	TrainingExcluded *prometheus.CounterVec // profile
+	ModelsRefused    *prometheus.CounterVec // profile
 	// Sinks are the outbox's and the sink queues' metrics.
 	Sinks    *sinks.Metrics
 	LedgerTx *prometheus.HistogramVec // function, result
@@ -130,6 +131,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeviceAlerts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_device_alerts",
 			Help: "Alerts raised for a watched device since it has been watched, by kind."}, []string{"device", "kind"}),
 		WarmupWindows: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_warmup_windows", Help: "Windows collected for a profile's first model."}, []string{"profile"}),
+		ModelsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_models_refused_total",
+			Help: "Promoted models not swapped in: artifact missing, altered since registration, or of another feature schema (the current model keeps scoring)."}, []string{"profile"}),
 		TrainingExcluded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_training_windows_excluded_total",
 			Help: "Warm-up windows left out of a first model's training because their records no longer match their anchors (or were never anchored)."}, []string{"profile"}),
 		Sinks: sinks.NewMetrics(reg),
@@ -139,6 +142,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts, m.AnomalousWindows, m.WindowsUnscored, m.Incidents,
 		m.Anchors, m.AnchoredRecords, m.AuditedRecords, m.AuditRounds, m.AuditLastRound, m.IntegrityFinds, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.OpenWindows,
 		m.ModelInfo, m.ModelThreshold, m.ModelCreated, m.FeatureDrift, m.TopDevices,
-		m.DeviceScore, m.DeviceFeature, m.DeviceBaseline, m.DeviceAlerts, m.WarmupWindows, m.TrainingExcluded, m.LedgerTx)
+		m.DeviceScore, m.DeviceFeature, m.DeviceBaseline, m.DeviceAlerts, m.WarmupWindows, m.TrainingExcluded, m.ModelsRefused, m.LedgerTx)
 	return m
 }

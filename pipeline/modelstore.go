@@ -22,6 +22,19 @@ type ModelStore struct {
 // Path is where the artifact with the given hash lives.
 func (s *ModelStore) Path(hash string) string { return filepath.Join(s.Dir, hash+".cwm") }
 
+// Load reads the artifact with the given hash and checks that it hashes to
+// it: an artifact altered after registration is refused.
+func (s *ModelStore) Load(hash string) (*models.Model, error) {
+	m, err := models.Load(s.Path(hash))
+	if err != nil {
+		return nil, err
+	}
+	if m.Hash() != hash {
+		return nil, fmt.Errorf("artifact %s hashes to %s: altered after it was registered", s.Path(hash), m.Hash())
+	}
+	return m, nil
+}
+
 // Active loads the profile's active model. It returns (nil, nil) when the
 // ledger has none, and an error when the ledger names one whose artifact is
 // missing or does not hash to the registered value.

@@ -176,6 +176,20 @@ func (s *Service) Start(ctx context.Context) error {
 		cancel()
 		return err
 	}
+	if poll := detectorCfg.WithDefaults().ModelPoll; poll > 0 {
+		go func() {
+			t := time.NewTicker(poll)
+			defer t.Stop()
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case <-t.C:
+					detector.Refresh(runCtx)
+				}
+			}
+		}()
+	}
 	s.ready.Store(true)
 	s.log.Info("pipeline started", "brokers", s.cfg.Kafka.Brokers(), "kafka_security", s.cfg.Kafka.Secured(), "flows", s.cfg.Topics.Flows, "devices_registered", registry.Len())
 	return nil

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -172,18 +170,8 @@ func TestEveryDashboardPanelReturnsSeries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		_, err := runService(ctx, cfg, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		served <- err
-	}()
-	defer func() {
-		stop()
-		if err := <-served; err != nil {
-			t.Errorf("service: %v", err)
-		}
-	}()
+	ctx, stop := serveInBackground(t, cfg)
+	defer stop()
 
 	// Prometheus, scraping every second, the rules evaluated every second.
 	promDir := filepath.Join(dir, "prometheus")

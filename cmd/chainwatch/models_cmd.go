@@ -12,13 +12,77 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/chainwatch/chainwatch/ledgerclient"
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/models"
 	"github.com/chainwatch/chainwatch/models/eval"
 	"github.com/chainwatch/chainwatch/models/iforest"
+	"github.com/chainwatch/chainwatch/pipeline"
 )
 
-func newModelsCommand(*globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "models", Short: "Inspect model artifacts"}
+func newModelsCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "models", Short: "Inspect, register and promote model artifacts"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "register FILE",
+		Short: "Put a behaviour model artifact in the model store and register its hash on the ledger (as operator)",
+		Long: `Copies the artifact into <data_dir>/models/<hash>.cwm, where the service loads
+models from, and registers its hash, profile, algorithm, metrics and training anchors
+on the ledger. Registering does not activate it: promote it with 'models promote'.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := models.Load(args[0])
+			if err != nil {
+				return err
+			}
+			if m.Profile == "" || m.Behaviour == nil {
+				return fmt.Errorf("%s is not a behaviour model of a device profile (trained from a CSV?): the service scores windows only with those", args[0])
+			}
+			if err := m.CheckSchema(); err != nil {
+				return err
+			}
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			store := pipeline.ModelStore{Dir: filepath.Join(cfg.DataDir, "models")}
+			if err := os.MkdirAll(store.Dir, 0o755); err != nil {
+				return err
+			}
+			if err := m.Save(store.Path(m.Hash())); err != nil {
+				return err
+			}
+			return withLedger(g, contract.RoleOperator, func(c *ledgerclient.Client) error {
+				got, err := c.RegisterModel(cmd.Context(), contract.Model{Hash: m.Hash(), Profile: m.Profile, Algorithm: m.Algorithm,
+					TrainingAnchors: m.TrainingData, Metrics: m.Metrics})
+				if err != nil {
+					return err
+				}
+				return writeJSON(cmd.OutOrStdout(), got)
+			})
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "promote HASH",
+		Short: "Make a registered model its profile's active model (as operator); running services swap it in",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			store := pipeline.ModelStore{Dir: filepath.Join(cfg.DataDir, "models")}
+			if _, err := store.Load(args[0]); err != nil {
+				return fmt.Errorf("model %s: %w (register it first with 'models register FILE')", args[0], err)
+			}
+			return withLedger(g, contract.RoleOperator, func(c *ledgerclient.Client) error {
+				got, err := c.PromoteModel(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return writeJSON(cmd.OutOrStdout(), got)
+			})
+		},
+	})
 	cmd.AddCommand(&cobra.Command{
 		Use:   "show FILE",
 		Short: "Print an artifact's metadata and hash as JSON (the hash equals sha256sum FILE)",

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -64,5 +66,23 @@ func TestRunWithDurationPrintsSummaryAndRestartsFromItsDataDir(t *testing.T) {
 	out, err := runCLI(t, "ledger", "verify", "--data-dir", dataDir)
 	if err != nil {
 		t.Fatalf("ledger verify after two runs: %v\n%s", err, out)
+	}
+}
+
+// serveInBackground runs the service until the returned stop is called,
+// which waits for it and reports its error.
+func serveInBackground(t *testing.T, cfg Config) (context.Context, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		_, err := runService(ctx, cfg, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		served <- err
+	}()
+	return ctx, func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("service: %v", err)
+		}
 	}
 }
