@@ -149,6 +149,12 @@ func (c *Client) PromoteModel(ctx context.Context, hash string) (contract.Model,
 	return r, err
 }
 
+// ListModels lists the registered models of a profile (all when empty),
+// each marked active or not.
+func (c *Client) ListModels(ctx context.Context, profile string) ([]contract.ListedModel, error) {
+	return evaluate[[]contract.ListedModel](ctx, c, contract.FnListModels, contract.ProfileArgs{Profile: profile})
+}
+
 // GetActiveModel reads the active model of a profile.
 func (c *Client) GetActiveModel(ctx context.Context, profile string) (contract.Model, error) {
 	return evaluate[contract.Model](ctx, c, contract.FnGetActiveModel, contract.ProfileArgs{Profile: profile})

@@ -22,6 +22,7 @@ func TestReadingCommandsCreateNothing(t *testing.T) {
 		{"alerts", "verdict", "0123456789abcdef", "benign"},
 		{"devices", "list"},
 		{"firmware", "list"},
+		{"models", "list"},
 		{"ledger", "verify"},
 		{"replay", "--verify"},
 		{"prove", "--topic", "iot.flows", "--partition", "0", "--offset", "0"},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -142,6 +143,21 @@ func TestPromotedModelIsSwappedInWithoutRestart(t *testing.T) {
 		}
 	}
 	waitUntil("the promoted model in use", func() bool { return activeHash(t, scrape(t, httpAddr)) == goodModel.Hash() })
+	out, err = runCLI(t, "models", "list", "--profile", "meter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []contract.ListedModel
+	if err := json.Unmarshal([]byte(out), &listed); err != nil {
+		t.Fatalf("models list printed %q: %v", out, err)
+	}
+	active := map[string]bool{}
+	for _, m := range listed {
+		active[m.Hash] = m.Active
+	}
+	if len(listed) != 3 || !active[goodModel.Hash()] || active[first] || active[badModel.Hash()] {
+		t.Errorf("models list: %s", out)
+	}
 	before := scoredMeter(scrape(t, httpAddr))
 	waitUntil("windows scored with it", func() bool { return scoredMeter(scrape(t, httpAddr)) > before })
 }

@@ -61,6 +61,23 @@ on the ledger. Registering does not activate it: promote it with 'models promote
 			})
 		},
 	})
+	var profile string
+	list := &cobra.Command{
+		Use:   "list [--profile P]",
+		Short: "List the registered models, with their metrics, training anchors and whether each is its profile's active one",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return readLedger(g, contract.RoleAnalyst, func(c *ledgerclient.Client) error {
+				got, err := c.ListModels(cmd.Context(), profile)
+				if err != nil {
+					return err
+				}
+				return writeJSON(cmd.OutOrStdout(), got)
+			})
+		},
+	}
+	list.Flags().StringVar(&profile, "profile", "", "only this profile")
+	cmd.AddCommand(list)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "promote HASH",
 		Short: "Make a registered model its profile's active model (as operator); running services swap it in",

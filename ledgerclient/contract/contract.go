@@ -32,6 +32,7 @@ const (
 	FnPromoteModel    = "PromoteModel"
 	FnGetModel        = "GetModel"
 	FnGetActiveModel  = "GetActiveModel"
+	FnListModels      = "ListModels"
 )
 
 // Argument types of the functions that take more than a record.
@@ -145,6 +146,7 @@ var handlers = map[string]handler{
 	FnPromoteModel:    {roles: []Role{RoleOperator, RoleService}, run: bind(PromoteModel)},
 	FnGetModel:        {readOnly: true, run: bind(GetModel)},
 	FnGetActiveModel:  {readOnly: true, run: bind(GetActiveModel)},
+	FnListModels:      {readOnly: true, run: bind(ListModels)},
 }
 
 func getJSON[T any](s State, key string) (*T, error) {

@@ -67,6 +67,37 @@ func GetModel(tx Tx, a HashArgs) (Model, error) {
 	return *m, nil
 }
 
+// ListedModel is a registered model and whether it is its profile's
+// active one.
+type ListedModel struct {
+	Model
+	Active bool `json:"active"`
+}
+
+// ListModels returns the registered models, of one profile or of all
+// (an empty profile), by hash, each marked active or not.
+func ListModels(tx Tx, a ProfileArgs) ([]ListedModel, error) {
+	ms, err := listJSON(tx.State, keyModel, func(m *Model) bool { return a.Profile == "" || m.Profile == a.Profile })
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ListedModel, len(ms))
+	active := map[string]string{}
+	for i, m := range ms {
+		hash, ok := active[m.Profile]
+		if !ok {
+			raw, err := tx.State.Get(keyActiveModel + m.Profile)
+			if err != nil {
+				return nil, err
+			}
+			hash = string(raw)
+			active[m.Profile] = hash
+		}
+		out[i] = ListedModel{Model: m, Active: hash == m.Hash}
+	}
+	return out, nil
+}
+
 // GetActiveModel returns the promoted model of a profile.
 func GetActiveModel(tx Tx, a ProfileArgs) (Model, error) {
 	hash, err := tx.State.Get(keyActiveModel + a.Profile)

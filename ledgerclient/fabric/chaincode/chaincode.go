@@ -199,6 +199,9 @@ func (c *Chainwatch) GetModel(ctx contractapi.TransactionContextInterface, args 
 func (c *Chainwatch) GetActiveModel(ctx contractapi.TransactionContextInterface, args string) (string, error) {
 	return c.call(ctx, contract.FnGetActiveModel, args)
 }
+func (c *Chainwatch) ListModels(ctx contractapi.TransactionContextInterface, args string) (string, error) {
+	return c.call(ctx, contract.FnListModels, args)
+}
 
 // stubState adapts Fabric's stub to contract.State.
 type stubState struct{ stub shim.ChaincodeStubInterface }
