@@ -191,7 +191,11 @@ type warmRow struct {
 // verifier, a first model trains only once its warm-up windows' records are
 // proven untampered against their anchors.
 func NewDetector(cfg DetectorConfig, store *ModelStore, verifier HistoryVerifier, topic string, metrics *Metrics, log *slog.Logger) *Detector {
-	return &Detector{cfg: cfg.WithDefaults(), store: store, verifier: verifier, metrics: metrics, log: log, topic: topic,
+	cfg = cfg.WithDefaults()
+	// The sustained rule's level is fitted by the model to exactly this
+	// statistic, so it comes from there, not from configuration.
+	cfg.Incident.SK, cfg.Incident.SN = models.SustainedK, models.SustainedN
+	return &Detector{cfg: cfg, store: store, verifier: verifier, metrics: metrics, log: log, topic: topic,
 		watch: newWatchedDevices(metrics), verifyRetry: verifyRetry, profiles: map[string]*profileState{}}
 }
 
@@ -395,9 +399,7 @@ func (d *Detector) incident(cw *ClosedWindow, m *models.Model, j models.Judgemen
 			level = incidents.Low
 		}
 	}
-	rule := d.cfg.Incident
-	rule.SK, rule.SN = models.SustainedK, models.SustainedN
-	d.events = cw.state.incident.Observe(rule, incidents.Window{Index: cw.Index, Level: level, Score: j.Score, Elevated: j.Elevated}, d.events[:0])
+	d.events = cw.state.incident.Observe(d.cfg.Incident, incidents.Window{Index: cw.Index, Level: level, Score: j.Score, Elevated: j.Elevated}, d.events[:0])
 	var out []*contract.Alert
 	for _, ev := range d.events {
 		a := d.incidentAlert(cw.DeviceID, cw.Profile, m.Hash(), ev)

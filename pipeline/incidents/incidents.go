@@ -27,8 +27,8 @@ type Rule struct {
 	// SK elevated windows among the last SN open an incident too (the
 	// sustained rule). The model fits the level of "elevated" to exactly
 	// this statistic (models.SustainedK, models.SustainedN), so the
-	// detector sets them from the model, not from configuration.
-	// Defaults 6 and 10.
+	// detector sets them from the model, not from configuration. Zero
+	// turns the rule off.
 	SK int `yaml:"-"`
 	SN int `yaml:"-"`
 }
@@ -44,12 +44,6 @@ func (r Rule) WithDefaults() Rule {
 	if r.M == 0 {
 		r.M = 5
 	}
-	if r.SK == 0 {
-		r.SK = 6
-	}
-	if r.SN == 0 {
-		r.SN = 10
-	}
 	return r
 }
 
@@ -63,6 +57,8 @@ func (r Rule) Validate() error {
 		return fmt.Errorf("k: must be in [1, n=%d], got %d", r.N, r.K)
 	case r.M < 1:
 		return fmt.Errorf("m: must be at least 1, got %d", r.M)
+	case r.SK < 0 || r.SK > r.SN || r.SN > 16:
+		return fmt.Errorf("sustained rule: %d of %d windows is not a rule", r.SK, r.SN)
 	}
 	return nil
 }
@@ -163,7 +159,7 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 		run := s.recent & window
 		switch {
 		case bits.OnesCount16(run) >= r.K || w.Level == High && s.recent&1 == 1:
-		case bits.OnesCount16(sustained) >= r.SK:
+		case r.SK > 0 && bits.OnesCount16(sustained) >= r.SK:
 			run = sustained
 		default:
 			return out

@@ -94,8 +94,15 @@ func TestStateCheckpointRoundTrip(t *testing.T) {
 // do; a checkpoint of the earlier encoding still reads.
 func TestSustainedElevatedWindowsOpen(t *testing.T) {
 	var s State
-	r := Rule{}
+	r := Rule{SK: 6, SN: 10} // what the detector sets from the model
 	var ev []Event
+	// Without the sustained rule, elevated windows open nothing.
+	var off State
+	for i := range 12 {
+		if got := off.Observe(Rule{}, Window{Index: int64(200 + i), Score: 0.7, Elevated: true}, nil); len(got) != 0 {
+			t.Fatalf("the sustained rule opened %+v while off", got)
+		}
+	}
 	// Elevated every other window: 5 of 10 never opens…
 	for i := range 12 {
 		ev = s.Observe(r, Window{Index: int64(200 + i), Score: 0.7, Elevated: i%2 == 0}, ev)

@@ -1,7 +1,6 @@
 package sinks
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -403,12 +402,7 @@ func appendSync(path string, line []byte) error {
 	if err != nil {
 		return err
 	}
-	w := bufio.NewWriter(f)
-	if _, err := w.Write(line); err != nil {
-		f.Close()
-		return err
-	}
-	if err := w.Flush(); err != nil {
+	if _, err := f.Write(line); err != nil {
 		f.Close()
 		return err
 	}
