@@ -52,7 +52,9 @@ type DetectorConfig struct {
 	// ModelPoll is how often the ledger is asked whether a profile's
 	// active model changed (promoted by an operator, or trained first by
 	// another instance); a changed one is swapped in without a restart.
-	// Default 30s; negative turns it off.
+	// A model one instance promotes reaches the others within this.
+	// Default 5s (a read of the ledger's state, no transaction); negative
+	// turns it off.
 	ModelPoll time.Duration `yaml:"model_poll"`
 	// WindowSize is the windows' length, which turns the budget per
 	// device-hour into one per window; the service sets it from
@@ -73,7 +75,7 @@ func (c DetectorConfig) WithDefaults() DetectorConfig {
 	}
 	c.Incident = c.Incident.WithDefaults()
 	if c.ModelPoll == 0 {
-		c.ModelPoll = 30 * time.Second
+		c.ModelPoll = 5 * time.Second
 	}
 	if c.TopFeatures == 0 {
 		c.TopFeatures = 3
@@ -165,6 +167,12 @@ type profileState struct {
 	partTo map[int32]time.Time
 	// refusedHash is a promoted model Refresh refused, not tried again.
 	refusedHash string
+	// unavailable is why the ledger's active model is not loaded yet: its
+	// artifact is in neither the model directory nor the model topic.
+	// Refresh tries again; meanwhile the profile's windows are counted,
+	// not scored. missingHash is the hash last logged as missing.
+	unavailable error
+	missingHash string
 	// extend lengthens the warm-up span when history that no longer
 	// verifies was left out; retryAt delays verification after it
 	// failed to run.
@@ -209,6 +217,24 @@ func (d *Detector) Model(profile string) *models.Model {
 	return nil
 }
 
+// Unscorable lists the profiles whose windows are not being scored because
+// their active model is refused or its artifact cannot be found, each with
+// the reason; /readyz reports them.
+func (d *Detector) Unscorable() map[string]string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string]string{}
+	for name, p := range d.profiles {
+		switch {
+		case p.refused != nil:
+			out[name] = p.refused.Error()
+		case p.unavailable != nil:
+			out[name] = p.unavailable.Error()
+		}
+	}
+	return out
+}
+
 // Verdict is the judgement of one closed window: the incident events it
 // raises, if any, and whether the device's history may learn from it.
 type Verdict struct {
@@ -239,6 +265,10 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 		}
 		if p.refused != nil {
 			d.metrics.WindowsUnscored.WithLabelValues(cw.Profile, "model_refused").Inc()
+			continue
+		}
+		if p.unavailable != nil {
+			d.metrics.WindowsUnscored.WithLabelValues(cw.Profile, "model_unavailable").Inc()
 			continue
 		}
 		if p.model != nil && len(p.held) > 0 {
@@ -500,21 +530,33 @@ func (d *Detector) Refresh(ctx context.Context) {
 		if same {
 			continue
 		}
-		m, err := d.store.Load(rec.Hash)
+		m, err := d.store.Load(ctx, rec.Hash)
 		if err == nil {
 			err = m.CheckSchema()
 		}
 		d.mu.Lock()
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrArtifactMissing):
+			// Not refused: the instance that has it shares it when it
+			// loads it, or an operator registers it again.
+			if p.model == nil {
+				p.unavailable = err
+			}
+			if p.missingHash != rec.Hash {
+				p.missingHash = rec.Hash
+				d.log.Error("the active model's artifact is in neither the model directory nor the model topic; trying again (register it with 'chainwatch models register FILE')",
+					"profile", name, "hash", rec.Hash, "err", err, "current", p.model != nil)
+			}
+		case err != nil:
 			p.refusedHash = rec.Hash
 			d.metrics.ModelsRefused.WithLabelValues(name).Inc()
 			d.log.Error("promoted model refused; the current one keeps scoring", "profile", name, "hash", rec.Hash, "err", err)
-		} else {
+		default:
 			from := "none"
 			if p.model != nil {
 				from = p.model.Hash()
 			}
-			p.refused, p.warm, p.partTo = nil, nil, nil
+			p.refused, p.unavailable, p.warm, p.partTo = nil, nil, nil, nil
 			d.activate(name, p, m, "promoted on the ledger; swapped in without a restart (was "+from+")")
 		}
 		d.mu.Unlock()
@@ -531,6 +573,15 @@ func (d *Detector) profile(ctx context.Context, name string) (*profileState, err
 	}
 	if !p.checked {
 		m, err := d.store.Active(ctx, name)
+		if errors.Is(err, ErrArtifactMissing) {
+			// Promoted elsewhere, its artifact not shared (yet): the
+			// profile's windows are counted, not scored, until Refresh
+			// finds it; warming up a model of its own would be refused.
+			p.checked, p.unavailable = true, err
+			d.log.Error("the active model's artifact is in neither the model directory nor the model topic; windows of this profile are not scored until it is (register it with 'chainwatch models register FILE')",
+				"profile", name, "err", err)
+			return p, nil
+		}
 		if err != nil {
 			return nil, err
 		}

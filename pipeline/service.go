@@ -64,8 +64,11 @@ type Service struct {
 	sinks     []sinks.Sink
 	dlq       *DeadLetter
 	state     *StateStore
-	cancel    context.CancelFunc
-	ready     atomic.Bool
+	// modelTopic carries artifacts between the group's instances.
+	modelTopic *ModelTopic
+	detector   *Detector
+	cancel     context.CancelFunc
+	ready      atomic.Bool
 }
 
 // NewService prepares a service; Start runs it.
@@ -86,6 +89,27 @@ func (s *Service) Metrics() *Metrics { return s.metrics }
 // Ready reports whether both stages are running.
 func (s *Service) Ready() bool { return s.ready.Load() }
 
+// ModelHash is the hash of the profile's model this instance scores with,
+// or "" while it has none.
+func (s *Service) ModelHash(profile string) string {
+	if s.detector == nil {
+		return ""
+	}
+	if m := s.detector.Model(profile); m != nil {
+		return m.Hash()
+	}
+	return ""
+}
+
+// Unscorable lists the profiles whose windows go unscored because their
+// active model is refused or cannot be found, with the reason.
+func (s *Service) Unscorable() map[string]string {
+	if s.detector == nil {
+		return nil
+	}
+	return s.detector.Unscorable()
+}
+
 // Start creates missing topics, loads the device registry and starts the
 // detection, anchoring and telemetry stages. It fails fast, naming the broker, when Kafka is unreachable.
 func (s *Service) Start(ctx context.Context) error {
@@ -100,6 +124,9 @@ func (s *Service) Start(ctx context.Context) error {
 	if err == nil {
 		err = EnsureStateTopic(ensureCtx, s.cfg.Kafka, s.cfg.Replication, s.cfg.Topics.State)
 	}
+	if err == nil {
+		err = EnsureStateTopic(ensureCtx, s.cfg.Kafka, s.cfg.Replication, s.cfg.Topics.Models)
+	}
 	cancelEnsure()
 	if err != nil {
 		return err
@@ -111,11 +138,13 @@ func (s *Service) Start(ctx context.Context) error {
 		cancel()
 		return err
 	}
-	store := &ModelStore{Dir: s.cfg.ModelDir, Ledger: s.ledger}
+	s.modelTopic = NewModelTopic(s.cfg.Kafka, s.cfg.Topics.Models)
+	store := &ModelStore{Dir: s.cfg.ModelDir, Ledger: s.ledger, Share: s.modelTopic}
 	verifier := NewHistoryVerifier(s.ledger, s.cfg.Kafka, s.cfg.Topics.Flows, 2*time.Minute)
 	detectorCfg := s.cfg.Detector
 	detectorCfg.WindowSize = s.cfg.Detect.Window.WithDefaults().Size
 	detector := NewDetector(detectorCfg, store, verifier, s.cfg.Topics.Flows, s.metrics, s.log)
+	s.detector = detector
 	kafkaSink := sinks.NewKafkaAlertSink(s.cfg.Kafka, s.cfg.Topics.Alerts)
 	s.sinks = append([]sinks.Sink{sinks.LedgerRecorder{Ledger: s.ledger, TxSeconds: s.metrics.LedgerTx}, kafkaSink, sinks.LogSink{Log: s.log}}, s.cfg.Sinks...)
 	s.dlq = NewDeadLetter(s.cfg.Kafka, s.cfg.Topics.DeadLetter)
@@ -271,6 +300,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		if c, ok := sink.(interface{ Close() error }); ok {
 			errs = append(errs, c.Close())
 		}
+	}
+	if s.modelTopic != nil {
+		errs = append(errs, s.modelTopic.Close())
 	}
 	if s.state != nil {
 		errs = append(errs, s.state.Close())

@@ -24,6 +24,10 @@ type Topics struct {
 	// (device histories, partition watermarks); one partition. Default
 	// chainwatch.state.
 	State string `yaml:"state"`
+	// Models is the compacted topic that carries model artifacts between
+	// the instances of a group (ModelTopic); one partition. Default
+	// chainwatch.models.
+	Models string `yaml:"models"`
 }
 
 // WithDefaults fills empty names with the defaults.
@@ -43,11 +47,14 @@ func (t Topics) WithDefaults() Topics {
 	if t.State == "" {
 		t.State = "chainwatch.state"
 	}
+	if t.Models == "" {
+		t.Models = "chainwatch.models"
+	}
 	return t
 }
 
-// All lists the partitioned topics (not the state topic, which has one
-// partition and is compacted: see EnsureStateTopic).
+// All lists the partitioned topics (not the state and model topics, which
+// have one partition and are compacted: see EnsureStateTopic).
 func (t Topics) All() []string { return []string{t.Flows, t.Telemetry, t.Alerts, t.DeadLetter} }
 
 // EnsureTopics creates the topics that do not exist yet, with the given

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -44,12 +46,14 @@ on the ledger. Registering does not activate it: promote it with 'models promote
 			if err != nil {
 				return err
 			}
-			store := pipeline.ModelStore{Dir: filepath.Join(cfg.DataDir, "models")}
-			if err := os.MkdirAll(store.Dir, 0o755); err != nil {
-				return err
-			}
-			if err := m.Save(store.Path(m.Hash())); err != nil {
-				return err
+			store, done := modelStoreFor(cmd, cfg)
+			defer done()
+			if err := store.Save(cmd.Context(), m); err != nil {
+				if store.Share == nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "chainwatch: %s is in %s but not in topic %s (%v): the instances that do not share that directory load it once an instance that does loads it\n",
+					m.Hash(), store.Dir, cfg.Topics.Models, err)
 			}
 			return withLedger(g, contract.RoleOperator, func(c *ledgerclient.Client) error {
 				got, err := c.RegisterModel(cmd.Context(), contract.Model{Hash: m.Hash(), Profile: m.Profile, Algorithm: m.Algorithm,
@@ -87,8 +91,9 @@ on the ledger. Registering does not activate it: promote it with 'models promote
 			if err != nil {
 				return err
 			}
-			store := pipeline.ModelStore{Dir: filepath.Join(cfg.DataDir, "models")}
-			if _, err := store.Load(args[0]); err != nil {
+			store, done := modelStoreFor(cmd, cfg)
+			defer done()
+			if _, err := store.Load(cmd.Context(), args[0]); err != nil {
 				return fmt.Errorf("model %s: %w (register it first with 'models register FILE')", args[0], err)
 			}
 			return withLedger(g, contract.RoleOperator, func(c *ledgerclient.Client) error {
@@ -118,6 +123,26 @@ on the ledger. Registering does not activate it: promote it with 'models promote
 		},
 	})
 	return cmd
+}
+
+// modelStoreFor is the model store of the configuration's data directory,
+// sharing artifacts through the model topic when a broker answers (the
+// embedded one runs only inside `chainwatch run`). done releases it.
+func modelStoreFor(cmd *cobra.Command, cfg Config) (*pipeline.ModelStore, func()) {
+	store := &pipeline.ModelStore{Dir: filepath.Join(cfg.DataDir, "models")}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+	defer cancel()
+	cluster, err := kafkaFor(cmd, cfg, nil)
+	if err == nil {
+		err = pipeline.EnsureStateTopic(ctx, cluster, cfg.Kafka.Replication, cfg.Topics.Models)
+	}
+	if err != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "chainwatch: model topic not used (%v): only %s is read and written\n", err, store.Dir)
+		return store, func() {}
+	}
+	topic := pipeline.NewModelTopic(cluster, cfg.Topics.Models)
+	store.Share = topic
+	return store, func() { _ = topic.Close() }
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -253,6 +255,14 @@ func serveOperations(listen string, reg *prometheus.Registry, svc *pipeline.Serv
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !svc.Ready() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		if bad := svc.Unscorable(); len(bad) > 0 {
+			// Running, but part of the fleet goes unwatched: say which.
+			w.WriteHeader(http.StatusServiceUnavailable)
+			for _, profile := range slices.Sorted(maps.Keys(bad)) {
+				fmt.Fprintf(w, "profile %s: windows not scored: %s\n", profile, bad[profile])
+			}
 			return
 		}
 		fmt.Fprintln(w, "ready")
