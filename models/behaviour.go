@@ -642,6 +642,24 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	return m, devBase, nil
 }
 
+// TrainedBaseline is the baseline training leaves a device whose training
+// windows are vs, in time order (warmStart, then every window learnt, as
+// TrainBehaviour does): the baseline the service judges the device's next
+// window against once the model is trained.
+func (m *Model) TrainedBaseline(vs []features.Vector) DeviceBaseline {
+	b := m.warmStart(vs)
+	for i := range vs {
+		m.Learn(&b, &vs[i])
+	}
+	return b
+}
+
+// WarmBaseline is a device's baseline warmed on its windows vs, in time
+// order, as training warms a training device's (see warmStart): how an
+// offline evaluation starts a device before the period it judges. With
+// fewer than two windows it is the profile prior.
+func (m *Model) WarmBaseline(vs []features.Vector) DeviceBaseline { return m.warmStart(vs) }
+
 // warmStart is a training device's baseline before its first window, as
 // mature as a live device's would be: its mean is that of its first hour
 // of windows, and its variance that of its one-step-ahead residuals when

@@ -134,3 +134,22 @@ func (t *DriftTracker) Observe(v *features.Vector) ([]float64, bool) {
 	t.n = 0
 	return psi, true
 }
+
+// Drift is the PSI of every feature (indexed as features.Names) of the
+// given windows — all of them, unsampled — against the model's training
+// distribution: what `chainwatch models drift` reports for a period. It
+// returns nil when the model carries no training distribution.
+func (m *Model) Drift(vs []features.Vector) []float64 {
+	if m == nil || m.Behaviour == nil || len(m.Behaviour.Drift) != features.Count || len(vs) == 0 {
+		return nil
+	}
+	psi := make([]float64, features.Count)
+	for j, b := range m.Behaviour.Drift {
+		counts := make([]float64, len(b.Expected))
+		for i := range vs {
+			counts[b.bin(vs[i][j])]++
+		}
+		psi[j] = PSI(b.Expected, counts)
+	}
+	return psi
+}

@@ -92,8 +92,8 @@ func (c DetectorConfig) WithDefaults() DetectorConfig {
 	return c
 }
 
-// budget is the models.Budget the configuration asks for.
-func (c DetectorConfig) budget() models.Budget {
+// Budget is the models.Budget the configuration asks for.
+func (c DetectorConfig) Budget() models.Budget {
 	return models.Budget{FalseAlertsPer1000DeviceHours: c.FalseAlertsPer1000DeviceHours,
 		WindowSeconds: c.WindowSize.Seconds(), K: c.Incident.K, N: c.Incident.N}
 }
@@ -173,6 +173,11 @@ type profileState struct {
 	// not scored. missingHash is the hash last logged as missing.
 	unavailable error
 	missingHash string
+	// epoch counts the models swapped in after the first: a device whose
+	// baseline was learned under an earlier one (deviceState.epoch behind)
+	// starts it again from the new model's profile prior at its next
+	// window, since a promoted model says what normal is now.
+	epoch uint32
 	// extend lengthens the warm-up span when history that no longer
 	// verifies was left out; retryAt delays verification after it
 	// failed to run.
@@ -404,7 +409,13 @@ func (d *Detector) baseline(p *profileState, cw *ClosedWindow) *models.DeviceBas
 		cw.state = &deviceState{id: cw.DeviceID, profile: cw.Profile}
 	}
 	b := &cw.state.baseline
-	if !b.Started() {
+	switch {
+	case cw.state.epoch != p.epoch:
+		// Learned under a model since replaced: the promoted model's
+		// normal is learned afresh, as a new device's is.
+		cw.state.epoch = p.epoch
+		p.model.StartBaseline(b)
+	case !b.Started():
 		if seed, ok := p.seeds[cw.DeviceID]; ok {
 			*b = seed
 			delete(p.seeds, cw.DeviceID)
@@ -418,18 +429,7 @@ func (d *Detector) baseline(p *profileState, cw *ClosedWindow) *models.DeviceBas
 // incident advances the device's incident state with a judged window and
 // returns the alerts its events raise.
 func (d *Detector) incident(cw *ClosedWindow, m *models.Model, j models.Judgement, r []float64) []*contract.Alert {
-	level := incidents.Normal
-	if j.Anomalous {
-		switch j.Confidence {
-		case models.ConfidenceHigh:
-			level = incidents.High
-		case models.ConfidenceMedium:
-			level = incidents.Medium
-		default:
-			level = incidents.Low
-		}
-	}
-	d.events = cw.state.incident.Observe(d.cfg.Incident, incidents.Window{Index: cw.Index, Level: level, Score: j.Score, Elevated: j.Elevated}, d.events[:0])
+	d.events = cw.state.incident.Observe(d.cfg.Incident, incidentWindow(cw.Index, j), d.events[:0])
 	var out []*contract.Alert
 	for _, ev := range d.events {
 		a := d.incidentAlert(cw.DeviceID, cw.Profile, m.Hash(), ev)
@@ -442,6 +442,22 @@ func (d *Detector) incident(cw *ClosedWindow, m *models.Model, j models.Judgemen
 		out = append(out, a)
 	}
 	return out
+}
+
+// incidentWindow is a judged window as the incident rule sees it.
+func incidentWindow(index int64, j models.Judgement) incidents.Window {
+	level := incidents.Normal
+	if j.Anomalous {
+		switch j.Confidence {
+		case models.ConfidenceHigh:
+			level = incidents.High
+		case models.ConfidenceMedium:
+			level = incidents.Medium
+		default:
+			level = incidents.Low
+		}
+	}
+	return incidents.Window{Index: index, Level: level, Score: j.Score, Elevated: j.Elevated}
 }
 
 // incidentAlert is the alert that reports one incident event.
@@ -555,6 +571,9 @@ func (d *Detector) Refresh(ctx context.Context) {
 			from := "none"
 			if p.model != nil {
 				from = p.model.Hash()
+			}
+			if p.model != nil {
+				p.epoch++
 			}
 			p.refused, p.unavailable, p.warm, p.partTo = nil, nil, nil, nil
 			d.activate(name, p, m, "promoted on the ledger; swapped in without a restart (was "+from+")")
@@ -705,7 +724,7 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 			Trees: d.cfg.Trees, Subsample: d.cfg.Subsample, Extension: d.cfg.Extension,
 			Seed: d.cfg.Seed ^ stableHash(cw.Profile),
 		},
-		Budget:       d.cfg.budget(),
+		Budget:       d.cfg.Budget(),
 		Profile:      cw.Profile,
 		TrainingData: refs,
 	})

@@ -92,4 +92,53 @@ func TestIntegrityFindingInWarmupDoesNotStopDetection(t *testing.T) {
 			t.Errorf("profile %s scored no window", p)
 		}
 	}
+
+	// Reading the same history back for a data scientist (features
+	// export, train) leaves out exactly the windows the forged record is
+	// in, lists its range, and gives the same windows on every read.
+	reg2, err := pipeline.SnapshotRegistry(ctx, env.as(contract.RoleAnalyst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() ([]pipeline.HistoryWindow, pipeline.HistoryReport) {
+		var ws []pipeline.HistoryWindow
+		rep, err := pipeline.ReadHistory(ctx, pipeline.HistoryRequest{Kafka: env.kafka, Ledger: env.as(contract.RoleAnalyst), Registry: reg2,
+			Topic: env.topics.Flows, Since: start, Until: start.Add(3 * time.Hour)}, func(w *pipeline.HistoryWindow) error {
+			c := *w
+			c.Anchors = append([]string(nil), w.Anchors...)
+			ws = append(ws, c)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ws, rep
+	}
+	first, rep := read()
+	again, _ := read()
+	t.Logf("history read back: %d windows, %d excluded, ranges %+v", rep.Windows, rep.ExcludedWindows, rep.Excluded)
+	if len(rep.Excluded) != 1 || rep.Excluded[0].Partition != 0 || rep.Excluded[0].FirstOffset > 200 || rep.Excluded[0].LastOffset < 200 ||
+		rep.Excluded[0].Status != pipeline.RangeMismatched {
+		t.Errorf("excluded ranges %+v, want the one anchored range of partition 0 holding offset 200", rep.Excluded)
+	}
+	if rep.ExcludedWindows == 0 || len(first) == 0 {
+		t.Errorf("%d windows read, %d excluded", len(first), rep.ExcludedWindows)
+	}
+	bad := rep.Excluded[0]
+	for _, w := range first {
+		if len(w.Anchors) == 0 {
+			t.Fatalf("window %+v names no anchor", w)
+		}
+		if w.Partition == bad.Partition && w.FirstOffset <= bad.LastOffset && bad.FirstOffset <= w.LastOffset {
+			t.Fatalf("window of %s at %s has records in the forged range", w.Device, w.Start)
+		}
+	}
+	if len(again) != len(first) {
+		t.Fatalf("two reads of the same history: %d and %d windows", len(first), len(again))
+	}
+	for i := range first {
+		if first[i].Device != again[i].Device || first[i].Start != again[i].Start || first[i].Vector != again[i].Vector {
+			t.Fatalf("two reads of the same history differ at window %d: %+v and %+v", i, first[i], again[i])
+		}
+	}
 }

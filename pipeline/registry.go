@@ -11,6 +11,28 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 )
 
+// SnapshotRegistry loads every device and approved firmware from the ledger
+// once, without following later changes: what a command reading history
+// needs.
+func SnapshotRegistry(ctx context.Context, ledger *ledgerclient.Client) (*Registry, error) {
+	r := &Registry{byID: map[string]*contract.Device{}, byMAC: map[string]*contract.Device{}, byIP: map[string]*contract.Device{}, firmware: map[string]map[string]bool{}}
+	devices, err := ledger.ListDevices(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("device registry: %w", err)
+	}
+	for i := range devices {
+		r.put(&devices[i])
+	}
+	approved, err := ledger.ListFirmware(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("device registry: %w", err)
+	}
+	for _, f := range approved {
+		r.approve(f)
+	}
+	return r, nil
+}
+
 // Registry is the stages' cached view of the devices' birth certificates on
 // the ledger, indexed by id, MAC and IP. It follows the ledger's
 // device.changed events, so a registration or revocation takes effect
@@ -26,25 +48,14 @@ type Registry struct {
 // NewRegistry loads every device from the ledger and keeps following it
 // until ctx ends.
 func NewRegistry(ctx context.Context, ledger *ledgerclient.Client, log *slog.Logger) (*Registry, error) {
-	r := &Registry{byID: map[string]*contract.Device{}, byMAC: map[string]*contract.Device{}, byIP: map[string]*contract.Device{}, firmware: map[string]map[string]bool{}}
 	// Subscribe first so that no change slips between the listing and the feed.
 	events, err := ledger.Backend.Subscribe(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("device registry: subscribe: %w", err)
 	}
-	devices, err := ledger.ListDevices(ctx)
+	r, err := SnapshotRegistry(ctx, ledger)
 	if err != nil {
-		return nil, fmt.Errorf("device registry: %w", err)
-	}
-	for i := range devices {
-		r.put(&devices[i])
-	}
-	approved, err := ledger.ListFirmware(ctx, "")
-	if err != nil {
-		return nil, fmt.Errorf("device registry: %w", err)
-	}
-	for _, f := range approved {
-		r.approve(f)
+		return nil, err
 	}
 	go func() {
 		for ev := range events {

@@ -66,6 +66,10 @@ type deviceState struct {
 	// (Unix ns): its records were scored and are late from then on.
 	closedThrough int64
 	first, last   int64 // offsets of the open window's first and last record
+	// epoch is the detector's model epoch of the device's profile its
+	// baseline was learned under (not checkpointed: a restart keeps the
+	// baselines it restores).
+	epoch uint32
 }
 
 // partitionWindows tracks the devices of one partition. Devices are keyed to

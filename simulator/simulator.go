@@ -84,6 +84,22 @@ type Config struct {
 	// AttackLength bounds an attack's duration: each lasts a whole number
 	// of minutes drawn from [AttackLength/2, AttackLength). Default 16m.
 	AttackLength time.Duration
+	// Shift, when set, changes a profile's normal behaviour part-way
+	// through the live phase, as a firmware update does: the drift that
+	// retraining answers. It is not an attack and has no ground-truth row.
+	Shift *Shift
+}
+
+// Shift changes every device of Profile from After into the live phase on:
+// its flow rate is multiplied by Factor (a camera firmware that streams
+// twice as often doubles its flows and its bytes) and, with NewCloud, its
+// cloud traffic goes to endpoints it never used before (the vendor's new
+// service), the same ones from then on.
+type Shift struct {
+	Profile  string
+	After    time.Duration
+	Factor   float64
+	NewCloud bool
 }
 
 func (c Config) withDefaults() Config {
@@ -131,6 +147,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Kafka == nil:
 		return errors.New("simulate: no Kafka cluster")
+	case c.Shift != nil && (c.Shift.Factor <= 0 || c.Shift.After < 0 || c.Shift.Profile == ""):
+		return fmt.Errorf("simulate: shift needs a profile, a positive factor and a non-negative start, got %+v", *c.Shift)
 	case c.Devices < 0 || c.Devices > 60000:
 		return fmt.Errorf("simulate: devices must be in [1, 60000], got %d", c.Devices)
 	case c.AttackEvery < 0 || c.FirstAttackAfter < 0:
@@ -176,6 +194,8 @@ type Simulator struct {
 	truth    *csv.Writer
 	file     *os.File
 	stats    Stats
+	// shiftFrom is when Config.Shift takes effect.
+	shiftFrom time.Time
 }
 
 // New builds the fleet. Nothing is produced until Run.
@@ -301,6 +321,9 @@ func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 	}
 	defer tw.Close()
 	liveStart := cfg.Start.Add(cfg.History)
+	if cfg.Shift != nil {
+		s.shiftFrom = liveStart.Add(cfg.Shift.After)
+	}
 	nextAttack := liveStart.Add(cfg.FirstAttackAfter)
 	nextTrust := liveStart.Add(cfg.FirstTrustAfter)
 	var telemetry []kafka.Message
@@ -447,11 +470,21 @@ func (s *Simulator) deviceTraffic(rng *rand.Rand, d *Device, minute time.Time, o
 	hour := float64(minute.Hour()) + float64(minute.Minute())/60
 	p := d.Profile
 	rate := d.scaled() * p.FlowsPerMinute * (1 + p.Diurnal*math.Sin(2*math.Pi*(hour-8)/24))
+	shifted := false
+	if sh := s.cfg.Shift; sh != nil && p.Name == sh.Profile && !minute.Before(s.shiftFrom) {
+		rate *= sh.Factor
+		shifted = sh.NewCloud
+	}
 	for range poisson(rng, rate) {
 		pe := pickPeer(rng, p.Peers)
 		peer := p.Peers[pe]
 		addrs := d.peers[pe]
 		dst := addrs[rng.IntN(len(addrs))]
+		if shifted && peer.Kind == "cloud" {
+			a := dst.As4()
+			a[0] ^= 0x40 // 52.x.y.z → 116.x.y.z: a new provider, stable per endpoint
+			dst = netip.AddrFrom4(a)
+		}
 		if peer.Kind == "cloud" && rng.Float64() < 0.003 {
 			// Now and then a cloud endpoint moves: a benign new destination.
 			dst = netip.AddrFrom4([4]byte{52, 200, byte(rng.IntN(256)), byte(1 + rng.IntN(254))})

@@ -106,6 +106,7 @@ func newRootCommand() *cobra.Command {
 		newSimulateCommand(g),
 		newConfigCommand(g),
 		newModelsCommand(g),
+		newFeaturesCommand(g),
 		newTrainCommand(g),
 		newEvaluateCommand(g),
 		newLedgerCommand(g),

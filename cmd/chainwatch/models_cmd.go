@@ -82,6 +82,27 @@ on the ledger. Registering does not activate it: promote it with 'models promote
 	}
 	list.Flags().StringVar(&profile, "profile", "", "only this profile")
 	cmd.AddCommand(list)
+	var (
+		dh        historyFlags
+		driftFile string
+		quiet     bool
+	)
+	drift := &cobra.Command{
+		Use:   "drift (--profile P | --model FILE) --since T --until T",
+		Short: "Population stability index of every feature between a period's verified windows and a model's training data",
+		Long: `Reads the profile's verified windows of the period and compares each feature's
+distribution with the training distribution the model recorded (deciles), as the
+population stability index: below 0.1 stable, 0.1–0.25 a moderate shift, above 0.25
+a significant one. The model is the profile's active one, or --model FILE.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return driftOnHistory(cmd, g, &dh, driftFile, quiet)
+		},
+	}
+	dh.register(drift, false)
+	drift.Flags().StringVar(&driftFile, "model", "", "model artifact to compare with (default: the profile's active model)")
+	drift.Flags().BoolVar(&quiet, "quiet", false, "no progress on stderr")
+	cmd.AddCommand(drift)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "promote HASH",
 		Short: "Make a registered model its profile's active model (as operator); running services swap it in",
@@ -166,22 +187,42 @@ func readDataset(path, labelColumn, positive string) (*models.Dataset, string, e
 	return ds, hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func newTrainCommand(*globals) *cobra.Command {
+func newTrainCommand(g *globals) *cobra.Command {
 	var (
 		csvPath, labelColumn, out, profile string
 		cfg                                iforest.Config
 		contamination                      float64
+		h                                  historyFlags
+		quiet                              bool
 	)
 	cmd := &cobra.Command{
-		Use:   "train --csv data.csv --out model.cwm",
-		Short: "Train an isolation forest on a CSV and write a model artifact",
-		Long: `Train an isolation forest (extended when --extension > 0) on the numeric columns of a
-CSV whose header names the features. A label column, if named, is left out of the
-features. The artifact records the CSV's SHA-256 as its training data.`,
+		Use:   "train (--since T --until T --profile P | --csv data.csv) --out model.cwm",
+		Short: "Train a profile's behaviour model on verified history, or an isolation forest on a CSV",
+		Long: `With --since, --until and --profile: train the profile's behaviour model on the
+verified history of the period, exactly as the service trains a first model (the
+same features, device baselines, forest settings from the detector configuration
+and threshold calibrated to detector.false_alerts_per_1000_device_hours). The
+artifact records the anchors its training data came from; the same history and
+--seed give the same artifact hash. Register and promote it with 'models register'
+and 'models promote'.
+
+With --csv: train an isolation forest (extended when --extension > 0) on the numeric
+columns of a CSV whose header names the features. A label column, if named, is left
+out of the features. The artifact records the CSV's SHA-256 as its training data.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if h.since != "" || h.until != "" {
+				if csvPath != "" {
+					return usagef("--csv and --since/--until are two ways to train: pick one")
+				}
+				if out == "" || profile == "" {
+					return usagef("--out and --profile are required")
+				}
+				h.profile = profile
+				return trainOnHistory(cmd, g, &h, cfg, cmd.Flags().Changed("trees"), cmd.Flags().Changed("subsample"), cmd.Flags().Changed("extension"), cmd.Flags().Changed("seed"), out, quiet)
+			}
 			if csvPath == "" || out == "" {
-				return usagef("--csv and --out are required")
+				return usagef("--csv (or --since and --until) and --out are required")
 			}
 			ds, digest, err := readDataset(csvPath, labelColumn, "")
 			if err != nil {
@@ -225,18 +266,91 @@ features. The artifact records the CSV's SHA-256 as its training data.`,
 	f.IntVar(&cfg.Extension, "extension", 0, "extension level (0 = classic isolation forest)")
 	f.Uint64Var(&cfg.Seed, "seed", 0, "random seed")
 	f.IntVar(&cfg.Workers, "workers", runtime.GOMAXPROCS(0), "goroutines building trees")
-	f.Float64Var(&contamination, "contamination", 0.01, "share of training rows assumed anomalous (sets the threshold)")
+	f.Float64Var(&contamination, "contamination", 0.01, "share of training rows assumed anomalous (sets the threshold; CSV training)")
+	f.StringVar(&h.since, "since", "", "start of the verified history to train on, RFC 3339")
+	f.StringVar(&h.until, "until", "", "end of the verified history to train on, RFC 3339")
+	f.DurationVar(&h.leadIn, "lead-in", time.Hour, "history read before --since to build each device's feature context")
+	f.StringSliceVar(&h.brokers, "brokers", nil, "Kafka brokers (default kafka.brokers, else the embedded broker of a running `chainwatch run`)")
+	f.BoolVar(&quiet, "quiet", false, "no progress on stderr")
 	return cmd
 }
 
-func newEvaluateCommand(*globals) *cobra.Command {
+// trainOnHistory is `train --since --until --profile`: the detector's
+// configuration, with the forest flags given on the command line in place
+// of its settings.
+func trainOnHistory(cmd *cobra.Command, g *globals, h *historyFlags, forest iforest.Config, trees, subsample, extension, seed bool, out string, quiet bool) error {
+	vh, err := openVerifiedHistory(cmd, g, h)
+	if err != nil {
+		return err
+	}
+	defer vh.close()
+	dc := vh.cfg.Detector
+	dc.WindowSize = vh.cfg.Window.Size
+	if trees {
+		dc.Trees = forest.Trees
+	}
+	if subsample {
+		dc.Subsample = forest.Subsample
+	}
+	if extension {
+		dc.Extension = forest.Extension
+	}
+	if seed {
+		dc.Seed = forest.Seed
+	}
+	report, finish := progress(cmd, "train "+h.profile, quiet)
+	vh.req.Progress = report
+	started := time.Now()
+	m, rep, err := pipeline.TrainOnHistory(cmd.Context(), vh.req, dc)
+	finish()
+	for _, x := range rep.Excluded {
+		fmt.Fprintf(cmd.ErrOrStderr(), "excluded: %s/%d offsets %d-%d %s %s\n", vh.topic, x.Partition, x.FirstOffset, x.LastOffset, x.Status, x.Detail)
+	}
+	if err != nil {
+		return err
+	}
+	if err := m.Save(out); err != nil {
+		return err
+	}
+	return writeJSON(cmd.OutOrStdout(), map[string]any{
+		"model": out, "hash": m.Hash(), "profile": m.Profile, "algorithm": m.Algorithm,
+		"windows": rep.Windows, "excluded_windows": rep.ExcludedWindows, "excluded_ranges": len(rep.Excluded),
+		"training_anchors": len(rep.Anchors), "threshold": m.Calibration.Threshold, "metrics": m.Metrics,
+		"budget_false_alerts_per_1000_device_hours": dc.WithDefaults().FalseAlertsPer1000DeviceHours,
+		"seed": dc.Seed, "took": time.Since(started).Round(time.Millisecond).String(),
+	})
+}
+
+func newEvaluateCommand(g *globals) *cobra.Command {
 	var modelPath, csvPath, labelColumn, positive, plotPath string
 	var k int
+	var h historyFlags
+	var baselineSpan time.Duration
+	var quiet bool
 	cmd := &cobra.Command{
-		Use:   "evaluate --model model.cwm --csv test.csv --label-column c",
-		Short: "Score a labelled CSV with a model and print ROC AUC, average precision and precision at k as JSON",
-		Args:  cobra.NoArgs,
+		Use:   "evaluate --model model.cwm (--since T --until T [--ground-truth truth.csv] | --csv test.csv --label-column c)",
+		Short: "Compare a candidate behaviour model with the active one on a labelled period of verified history, or score a labelled CSV",
+		Long: `With --since and --until: judge the verified windows of the model's profile in the
+period with the candidate and with the profile's active model, each as the service
+would once it is promoted (each device's baseline starting from the model's profile
+prior, or warmed on --baseline-span before the period; learning from normal windows;
+incidents by the detector's rule), and print for each: ROC AUC,
+average precision, precision at k, recall at the false-alert budget, false alerts
+and false incidents per 1,000 device-hours. Labels come from --ground-truth or from
+analysts' verdicts. --plot draws both ROC curves side by side in one PNG.
+
+With --csv: score a labelled CSV with a model trained from a CSV.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if h.since != "" || h.until != "" {
+				if csvPath != "" {
+					return usagef("--csv and --since/--until are two ways to evaluate: pick one")
+				}
+				if modelPath == "" {
+					return usagef("--model is required")
+				}
+				return evaluateOnHistory(cmd, g, &h, modelPath, plotPath, k, baselineSpan, quiet)
+			}
 			if modelPath == "" || csvPath == "" || labelColumn == "" {
 				return usagef("--model, --csv and --label-column are required")
 			}
@@ -295,6 +409,13 @@ func newEvaluateCommand(*globals) *cobra.Command {
 	f.StringVar(&labelColumn, "label-column", "", "column holding the labels")
 	f.StringVar(&positive, "positive", "", `label value of an anomaly (default: 1, true, yes, anomaly or anomalous)`)
 	f.IntVar(&k, "k", 0, "k for precision at k (default: the number of anomalies)")
-	f.StringVar(&plotPath, "plot", "", "write the ROC curve to this PNG")
+	f.StringVar(&plotPath, "plot", "", "write the ROC curve(s) to this PNG")
+	f.StringVar(&h.since, "since", "", "start of the labelled period, RFC 3339")
+	f.StringVar(&h.until, "until", "", "end of the labelled period, RFC 3339")
+	f.StringVar(&h.truth, "ground-truth", "", "ground-truth CSV of simulated data (device_id,profile,scenario,start,end); default: analysts' verdicts")
+	f.DurationVar(&h.leadIn, "lead-in", time.Hour, "history read before the baseline span to build each device's feature context")
+	f.DurationVar(&baselineSpan, "baseline-span", 0, "windows before --since that warm each device's baseline, not judged (default none: each device starts from the model's profile prior, as after a promotion)")
+	f.StringSliceVar(&h.brokers, "brokers", nil, "Kafka brokers (default kafka.brokers, else the embedded broker of a running `chainwatch run`)")
+	f.BoolVar(&quiet, "quiet", false, "no progress on stderr")
 	return cmd
 }

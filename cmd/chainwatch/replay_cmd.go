@@ -188,18 +188,13 @@ func partitionsOf(ctx context.Context, cluster *kafkaconn.Cluster, topic string,
 	if only >= 0 {
 		return []int{only}, nil
 	}
-	conn, err := cluster.Dial(ctx)
+	ps, err := pipeline.TopicPartitions(ctx, cluster, topic)
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
-	ps, err := conn.ReadPartitions(topic)
-	if err != nil {
-		return nil, fmt.Errorf("topic %s: %w", topic, err)
-	}
-	var out []int
-	for _, p := range ps {
-		out = append(out, p.ID)
+	out := make([]int, len(ps))
+	for i, p := range ps {
+		out[i] = int(p)
 	}
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // RecentSize is how many recently first-contacted hosts a device keeps
@@ -88,9 +89,17 @@ func (d *Device) Observe(w *Window, index int64) Vector {
 		}
 		if !known && mature { // a first contact
 			firstContact = true
-			d.remember(dst, index)
+			w.fresh = append(w.fresh, dst)
 		}
 	}
+	// Remembered after every lookup and in address order, so that which
+	// entry an eviction drops never depends on the map's order: the same
+	// history always gives the same features.
+	slices.Sort(w.fresh)
+	for _, dst := range w.fresh {
+		d.remember(dst, index)
+	}
+	w.fresh = w.fresh[:0]
 	if firstContact {
 		d.firstContacts++
 	}

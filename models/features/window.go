@@ -1,6 +1,9 @@
 package features
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // Flow is what the feature extractor needs of one flow record, seen from the
 // device: it initiated the flow towards Dst:DstPort.
@@ -32,6 +35,8 @@ type Window struct {
 	bytesOut, bytesIn, packetsOut, packets uint64
 	dsts                                   map[uint64]bool // destination → internal
 	ports                                  map[uint16]uint32
+	counts                                 []uint32 // scratch for the entropy
+	fresh                                  []uint64 // scratch: first contacts (Device.Observe)
 }
 
 // NewWindow returns an empty window.
@@ -105,9 +110,17 @@ func (w *Window) vector() Vector {
 	if w.flows == 0 { // inbound traffic only: no flow of the device's own
 		return v
 	}
-	// H = −Σ p_i log₂ p_i over the share of flows to each destination port.
-	entropy := 0.0
+	// H = −Σ p_i log₂ p_i over the share of flows to each destination port,
+	// summed in ascending order of count: a map's order varies from run to
+	// run, and a float sum in another order can differ in its last bit, so
+	// that replaying the same history would not give the same features.
+	w.counts = w.counts[:0]
 	for _, c := range w.ports {
+		w.counts = append(w.counts, c)
+	}
+	slices.Sort(w.counts)
+	entropy := 0.0
+	for _, c := range w.counts {
 		p := float64(c) / flows
 		entropy -= p * math.Log2(p)
 	}

@@ -1,0 +1,364 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/chainwatch/chainwatch/models"
+	"github.com/chainwatch/chainwatch/models/eval"
+	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/incidents"
+)
+
+// periodWindows are a profile's verified windows of a period, grouped per
+// device in time order, with their labels, and the windows just before the
+// period that warm each device's baseline.
+type periodWindows struct {
+	series   []pipeline.OfflineSeries
+	labels   [][]label // per series, per window
+	windows  int
+	excluded []pipeline.ReplayRange
+	window   time.Duration
+}
+
+// readPeriod reads the period [since, until) of vh's profile, and the
+// baseline span before it.
+func readPeriod(cmd *cobra.Command, vh *verifiedHistory, lab *labels, baselineSpan time.Duration, quiet bool) (*periodWindows, error) {
+	since := vh.req.Since
+	req := vh.req
+	req.Since = since.Add(-baselineSpan)
+	report, finish := progress(cmd, "read", quiet)
+	req.Progress = report
+	byDevice := map[string]int{}
+	pw := &periodWindows{window: vh.cfg.Window.Size}
+	rep, err := pipeline.ReadHistory(cmd.Context(), req, func(w *pipeline.HistoryWindow) error {
+		i, ok := byDevice[w.Device]
+		if !ok {
+			i = len(pw.series)
+			byDevice[w.Device] = i
+			pw.series = append(pw.series, pipeline.OfflineSeries{Device: w.Device})
+			pw.labels = append(pw.labels, nil)
+		}
+		s := &pw.series[i]
+		if w.Start.Before(since) {
+			s.LeadIn = append(s.LeadIn, w.Vector)
+			return nil
+		}
+		s.Vectors = append(s.Vectors, w.Vector)
+		s.Index = append(s.Index, w.Start.UnixNano()/int64(pw.window))
+		pw.labels[i] = append(pw.labels[i], lab.of(w.Device, w.Start, w.End))
+		pw.windows++
+		return nil
+	})
+	finish()
+	if err != nil {
+		return nil, err
+	}
+	pw.excluded = rep.Excluded
+	// Devices in id order, each in time order: the same history always
+	// judges the same way.
+	order := make([]int, len(pw.series))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(pw.series[a].Device, pw.series[b].Device) })
+	series, labs := make([]pipeline.OfflineSeries, 0, len(order)), make([][]label, 0, len(order))
+	for _, i := range order {
+		if len(pw.series[i].Vectors) > 0 {
+			series, labs = append(series, pw.series[i]), append(labs, pw.labels[i])
+		}
+	}
+	pw.series, pw.labels = series, labs
+	return pw, nil
+}
+
+// modelFigures is one model's evaluation on a labelled period.
+type modelFigures struct {
+	Model   string   `json:"model"`
+	Role    string   `json:"role"` // candidate or active
+	AUC     *float64 `json:"roc_auc"`
+	AP      *float64 `json:"average_precision"`
+	PAtK    *float64 `json:"precision_at_k"`
+	K       int      `json:"k"`
+	Recall  *float64 `json:"recall_at_budget"`
+	Flagged int      `json:"anomalous_windows"`
+	// FalseAlerts counts anomalous windows labelled normal (or unlabelled);
+	// FalseIncidents counts incidents none of whose windows is labelled
+	// anomalous.
+	FalseAlerts            int     `json:"false_alerts"`
+	FalseAlertsPer1000DH   float64 `json:"false_alerts_per_1000_device_hours"`
+	Incidents              int     `json:"incidents"`
+	FalseIncidents         int     `json:"false_incidents"`
+	FalseIncidentsPer1000D float64 `json:"false_incidents_per_1000_device_hours"`
+
+	curve eval.Curve
+}
+
+// figures judges the period with m as the detector would and measures it.
+func (p *periodWindows) figures(m *models.Model, role string, rule incidents.Rule, k int, seeds map[string]models.DeviceBaseline) (modelFigures, error) {
+	js, incidents, err := pipeline.JudgeOffline(m, rule, p.series, seeds)
+	if err != nil {
+		return modelFigures{}, fmt.Errorf("%s model %s: %w", role, m.Hash(), err)
+	}
+	f := modelFigures{Model: m.Hash(), Role: role, Incidents: incidents}
+	scores := make([]float64, 0, len(js))
+	truth := make([]bool, 0, len(js))
+	trueIncident := make([]bool, incidents)
+	positives, caught := 0, 0
+	n := 0
+	for i := range p.series {
+		for _, l := range p.labels[i] {
+			j := js[n]
+			n++
+			pos := l.ok && l.value == 1
+			scores = append(scores, j.Score)
+			truth = append(truth, pos)
+			if pos {
+				positives++
+				if j.Anomalous {
+					caught++
+				}
+				if j.Incident >= 0 {
+					trueIncident[j.Incident] = true
+				}
+			}
+			if j.Anomalous {
+				f.Flagged++
+				if !pos {
+					f.FalseAlerts++
+				}
+			}
+		}
+	}
+	for _, t := range trueIncident {
+		if !t {
+			f.FalseIncidents++
+		}
+	}
+	hours := float64(p.windows) * p.window.Hours()
+	if hours > 0 {
+		f.FalseAlertsPer1000DH = round3(float64(f.FalseAlerts) / hours * 1000)
+		f.FalseIncidentsPer1000D = round3(float64(f.FalseIncidents) / hours * 1000)
+	}
+	if positives > 0 {
+		r := round3(float64(caught) / float64(positives))
+		f.Recall = &r
+	}
+	if res, err := eval.Evaluate(scores, truth, k); err == nil {
+		auc, ap, pk := round3(res.AUC), round3(res.AP), round3(res.PrecisionAtK)
+		f.AUC, f.AP, f.PAtK, f.K = &auc, &ap, &pk, res.K
+		fpr, tpr := eval.ROC(scores, truth)
+		f.curve = eval.Curve{Title: role + " " + m.Hash()[:12], FPR: fpr, TPR: tpr, AUC: res.AUC}
+	}
+	return f, nil
+}
+
+// trainedBaselines are the baselines m's training left each device, so
+// that each model judges a device against the normal it learnt for it, as
+// the service does: the training windows are read again from the span of
+// the anchors the model records as its training data. A model whose
+// training data are not anchors of this ledger (trained from a CSV) has
+// none, and its devices start from their lead-in.
+func trainedBaselines(cmd *cobra.Command, vh *verifiedHistory, m *models.Model, quiet bool) map[string]models.DeviceBaseline {
+	var from, to time.Time
+	for _, id := range m.TrainingData {
+		a, err := vh.ledger.GetAnchor(cmd.Context(), id)
+		if err != nil {
+			continue
+		}
+		if from.IsZero() || a.FirstTimestamp.Before(from) {
+			from = a.FirstTimestamp
+		}
+		if a.LastTimestamp.After(to) {
+			to = a.LastTimestamp
+		}
+	}
+	if from.IsZero() || !to.After(from) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "chainwatch: model %s names no anchor of this ledger as training data: its devices start from their lead-in\n", m.Hash()[:12])
+		return nil
+	}
+	req := vh.req
+	req.Since, req.Until = from.Truncate(vh.cfg.Window.Size), to.Truncate(vh.cfg.Window.Size)
+	report, finish := progress(cmd, "training windows of "+m.Hash()[:12], quiet)
+	req.Progress = report
+	series := map[string][]features.Vector{}
+	_, err := pipeline.ReadHistory(cmd.Context(), req, func(w *pipeline.HistoryWindow) error {
+		series[w.Device] = append(series[w.Device], w.Vector)
+		return nil
+	})
+	finish()
+	if err != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "chainwatch: training windows of %s not read (%v): its devices start from their lead-in\n", m.Hash()[:12], err)
+		return nil
+	}
+	seeds := make(map[string]models.DeviceBaseline, len(series))
+	for d, vs := range series {
+		seeds[d] = m.TrainedBaseline(vs)
+	}
+	return seeds
+}
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+// evaluateOnHistory is `evaluate --model FILE --since --until`.
+func evaluateOnHistory(cmd *cobra.Command, g *globals, h *historyFlags, modelPath, plotPath string, k int, baselineSpan time.Duration, quiet bool) error {
+	cand, err := models.Load(modelPath)
+	if err != nil {
+		return err
+	}
+	if err := cand.CheckSchema(); err != nil {
+		return fmt.Errorf("%s: %w", modelPath, err)
+	}
+	h.profile = cand.Profile
+	vh, err := openVerifiedHistory(cmd, g, h)
+	if err != nil {
+		return err
+	}
+	defer vh.close()
+	store, done := modelStoreFor(cmd, vh.cfg)
+	defer done()
+	store.Ledger = vh.ledger
+	active, err := store.Active(cmd.Context(), cand.Profile)
+	if err != nil {
+		return fmt.Errorf("the active model to compare with: %w", err)
+	}
+	lab, err := loadLabels(cmd.Context(), vh.ledger, h.truth)
+	if err != nil {
+		return err
+	}
+	p, err := readPeriod(cmd, vh, lab, baselineSpan, quiet)
+	if err != nil {
+		return err
+	}
+	for _, x := range p.excluded {
+		fmt.Fprintf(cmd.ErrOrStderr(), "excluded: %s/%d offsets %d-%d %s %s\n", vh.topic, x.Partition, x.FirstOffset, x.LastOffset, x.Status, x.Detail)
+	}
+	if p.windows == 0 {
+		return fmt.Errorf("no verified window of %s between %s and %s", cand.Profile, h.since, h.until)
+	}
+	dc := vh.cfg.Detector
+	dc.WindowSize = vh.cfg.Window.Size
+	rule := pipeline.IncidentRule(dc)
+	out := struct {
+		Profile   string         `json:"profile"`
+		Windows   int            `json:"windows"`
+		Devices   int            `json:"devices"`
+		Labelled  string         `json:"labels"`
+		Models    []modelFigures `json:"models"`
+		Plot      string         `json:"plot,omitempty"`
+		Excluded  int            `json:"excluded_ranges"`
+		Candidate string         `json:"candidate"`
+		Active    string         `json:"active,omitempty"`
+	}{Profile: cand.Profile, Windows: p.windows, Devices: len(p.series), Excluded: len(p.excluded), Candidate: cand.Hash()}
+	out.Labelled = "analysts' verdicts (unlabelled windows count as normal)"
+	if h.truth != "" {
+		out.Labelled = "ground truth " + h.truth
+	}
+	cf, err := p.figures(cand, "candidate", rule, k, trainedBaselines(cmd, vh, cand, quiet))
+	if err != nil {
+		return err
+	}
+	out.Models = append(out.Models, cf)
+	curves := []eval.Curve{cf.curve}
+	if active != nil {
+		out.Active = active.Hash()
+		af, err := p.figures(active, "active", rule, k, trainedBaselines(cmd, vh, active, quiet))
+		if err != nil {
+			return err
+		}
+		out.Models = append(out.Models, af)
+		curves = append(curves, af.curve)
+	}
+	if plotPath != "" {
+		drawn := curves[:0]
+		for _, c := range curves {
+			if c.FPR != nil {
+				drawn = append(drawn, c)
+			}
+		}
+		if len(drawn) == 0 {
+			fmt.Fprintln(cmd.ErrOrStderr(), "chainwatch: no ROC curve: the period's labels hold one class only")
+		} else {
+			if err := eval.PlotROCs(plotPath, drawn...); err != nil {
+				return err
+			}
+			out.Plot = plotPath
+		}
+	}
+	return writeJSON(cmd.OutOrStdout(), out)
+}
+
+// driftOnHistory is `models drift`: the PSI of every feature of a period's
+// windows against a model's training distribution.
+func driftOnHistory(cmd *cobra.Command, g *globals, h *historyFlags, modelPath string, quiet bool) error {
+	if h.profile == "" && modelPath == "" {
+		return usagef("--profile (its active model) or --model FILE is required")
+	}
+	var m *models.Model
+	var err error
+	if modelPath != "" {
+		if m, err = models.Load(modelPath); err != nil {
+			return err
+		}
+		h.profile = m.Profile
+	}
+	vh, err := openVerifiedHistory(cmd, g, h)
+	if err != nil {
+		return err
+	}
+	defer vh.close()
+	if m == nil {
+		store, done := modelStoreFor(cmd, vh.cfg)
+		defer done()
+		store.Ledger = vh.ledger
+		if m, err = store.Active(cmd.Context(), h.profile); err != nil {
+			return err
+		}
+		if m == nil {
+			return fmt.Errorf("profile %s has no active model on the ledger", h.profile)
+		}
+	}
+	var vs []features.Vector
+	report, finish := progress(cmd, "drift", quiet)
+	vh.req.Progress = report
+	_, err = pipeline.ReadHistory(cmd.Context(), vh.req, func(w *pipeline.HistoryWindow) error {
+		vs = append(vs, w.Vector)
+		return nil
+	})
+	finish()
+	if err != nil {
+		return err
+	}
+	psi := m.Drift(vs)
+	if psi == nil {
+		return fmt.Errorf("no drift: %d windows in the period, or model %s carries no training distribution", len(vs), m.Hash())
+	}
+	type feature struct {
+		Feature string  `json:"feature"`
+		PSI     float64 `json:"psi"`
+		Reading string  `json:"reading"`
+	}
+	rows := make([]feature, 0, len(psi))
+	worst := 0.0
+	for j, v := range psi {
+		reading := "stable"
+		switch {
+		case v > 0.25:
+			reading = "significant shift"
+		case v > 0.1:
+			reading = "moderate shift"
+		}
+		rows = append(rows, feature{features.Names[j], round3(v), reading})
+		worst = max(worst, v)
+	}
+	slices.SortStableFunc(rows, func(a, b feature) int { return cmp.Compare(b.PSI, a.PSI) })
+	return writeJSON(cmd.OutOrStdout(), map[string]any{
+		"profile": m.Profile, "model": m.Hash(), "windows": len(vs), "max_psi": round3(worst), "features": rows,
+	})
+}
