@@ -1,9 +1,12 @@
 package pipeline
 
 import (
+	"math"
+
 	"context"
 	"errors"
 	"fmt"
+	"github.com/chainwatch/chainwatch/models/eval"
 	"time"
 
 	"github.com/chainwatch/chainwatch/models/iforest"
@@ -104,9 +107,12 @@ func JudgeOffline(m *models.Model, rule incidents.Rule, series []OfflineSeries, 
 // with the profile. The artifact records the verified anchors as its
 // training data and the period's end as its creation time, so the same
 // history, configuration and seed always give the same artifact hash.
-func TrainOnHistory(ctx context.Context, req HistoryRequest, cfg DetectorConfig) (*models.Model, HistoryReport, error) {
+//
+// It also returns the training windows as device series, in the order they
+// trained.
+func TrainOnHistory(ctx context.Context, req HistoryRequest, cfg DetectorConfig) (*models.Model, []models.DeviceSeries, HistoryReport, error) {
 	if req.Profile == "" {
-		return nil, HistoryReport{}, errors.New("train on history: a profile is required")
+		return nil, nil, HistoryReport{}, errors.New("train on history: a profile is required")
 	}
 	cfg = cfg.WithDefaults()
 	var rows []warmRow
@@ -116,14 +122,15 @@ func TrainOnHistory(ctx context.Context, req HistoryRequest, cfg DetectorConfig)
 		return nil
 	})
 	if err != nil {
-		return nil, rep, err
+		return nil, nil, rep, err
 	}
 	if len(rows) < cfg.MinTrainingWindows {
-		return nil, rep, fmt.Errorf("%w: %d verified windows of %s in the period, at least %d needed (detector.min_training_windows)",
+		return nil, nil, rep, fmt.Errorf("%w: %d verified windows of %s in the period, at least %d needed (detector.min_training_windows)",
 			models.ErrTooFewWindows, len(rows), req.Profile, cfg.MinTrainingWindows)
 	}
 	until := req.Until.UTC()
-	m, _, err := models.TrainBehaviour(warmSeries(rows), models.BehaviourOptions{
+	series := warmSeries(rows)
+	m, _, err := models.TrainBehaviour(series, models.BehaviourOptions{
 		Forest: iforest.Config{
 			Trees: cfg.Trees, Subsample: cfg.Subsample, Extension: cfg.Extension,
 			Seed: cfg.Seed ^ stableHash(req.Profile),
@@ -134,7 +141,106 @@ func TrainOnHistory(ctx context.Context, req HistoryRequest, cfg DetectorConfig)
 		Now:          func() time.Time { return until },
 	})
 	if err != nil {
-		return nil, rep, fmt.Errorf("train %s on history: %w", req.Profile, err)
+		return nil, nil, rep, fmt.Errorf("train %s on history: %w", req.Profile, err)
 	}
-	return m, rep, nil
+	return m, series, rep, nil
 }
+
+// Figures is one model's evaluation on a labelled period.
+type Figures struct {
+	Model   string   `json:"model"`
+	Role    string   `json:"role"` // candidate or active
+	AUC     *float64 `json:"roc_auc"`
+	AP      *float64 `json:"average_precision"`
+	PAtK    *float64 `json:"precision_at_k"`
+	K       int      `json:"k"`
+	Recall  *float64 `json:"recall_at_budget"`
+	Flagged int      `json:"anomalous_windows"`
+	// FalseAlerts counts anomalous windows labelled normal (or unlabelled);
+	// FalseIncidents counts incidents none of whose windows is labelled
+	// anomalous.
+	FalseAlerts            int     `json:"false_alerts"`
+	FalseAlertsPer1000DH   float64 `json:"false_alerts_per_1000_device_hours"`
+	Incidents              int     `json:"incidents"`
+	FalseIncidents         int     `json:"false_incidents"`
+	FalseIncidentsPer1000D float64 `json:"false_incidents_per_1000_device_hours"`
+
+	scores []float64
+	truth  []bool
+}
+
+// Curve is the model's ROC curve on the judged windows (nil when the
+// labels hold one class).
+func (f *Figures) Curve() eval.Curve {
+	if f.AUC == nil {
+		return eval.Curve{}
+	}
+	fpr, tpr := eval.ROC(f.scores, f.truth)
+	return eval.Curve{Title: f.Role + " " + f.Model[:12], FPR: fpr, TPR: tpr, AUC: *f.AUC}
+}
+
+// MeasureOffline judges series with m as the detector would (JudgeOffline)
+// and measures the judgement against labels (per series, per window;
+// unlabelled windows count as normal): ranking metrics over every window,
+// recall of anomalous windows at the model's threshold, false alerts and
+// false incidents (incidents none of whose windows is labelled anomalous)
+// per 1,000 device-hours of windows of the given size. k ≤ 0 means the
+// number of anomalous windows.
+func MeasureOffline(m *models.Model, role string, rule incidents.Rule, series []OfflineSeries, labels [][]Label, seeds map[string]models.DeviceBaseline, window time.Duration, k int) (Figures, error) {
+	js, incidents, err := JudgeOffline(m, rule, series, seeds)
+	if err != nil {
+		return Figures{}, fmt.Errorf("%s model %s: %w", role, m.Hash(), err)
+	}
+	f := Figures{Model: m.Hash(), Role: role, Incidents: incidents}
+	scores := make([]float64, 0, len(js))
+	truth := make([]bool, 0, len(js))
+	trueIncident := make([]bool, incidents)
+	positives, caught := 0, 0
+	n := 0
+	for i := range series {
+		for _, l := range labels[i] {
+			j := js[n]
+			n++
+			pos := l.Anomalous()
+			scores = append(scores, j.Score)
+			truth = append(truth, pos)
+			if pos {
+				positives++
+				if j.Anomalous {
+					caught++
+				}
+				if j.Incident >= 0 {
+					trueIncident[j.Incident] = true
+				}
+			}
+			if j.Anomalous {
+				f.Flagged++
+				if !pos {
+					f.FalseAlerts++
+				}
+			}
+		}
+	}
+	for _, t := range trueIncident {
+		if !t {
+			f.FalseIncidents++
+		}
+	}
+	hours := float64(len(js)) * window.Hours()
+	if hours > 0 {
+		f.FalseAlertsPer1000DH = round3(float64(f.FalseAlerts) / hours * 1000)
+		f.FalseIncidentsPer1000D = round3(float64(f.FalseIncidents) / hours * 1000)
+	}
+	if positives > 0 {
+		r := round3(float64(caught) / float64(positives))
+		f.Recall = &r
+	}
+	if res, err := eval.Evaluate(scores, truth, k); err == nil {
+		auc, ap, pk := round3(res.AUC), round3(res.AP), round3(res.PrecisionAtK)
+		f.AUC, f.AP, f.PAtK, f.K = &auc, &ap, &pk, res.K
+	}
+	f.scores, f.truth = scores, truth
+	return f, nil
+}
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }

@@ -37,6 +37,7 @@ type Config struct {
 	Topics    pipeline.Topics         `yaml:"topics"`
 	Window    pipeline.WindowConfig   `yaml:"window"`
 	Detector  pipeline.DetectorConfig `yaml:"detector"`
+	Retrain   pipeline.RetrainConfig  `yaml:"retrain"`
 	Anchor    AnchorConfig            `yaml:"anchor"`
 	Audit     AuditConfig             `yaml:"audit"`
 	Alerts    AlertsConfig            `yaml:"alerts"`
@@ -327,13 +328,16 @@ func (c Config) Validate() error {
 	case c.Simulator.History < 0:
 		return fmt.Errorf("simulator.history: must not be negative, got %s", c.Simulator.History)
 	}
-	for key, topic := range map[string]string{"topics.flows": c.Topics.Flows, "topics.telemetry": c.Topics.Telemetry, "topics.alerts": c.Topics.Alerts, "topics.dead_letter": c.Topics.DeadLetter, "topics.state": c.Topics.State} {
+	for key, topic := range map[string]string{"topics.flows": c.Topics.Flows, "topics.telemetry": c.Topics.Telemetry, "topics.alerts": c.Topics.Alerts, "topics.dead_letter": c.Topics.DeadLetter, "topics.state": c.Topics.State, "topics.models": c.Topics.Models} {
 		if err := validTopic(topic); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 	}
 	if err := c.Detector.Validate(); err != nil {
 		return fmt.Errorf("detector.%w", err)
+	}
+	if err := c.Retrain.Validate(); err != nil {
+		return fmt.Errorf("retrain.%w", err)
 	}
 	if err := c.Alerts.validate(); err != nil {
 		return fmt.Errorf("alerts.%w", err)

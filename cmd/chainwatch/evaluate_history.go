@@ -13,7 +13,6 @@ import (
 	"github.com/chainwatch/chainwatch/models/eval"
 	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/chainwatch/chainwatch/pipeline"
-	"github.com/chainwatch/chainwatch/pipeline/incidents"
 )
 
 // periodWindows are a profile's verified windows of a period, grouped per
@@ -21,7 +20,7 @@ import (
 // period that warm each device's baseline.
 type periodWindows struct {
 	series   []pipeline.OfflineSeries
-	labels   [][]label // per series, per window
+	labels   [][]pipeline.Label // per series, per window
 	windows  int
 	excluded []pipeline.ReplayRange
 	window   time.Duration
@@ -29,7 +28,7 @@ type periodWindows struct {
 
 // readPeriod reads the period [since, until) of vh's profile, and the
 // baseline span before it.
-func readPeriod(cmd *cobra.Command, vh *verifiedHistory, lab *labels, baselineSpan time.Duration, quiet bool) (*periodWindows, error) {
+func readPeriod(cmd *cobra.Command, vh *verifiedHistory, lab *pipeline.Labels, baselineSpan time.Duration, quiet bool) (*periodWindows, error) {
 	since := vh.req.Since
 	req := vh.req
 	req.Since = since.Add(-baselineSpan)
@@ -52,7 +51,7 @@ func readPeriod(cmd *cobra.Command, vh *verifiedHistory, lab *labels, baselineSp
 		}
 		s.Vectors = append(s.Vectors, w.Vector)
 		s.Index = append(s.Index, w.Start.UnixNano()/int64(pw.window))
-		pw.labels[i] = append(pw.labels[i], lab.of(w.Device, w.Start, w.End))
+		pw.labels[i] = append(pw.labels[i], lab.Of(w.Device, w.Start, w.End))
 		pw.windows++
 		return nil
 	})
@@ -68,7 +67,7 @@ func readPeriod(cmd *cobra.Command, vh *verifiedHistory, lab *labels, baselineSp
 		order[i] = i
 	}
 	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(pw.series[a].Device, pw.series[b].Device) })
-	series, labs := make([]pipeline.OfflineSeries, 0, len(order)), make([][]label, 0, len(order))
+	series, labs := make([]pipeline.OfflineSeries, 0, len(order)), make([][]pipeline.Label, 0, len(order))
 	for _, i := range order {
 		if len(pw.series[i].Vectors) > 0 {
 			series, labs = append(series, pw.series[i]), append(labs, pw.labels[i])
@@ -78,128 +77,16 @@ func readPeriod(cmd *cobra.Command, vh *verifiedHistory, lab *labels, baselineSp
 	return pw, nil
 }
 
-// modelFigures is one model's evaluation on a labelled period.
-type modelFigures struct {
-	Model   string   `json:"model"`
-	Role    string   `json:"role"` // candidate or active
-	AUC     *float64 `json:"roc_auc"`
-	AP      *float64 `json:"average_precision"`
-	PAtK    *float64 `json:"precision_at_k"`
-	K       int      `json:"k"`
-	Recall  *float64 `json:"recall_at_budget"`
-	Flagged int      `json:"anomalous_windows"`
-	// FalseAlerts counts anomalous windows labelled normal (or unlabelled);
-	// FalseIncidents counts incidents none of whose windows is labelled
-	// anomalous.
-	FalseAlerts            int     `json:"false_alerts"`
-	FalseAlertsPer1000DH   float64 `json:"false_alerts_per_1000_device_hours"`
-	Incidents              int     `json:"incidents"`
-	FalseIncidents         int     `json:"false_incidents"`
-	FalseIncidentsPer1000D float64 `json:"false_incidents_per_1000_device_hours"`
-
-	curve eval.Curve
-}
-
-// figures judges the period with m as the detector would and measures it.
-func (p *periodWindows) figures(m *models.Model, role string, rule incidents.Rule, k int, seeds map[string]models.DeviceBaseline) (modelFigures, error) {
-	js, incidents, err := pipeline.JudgeOffline(m, rule, p.series, seeds)
-	if err != nil {
-		return modelFigures{}, fmt.Errorf("%s model %s: %w", role, m.Hash(), err)
-	}
-	f := modelFigures{Model: m.Hash(), Role: role, Incidents: incidents}
-	scores := make([]float64, 0, len(js))
-	truth := make([]bool, 0, len(js))
-	trueIncident := make([]bool, incidents)
-	positives, caught := 0, 0
-	n := 0
-	for i := range p.series {
-		for _, l := range p.labels[i] {
-			j := js[n]
-			n++
-			pos := l.ok && l.value == 1
-			scores = append(scores, j.Score)
-			truth = append(truth, pos)
-			if pos {
-				positives++
-				if j.Anomalous {
-					caught++
-				}
-				if j.Incident >= 0 {
-					trueIncident[j.Incident] = true
-				}
-			}
-			if j.Anomalous {
-				f.Flagged++
-				if !pos {
-					f.FalseAlerts++
-				}
-			}
-		}
-	}
-	for _, t := range trueIncident {
-		if !t {
-			f.FalseIncidents++
-		}
-	}
-	hours := float64(p.windows) * p.window.Hours()
-	if hours > 0 {
-		f.FalseAlertsPer1000DH = round3(float64(f.FalseAlerts) / hours * 1000)
-		f.FalseIncidentsPer1000D = round3(float64(f.FalseIncidents) / hours * 1000)
-	}
-	if positives > 0 {
-		r := round3(float64(caught) / float64(positives))
-		f.Recall = &r
-	}
-	if res, err := eval.Evaluate(scores, truth, k); err == nil {
-		auc, ap, pk := round3(res.AUC), round3(res.AP), round3(res.PrecisionAtK)
-		f.AUC, f.AP, f.PAtK, f.K = &auc, &ap, &pk, res.K
-		fpr, tpr := eval.ROC(scores, truth)
-		f.curve = eval.Curve{Title: role + " " + m.Hash()[:12], FPR: fpr, TPR: tpr, AUC: res.AUC}
-	}
-	return f, nil
-}
-
-// trainedBaselines are the baselines m's training left each device, so
-// that each model judges a device against the normal it learnt for it, as
-// the service does: the training windows are read again from the span of
-// the anchors the model records as its training data. A model whose
-// training data are not anchors of this ledger (trained from a CSV) has
-// none, and its devices start from their lead-in.
+// trainedBaselines are pipeline.TrainingSeeds for the period's profile,
+// with progress; a model without them is said so.
 func trainedBaselines(cmd *cobra.Command, vh *verifiedHistory, m *models.Model, quiet bool) map[string]models.DeviceBaseline {
-	var from, to time.Time
-	for _, id := range m.TrainingData {
-		a, err := vh.ledger.GetAnchor(cmd.Context(), id)
-		if err != nil {
-			continue
-		}
-		if from.IsZero() || a.FirstTimestamp.Before(from) {
-			from = a.FirstTimestamp
-		}
-		if a.LastTimestamp.After(to) {
-			to = a.LastTimestamp
-		}
-	}
-	if from.IsZero() || !to.After(from) {
-		fmt.Fprintf(cmd.ErrOrStderr(), "chainwatch: model %s names no anchor of this ledger as training data: its devices start from their lead-in\n", m.Hash()[:12])
-		return nil
-	}
 	req := vh.req
-	req.Since, req.Until = from.Truncate(vh.cfg.Window.Size), to.Truncate(vh.cfg.Window.Size)
 	report, finish := progress(cmd, "training windows of "+m.Hash()[:12], quiet)
 	req.Progress = report
-	series := map[string][]features.Vector{}
-	_, err := pipeline.ReadHistory(cmd.Context(), req, func(w *pipeline.HistoryWindow) error {
-		series[w.Device] = append(series[w.Device], w.Vector)
-		return nil
-	})
+	seeds, err := pipeline.TrainingSeeds(cmd.Context(), req, m)
 	finish()
-	if err != nil {
-		fmt.Fprintf(cmd.ErrOrStderr(), "chainwatch: training windows of %s not read (%v): its devices start from their lead-in\n", m.Hash()[:12], err)
-		return nil
-	}
-	seeds := make(map[string]models.DeviceBaseline, len(series))
-	for d, vs := range series {
-		seeds[d] = m.TrainedBaseline(vs)
+	if err != nil || seeds == nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "chainwatch: model %s: no baselines from its training data (%v): its devices start from their lead-in\n", m.Hash()[:12], err)
 	}
 	return seeds
 }
@@ -228,7 +115,7 @@ func evaluateOnHistory(cmd *cobra.Command, g *globals, h *historyFlags, modelPat
 	if err != nil {
 		return fmt.Errorf("the active model to compare with: %w", err)
 	}
-	lab, err := loadLabels(cmd.Context(), vh.ledger, h.truth)
+	lab, err := pipeline.LoadLabels(cmd.Context(), vh.ledger, h.truth)
 	if err != nil {
 		return err
 	}
@@ -246,34 +133,34 @@ func evaluateOnHistory(cmd *cobra.Command, g *globals, h *historyFlags, modelPat
 	dc.WindowSize = vh.cfg.Window.Size
 	rule := pipeline.IncidentRule(dc)
 	out := struct {
-		Profile   string         `json:"profile"`
-		Windows   int            `json:"windows"`
-		Devices   int            `json:"devices"`
-		Labelled  string         `json:"labels"`
-		Models    []modelFigures `json:"models"`
-		Plot      string         `json:"plot,omitempty"`
-		Excluded  int            `json:"excluded_ranges"`
-		Candidate string         `json:"candidate"`
-		Active    string         `json:"active,omitempty"`
+		Profile   string             `json:"profile"`
+		Windows   int                `json:"windows"`
+		Devices   int                `json:"devices"`
+		Labelled  string             `json:"labels"`
+		Models    []pipeline.Figures `json:"models"`
+		Plot      string             `json:"plot,omitempty"`
+		Excluded  int                `json:"excluded_ranges"`
+		Candidate string             `json:"candidate"`
+		Active    string             `json:"active,omitempty"`
 	}{Profile: cand.Profile, Windows: p.windows, Devices: len(p.series), Excluded: len(p.excluded), Candidate: cand.Hash()}
 	out.Labelled = "analysts' verdicts (unlabelled windows count as normal)"
 	if h.truth != "" {
 		out.Labelled = "ground truth " + h.truth
 	}
-	cf, err := p.figures(cand, "candidate", rule, k, trainedBaselines(cmd, vh, cand, quiet))
+	cf, err := pipeline.MeasureOffline(cand, "candidate", rule, p.series, p.labels, trainedBaselines(cmd, vh, cand, quiet), p.window, k)
 	if err != nil {
 		return err
 	}
 	out.Models = append(out.Models, cf)
-	curves := []eval.Curve{cf.curve}
+	curves := []eval.Curve{cf.Curve()}
 	if active != nil {
 		out.Active = active.Hash()
-		af, err := p.figures(active, "active", rule, k, trainedBaselines(cmd, vh, active, quiet))
+		af, err := pipeline.MeasureOffline(active, "active", rule, p.series, p.labels, trainedBaselines(cmd, vh, active, quiet), p.window, k)
 		if err != nil {
 			return err
 		}
 		out.Models = append(out.Models, af)
-		curves = append(curves, af.curve)
+		curves = append(curves, af.Curve())
 	}
 	if plotPath != "" {
 		drawn := curves[:0]

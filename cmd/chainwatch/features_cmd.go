@@ -149,7 +149,7 @@ always gives byte-identical files.`,
 				return err
 			}
 			defer vh.close()
-			lab, err := loadLabels(cmd.Context(), vh.ledger, h.truth)
+			lab, err := pipeline.LoadLabels(cmd.Context(), vh.ledger, h.truth)
 			if err != nil {
 				return err
 			}
@@ -163,8 +163,8 @@ always gives byte-identical files.`,
 			vh.req.Progress = report
 			labelled := 0
 			rep, err := pipeline.ReadHistory(cmd.Context(), vh.req, func(w *pipeline.HistoryWindow) error {
-				l := lab.of(w.Device, w.Start, w.End)
-				if l.ok {
+				l := lab.Of(w.Device, w.Start, w.End)
+				if l.OK {
 					labelled++
 				}
 				return table.Write(windowRow{w: w, label: l})

@@ -107,6 +107,7 @@ func newRootCommand() *cobra.Command {
 		newConfigCommand(g),
 		newModelsCommand(g),
 		newFeaturesCommand(g),
+		newRetrainCommand(g),
 		newTrainCommand(g),
 		newEvaluateCommand(g),
 		newLedgerCommand(g),

@@ -301,7 +301,7 @@ func trainOnHistory(cmd *cobra.Command, g *globals, h *historyFlags, forest ifor
 	report, finish := progress(cmd, "train "+h.profile, quiet)
 	vh.req.Progress = report
 	started := time.Now()
-	m, rep, err := pipeline.TrainOnHistory(cmd.Context(), vh.req, dc)
+	m, _, rep, err := pipeline.TrainOnHistory(cmd.Context(), vh.req, dc)
 	finish()
 	for _, x := range rep.Excluded {
 		fmt.Fprintf(cmd.ErrOrStderr(), "excluded: %s/%d offsets %d-%d %s %s\n", vh.topic, x.Partition, x.FirstOffset, x.LastOffset, x.Status, x.Detail)

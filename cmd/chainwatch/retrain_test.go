@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 	"github.com/chainwatch/chainwatch/simulator"
 )
@@ -255,7 +256,7 @@ func TestRetrainingAfterAFirmwareUpdate(t *testing.T) {
 	// Evaluate the candidate against the active model on the later hour.
 	plot := filepath.Join(dir, "roc.png")
 	var evaluated struct {
-		Models []modelFigures `json:"models"`
+		Models []pipeline.Figures `json:"models"`
 	}
 	decode(run("evaluate", "--model", newModel, "--since", ts(2*time.Hour), "--until", ts(3*time.Hour), "--ground-truth", truth, "--plot", plot), &evaluated)
 	if len(evaluated.Models) != 2 || evaluated.Models[1].Model != oldModel {

@@ -28,7 +28,7 @@ var windowColumns = []string{"device_id", "profile", "window_start", "window_end
 // windowRow is one row before it is written.
 type windowRow struct {
 	w     *pipeline.HistoryWindow
-	label label
+	label pipeline.Label
 }
 
 type tableWriter interface {
@@ -77,12 +77,12 @@ const csvTime = "2006-01-02T15:04:05.000Z07:00"
 func (t *csvTable) Write(r windowRow) error {
 	w := r.w
 	lab := ""
-	if r.label.ok {
-		lab = strconv.Itoa(int(r.label.value))
+	if r.label.OK {
+		lab = strconv.Itoa(int(r.label.Value))
 	}
 	t.rec = append(t.rec[:0], w.Device, w.Profile, w.Start.UTC().Format(csvTime), w.End.UTC().Format(csvTime),
 		strconv.Itoa(int(w.Partition)), strconv.FormatInt(w.FirstOffset, 10), strconv.FormatInt(w.LastOffset, 10),
-		strings.Join(w.Anchors, " "), lab, r.label.source, r.label.detail)
+		strings.Join(w.Anchors, " "), lab, r.label.Source, r.label.Detail)
 	for _, v := range w.Vector {
 		t.rec = append(t.rec, strconv.FormatFloat(v, 'g', -1, 64))
 	}
@@ -154,14 +154,14 @@ func (t *parquetTable) Write(r windowRow) error {
 	v.Field(5).SetInt(w.FirstOffset)
 	v.Field(6).SetInt(w.LastOffset)
 	v.Field(7).SetString(strings.Join(w.Anchors, " "))
-	if r.label.ok {
-		lab := r.label.value
+	if r.label.OK {
+		lab := r.label.Value
 		v.Field(8).Set(reflect.ValueOf(&lab))
 	} else {
 		v.Field(8).SetZero()
 	}
-	v.Field(9).SetString(r.label.source)
-	v.Field(10).SetString(r.label.detail)
+	v.Field(9).SetString(r.label.Source)
+	v.Field(10).SetString(r.label.Detail)
 	for i, x := range w.Vector {
 		v.Field(len(windowColumns) + i).SetFloat(x)
 	}

@@ -27,9 +27,9 @@ func TestWindowTablesAreByteIdentical(t *testing.T) {
 				End: start.Add(time.Duration(i+1) * time.Minute), Partition: 2, FirstOffset: int64(10 * i), LastOffset: int64(10*i + 9),
 				Anchors: []string{"a1", "a2"}}
 			hw.Vector[0] = float64(i)
-			l := label{}
+			l := pipeline.Label{}
 			if i%7 == 0 {
-				l = label{value: 1, ok: true, source: "ground_truth", detail: "port_scan"}
+				l = pipeline.Label{Value: 1, OK: true, Source: "ground_truth", Detail: "port_scan"}
 			}
 			if err := w.Write(windowRow{w: hw, label: l}); err != nil {
 				t.Fatal(err)

@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"context"
@@ -14,14 +14,14 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 )
 
-// labels marks device windows anomalous or normal from two sources: a
+// Labels marks device windows anomalous or normal from two sources: a
 // ground-truth CSV (the simulator's and the campus generator's:
 // device_id,profile,scenario,start,end[,intensity]) and analysts' verdicts
 // on the ledger's behaviour alerts. A ground-truth file is complete — a
 // window it does not name is normal — and takes precedence; a verdict
 // labels the windows of the alert it judges (true_positive: anomalous;
 // false_positive or benign: normal). Other windows are unlabelled.
-type labels struct {
+type Labels struct {
 	truth    map[string][]labelSpan
 	verdicts map[string][]labelSpan
 	complete bool // a ground truth was given
@@ -33,51 +33,56 @@ type labelSpan struct {
 	detail     string
 }
 
-// label is a window's label: value 1 anomalous, 0 normal; ok false when the
-// window is unlabelled. source says where it came from.
-type label struct {
-	value  int32
-	ok     bool
-	source string
-	detail string
+// Label is a window's label: Value 1 anomalous, 0 normal; OK false when
+// the window is unlabelled. Source says where it came from
+// ("ground_truth", "verdict"), Detail the scenario or the verdict and note.
+type Label struct {
+	Value  int32
+	OK     bool
+	Source string
+	Detail string
 }
 
-func (l *labels) of(device string, start, end time.Time) label {
+// Anomalous reports a window labelled anomalous.
+func (l Label) Anomalous() bool { return l.OK && l.Value == 1 }
+
+// Of is the label of a device window.
+func (l *Labels) Of(device string, start, end time.Time) Label {
 	if l == nil {
-		return label{}
+		return Label{}
 	}
 	for _, s := range l.truth[device] {
 		if s.start.Before(end) && start.Before(s.end) {
-			return label{value: 1, ok: true, source: "ground_truth", detail: s.detail}
+			return Label{Value: 1, OK: true, Source: "ground_truth", Detail: s.detail}
 		}
 	}
 	if l.complete {
-		return label{value: 0, ok: true, source: "ground_truth"}
+		return Label{Value: 0, OK: true, Source: "ground_truth"}
 	}
 	for _, s := range l.verdicts[device] {
 		if s.start.Before(end) && start.Before(s.end) {
-			v := label{ok: true, source: "verdict", detail: s.detail}
+			v := Label{OK: true, Source: "verdict", Detail: s.detail}
 			if s.anomalous {
-				v.value = 1
+				v.Value = 1
 			}
 			return v
 		}
 	}
-	return label{}
+	return Label{}
 }
 
-// loadLabels reads the ground-truth file (if named) and the verdicts on the
+// LoadLabels reads the ground-truth file (if named) and the verdicts on the
 // ledger's behaviour alerts.
-func loadLabels(ctx context.Context, ledger *ledgerclient.Client, truthPath string) (*labels, error) {
-	l := &labels{truth: map[string][]labelSpan{}, verdicts: map[string][]labelSpan{}}
+func LoadLabels(ctx context.Context, ledger *ledgerclient.Client, truthPath string) (*Labels, error) {
+	l := &Labels{truth: map[string][]labelSpan{}, verdicts: map[string][]labelSpan{}}
 	if truthPath != "" {
 		f, err := os.Open(truthPath)
 		if err != nil {
-			return nil, fmt.Errorf("--ground-truth: %w", err)
+			return nil, fmt.Errorf("ground truth: %w", err)
 		}
 		defer f.Close()
 		if err := l.readTruth(f); err != nil {
-			return nil, fmt.Errorf("--ground-truth %s: %w", truthPath, err)
+			return nil, fmt.Errorf("ground truth %s: %w", truthPath, err)
 		}
 		l.complete = true
 	}
@@ -95,7 +100,7 @@ func loadLabels(ctx context.Context, ledger *ledgerclient.Client, truthPath stri
 	return l, nil
 }
 
-func (l *labels) readTruth(r io.Reader) error {
+func (l *Labels) readTruth(r io.Reader) error {
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = -1
 	header, err := cr.Read()
