@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/chainwatch
 PKGS    := ./...
 
-.PHONY: all build run test test-short race bench bench-go bench-models bench-detection vet fmt clean fabric-up fabric-down test-fabric dashboards
+.PHONY: all build run test test-short race bench bench-go bench-models bench-detection bench-soak vet fmt clean fabric-up fabric-down test-fabric dashboards
 
 all: build
 
@@ -63,6 +63,13 @@ bench-models:
 bench-detection:
 	@mkdir -p docs/bench
 	CHAINWATCH_DETECTION_REPORT=$(CURDIR)/docs/bench/detection.md $(GO) test ./pipeline -run '^$$' -bench DetectionQuality -benchtime 1x -timeout 30m -v
+
+## bench-soak: `chainwatch run` on the embedded default at ten times the
+## simulator's default speed for 30 minutes, memory, lag, outbox depth and
+## integrity findings sampled every 10 s into docs/bench/soak.md.
+bench-soak:
+	@mkdir -p docs/bench
+	cd cmd/chainwatch && CHAINWATCH_SOAK=30m CHAINWATCH_SOAK_REPORT=$(CURDIR)/docs/bench/soak.md $(GO) test -run '^$$' -bench Soak -benchtime 1x -timeout 40m -v .
 
 ## bench: everything `docs/BENCHMARKS.md` and `docs/DETECTION.md` report.
 bench: bench-go bench-models bench-detection

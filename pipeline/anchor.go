@@ -64,6 +64,8 @@ type AnchorStage struct {
 
 	consumer *groupConsumer
 	hasher   leafHasher
+	// leaves keeps each batch's leaf hashes before its root is anchored.
+	leaves *LeafTopic
 	// owned is the set of partitions assigned to this instance, read by
 	// the audit from its own goroutine.
 	ownedMu sync.Mutex
@@ -88,12 +90,18 @@ type batch struct {
 
 // NewAnchorStage wires the stage; Start runs it.
 func NewAnchorStage(cfg AnchorConfig, topics Topics, ledger *ledgerclient.Client, metrics *Metrics, log *slog.Logger) *AnchorStage {
-	return &AnchorStage{cfg: cfg.withDefaults(topics), ledger: ledger, metrics: metrics, log: log.With("stage", "anchor"),
+	cfg = cfg.withDefaults(topics)
+	return &AnchorStage{cfg: cfg, ledger: ledger, metrics: metrics, log: log.With("stage", "anchor"),
+		leaves:  NewLeafTopic(cfg.Kafka, topics.WithDefaults().Leaves),
 		batches: map[topicPartition]*batch{}, owned: map[topicPartition]bool{}, stageRun: stageRun{name: "anchoring", log: log}}
 }
 
-// Start joins the group and anchors until ctx ends.
+// Start joins the group and anchors until ctx ends. The leaf topic is
+// created (one partition, compacted) if the service has not created it.
 func (s *AnchorStage) Start(ctx context.Context) error {
+	if err := EnsureStateTopic(ctx, s.cfg.Kafka, 1, s.leaves.topic); err != nil {
+		return err
+	}
 	var err error
 	// The client is created under the stage's profiler label so that its
 	// fetch goroutines are counted as the stage's CPU.
@@ -142,7 +150,7 @@ func (s *AnchorStage) Shutdown(ctx context.Context) error {
 		return err
 	}
 	s.consumer.close()
-	return nil
+	return s.leaves.Close()
 }
 
 func (s *AnchorStage) run(ctx context.Context) error {
@@ -225,6 +233,27 @@ func (s *AnchorStage) anchor(ctx context.Context, tp topicPartition, b *batch) e
 		a.LastTimestamp = a.FirstTimestamp // producer clocks may step back
 	}
 	backoff := 100 * time.Millisecond
+	// The leaf hashes first: an anchor on the ledger always has them kept,
+	// so retention cutting through its range never leaves its surviving
+	// records unprovable.
+	id := contract.AnchorID(a.Stream, a.Partition, a.FirstOffset, a.LastOffset)
+	for {
+		err := s.leaves.Put(ctx, id, b.leaves)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.log.Warn("keeping leaf hashes failed; retrying", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+	backoff = 100 * time.Millisecond
 	for {
 		txStart := time.Now()
 		_, err := s.ledger.AnchorBatch(ctx, a)
@@ -237,7 +266,7 @@ func (s *AnchorStage) anchor(ctx context.Context, tp topicPartition, b *batch) e
 			break
 		}
 		if errors.Is(err, contract.ErrConflict) || errors.Is(err, contract.ErrInvalid) || errors.Is(err, contract.ErrForbidden) {
-			return fmt.Errorf("anchor %s: %w", contract.AnchorID(a.Stream, a.Partition, a.FirstOffset, a.LastOffset), err)
+			return fmt.Errorf("anchor %s: %w", id, err)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err() // shutting down: the batch stays uncommitted and is anchored after restart

@@ -59,13 +59,19 @@ type AuditStage struct {
 	cursor map[topicPartition]int64
 	// reported holds the anchors already found changed, logged once.
 	reported map[string]bool
+	// leaves are the kept leaf hashes: the replay reads those of a range
+	// retention cut through, and the audit deletes those of a range
+	// retention removed whole (forgotten, once each).
+	leaves    *LeafTopic
+	forgotten map[string]bool
 	stageRun
 }
 
 // NewAuditStage wires the stage; Start runs it.
 func NewAuditStage(cfg AuditConfig, cluster *kafkaconn.Cluster, ledger *ledgerclient.Client, outbox AlertQueue, owned func() []topicPartition, metrics *Metrics, log *slog.Logger) *AuditStage {
 	return &AuditStage{cfg: cfg.withDefaults(), kafka: cluster, ledger: ledger, outbox: outbox, owned: owned, metrics: metrics,
-		log: log.With("stage", "audit"), cursor: map[topicPartition]int64{}, reported: map[string]bool{}, stageRun: stageRun{name: "audit", log: log}}
+		log: log.With("stage", "audit"), cursor: map[topicPartition]int64{}, reported: map[string]bool{},
+		leaves: NewLeafTopic(cluster, Topics{}.WithDefaults().Leaves), forgotten: map[string]bool{}, stageRun: stageRun{name: "audit", log: log}}
 }
 
 // Start runs audit rounds until ctx ends.
@@ -96,7 +102,12 @@ func (s *AuditStage) Start(ctx context.Context) error {
 }
 
 // Shutdown waits for the stage to stop.
-func (s *AuditStage) Shutdown(ctx context.Context) error { return s.wait(ctx) }
+func (s *AuditStage) Shutdown(ctx context.Context) error {
+	if err := s.wait(ctx); err != nil {
+		return err
+	}
+	return s.leaves.Close()
+}
 
 // round audits up to RecordsPerRound anchored records, split evenly over
 // the partitions owned.
@@ -148,7 +159,7 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 		return nil
 	}
 	first, last := chosen[0].FirstOffset, chosen[len(chosen)-1].LastOffset
-	verdicts, err := Replay(ctx, s.ledger, ReplayRequest{Kafka: s.kafka, Topic: tp.topic, Partition: int32(tp.partition), From: first, To: last})
+	verdicts, err := Replay(ctx, s.ledger, ReplayRequest{Kafka: s.kafka, Topic: tp.topic, Partition: int32(tp.partition), From: first, To: last, Leaves: s.leaves})
 	if err != nil {
 		return err
 	}
@@ -158,6 +169,15 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 		case RangeVerified:
 			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "verified").Add(float64(v.Records))
 			s.metrics.Summary.RecordsAudited.Add(v.Records)
+		case RangeExpired:
+			// Retention, not tampering: counted, never alerted. Once an
+			// anchor's records are all gone its leaf hashes go too.
+			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "expired").Add(float64(v.Records))
+			if whole := coversAnchor(tp.topic, v); whole && !s.forgotten[v.AnchorID] {
+				if err := s.leaves.Forget(ctx, v.AnchorID); err == nil {
+					s.forgotten[v.AnchorID] = true
+				}
+			}
 		case RangeMismatched:
 			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "mismatched").Add(float64(v.Records))
 			if !s.reported[v.AnchorID] {
@@ -176,4 +196,10 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 	}
 	s.cursor[tp] = last + 1
 	return nil
+}
+
+// coversAnchor reports whether the verdict covers its whole anchor (the
+// anchor id names the anchored range).
+func coversAnchor(topic string, v ReplayRange) bool {
+	return v.AnchorID != "" && v.AnchorID == contract.AnchorID(topic, v.Partition, v.FirstOffset, v.LastOffset)
 }

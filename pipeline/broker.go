@@ -51,6 +51,11 @@ type BrokerConfig struct {
 	Partitions int
 	// Topics to create at start.
 	Topics []string
+	// RetentionBytes bounds each partition's log, oldest segments deleted
+	// first, as Kafka's log.retention.bytes does: the broker keeps its log
+	// in memory, so this bounds its memory. Topics created compacted
+	// (EnsureStateTopic) keep everything. Zero means no bound.
+	RetentionBytes int64
 }
 
 // StartEmbeddedBroker starts the broker.
@@ -77,10 +82,7 @@ func StartEmbeddedBroker(cfg BrokerConfig, log *slog.Logger) (*EmbeddedBroker, e
 		}),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(cfg.Partitions),
-		// Compacted topics (chainwatch.state) are cleaned every minute
-		// rather than kfake's hourly default, so the state a partition's
-		// next owner reads back stays about one record per device.
-		kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": "60000"}),
+		kfake.BrokerConfigs(brokerConfigs(cfg)),
 	}
 	if len(cfg.Topics) > 0 {
 		opts = append(opts, kfake.SeedTopics(int32(cfg.Partitions), cfg.Topics...))
@@ -102,6 +104,22 @@ func StartEmbeddedBroker(cfg BrokerConfig, log *slog.Logger) (*EmbeddedBroker, e
 	log.Info("embedded Kafka broker started", "addr", b.addr, "data_dir", cfg.DataDir, "partitions", cfg.Partitions)
 	return b, nil
 }
+
+// brokerConfigs are the broker-wide settings: compacted topics
+// (chainwatch.state) cleaned every minute rather than kfake's hourly
+// default, so the state a partition's next owner reads back stays about
+// one record per device; retention applied on the same tick.
+func brokerConfigs(cfg BrokerConfig) map[string]string {
+	c := map[string]string{"log.cleaner.backoff.ms": "60000"}
+	if cfg.RetentionBytes > 0 {
+		c["log.retention.bytes"] = strconv.FormatInt(cfg.RetentionBytes, 10)
+	}
+	return c
+}
+
+// ApplyRetention deletes what retention allows now, rather than at the
+// next cleaner tick.
+func (b *EmbeddedBroker) ApplyRetention() { b.cluster.ApplyRetention() }
 
 // Addr is the broker's host:port.
 func (b *EmbeddedBroker) Addr() string { return b.addr }

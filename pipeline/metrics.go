@@ -22,7 +22,7 @@ type Metrics struct {
 	Incidents        *prometheus.CounterVec   // kind, status, severity
 	Anchors          *prometheus.CounterVec   // topic
 	AnchoredRecords  *prometheus.CounterVec   // topic
-	AuditedRecords   *prometheus.CounterVec   // topic, result (verified, mismatched)
+	AuditedRecords   *prometheus.CounterVec   // topic, result (verified, mismatched, expired)
 	AuditRounds      prometheus.Counter
 	AuditLastRound   prometheus.Gauge         // Unix seconds
 	IntegrityFinds   *prometheus.CounterVec   // topic

@@ -9,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
@@ -49,10 +50,27 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.
 	a := anchors[0]
 	r := cluster.Reader(kafka.ReaderConfig{Topic: topic, Partition: int(partition), MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
+	p := &RecordProof{Stream: stream, Partition: partition, Offset: offset, AnchorID: a.ID, AnchoredTx: a.TxID, MerkleRoot: a.MerkleRoot, LeafIndex: -1}
+	conn, err := cluster.DialLeader(ctx, topic, int(partition))
+	if err != nil {
+		return nil, err
+	}
+	firstAvail, err := conn.ReadFirstOffset()
+	conn.Close()
+	if err != nil {
+		return nil, err
+	}
+	if offset < firstAvail {
+		return nil, fmt.Errorf("offset %d of %s/%d has expired: the partition now starts at %d", offset, topic, partition, firstAvail)
+	}
+	if a.FirstOffset < firstAvail {
+		// Retention cut through the range: the path comes from the kept
+		// leaf hashes, which must hash to the anchored root.
+		return proveFromKeptLeaves(ctx, r, cluster, a, p)
+	}
 	if err := r.SetOffset(a.FirstOffset); err != nil {
 		return nil, err
 	}
-	p := &RecordProof{Stream: stream, Partition: partition, Offset: offset, AnchorID: a.ID, AnchoredTx: a.TxID, MerkleRoot: a.MerkleRoot, LeafIndex: -1}
 	var leaves [][32]byte
 	for {
 		m, err := r.ReadMessage(ctx)
@@ -81,6 +99,38 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.
 	}
 	if err := p.Check(); err != nil {
 		return nil, fmt.Errorf("the records of anchor %s no longer match it: %w", a.ID, err)
+	}
+	return p, nil
+}
+
+// proveFromKeptLeaves proves a surviving record of an anchored range whose
+// first records were deleted, with the range's kept leaf hashes.
+func proveFromKeptLeaves(ctx context.Context, r *kafka.Reader, cluster *kafkaconn.Cluster, a contract.Anchor, p *RecordProof) (*RecordProof, error) {
+	lt := NewLeafTopic(cluster, Topics{}.WithDefaults().Leaves)
+	defer lt.Close()
+	leaves, err := lt.Leaves(ctx, a.ID)
+	if err != nil {
+		return nil, fmt.Errorf("the first records of anchor %s were deleted: %w", a.ID, err)
+	}
+	if root := MerkleRoot(leaves); int64(len(leaves)) != a.Count || hex.EncodeToString(root[:]) != a.MerkleRoot {
+		return nil, fmt.Errorf("the kept leaf hashes of anchor %s do not hash to its root", a.ID)
+	}
+	if err := r.SetOffset(p.Offset); err != nil {
+		return nil, err
+	}
+	m, err := r.ReadMessage(ctx)
+	if err != nil || m.Offset != p.Offset {
+		return nil, fmt.Errorf("read %s/%d offset %d: %v", a.Stream, a.Partition, p.Offset, err)
+	}
+	p.LeafIndex, p.TimestampMs, p.Key, p.Value = int(p.Offset-a.FirstOffset), m.Time.UnixMilli(), m.Key, m.Value
+	p.LeafCount = len(leaves)
+	leaf := leaves[p.LeafIndex]
+	p.LeafHash = hex.EncodeToString(leaf[:])
+	for _, h := range InclusionProof(leaves, p.LeafIndex) {
+		p.AuditPath = append(p.AuditPath, hex.EncodeToString(h[:]))
+	}
+	if err := p.Check(); err != nil {
+		return nil, fmt.Errorf("the record at offset %d no longer matches anchor %s: %w", p.Offset, a.ID, err)
 	}
 	return p, nil
 }

@@ -26,6 +26,13 @@ const (
 	RangeVerified   RangeStatus = "verified"   // recomputed root equals the anchored one
 	RangeMismatched RangeStatus = "mismatched" // the records differ from what was anchored
 	RangeUnanchored RangeStatus = "unanchored" // no anchor covers these offsets (yet)
+	// RangeExpired is anchored history that retention (or a DeleteRecords
+	// request) removed from the front of the partition: gone, not changed.
+	// The surviving records of a range it cut through are verified against
+	// the anchored root with the deleted records' leaf hashes (LeafTopic);
+	// without them they cannot be proven and are reported expired too, with
+	// a detail saying so.
+	RangeExpired RangeStatus = "expired"
 )
 
 // ReplayRange is one verdict of a replay.
@@ -54,74 +61,183 @@ type ReplayRequest struct {
 	AnchoredAs string
 	Partition  int32
 	From, To   int64 // offsets, inclusive; To < 0 means up to the newest record
+	// Leaves gives the leaf hashes of an anchored range whose first records
+	// were deleted; nil means the default leaf topic of Kafka.
+	Leaves LeafSource
 }
 
 // Replay verifies a partition's offset range and returns one verdict per
 // anchored range (and per stretch that no anchor covers), in offset order.
+//
+// Retention may delete the front of the partition while the replay reads
+// it; a range found mismatched is then judged again once, against the new
+// start, so that a deletion racing the read is never taken for tampering.
 func Replay(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequest) ([]ReplayRange, error) {
+	out, firstAvail, err := replayOnce(ctx, ledger, req)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range out {
+		if r.Status != RangeMismatched {
+			continue
+		}
+		conn, err := req.Kafka.DialLeader(ctx, req.Topic, int(req.Partition))
+		if err != nil {
+			return nil, fmt.Errorf("replay %s/%d: %w", req.Topic, req.Partition, err)
+		}
+		now, err := conn.ReadFirstOffset()
+		conn.Close()
+		if err != nil {
+			return nil, fmt.Errorf("replay %s/%d: offsets: %w", req.Topic, req.Partition, err)
+		}
+		if now != firstAvail {
+			out, _, err = replayOnce(ctx, ledger, req)
+			return out, err
+		}
+		break
+	}
+	return out, nil
+}
+
+// replayOnce is one pass of Replay; it also returns the partition's first
+// offset when it started.
+func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequest) ([]ReplayRange, int64, error) {
 	stream := req.AnchoredAs
 	if stream == "" {
 		stream = req.Topic
 	}
 	conn, err := req.Kafka.DialLeader(ctx, req.Topic, int(req.Partition))
 	if err != nil {
-		return nil, fmt.Errorf("replay %s/%d: %w", req.Topic, req.Partition, err)
+		return nil, 0, fmt.Errorf("replay %s/%d: %w", req.Topic, req.Partition, err)
 	}
 	firstAvail, err1 := conn.ReadFirstOffset()
 	end, err2 := conn.ReadLastOffset() // one past the newest record
 	conn.Close()
 	if err := errors.Join(err1, err2); err != nil {
-		return nil, fmt.Errorf("replay %s/%d: offsets: %w", req.Topic, req.Partition, err)
+		return nil, 0, fmt.Errorf("replay %s/%d: offsets: %w", req.Topic, req.Partition, err)
 	}
-	from, to := max(req.From, firstAvail), end-1
+	to := end - 1
 	if req.To >= 0 {
 		to = min(req.To, end-1)
 	}
-	if from > to {
-		return nil, nil
+	listFrom := max(req.From, 0)
+	if listFrom > to && req.To < 0 {
+		return nil, firstAvail, nil
 	}
-	anchors, err := ledger.ListAnchors(ctx, stream, req.Partition, from, to)
+	upper := to
+	if req.To >= 0 {
+		upper = req.To // anchors wholly deleted are still listed, as expired
+	}
+	if listFrom > upper {
+		return nil, firstAvail, nil
+	}
+	anchors, err := ledger.ListAnchors(ctx, stream, req.Partition, listFrom, upper)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
+	}
+	leaves := req.Leaves
+	if leaves == nil {
+		lt := NewLeafTopic(req.Kafka, Topics{}.WithDefaults().Leaves)
+		defer lt.Close()
+		leaves = lt
 	}
 
 	r := req.Kafka.Reader(kafka.ReaderConfig{Topic: req.Topic, Partition: int(req.Partition), MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	var out []ReplayRange
-	next := from
+	next := max(listFrom, firstAvail)
 	for _, a := range anchors {
-		// Offsets before this anchor that no anchor covers.
-		if a.FirstOffset > next {
-			out = append(out, ReplayRange{Partition: req.Partition, FirstOffset: next, LastOffset: min(a.FirstOffset-1, to), Status: RangeUnanchored})
-		}
-		if a.LastOffset >= end {
-			out = append(out, ReplayRange{Partition: req.Partition, FirstOffset: a.FirstOffset, LastOffset: a.LastOffset,
-				Status: RangeMismatched, AnchorID: a.ID, AnchoredTx: a.TxID, FirstTime: a.FirstTimestamp, LastTime: a.LastTimestamp,
-				Detail: fmt.Sprintf("anchored records up to offset %d, but the topic ends at %d: records were deleted", a.LastOffset, end-1)})
-			next = a.LastOffset + 1
+		base := ReplayRange{Partition: req.Partition, FirstOffset: a.FirstOffset, LastOffset: a.LastOffset, Records: a.Count,
+			AnchorID: a.ID, AnchoredTx: a.TxID, FirstTime: a.FirstTimestamp, LastTime: a.LastTimestamp}
+		if a.LastOffset < firstAvail {
+			// Deleted from the front of the partition: expired.
+			base.Status = RangeExpired
+			base.Detail = fmt.Sprintf("deleted: the partition now starts at offset %d", firstAvail)
+			out = append(out, base)
 			continue
 		}
-		leaves, err := readLeaves(ctx, r, a.FirstOffset, a.LastOffset)
-		if err != nil {
-			return nil, err
+		// Offsets before this anchor that no anchor covers.
+		if a.FirstOffset > next && next <= to {
+			out = append(out, ReplayRange{Partition: req.Partition, FirstOffset: next, LastOffset: min(a.FirstOffset-1, to), Status: RangeUnanchored})
 		}
-		root := MerkleRoot(leaves)
-		rr := ReplayRange{Partition: req.Partition, FirstOffset: a.FirstOffset, LastOffset: a.LastOffset,
-			Records: int64(len(leaves)), AnchorID: a.ID, AnchoredTx: a.TxID, Status: RangeVerified,
-			FirstTime: a.FirstTimestamp, LastTime: a.LastTimestamp}
-		switch got := hex.EncodeToString(root[:]); {
-		case int64(len(leaves)) != a.Count:
-			rr.Status, rr.Detail = RangeMismatched, fmt.Sprintf("%d records where %d were anchored", len(leaves), a.Count)
-		case got != a.MerkleRoot:
-			rr.Status, rr.Detail = RangeMismatched, fmt.Sprintf("Merkle root %s, anchored %s", got, a.MerkleRoot)
+		next = a.LastOffset + 1
+		if a.LastOffset >= end {
+			base.Status = RangeMismatched
+			base.Detail = fmt.Sprintf("anchored records up to offset %d, but the topic ends at %d: records were deleted", a.LastOffset, end-1)
+			out = append(out, base)
+			continue
+		}
+		if a.FirstOffset < firstAvail {
+			cut, err := replayCut(ctx, r, leaves, a, base, firstAvail)
+			if err != nil {
+				return nil, 0, err
+			}
+			out = append(out, cut...)
+			continue
+		}
+		got, err := readLeaves(ctx, r, a.FirstOffset, a.LastOffset)
+		if err != nil {
+			return nil, 0, err
+		}
+		root := MerkleRoot(got)
+		rr := base
+		rr.Records, rr.Status = int64(len(got)), RangeVerified
+		switch hexRoot := hex.EncodeToString(root[:]); {
+		case int64(len(got)) != a.Count:
+			rr.Status, rr.Detail = RangeMismatched, fmt.Sprintf("%d records where %d were anchored", len(got), a.Count)
+		case hexRoot != a.MerkleRoot:
+			rr.Status, rr.Detail = RangeMismatched, fmt.Sprintf("Merkle root %s, anchored %s", hexRoot, a.MerkleRoot)
 		}
 		out = append(out, rr)
-		next = a.LastOffset + 1
 	}
 	if next <= to {
-		out = append(out, ReplayRange{Partition: req.Partition, FirstOffset: next, LastOffset: to, Status: RangeUnanchored})
+		out = append(out, ReplayRange{Partition: req.Partition, FirstOffset: max(next, firstAvail), LastOffset: to, Status: RangeUnanchored})
 	}
-	return out, nil
+	return out, firstAvail, nil
+}
+
+// replayCut verifies an anchored range whose records before firstAvail were
+// deleted: the deleted part is expired; the surviving records are checked
+// leaf by leaf against the anchor's kept leaf hashes, which must themselves
+// hash to the anchored root.
+func replayCut(ctx context.Context, r *kafka.Reader, leaves LeafSource, a contract.Anchor, base ReplayRange, firstAvail int64) ([]ReplayRange, error) {
+	gone, kept := base, base
+	gone.LastOffset, gone.Records, gone.Status = firstAvail-1, firstAvail-a.FirstOffset, RangeExpired
+	gone.Detail = fmt.Sprintf("deleted: the partition now starts at offset %d", firstAvail)
+	kept.FirstOffset, kept.Records = firstAvail, a.LastOffset-firstAvail+1
+	stored, err := leaves.Leaves(ctx, a.ID)
+	if errors.Is(err, ErrLeavesMissing) {
+		kept.Status = RangeExpired
+		kept.Detail = "the records before them were deleted and their leaf hashes were not kept: these cannot be proven"
+		return []ReplayRange{gone, kept}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if root := MerkleRoot(stored); int64(len(stored)) != a.Count || hex.EncodeToString(root[:]) != a.MerkleRoot {
+		kept.Status = RangeMismatched
+		kept.Detail = fmt.Sprintf("the kept leaf hashes (%d) do not hash to the anchored root: they were altered", len(stored))
+		return []ReplayRange{gone, kept}, nil
+	}
+	got, err := readLeaves(ctx, r, firstAvail, a.LastOffset)
+	if err != nil {
+		return nil, err
+	}
+	kept.Records, kept.Status = int64(len(got)), RangeVerified
+	kept.Detail = fmt.Sprintf("%d earlier records of the anchored range were deleted; these match its root", firstAvail-a.FirstOffset)
+	want := stored[firstAvail-a.FirstOffset:]
+	if len(got) != len(want) {
+		kept.Status, kept.Detail = RangeMismatched, fmt.Sprintf("%d surviving records where %d were anchored", len(got), len(want))
+		return []ReplayRange{gone, kept}, nil
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			kept.Status = RangeMismatched
+			kept.Detail = fmt.Sprintf("record at offset %d differs from what was anchored", firstAvail+int64(i))
+			break
+		}
+	}
+	return []ReplayRange{gone, kept}, nil
 }
 
 // readLeaves reads offsets first..last of the reader's partition and

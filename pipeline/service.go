@@ -127,6 +127,9 @@ func (s *Service) Start(ctx context.Context) error {
 	if err == nil {
 		err = EnsureStateTopic(ensureCtx, s.cfg.Kafka, s.cfg.Replication, s.cfg.Topics.Models)
 	}
+	if err == nil {
+		err = EnsureStateTopic(ensureCtx, s.cfg.Kafka, s.cfg.Replication, s.cfg.Topics.Leaves)
+	}
 	cancelEnsure()
 	if err != nil {
 		return err

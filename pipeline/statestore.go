@@ -209,12 +209,15 @@ func (s *StateStore) loadRetrying(ctx context.Context, flows string, log *slog.L
 // Close flushes and closes the writer.
 func (s *StateStore) Close() error { return s.writer.Close() }
 
-// EnsureStateTopic creates the state topic, one partition and compacted,
-// if it does not exist.
+// EnsureStateTopic creates a topic of state (checkpoints, model artifacts,
+// leaf hashes), one partition and compacted, if it does not exist. Its
+// records never expire by age or size (retention.ms and retention.bytes
+// -1), whatever the broker's defaults: compaction alone bounds it.
 func EnsureStateTopic(ctx context.Context, cluster *kafkaconn.Cluster, replication int, topic string) error {
 	err := createTopics(ctx, cluster, kafka.TopicConfig{
 		Topic: topic, NumPartitions: 1, ReplicationFactor: replication,
-		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}},
+		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"},
+			{ConfigName: "retention.ms", ConfigValue: "-1"}, {ConfigName: "retention.bytes", ConfigValue: "-1"}},
 	})
 	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("ensure state topic %s: %w", topic, err)

@@ -28,6 +28,10 @@ type Topics struct {
 	// the instances of a group (ModelTopic); one partition. Default
 	// chainwatch.models.
 	Models string `yaml:"models"`
+	// Leaves is the compacted topic of every anchored batch's leaf hashes
+	// (LeafTopic), which prove the surviving records of a range retention
+	// cut through; one partition. Default chainwatch.anchor-leaves.
+	Leaves string `yaml:"leaves"`
 }
 
 // WithDefaults fills empty names with the defaults.
@@ -49,6 +53,9 @@ func (t Topics) WithDefaults() Topics {
 	}
 	if t.Models == "" {
 		t.Models = "chainwatch.models"
+	}
+	if t.Leaves == "" {
+		t.Leaves = "chainwatch.anchor-leaves"
 	}
 	return t
 }

@@ -53,6 +53,11 @@ type KafkaConfig struct {
 	Brokers []string `yaml:"brokers"`
 	// EmbeddedListen is the embedded broker's address. Default 127.0.0.1:9092.
 	EmbeddedListen string `yaml:"embedded_listen"`
+	// EmbeddedRetentionBytes bounds each partition of the embedded broker,
+	// oldest records deleted first (Kafka's log.retention.bytes): the
+	// broker keeps its log in memory. Default 32 MiB; negative keeps
+	// everything.
+	EmbeddedRetentionBytes int64 `yaml:"embedded_retention_bytes"`
 	// Partitions and Replication apply to topics chainwatch creates.
 	// Defaults 4 and 1.
 	Partitions  int `yaml:"partitions"`
@@ -198,6 +203,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Kafka.EmbeddedListen == "" {
 		c.Kafka.EmbeddedListen = "127.0.0.1:9092"
+	}
+	if c.Kafka.EmbeddedRetentionBytes == 0 {
+		c.Kafka.EmbeddedRetentionBytes = 32 << 20
 	}
 	if c.Kafka.Partitions == 0 {
 		c.Kafka.Partitions = 4

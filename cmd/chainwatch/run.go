@@ -115,7 +115,7 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 	} else {
 		b, err := pipeline.StartEmbeddedBroker(pipeline.BrokerConfig{
 			Listen: cfg.Kafka.EmbeddedListen, DataDir: filepath.Join(cfg.DataDir, "broker"),
-			Partitions: cfg.Kafka.Partitions, Topics: cfg.Topics.All(),
+			Partitions: cfg.Kafka.Partitions, Topics: cfg.Topics.All(), RetentionBytes: max(cfg.Kafka.EmbeddedRetentionBytes, 0),
 		}, log)
 		if err != nil {
 			return RunSummary{}, fmt.Errorf("kafka.embedded_listen: %w", err)

@@ -1,0 +1,153 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
+)
+
+// Retention deletes a partition's oldest records in whole segments, whose
+// boundaries never line up with anchored batches: the first anchored range
+// that survives has lost its first records. Its root on the ledger can
+// still prove the records that survive, given the deleted records' leaf
+// hashes: the anchoring stage keeps every batch's leaf hashes in a
+// compacted topic, keyed by anchor id. They are not trusted for what they
+// say — a replay accepts them only if they hash to the anchored root — so
+// the topic needs no protection beyond the ledger's.
+//
+// (A batch's Merkle tree could be summarised for any deleted prefix by
+// RFC 6962 compact ranges, log₂ n hashes instead of n; but which prefix
+// retention will cut is not known when the batch is anchored, and the
+// leaves are what any prefix's summary is computed from. At 32 bytes a
+// record they cost an eighth or less of the records they prove, and the
+// audit deletes them with their anchor's last record.)
+
+// ErrLeavesMissing is an anchor whose leaf hashes were never kept (anchored
+// by an older chainwatch) or were deleted.
+var ErrLeavesMissing = errors.New("leaf hashes of the anchor are not kept")
+
+// LeafSource gives an anchor's leaf hashes.
+type LeafSource interface {
+	Leaves(ctx context.Context, anchorID string) ([][32]byte, error)
+}
+
+// LeafTopic keeps anchors' leaf hashes in a compacted topic of one
+// partition: key the anchor id, value the leaf hashes concatenated (a
+// tombstone once the anchor's records are all deleted).
+type LeafTopic struct {
+	kafka  *kafkaconn.Cluster
+	topic  string
+	writer *kafka.Writer
+
+	mu      sync.Mutex
+	index   map[string]int64 // anchor id → offset of its newest record
+	scanned int64            // offsets below this are indexed
+}
+
+// NewLeafTopic reads and writes topic, which EnsureStateTopic creates
+// compacted.
+func NewLeafTopic(cluster *kafkaconn.Cluster, topic string) *LeafTopic {
+	return &LeafTopic{kafka: cluster, topic: topic, index: map[string]int64{}, writer: &kafka.Writer{
+		Addr: cluster.Addr(), Topic: topic, Balancer: &kafka.Hash{}, Transport: cluster.Transport(),
+		RequiredAcks: kafka.RequireAll, BatchSize: 16, BatchBytes: 8 << 20, BatchTimeout: time.Millisecond,
+	}}
+}
+
+// Put keeps an anchor's leaf hashes; it returns once they are acknowledged.
+func (t *LeafTopic) Put(ctx context.Context, anchorID string, leaves [][32]byte) error {
+	v := make([]byte, 0, 32*len(leaves))
+	for i := range leaves {
+		v = append(v, leaves[i][:]...)
+	}
+	if err := t.writer.WriteMessages(ctx, kafka.Message{Key: []byte(anchorID), Value: v}); err != nil {
+		return fmt.Errorf("leaf topic %s: %w", t.topic, err)
+	}
+	return nil
+}
+
+// Forget deletes an anchor's leaf hashes (a tombstone compaction removes).
+func (t *LeafTopic) Forget(ctx context.Context, anchorID string) error {
+	if err := t.writer.WriteMessages(ctx, kafka.Message{Key: []byte(anchorID), Value: nil}); err != nil {
+		return fmt.Errorf("leaf topic %s: %w", t.topic, err)
+	}
+	return nil
+}
+
+// Leaves returns an anchor's leaf hashes, or an error wrapping
+// ErrLeavesMissing. The topic's keys are indexed on first use and the
+// index extended on each later one.
+func (t *LeafTopic) Leaves(ctx context.Context, anchorID string) ([][32]byte, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	conn, err := t.kafka.DialLeader(ctx, t.topic, 0)
+	if errors.Is(err, kafka.UnknownTopicOrPartition) {
+		return nil, fmt.Errorf("%w: no topic %s", ErrLeavesMissing, t.topic)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("leaf topic %s: %w", t.topic, err)
+	}
+	first, end, err := conn.ReadOffsets()
+	conn.Close()
+	if err != nil {
+		return nil, fmt.Errorf("leaf topic %s: offsets: %w", t.topic, err)
+	}
+	t.scanned = max(t.scanned, first)
+	r := t.kafka.Reader(kafka.ReaderConfig{Topic: t.topic, Partition: 0, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	var found []byte
+	if t.scanned < end {
+		if err := r.SetOffset(t.scanned); err != nil {
+			return nil, err
+		}
+		for t.scanned < end {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("leaf topic %s: read: %w", t.topic, err)
+			}
+			t.scanned = m.Offset + 1
+			key := string(m.Key)
+			if m.Value == nil {
+				delete(t.index, key)
+				continue
+			}
+			t.index[key] = m.Offset
+			if key == anchorID {
+				found = m.Value
+			}
+		}
+	}
+	if found == nil {
+		off, ok := t.index[anchorID]
+		if !ok || off < first {
+			return nil, fmt.Errorf("%w: %s", ErrLeavesMissing, anchorID)
+		}
+		if err := r.SetOffset(off); err != nil {
+			return nil, err
+		}
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("leaf topic %s: read: %w", t.topic, err)
+		}
+		if string(m.Key) != anchorID || m.Value == nil {
+			return nil, fmt.Errorf("%w: %s", ErrLeavesMissing, anchorID)
+		}
+		found = m.Value
+	}
+	if len(found)%32 != 0 {
+		return nil, fmt.Errorf("leaf topic %s: the leaves of %s are %d bytes, not a multiple of 32", t.topic, anchorID, len(found))
+	}
+	leaves := make([][32]byte, len(found)/32)
+	for i := range leaves {
+		copy(leaves[i][:], found[32*i:])
+	}
+	return leaves, nil
+}
+
+// Close flushes and closes the writer.
+func (t *LeafTopic) Close() error { return t.writer.Close() }

@@ -1,0 +1,223 @@
+package pipeline_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
+	"github.com/chainwatch/chainwatch/simulator"
+)
+
+// TestRetentionIsNotTampering deletes the front of an anchored partition
+// with a DeleteRecords request — what retention does when it drops a
+// segment — through the middle of an anchored range. The ranges before it
+// are expired; the surviving records of the range it cut through still
+// verify against the anchored root (with the kept leaf hashes of the
+// deleted ones); the audit raises no integrity alert. A surviving record of
+// that range then forged is caught, in exactly that range.
+func TestRetentionIsNotTampering(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the service")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	env := startEmbeddedDefault(t, 1)
+	sim, err := simulator.New(simulator.Config{Kafka: env.kafka, Devices: 8, Seed: 2, Speed: -1, History: time.Hour, Duration: time.Minute,
+		Start: time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC), TrustEvery: -1}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Register(ctx, env.as(contract.RoleManufacturer), env.as(contract.RoleOperator)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sim.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	svc := pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka, Partitions: 1,
+		Anchor:   pipeline.AnchorConfig{BatchRecords: 500, BatchAge: 100 * time.Millisecond},
+		Audit:    pipeline.AuditConfig{Interval: 200 * time.Millisecond},
+		Detector: pipeline.DetectorConfig{Warmup: 24 * time.Hour},
+		ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db")},
+		env.as(contract.RoleService), reg, testLogger(t))
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Shutdown(context.Background())
+	end := countPartition(t, env.brokers[0], env.topics.Flows, 0)
+	analyst := env.as(contract.RoleAnalyst)
+	var anchors []contract.Anchor
+	for ctx.Err() == nil {
+		anchors, err = analyst.ListAnchors(ctx, env.topics.Flows, 0, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(anchors) > 0 && anchors[len(anchors)-1].LastOffset >= end-1 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(anchors) < 4 {
+		t.Fatalf("%d anchors over %d records", len(anchors), end)
+	}
+	cut := anchors[2]
+	deleteTo := cut.FirstOffset + cut.Count/2 // the new start of the partition
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	offsets := kadm.Offsets{}
+	offsets.AddOffset(env.topics.Flows, 0, deleteTo, -1)
+	res, err := kadm.NewClient(cl).DeleteRecords(ctx, offsets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Error(); err != nil {
+		t.Fatal(err)
+	}
+
+	replay := func() []pipeline.ReplayRange {
+		t.Helper()
+		rs, err := pipeline.Replay(ctx, analyst, pipeline.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: 0, From: 0, To: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	status := func(rs []pipeline.ReplayRange) map[pipeline.RangeStatus]int64 {
+		out := map[pipeline.RangeStatus]int64{}
+		for _, r := range rs {
+			out[r.Status] += r.LastOffset - r.FirstOffset + 1
+		}
+		return out
+	}
+	rs := replay()
+	for _, r := range rs {
+		t.Logf("%s %d-%d %s", r.Status, r.FirstOffset, r.LastOffset, r.Detail)
+	}
+	got := status(rs)
+	if got[pipeline.RangeExpired] != deleteTo || got[pipeline.RangeMismatched] != 0 {
+		t.Fatalf("after deleting offsets 0-%d: %v, want %d expired and none mismatched", deleteTo-1, got, deleteTo)
+	}
+	var kept *pipeline.ReplayRange
+	for i := range rs {
+		if rs[i].AnchorID == cut.ID && rs[i].FirstOffset == deleteTo {
+			kept = &rs[i]
+		}
+	}
+	if kept == nil || kept.Status != pipeline.RangeVerified || kept.LastOffset != cut.LastOffset {
+		t.Fatalf("the surviving records of the range retention cut through: %+v, want verified %d-%d", kept, deleteTo, cut.LastOffset)
+	}
+
+	// A surviving record of the cut range is still provable, to the same
+	// anchored root; a deleted one says it expired.
+	proof, err := pipeline.Prove(ctx, analyst, env.kafka, env.topics.Flows, "", 0, deleteTo+3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proof.MerkleRoot != cut.MerkleRoot || proof.Check() != nil {
+		t.Fatalf("proof of offset %d: %+v", deleteTo+3, proof)
+	}
+	if _, err := pipeline.Prove(ctx, analyst, env.kafka, env.topics.Flows, "", 0, deleteTo-1); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("proof of a deleted record: %v", err)
+	}
+
+	// The audit goes over it all without an integrity alert.
+	for testutil.ToFloat64(svc.Metrics().AuditedRecords.WithLabelValues(env.topics.Flows, "expired")) < float64(deleteTo) {
+		if ctx.Err() != nil {
+			t.Fatal("the audit never counted the expired records")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := testutil.ToFloat64(svc.Metrics().IntegrityFinds.WithLabelValues(env.topics.Flows)); n != 0 {
+		t.Fatalf("%v integrity findings for retention", n)
+	}
+
+	// A surviving record of the cut range forged: exactly that range.
+	if err := env.broker.ForgeRecord(ctx, env.topics.Flows, 0, deleteTo+7, func(v []byte) []byte {
+		out := append([]byte(nil), v...)
+		out[len(out)-3] ^= 1
+		return out
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var bad []pipeline.ReplayRange
+	for _, r := range replay() {
+		if r.Status == pipeline.RangeMismatched {
+			bad = append(bad, r)
+		}
+	}
+	if len(bad) != 1 || bad[0].AnchorID != cut.ID || bad[0].FirstOffset != deleteTo {
+		t.Fatalf("after forging offset %d: mismatched %+v, want the surviving part of %s only", deleteTo+7, bad, cut.ID)
+	}
+	t.Logf("forged: %s", bad[0].Detail)
+}
+
+// TestEmbeddedBrokerAppliesRetention: the embedded broker bounds each
+// partition's log by RetentionBytes, deleting the oldest records first,
+// and leaves the compacted state topics whole.
+func TestEmbeddedBrokerAppliesRetention(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topics := pipeline.Topics{}.WithDefaults()
+	broker, err := pipeline.StartEmbeddedBroker(pipeline.BrokerConfig{Listen: "127.0.0.1:0", Topics: topics.All(), Partitions: 1, RetentionBytes: 64 << 10}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker.Addr()), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	kafka := kafkaconn.Plain(broker.Addr())
+	if err := pipeline.EnsureStateTopic(ctx, kafka, 1, topics.State); err != nil {
+		t.Fatal(err)
+	}
+	value := make([]byte, 1000) // incompressible, as the producer compresses
+	for i := range value {
+		value[i] = byte(i*7919 + i*i*31)
+	}
+	for i := range 20 { // 400 KB in each topic, in batches of 20 records
+		var recs []*kgo.Record
+		for j := range 20 {
+			key := []byte{byte(i), byte(j)}
+			recs = append(recs, &kgo.Record{Topic: topics.Flows, Value: value}, &kgo.Record{Topic: topics.State, Key: key, Value: value})
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	broker.ApplyRetention()
+	starts, err := adm.ListStartOffsets(ctx, topics.Flows, topics.State)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topics.Flows, topics.State)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flowStart, _ := starts.Lookup(topics.Flows, 0)
+	flowEnd, _ := ends.Lookup(topics.Flows, 0)
+	stateStart, _ := starts.Lookup(topics.State, 0)
+	t.Logf("flows: offsets %d-%d kept; state: from %d", flowStart.Offset, flowEnd.Offset, stateStart.Offset)
+	if flowStart.Offset == 0 || flowEnd.Offset != 400 || (flowEnd.Offset-flowStart.Offset)*1000 > 2*(64<<10) {
+		t.Errorf("flows keeps offsets %d-%d of 400 records of 1 KB under a 64 KiB retention", flowStart.Offset, flowEnd.Offset)
+	}
+	if stateStart.Offset != 0 {
+		t.Errorf("the compacted state topic lost its first %d records to retention", stateStart.Offset)
+	}
+}
