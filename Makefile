@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/chainwatch
 PKGS    := ./...
 
-.PHONY: all build run test test-short race bench bench-go bench-models bench-detection bench-soak vet fmt clean fabric-up fabric-down test-fabric dashboards
+.PHONY: all build run test test-short race bench bench-go bench-models bench-detection bench-soak bench-ledger vet fmt clean fabric-up fabric-down test-fabric dashboards
 
 all: build
 
@@ -70,6 +70,12 @@ bench-detection:
 bench-soak:
 	@mkdir -p docs/bench
 	cd cmd/chainwatch && CHAINWATCH_SOAK=30m CHAINWATCH_SOAK_REPORT=$(CURDIR)/docs/bench/soak.md $(GO) test -run '^$$' -bench Soak -benchtime 1x -timeout 40m -v .
+
+## bench-ledger: the embedded ledger's anchoring cost (transactions an
+## hour, MiB a day) with 4 and 32 partitions; docs/BENCHMARKS.md records it.
+bench-ledger:
+	@mkdir -p docs/bench
+	cd cmd/chainwatch && CHAINWATCH_LEDGER_COST=3m CHAINWATCH_LEDGER_COST_REPORT=$(CURDIR)/docs/bench/ledger.md $(GO) test -run '^$$' -bench LedgerCost -benchtime 1x -timeout 20m -v .
 
 ## bench: everything `docs/BENCHMARKS.md` and `docs/DETECTION.md` report.
 bench: bench-go bench-models bench-detection

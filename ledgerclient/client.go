@@ -94,6 +94,13 @@ func (c *Client) ListFirmware(ctx context.Context, profile string) ([]contract.F
 	return evaluate[[]contract.Firmware](ctx, c, contract.FnListFirmware, contract.ProfileArgs{Profile: profile})
 }
 
+// AnchorBatches anchors several batches' Merkle roots in one transaction
+// (service).
+func (c *Client) AnchorBatches(ctx context.Context, anchors []contract.Anchor) ([]contract.Anchor, error) {
+	r, _, err := submit[[]contract.Anchor](ctx, c, contract.FnAnchorBatches, contract.AnchorsArgs{Anchors: anchors})
+	return r, err
+}
+
 // AnchorBatch anchors a batch's Merkle root (service).
 func (c *Client) AnchorBatch(ctx context.Context, a contract.Anchor) (contract.Anchor, error) {
 	r, _, err := submit[contract.Anchor](ctx, c, contract.FnAnchorBatch, a)

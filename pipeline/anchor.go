@@ -32,6 +32,11 @@ type AnchorConfig struct {
 	// BatchAge cuts a batch whose first record arrived this long ago
 	// (wall time), so quiet partitions are anchored too. Default 2s.
 	BatchAge time.Duration
+	// Period is how often the batches cut since the last anchoring are
+	// anchored: every partition's and topic's in one ledger transaction
+	// (AnchorBatches), so that the ledger's transaction rate is one per
+	// period whatever the number of partitions. Default 5s.
+	Period time.Duration
 }
 
 func (c AnchorConfig) withDefaults(t Topics) AnchorConfig {
@@ -47,6 +52,9 @@ func (c AnchorConfig) withDefaults(t Topics) AnchorConfig {
 	}
 	if c.BatchAge == 0 {
 		c.BatchAge = 2 * time.Second
+	}
+	if c.Period == 0 {
+		c.Period = max(5*time.Second, c.BatchAge)
 	}
 	return c
 }
@@ -71,7 +79,19 @@ type AnchorStage struct {
 	ownedMu sync.Mutex
 	owned   map[topicPartition]bool
 	batches map[topicPartition]*batch
+	// pending are the batches cut since the last anchoring, their leaves
+	// kept, waiting for the period's transaction; pendingSince is when
+	// the oldest was cut.
+	pending      []pendingBatch
+	pendingSince time.Time
 	stageRun
+}
+
+// pendingBatch is a cut batch waiting to be anchored.
+type pendingBatch struct {
+	tp     topicPartition
+	anchor contract.Anchor
+	cut    time.Time
 }
 
 type topicPartition struct {
@@ -80,6 +100,10 @@ type topicPartition struct {
 }
 
 type batch struct {
+	// stream is the partition's topic identity its anchors are written
+	// under (StreamOf), looked up at first sight and on every rewind, so
+	// that a topic deleted and created again anchors afresh.
+	stream       string
 	leaves       [][32]byte
 	first, last  int64
 	firstTs      time.Time
@@ -181,10 +205,13 @@ func (s *AnchorStage) addAll(ctx context.Context, fetches kgo.Fetches) error {
 	}
 	for tp, b := range s.batches {
 		if len(b.leaves) > 0 && time.Since(b.opened) >= s.cfg.BatchAge {
-			if err := s.anchor(ctx, tp, b); err != nil {
+			if err := s.cut(ctx, tp, b); err != nil {
 				return err
 			}
 		}
+	}
+	if len(s.pending) > 0 && (time.Since(s.pendingSince) >= s.cfg.Period || len(s.pending) >= contract.MaxAnchorsPerTx/2) {
+		return s.anchorPending(ctx)
 	}
 	return nil
 }
@@ -195,10 +222,27 @@ func (s *AnchorStage) add(ctx context.Context, m *kgo.Record) error {
 	if b == nil || m.Offset <= b.last {
 		// First sight of this partition, or a rewind after a rebalance:
 		// ask the ledger how far it is anchored.
-		b = &batch{anchoredUpTo: -1, last: -1}
-		anchors, err := s.ledger.ListAnchors(ctx, m.Topic, m.Partition, m.Offset, -1)
+		stream, err := TopicStream(ctx, s.cfg.Kafka, m.Topic)
 		if err != nil {
-			return fmt.Errorf("read anchors of %s/%d: %w", m.Topic, m.Partition, err)
+			return fmt.Errorf("anchor %s/%d: %w", m.Topic, m.Partition, err)
+		}
+		if old := s.batches[tp]; old != nil && old.stream != stream {
+			s.log.Warn("topic was created anew: its anchors start afresh, the old topic's stay on the ledger",
+				"topic", m.Topic, "partition", m.Partition, "old_stream", old.stream, "stream", stream)
+		}
+		b = &batch{stream: stream, anchoredUpTo: -1, last: -1}
+		// Batches of it cut but not anchored yet are cut again from the
+		// records read anew.
+		kept := s.pending[:0]
+		for _, p := range s.pending {
+			if p.tp != tp {
+				kept = append(kept, p)
+			}
+		}
+		s.pending = kept
+		anchors, err := s.ledger.ListAnchors(ctx, stream, m.Partition, m.Offset, -1)
+		if err != nil {
+			return fmt.Errorf("read anchors of %s/%d: %w", stream, m.Partition, err)
 		}
 		for _, a := range anchors {
 			b.anchoredUpTo = max(b.anchoredUpTo, a.LastOffset)
@@ -214,64 +258,103 @@ func (s *AnchorStage) add(ctx context.Context, m *kgo.Record) error {
 	b.leaves = append(b.leaves, s.hasher.hash(m.Offset, m.Timestamp.UnixMilli(), m.Key, m.Value))
 	b.last, b.lastTs = m.Offset, m.Timestamp
 	if len(b.leaves) >= s.cfg.BatchRecords {
-		return s.anchor(ctx, tp, b)
+		return s.cut(ctx, tp, b)
 	}
 	return nil
 }
 
-// anchor writes the batch's root on the ledger, retrying until it is
-// accepted, then commits its offsets.
-func (s *AnchorStage) anchor(ctx context.Context, tp topicPartition, b *batch) error {
-	started := time.Now()
+// cut closes a partition's batch: its root is computed and its leaf hashes
+// kept (LeafTopic, acknowledged before the root can reach the ledger, so
+// an anchor always has them), and it waits for the period's transaction.
+func (s *AnchorStage) cut(ctx context.Context, tp topicPartition, b *batch) error {
 	root := MerkleRoot(b.leaves)
 	a := contract.Anchor{
-		Stream: tp.topic, Partition: int32(tp.partition), FirstOffset: b.first, LastOffset: b.last,
+		Stream: b.stream, Partition: int32(tp.partition), FirstOffset: b.first, LastOffset: b.last,
 		Count: int64(len(b.leaves)), MerkleRoot: hex.EncodeToString(root[:]),
 		FirstTimestamp: b.firstTs.UTC(), LastTimestamp: b.lastTs.UTC(),
 	}
 	if a.LastTimestamp.Before(a.FirstTimestamp) {
 		a.LastTimestamp = a.FirstTimestamp // producer clocks may step back
 	}
-	backoff := 100 * time.Millisecond
-	// The leaf hashes first: an anchor on the ledger always has them kept,
-	// so retention cutting through its range never leaves its surviving
-	// records unprovable.
 	id := contract.AnchorID(a.Stream, a.Partition, a.FirstOffset, a.LastOffset)
-	for {
-		err := s.leaves.Put(ctx, id, b.leaves)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		s.log.Warn("keeping leaf hashes failed; retrying", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
+	if err := s.retry(ctx, "keeping leaf hashes", func() error { return s.leaves.Put(ctx, id, b.leaves) }); err != nil {
+		return err
 	}
-	backoff = 100 * time.Millisecond
-	for {
+	if len(s.pending) == 0 {
+		s.pendingSince = time.Now()
+	}
+	s.pending = append(s.pending, pendingBatch{tp: tp, anchor: a, cut: b.opened})
+	b.leaves = b.leaves[:0]
+	return nil
+}
+
+// anchorPending writes the pending batches' roots on the ledger in one
+// transaction, retrying until it is accepted, then commits their offsets.
+func (s *AnchorStage) anchorPending(ctx context.Context) error {
+	anchors := make([]contract.Anchor, len(s.pending))
+	for i, p := range s.pending {
+		anchors[i] = p.anchor
+	}
+	err := s.retry(ctx, "anchoring", func() error {
 		txStart := time.Now()
-		_, err := s.ledger.AnchorBatch(ctx, a)
+		_, err := s.ledger.AnchorBatches(ctx, anchors)
 		result := "ok"
 		if err != nil {
 			result = "error"
 		}
-		s.metrics.LedgerTx.WithLabelValues(contract.FnAnchorBatch, result).Observe(time.Since(txStart).Seconds())
-		if err == nil {
-			break
-		}
+		s.metrics.LedgerTx.WithLabelValues(contract.FnAnchorBatches, result).Observe(time.Since(txStart).Seconds())
 		if errors.Is(err, contract.ErrConflict) || errors.Is(err, contract.ErrInvalid) || errors.Is(err, contract.ErrForbidden) {
-			return fmt.Errorf("anchor %s: %w", id, err)
+			return permanent{fmt.Errorf("anchor %d batches from %s: %w", len(anchors), anchors[0].ID, err)}
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	commits := map[topicPartition]int64{}
+	for _, p := range s.pending {
+		a := p.anchor
+		s.metrics.Anchors.WithLabelValues(p.tp.topic).Inc()
+		s.metrics.AnchoredRecords.WithLabelValues(p.tp.topic).Add(float64(a.Count))
+		s.metrics.Summary.AnchorsWritten.Add(1)
+		s.metrics.StageLatency.WithLabelValues("anchor").Observe(time.Since(p.cut).Seconds())
+		if b := s.batches[p.tp]; b != nil {
+			b.anchoredUpTo = max(b.anchoredUpTo, a.LastOffset)
+		}
+		commits[p.tp] = max(commits[p.tp], a.LastOffset+1)
+	}
+	s.pending = s.pending[:0]
+	if err := s.consumer.commit(ctx, commits); err != nil {
+		// The anchors are on the ledger; a lost commit only means these
+		// records are skipped again after a restart.
+		s.log.Warn("offset commit failed", "partitions", len(commits), "err", err)
+	}
+	return nil
+}
+
+// permanent marks an error retry must not retry.
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+// retry runs fn until it succeeds, backing off from 100 ms to 10 s, and
+// gives up on a permanent error or when ctx ends (the batches stay
+// uncommitted and are anchored after a restart).
+func (s *AnchorStage) retry(ctx context.Context, what string, fn func() error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		var p permanent
+		if errors.As(err, &p) {
+			return p.error
 		}
 		if ctx.Err() != nil {
-			return ctx.Err() // shutting down: the batch stays uncommitted and is anchored after restart
+			return ctx.Err()
 		}
-		s.log.Warn("anchoring failed; retrying", "err", err, "retry_in", backoff)
+		s.log.Warn(what+" failed; retrying", "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -279,16 +362,4 @@ func (s *AnchorStage) anchor(ctx context.Context, tp topicPartition, b *batch) e
 		}
 		backoff = min(2*backoff, 10*time.Second)
 	}
-	s.metrics.Anchors.WithLabelValues(tp.topic).Inc()
-	s.metrics.AnchoredRecords.WithLabelValues(tp.topic).Add(float64(len(b.leaves)))
-	s.metrics.Summary.AnchorsWritten.Add(1)
-	s.metrics.StageLatency.WithLabelValues("anchor").Observe(time.Since(started).Seconds())
-	b.anchoredUpTo = b.last
-	b.leaves = b.leaves[:0]
-	if err := s.consumer.commit(ctx, map[topicPartition]int64{tp: b.last + 1}); err != nil {
-		// The anchor is on the ledger; a lost commit only means these
-		// records are skipped again after a restart.
-		s.log.Warn("offset commit failed", "topic", tp.topic, "partition", tp.partition, "err", err)
-	}
-	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
@@ -61,9 +62,11 @@ type AuditStage struct {
 	reported map[string]bool
 	// leaves are the kept leaf hashes: the replay reads those of a range
 	// retention cut through, and the audit deletes those of a range
-	// retention removed whole (forgotten, once each).
-	leaves    *LeafTopic
-	forgotten map[string]bool
+	// retention removed whole.
+	leaves *LeafTopic
+	// floor is, per partition, the offset after the wholly expired ranges
+	// already counted: a round that starts over starts there.
+	floor map[topicPartition]int64
 	stageRun
 }
 
@@ -71,7 +74,7 @@ type AuditStage struct {
 func NewAuditStage(cfg AuditConfig, cluster *kafkaconn.Cluster, ledger *ledgerclient.Client, outbox AlertQueue, owned func() []topicPartition, metrics *Metrics, log *slog.Logger) *AuditStage {
 	return &AuditStage{cfg: cfg.withDefaults(), kafka: cluster, ledger: ledger, outbox: outbox, owned: owned, metrics: metrics,
 		log: log.With("stage", "audit"), cursor: map[topicPartition]int64{}, reported: map[string]bool{},
-		leaves: NewLeafTopic(cluster, Topics{}.WithDefaults().Leaves), forgotten: map[string]bool{}, stageRun: stageRun{name: "audit", log: log}}
+		leaves: NewLeafTopic(cluster, Topics{}.WithDefaults().Leaves), floor: map[topicPartition]int64{}, stageRun: stageRun{name: "audit", log: log}}
 }
 
 // Start runs audit rounds until ctx ends.
@@ -136,7 +139,11 @@ func (s *AuditStage) round(ctx context.Context) error {
 
 func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budget int64) error {
 	from := s.cursor[tp]
-	anchors, err := s.ledger.ListAnchors(ctx, tp.topic, int32(tp.partition), from, -1)
+	stream, err := TopicStream(ctx, s.kafka, tp.topic)
+	if err != nil {
+		return fmt.Errorf("audit %s/%d: %w", tp.topic, tp.partition, err)
+	}
+	anchors, err := listAnchors(ctx, s.ledger, stream, int32(tp.partition), from, -1)
 	if err != nil {
 		return fmt.Errorf("audit %s/%d: %w", tp.topic, tp.partition, err)
 	}
@@ -155,11 +162,13 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 		records += a.Count
 	}
 	if len(chosen) == 0 {
-		s.cursor[tp] = 0 // caught up: the next round starts over from the oldest
+		// Caught up: the next round starts over from the oldest range not
+		// wholly expired (those were counted and their leaves deleted).
+		s.cursor[tp] = s.floor[tp]
 		return nil
 	}
 	first, last := chosen[0].FirstOffset, chosen[len(chosen)-1].LastOffset
-	verdicts, err := Replay(ctx, s.ledger, ReplayRequest{Kafka: s.kafka, Topic: tp.topic, Partition: int32(tp.partition), From: first, To: last, Leaves: s.leaves})
+	verdicts, err := Replay(ctx, s.ledger, ReplayRequest{Kafka: s.kafka, Topic: tp.topic, AnchoredAs: stream, Partition: int32(tp.partition), From: first, To: last, Leaves: s.leaves})
 	if err != nil {
 		return err
 	}
@@ -170,14 +179,17 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "verified").Add(float64(v.Records))
 			s.metrics.Summary.RecordsAudited.Add(v.Records)
 		case RangeExpired:
-			// Retention, not tampering: counted, never alerted. Once an
-			// anchor's records are all gone its leaf hashes go too.
-			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "expired").Add(float64(v.Records))
-			if whole := coversAnchor(tp.topic, v); whole && !s.forgotten[v.AnchorID] {
-				if err := s.leaves.Forget(ctx, v.AnchorID); err == nil {
-					s.forgotten[v.AnchorID] = true
-				}
+			// Retention, not tampering: never alerted. Once an anchor's
+			// records are all gone they are counted, its leaf hashes
+			// deleted, and later rounds start past it.
+			if !coversAnchor(v) {
+				break // cut through: counted once it is gone whole
 			}
+			if err := s.leaves.Forget(ctx, v.AnchorID); err != nil {
+				break // tried again next round
+			}
+			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "expired").Add(float64(v.Records))
+			s.floor[tp] = max(s.floor[tp], v.LastOffset+1)
 		case RangeMismatched:
 			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "mismatched").Add(float64(v.Records))
 			if !s.reported[v.AnchorID] {
@@ -199,7 +211,7 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 }
 
 // coversAnchor reports whether the verdict covers its whole anchor (the
-// anchor id names the anchored range).
-func coversAnchor(topic string, v ReplayRange) bool {
-	return v.AnchorID != "" && v.AnchorID == contract.AnchorID(topic, v.Partition, v.FirstOffset, v.LastOffset)
+// anchor id ends with the anchored range).
+func coversAnchor(v ReplayRange) bool {
+	return v.AnchorID != "" && strings.HasSuffix(v.AnchorID, fmt.Sprintf("/%d/%d-%d", v.Partition, v.FirstOffset, v.LastOffset))
 }

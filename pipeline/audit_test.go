@@ -44,7 +44,7 @@ func TestAuditFindsHistoryTheBrokerForged(t *testing.T) {
 
 	svc := pipeline.NewService(pipeline.ServiceConfig{
 		Kafka: env.kafka, Partitions: 2, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
-		Anchor: pipeline.AnchorConfig{BatchRecords: 500, BatchAge: 100 * time.Millisecond},
+		Anchor: pipeline.AnchorConfig{BatchRecords: 500, BatchAge: 100 * time.Millisecond, Period: 200 * time.Millisecond},
 		Audit:  pipeline.AuditConfig{Interval: 100 * time.Millisecond, RecordsPerRound: 1000},
 	}, env.as(contract.RoleService), prometheus.NewRegistry(), testLogger(t))
 	if err := svc.Start(ctx); err != nil {
@@ -57,7 +57,7 @@ func TestAuditFindsHistoryTheBrokerForged(t *testing.T) {
 	var anchors []contract.Anchor
 	for {
 		var err error
-		anchors, err = service.ListAnchors(ctx, env.topics.Flows, 1, 0, -1)
+		anchors, err = service.ListAnchors(ctx, flowStream(t, ctx, env), 1, 0, -1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +119,7 @@ func TestAuditFindsHistoryTheBrokerForged(t *testing.T) {
 
 // countPartition is the number of records a partition holds (its end
 // offset).
-func countPartition(t *testing.T, broker, topic string, partition int) int64 {
+func countPartition(t testing.TB, broker, topic string, partition int) int64 {
 	t.Helper()
 	conn, err := kafka.DialLeader(context.Background(), "tcp", broker, topic, partition)
 	if err != nil {

@@ -72,6 +72,9 @@ type DetectStage struct {
 	// restored are the checkpoints of partitions assigned to this instance
 	// and not yet seen, applied when their first record arrives.
 	restored map[int]partitionCheckpoint
+	// stream is the flows topic's identity (StreamOf), looked up when
+	// partitions are assigned and when a partition's offsets go back.
+	stream string
 	// stateErr is set when the state of assigned partitions could not be
 	// read; the stage stops rather than process them without it.
 	stateErr error
@@ -133,8 +136,19 @@ func (s *DetectStage) partitionsAssigned(ctx context.Context, parts []topicParti
 		return
 	}
 	maps.Copy(s.histories, st.histories)
+	if stream, err := TopicStream(ctx, s.cfg.Kafka, s.cfg.Topics.Flows); err == nil {
+		s.stream = stream
+	} else {
+		s.log.Warn("topic id not read: checkpoints are resumed whatever topic they were of", "err", err)
+	}
 	for _, tp := range parts {
 		if cp, ok := st.checkpoints[tp.partition]; ok {
+			if cp.Stream != "" && s.stream != "" && cp.Stream != s.stream {
+				// The topic was deleted and created again: its offsets
+				// are another topic's, the checkpoint says nothing of them.
+				s.log.Warn("checkpoint of an earlier topic of the same name not resumed", "partition", tp.partition, "checkpoint_stream", cp.Stream, "stream", s.stream)
+				continue
+			}
 			s.restored[tp.partition] = cp
 		}
 	}
@@ -214,7 +228,15 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 	p := s.partitions[m.Partition]
 	if p == nil || m.Offset <= p.processed {
 		// New partition, or one handed back after a rebalance and re-read
-		// from its committed offset: start its windows afresh.
+		// from its committed offset, or a topic created anew: start its
+		// windows afresh.
+		if p != nil {
+			if stream, err := TopicStream(ctx, s.cfg.Kafka, topic); err == nil && stream != s.stream && s.stream != "" {
+				s.log.Warn("topic was created anew: its windows and checkpoints start afresh", "topic", topic, "old_stream", s.stream, "stream", stream)
+				s.stream = stream
+				delete(s.restored, m.Partition)
+			}
+		}
 		p = newPartitionWindows(s.cfg.Window, int32(m.Partition))
 		p.restore = s.restoreDevice
 		if cp, ok := s.restored[m.Partition]; ok {
@@ -393,7 +415,9 @@ func (s *DetectStage) commit(ctx context.Context) {
 			continue
 		}
 		next[topicPartition{s.cfg.Topics.Flows, part}] = off + 1
-		checkpoints[part] = p.checkpoint()
+		cp := p.checkpoint()
+		cp.Stream = s.stream
+		checkpoints[part] = cp
 	}
 	s.metrics.TrackedDevices.Set(float64(devices))
 	s.metrics.OpenWindows.Set(float64(open))

@@ -1,11 +1,13 @@
 package pipeline_test
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
@@ -59,4 +61,38 @@ func startEmbeddedDefaultB(t testing.TB, partitions int) *embeddedDefault {
 // as is a ledger client acting in role.
 func (e *embeddedDefault) as(role contract.Role) *ledgerclient.Client {
 	return ledgerclient.New(e.ledger.Client(embedded.LocalCaller(role)))
+}
+
+// flowStream is the stream the flows topic's anchors are written under.
+func flowStream(t testing.TB, ctx context.Context, e *embeddedDefault) string {
+	t.Helper()
+	s, err := pipeline.TopicStream(ctx, e.kafka, e.topics.Flows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// waitAnchored waits until every partition of the flows topic is anchored
+// up to its newest record.
+func waitAnchored(t testing.TB, ctx context.Context, e *embeddedDefault, partitions int) {
+	t.Helper()
+	stream := flowStream(t, ctx, e)
+	ledger := e.as(contract.RoleAnalyst)
+	for p := range partitions {
+		end := countPartition(t, e.brokers[0], e.topics.Flows, p)
+		for end > 0 {
+			as, err := ledger.ListAnchors(ctx, stream, int32(p), end-1, end-1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(as) > 0 {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s/%d never anchored up to offset %d", stream, p, end-1)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }

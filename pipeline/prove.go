@@ -36,11 +36,11 @@ type RecordProof struct {
 
 // Prove builds the inclusion proof of one record.
 func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.Cluster, topic, anchoredAs string, partition int32, offset int64) (*RecordProof, error) {
-	stream := anchoredAs
-	if stream == "" {
-		stream = topic
+	stream, err := resolveStream(ctx, cluster, topic, anchoredAs)
+	if err != nil {
+		return nil, err
 	}
-	anchors, err := ledger.ListAnchors(ctx, stream, partition, offset, offset)
+	anchors, err := listAnchors(ctx, ledger, stream, partition, offset, offset)
 	if err != nil {
 		return nil, err
 	}
@@ -91,6 +91,12 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.
 	if p.LeafIndex < 0 {
 		return nil, fmt.Errorf("offset %d is not in the records of anchor %s", offset, a.ID)
 	}
+	return p.complete(leaves, a)
+}
+
+// complete fills the proof's leaf and audit path from the range's leaves
+// and checks it.
+func (p *RecordProof) complete(leaves [][32]byte, a contract.Anchor) (*RecordProof, error) {
 	p.LeafCount = len(leaves)
 	leaf := leaves[p.LeafIndex]
 	p.LeafHash = hex.EncodeToString(leaf[:])
@@ -98,7 +104,7 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.
 		p.AuditPath = append(p.AuditPath, hex.EncodeToString(h[:]))
 	}
 	if err := p.Check(); err != nil {
-		return nil, fmt.Errorf("the records of anchor %s no longer match it: %w", a.ID, err)
+		return nil, fmt.Errorf("the record at offset %d no longer matches anchor %s: %w", p.Offset, a.ID, err)
 	}
 	return p, nil
 }
@@ -123,16 +129,7 @@ func proveFromKeptLeaves(ctx context.Context, r *kafka.Reader, cluster *kafkacon
 		return nil, fmt.Errorf("read %s/%d offset %d: %v", a.Stream, a.Partition, p.Offset, err)
 	}
 	p.LeafIndex, p.TimestampMs, p.Key, p.Value = int(p.Offset-a.FirstOffset), m.Time.UnixMilli(), m.Key, m.Value
-	p.LeafCount = len(leaves)
-	leaf := leaves[p.LeafIndex]
-	p.LeafHash = hex.EncodeToString(leaf[:])
-	for _, h := range InclusionProof(leaves, p.LeafIndex) {
-		p.AuditPath = append(p.AuditPath, hex.EncodeToString(h[:]))
-	}
-	if err := p.Check(); err != nil {
-		return nil, fmt.Errorf("the record at offset %d no longer matches anchor %s: %w", p.Offset, a.ID, err)
-	}
-	return p, nil
+	return p.complete(leaves, a)
 }
 
 // Check recomputes the leaf hash from the record and follows the audit path

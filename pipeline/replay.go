@@ -55,8 +55,9 @@ type ReplayRange struct {
 type ReplayRequest struct {
 	Kafka *kafkaconn.Cluster
 	// Topic is read from Kafka. AnchoredAs is the stream its anchors were
-	// written under; empty means Topic. A copy of a topic (restored from a
-	// backup, say) is verified against the original's anchors this way.
+	// written under; empty means the topic's own stream (StreamOf its name
+	// and id). A copy of a topic (restored from a backup, say) is verified
+	// against the original's anchors this way.
 	Topic      string
 	AnchoredAs string
 	Partition  int32
@@ -102,9 +103,9 @@ func Replay(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequest)
 // replayOnce is one pass of Replay; it also returns the partition's first
 // offset when it started.
 func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequest) ([]ReplayRange, int64, error) {
-	stream := req.AnchoredAs
-	if stream == "" {
-		stream = req.Topic
+	stream, err := resolveStream(ctx, req.Kafka, req.Topic, req.AnchoredAs)
+	if err != nil {
+		return nil, 0, fmt.Errorf("replay %s/%d: %w", req.Topic, req.Partition, err)
 	}
 	conn, err := req.Kafka.DialLeader(ctx, req.Topic, int(req.Partition))
 	if err != nil {
@@ -131,7 +132,7 @@ func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequ
 	if listFrom > upper {
 		return nil, firstAvail, nil
 	}
-	anchors, err := ledger.ListAnchors(ctx, stream, req.Partition, listFrom, upper)
+	anchors, err := listAnchors(ctx, ledger, stream, req.Partition, listFrom, upper)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -51,7 +51,7 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 	}
 
 	// Anchor everything with the real stage, in batches of 300.
-	stage := pipeline.NewAnchorStage(pipeline.AnchorConfig{Kafka: env.kafka, Topics: []string{env.topics.Flows}, BatchRecords: 300, BatchAge: 200 * time.Millisecond},
+	stage := pipeline.NewAnchorStage(pipeline.AnchorConfig{Kafka: env.kafka, Topics: []string{env.topics.Flows}, BatchRecords: 300, BatchAge: 200 * time.Millisecond, Period: 200 * time.Millisecond},
 		env.topics, service, pipeline.NewMetrics(prometheus.NewRegistry()), testLogger(t))
 	stageCtx, stopStage := context.WithCancel(ctx)
 	if err := stage.Start(stageCtx); err != nil {
@@ -59,7 +59,7 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 	}
 	for p, end := range ends {
 		for {
-			as, err := service.ListAnchors(ctx, env.topics.Flows, int32(p), end-1, end-1)
+			as, err := service.ListAnchors(ctx, flowStream(t, ctx, env), int32(p), end-1, end-1)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -66,7 +66,7 @@ func TestScheduledRetrainingPromotesWhatIsNotWorse(t *testing.T) {
 	simulate(simulator.Config{Resume: true, History: -1, Duration: 3 * time.Hour, FirstAttackAfter: 4 * time.Hour,
 		Shift: &simulator.Shift{Profile: "camera", Factor: 30, NewCloud: true}})
 	settle(t, ctx, svc)
-	time.Sleep(time.Second) // the last anchors land
+	waitAnchored(t, ctx, env, 2)
 
 	operator := env.as(contract.RoleOperator)
 	topic := pipeline.NewModelTopic(env.kafka, pipeline.Topics{}.WithDefaults().Models)

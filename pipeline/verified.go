@@ -32,10 +32,14 @@ func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster,
 	return func(ctx context.Context, ranges []OffsetRange) ([]string, []OffsetRange, error) {
 		var ids []string
 		var excluded []OffsetRange
+		stream, err := TopicStream(ctx, cluster, topic)
+		if err != nil {
+			return nil, nil, err
+		}
 		for _, r := range ranges {
 			deadline := time.Now().Add(wait)
 			for {
-				covering, err := ledger.ListAnchors(ctx, topic, r.Partition, r.Last, r.Last)
+				covering, err := listAnchors(ctx, ledger, stream, r.Partition, r.Last, r.Last)
 				if err != nil {
 					return nil, nil, err
 				}
@@ -51,7 +55,7 @@ func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster,
 				case <-time.After(200 * time.Millisecond):
 				}
 			}
-			verdicts, err := Replay(ctx, ledger, ReplayRequest{Kafka: cluster, Topic: topic, Partition: r.Partition, From: r.First, To: r.Last})
+			verdicts, err := Replay(ctx, ledger, ReplayRequest{Kafka: cluster, Topic: topic, AnchoredAs: stream, Partition: r.Partition, From: r.First, To: r.Last})
 			if err != nil {
 				return nil, nil, err
 			}

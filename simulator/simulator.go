@@ -188,12 +188,14 @@ type Simulator struct {
 	// trustSkipped counts scenarios skipped for want of a device, so the
 	// rotation moves on to the next scenario.
 	trustSkipped int
-	// tampered counts history-tamper scenarios played.
-	tampered int
-	operator *ledgerclient.Client
-	truth    *csv.Writer
-	file     *os.File
-	stats    Stats
+	// tampered counts history-tamper scenarios played, on the anchored
+	// ranges in tamperedAnchors.
+	tampered        int
+	tamperedAnchors map[string]bool
+	operator        *ledgerclient.Client
+	truth           *csv.Writer
+	file            *os.File
+	stats           Stats
 	// shiftFrom is when Config.Shift takes effect.
 	shiftFrom time.Time
 }

@@ -220,14 +220,27 @@ func (s *Simulator) tamperHistory(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("simulate history tamper: partitions of %s: %w", s.cfg.Topic, err)
 	}
+	// Anchors name the topic's stream: its name and id (pipeline.StreamOf).
+	stream, err := pipeline.TopicStream(ctx, s.cfg.Kafka, s.cfg.Topic)
+	if err != nil {
+		return fmt.Errorf("simulate history tamper: %w", err)
+	}
 	var target *contract.Anchor
 	for _, p := range parts {
-		anchors, err := s.operator.ListAnchors(ctx, s.cfg.Topic, int32(p.ID), 0, -1)
+		anchors, err := s.operator.ListAnchors(ctx, stream, int32(p.ID), 0, -1)
 		if err != nil {
 			return fmt.Errorf("simulate history tamper: anchors: %w", err)
 		}
-		if n := len(anchors); n > 0 && (target == nil || anchors[n-1].LastTimestamp.After(target.LastTimestamp)) {
-			target = &anchors[n-1]
+		// The newest range not altered already: each scenario is a
+		// finding of its own.
+		for i := len(anchors) - 1; i >= 0; i-- {
+			if s.tamperedAnchors[anchors[i].ID] {
+				continue
+			}
+			if target == nil || anchors[i].LastTimestamp.After(target.LastTimestamp) {
+				target = &anchors[i]
+			}
+			break
 		}
 	}
 	if target == nil {
@@ -255,6 +268,10 @@ func (s *Simulator) tamperHistory(ctx context.Context) error {
 		return nil
 	}
 	s.tampered++
+	if s.tamperedAnchors == nil {
+		s.tamperedAnchors = map[string]bool{}
+	}
+	s.tamperedAnchors[target.ID] = true
 	profile := ""
 	for _, d := range s.Fleet {
 		if d.ID == device {

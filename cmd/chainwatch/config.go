@@ -118,6 +118,9 @@ type AlertsAPIConfig struct {
 type AnchorConfig struct {
 	BatchRecords int           `yaml:"batch_records"` // default 5000
 	BatchAge     time.Duration `yaml:"batch_age"`     // default 2s
+	// Period is how often the cut batches of every partition are anchored,
+	// in one ledger transaction. Default 5s (batch_age if longer).
+	Period time.Duration `yaml:"period"`
 }
 
 // AuditConfig sets the pace of the continuous re-verification of anchored
@@ -228,6 +231,9 @@ func (c Config) withDefaults() Config {
 	if c.Anchor.BatchAge == 0 {
 		c.Anchor.BatchAge = 2 * time.Second
 	}
+	if c.Anchor.Period == 0 {
+		c.Anchor.Period = max(5*time.Second, c.Anchor.BatchAge)
+	}
 	if c.Audit.Interval == 0 {
 		c.Audit.Interval = 5 * time.Second
 	}
@@ -329,6 +335,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("anchor.batch_records: must be at least 1, got %d", c.Anchor.BatchRecords)
 	case c.Anchor.BatchAge <= 0:
 		return fmt.Errorf("anchor.batch_age: must be positive, got %s", c.Anchor.BatchAge)
+	case c.Anchor.Period <= 0:
+		return fmt.Errorf("anchor.period: must be positive, got %s", c.Anchor.Period)
 	case c.Audit.RecordsPerRound < 1:
 		return fmt.Errorf("audit.records_per_round: must be at least 1, got %d", c.Audit.RecordsPerRound)
 	case c.Simulator.Devices < 1:

@@ -174,7 +174,7 @@ mirror) against the original's anchors.`,
 	f := cmd.Flags()
 	f.StringSliceVar(&brokers, "brokers", nil, "Kafka brokers (default: kafka.brokers, else the embedded broker of a running `chainwatch run`)")
 	f.StringVar(&topic, "topic", "", "topic to read (default topics.flows)")
-	f.StringVar(&anchored, "anchored-as", "", "stream whose anchors the topic is checked against (default: the topic)")
+	f.StringVar(&anchored, "anchored-as", "", "topic or stream (name@id, as anchor ids show it) whose anchors the topic is checked against (default: the topic itself)")
 	f.IntVar(&partition, "partition", -1, "only this partition (default: all)")
 	f.Int64Var(&from, "from", 0, "first offset")
 	f.StringVar(&since, "since", "", "first record at or after this RFC 3339 time (instead of --from)")
@@ -226,7 +226,7 @@ func newProveCommand(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringSliceVar(&brokers, "brokers", nil, "Kafka brokers (default as for replay)")
 	f.StringVar(&topic, "topic", "", "topic (default topics.flows)")
-	f.StringVar(&anchored, "anchored-as", "", "stream whose anchors to prove against (default: the topic)")
+	f.StringVar(&anchored, "anchored-as", "", "topic or stream (name@id) whose anchors to prove against (default: the topic itself)")
 	f.IntVar(&partition, "partition", 0, "partition")
 	f.Int64Var(&offset, "offset", 0, "offset of the record")
 	return cmd

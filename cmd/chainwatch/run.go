@@ -149,7 +149,7 @@ func runService(ctx context.Context, cfg Config, duration time.Duration, log *sl
 		Kafka: cluster, Topics: cfg.Topics, Partitions: cfg.Kafka.Partitions, Replication: cfg.Kafka.Replication,
 		Detect:   pipeline.DetectConfig{GroupID: cfg.Kafka.GroupID, Window: cfg.Window},
 		Detector: cfg.Detector,
-		Anchor:   pipeline.AnchorConfig{GroupID: cfg.Kafka.AnchorGroupID, BatchRecords: cfg.Anchor.BatchRecords, BatchAge: cfg.Anchor.BatchAge},
+		Anchor:   pipeline.AnchorConfig{GroupID: cfg.Kafka.AnchorGroupID, BatchRecords: cfg.Anchor.BatchRecords, BatchAge: cfg.Anchor.BatchAge, Period: cfg.Anchor.Period},
 		Audit:    pipeline.AuditConfig{Interval: cfg.Audit.Interval, RecordsPerRound: cfg.Audit.RecordsPerRound},
 		ModelDir: filepath.Join(cfg.DataDir, "models"), OutboxPath: filepath.Join(cfg.DataDir, "outbox.db"),
 		Outbox: sinks.OutboxConfig{Capacity: cfg.Alerts.QueueCapacity, MaxBackoff: cfg.Alerts.MaxBackoff, DeadLetterDir: filepath.Join(cfg.DataDir, "dead-letters")},

@@ -21,6 +21,7 @@ const (
 	FnApproveFirmware = "ApproveFirmware"
 	FnListFirmware    = "ListFirmware"
 	FnAnchorBatch     = "AnchorBatch"
+	FnAnchorBatches   = "AnchorBatches"
 	FnGetAnchor       = "GetAnchor"
 	FnListAnchors     = "ListAnchors"
 	FnRecordAlert     = "RecordAlert"
@@ -51,6 +52,9 @@ type (
 	}
 	HashArgs struct {
 		Hash string `json:"hash"`
+	}
+	AnchorsArgs struct {
+		Anchors []Anchor `json:"anchors"`
 	}
 	ListAnchorsArgs struct {
 		Stream    string `json:"stream"`
@@ -135,6 +139,7 @@ var handlers = map[string]handler{
 	FnApproveFirmware: {roles: []Role{RoleOperator}, run: bind(ApproveFirmware)},
 	FnListFirmware:    {readOnly: true, run: bind(ListFirmware)},
 	FnAnchorBatch:     {roles: []Role{RoleService}, run: bind(AnchorBatch)},
+	FnAnchorBatches:   {roles: []Role{RoleService}, run: bind(AnchorBatches)},
 	FnGetAnchor:       {readOnly: true, run: bind(GetAnchor)},
 	FnListAnchors:     {readOnly: true, run: bind(ListAnchors)},
 	FnRecordAlert:     {roles: []Role{RoleService}, run: bind(RecordAlert)},

@@ -307,3 +307,49 @@ func TestRoleRefusals(t *testing.T) {
 		t.Errorf("malformed arguments: %v", err)
 	}
 }
+
+// One period's batches of several partitions in one transaction: each is
+// stored and listed as a single anchor would be, the call can be repeated
+// after it committed, and overlaps are refused within the call as against
+// the ledger.
+func TestAnchorBatchesRecordAPeriodInOneTransaction(t *testing.T) {
+	h := newHarness(t)
+	period := []Anchor{
+		{Stream: "iot.flows", Partition: 0, FirstOffset: 0, LastOffset: 99, Count: 100, MerkleRoot: sha("p0a")},
+		{Stream: "iot.flows", Partition: 1, FirstOffset: 0, LastOffset: 49, Count: 50, MerkleRoot: sha("p1")},
+		{Stream: "iot.flows", Partition: 0, FirstOffset: 100, LastOffset: 149, Count: 50, MerkleRoot: sha("p0b")},
+		{Stream: "iot.telemetry", Partition: 0, FirstOffset: 0, LastOffset: 9, Count: 10, MerkleRoot: sha("t0")},
+	}
+	var got, again []Anchor
+	h.must(RoleService, FnAnchorBatches, AnchorsArgs{Anchors: period}, &got)
+	if len(got) != 4 || got[0].TxID == "" || got[0].TxID != got[3].TxID {
+		t.Fatalf("anchors %+v: want four, from one transaction", got)
+	}
+	h.must(RoleService, FnAnchorBatches, AnchorsArgs{Anchors: period}, &again)
+	for i := range again {
+		if again[i].TxID != got[i].TxID {
+			t.Errorf("repeated call: anchor %s from tx %s, want the first %s", again[i].ID, again[i].TxID, got[i].TxID)
+		}
+	}
+	var list []Anchor
+	h.must(RoleAnalyst, FnListAnchors, ListAnchorsArgs{Stream: "iot.flows", Partition: 0, FromOffset: 0, ToOffset: -1}, &list)
+	if len(list) != 2 || list[1].ID != "iot.flows/0/100-149" {
+		t.Errorf("partition 0 lists %+v", list)
+	}
+	// The head moved to the newest batch: the next single anchor follows it.
+	h.must(RoleService, FnAnchorBatch, Anchor{Stream: "iot.flows", Partition: 0, FirstOffset: 150, LastOffset: 159, Count: 10, MerkleRoot: sha("p0c")}, nil)
+	inCall := []Anchor{
+		{Stream: "iot.flows", Partition: 5, FirstOffset: 0, LastOffset: 99, Count: 100, MerkleRoot: sha("a")},
+		{Stream: "iot.flows", Partition: 5, FirstOffset: 50, LastOffset: 149, Count: 100, MerkleRoot: sha("b")},
+	}
+	if err := h.call(RoleService, FnAnchorBatches, AnchorsArgs{Anchors: inCall}, nil); !errors.Is(err, ErrConflict) {
+		t.Errorf("overlap within the call: %v", err)
+	}
+	onLedger := []Anchor{{Stream: "iot.flows", Partition: 1, FirstOffset: 40, LastOffset: 79, Count: 40, MerkleRoot: sha("c")}}
+	if err := h.call(RoleService, FnAnchorBatches, AnchorsArgs{Anchors: onLedger}, nil); !errors.Is(err, ErrConflict) {
+		t.Errorf("overlap with the ledger: %v", err)
+	}
+	if err := h.call(RoleAnalyst, FnAnchorBatches, AnchorsArgs{Anchors: period}, nil); !errors.Is(err, ErrForbidden) {
+		t.Errorf("an analyst anchoring: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ const (
 	EventModelRegistered  = "model.registered"
 	EventModelPromoted    = "model.promoted"
 	EventBatchAnchored    = "batch.anchored"
+	EventBatchesAnchored  = "batches.anchored"
 )
 
 // EventFor names the event a committed call of fn emits, with its JSON result
@@ -30,6 +31,8 @@ func EventFor(fn string) string {
 		return EventModelPromoted
 	case FnAnchorBatch:
 		return EventBatchAnchored
+	case FnAnchorBatches:
+		return EventBatchesAnchored
 	}
 	return ""
 }

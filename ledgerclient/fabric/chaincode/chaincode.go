@@ -166,6 +166,9 @@ func (c *Chainwatch) ListFirmware(ctx contractapi.TransactionContextInterface, a
 func (c *Chainwatch) AnchorBatch(ctx contractapi.TransactionContextInterface, args string) (string, error) {
 	return c.call(ctx, contract.FnAnchorBatch, args)
 }
+func (c *Chainwatch) AnchorBatches(ctx contractapi.TransactionContextInterface, args string) (string, error) {
+	return c.call(ctx, contract.FnAnchorBatches, args)
+}
 func (c *Chainwatch) GetAnchor(ctx contractapi.TransactionContextInterface, args string) (string, error) {
 	return c.call(ctx, contract.FnGetAnchor, args)
 }
