@@ -48,7 +48,7 @@ func BenchmarkSoak(b *testing.B) {
 		"CHAINWATCH_KAFKA_EMBEDDED_LISTEN="+freeAddr(b), "CHAINWATCH_SIMULATOR_SPEED=600", "CHAINWATCH_LOG_LEVEL=warn",
 		// No trust scenarios: the history-tamper one raises integrity
 		// findings on purpose, and any here must be retention's.
-		"CHAINWATCH_SIMULATOR_TRUST_EVERY=-1")
+		"CHAINWATCH_SIMULATOR_TRUST_EVERY=-1s")
 	logFile, err := os.Create(filepath.Join(dir, "run.log"))
 	if err != nil {
 		b.Fatal(err)
