@@ -159,15 +159,24 @@ func (b *EmbeddedBroker) ForgeRecord(ctx context.Context, topic string, partitio
 	first := max(part.LogStartOffset, offset-forgeWindow)
 	last := offset
 	if installed {
-		first, last = min(first, f.first), max(last, f.first+int64(len(f.records))-1)
+		// Earlier forgeries stay in the view, but not from before the log
+		// start: retention may have deleted what they began with (reading
+		// from a deleted offset would wait for ever).
+		first, last = max(min(first, f.first), part.LogStartOffset), max(last, f.first+int64(len(f.records))-1)
 	}
-	records, err := b.read(ctx, topic, partition, first, last)
+	readCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	records, err := b.read(readCtx, topic, partition, first, last)
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
 	f.values[offset] = forge(records[offset-first].Value)
 	for off, v := range f.values {
+		if off < first {
+			delete(f.values, off) // deleted by retention since
+			continue
+		}
 		records[off-first].Value = v
 	}
 	f.first, f.records = first, records

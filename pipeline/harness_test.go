@@ -14,6 +14,7 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
 	"github.com/chainwatch/chainwatch/pipeline"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
+	"github.com/chainwatch/chainwatch/simulator"
 )
 
 func testLogger(t *testing.T) *slog.Logger { return testLoggerB(t) }
@@ -95,4 +96,23 @@ func waitAnchored(t testing.TB, ctx context.Context, e *embeddedDefault, partiti
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+}
+
+// simulate registers a simulated fleet on the harness's ledger and produces
+// its traffic as fast as possible (cfg.Kafka and cfg.Speed are set here).
+func (e *embeddedDefault) simulate(t testing.TB, ctx context.Context, cfg simulator.Config) simulator.Stats {
+	t.Helper()
+	cfg.Kafka, cfg.Speed = e.kafka, -1
+	sim, err := simulator.New(cfg, testLoggerB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Register(ctx, e.as(contract.RoleManufacturer), e.as(contract.RoleOperator)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sim.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

@@ -31,17 +31,8 @@ func TestEveryInstanceScoresWithTheGroupsModels(t *testing.T) {
 	start := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
 	simulate := func(cfg simulator.Config) {
 		t.Helper()
-		cfg.Kafka, cfg.Seed, cfg.Devices, cfg.Speed = env.kafka, 5, 16, -1
-		sim, err := simulator.New(cfg, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sim.Register(ctx, env.as(contract.RoleManufacturer), env.as(contract.RoleOperator)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := sim.Run(ctx); err != nil {
-			t.Fatal(err)
-		}
+		cfg.Seed, cfg.Devices = 5, 16
+		env.simulate(t, ctx, cfg)
 	}
 	service := func(name string) (*pipeline.Service, string) {
 		t.Helper()

@@ -32,17 +32,8 @@ func TestRetentionIsNotTampering(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	env := startEmbeddedDefault(t, 1)
-	sim, err := simulator.New(simulator.Config{Kafka: env.kafka, Devices: 8, Seed: 2, Speed: -1, History: time.Hour, Duration: time.Minute,
-		Start: time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC), TrustEvery: -1}, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Register(ctx, env.as(contract.RoleManufacturer), env.as(contract.RoleOperator)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sim.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
+	env.simulate(t, ctx, simulator.Config{Devices: 8, Seed: 2, History: time.Hour, Duration: time.Minute,
+		Start: time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC), TrustEvery: -1})
 	reg := prometheus.NewRegistry()
 	svc := pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka, Partitions: 1,
 		Anchor:   pipeline.AnchorConfig{BatchRecords: 500, BatchAge: 100 * time.Millisecond, Period: 200 * time.Millisecond},
@@ -57,6 +48,7 @@ func TestRetentionIsNotTampering(t *testing.T) {
 	end := countPartition(t, env.brokers[0], env.topics.Flows, 0)
 	analyst := env.as(contract.RoleAnalyst)
 	var anchors []contract.Anchor
+	var err error
 	for ctx.Err() == nil {
 		anchors, err = analyst.ListAnchors(ctx, flowStream(t, ctx, env), 0, 0, -1)
 		if err != nil {

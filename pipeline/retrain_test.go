@@ -31,17 +31,8 @@ func TestScheduledRetrainingPromotesWhatIsNotWorse(t *testing.T) {
 	t0 := time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC)
 	simulate := func(cfg simulator.Config) {
 		t.Helper()
-		cfg.Kafka, cfg.Seed, cfg.Devices, cfg.Speed, cfg.TrustEvery = env.kafka, 4, 16, -1, -1
-		sim, err := simulator.New(cfg, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sim.Register(ctx, env.as(contract.RoleManufacturer), env.as(contract.RoleOperator)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := sim.Run(ctx); err != nil {
-			t.Fatal(err)
-		}
+		cfg.Seed, cfg.Devices, cfg.TrustEvery = 4, 16, -1
+		env.simulate(t, ctx, cfg)
 	}
 	svc := pipeline.NewService(pipeline.ServiceConfig{
 		Kafka: env.kafka, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
