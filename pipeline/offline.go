@@ -228,19 +228,20 @@ func MeasureOffline(m *models.Model, role string, rule incidents.Rule, series []
 	}
 	hours := float64(len(js)) * window.Hours()
 	if hours > 0 {
-		f.FalseAlertsPer1000DH = round3(float64(f.FalseAlerts) / hours * 1000)
-		f.FalseIncidentsPer1000D = round3(float64(f.FalseIncidents) / hours * 1000)
+		f.FalseAlertsPer1000DH = Round3(float64(f.FalseAlerts) / hours * 1000)
+		f.FalseIncidentsPer1000D = Round3(float64(f.FalseIncidents) / hours * 1000)
 	}
 	if positives > 0 {
-		r := round3(float64(caught) / float64(positives))
+		r := Round3(float64(caught) / float64(positives))
 		f.Recall = &r
 	}
 	if res, err := eval.Evaluate(scores, truth, k); err == nil {
-		auc, ap, pk := round3(res.AUC), round3(res.AP), round3(res.PrecisionAtK)
+		auc, ap, pk := Round3(res.AUC), Round3(res.AP), Round3(res.PrecisionAtK)
 		f.AUC, f.AP, f.PAtK, f.K = &auc, &ap, &pk, res.K
 	}
 	f.scores, f.truth = scores, truth
 	return f, nil
 }
 
-func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+// Round3 rounds a reported figure to three decimals.
+func Round3(x float64) float64 { return math.Round(x*1000) / 1000 }

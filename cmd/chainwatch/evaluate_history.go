@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"fmt"
-	"math"
 	"slices"
 	"time"
 
@@ -90,8 +89,6 @@ func trainedBaselines(cmd *cobra.Command, vh *verifiedHistory, m *models.Model, 
 	}
 	return seeds
 }
-
-func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
 
 // evaluateOnHistory is `evaluate --model FILE --since --until`.
 func evaluateOnHistory(cmd *cobra.Command, g *globals, h *historyFlags, modelPath, plotPath string, k int, baselineSpan time.Duration, quiet bool) error {
@@ -241,11 +238,11 @@ func driftOnHistory(cmd *cobra.Command, g *globals, h *historyFlags, modelPath s
 		case v > 0.1:
 			reading = "moderate shift"
 		}
-		rows = append(rows, feature{features.Names[j], round3(v), reading})
+		rows = append(rows, feature{features.Names[j], pipeline.Round3(v), reading})
 		worst = max(worst, v)
 	}
 	slices.SortStableFunc(rows, func(a, b feature) int { return cmp.Compare(b.PSI, a.PSI) })
 	return writeJSON(cmd.OutOrStdout(), map[string]any{
-		"profile": m.Profile, "model": m.Hash(), "windows": len(vs), "max_psi": round3(worst), "features": rows,
+		"profile": m.Profile, "model": m.Hash(), "windows": len(vs), "max_psi": pipeline.Round3(worst), "features": rows,
 	})
 }

@@ -28,16 +28,7 @@ func BenchmarkLedgerCost(b *testing.B) {
 	if err != nil || runFor <= 2*time.Minute {
 		b.Fatalf("CHAINWATCH_LEDGER_COST: want a duration over 2m, got %q", length)
 	}
-	bin := os.Getenv("CHAINWATCH_BIN")
-	label := "this build"
-	if bin == "" {
-		bin = filepath.Join(b.TempDir(), "chainwatch")
-		if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-			b.Fatalf("build: %v\n%s", err, out)
-		}
-	} else {
-		label = bin
-	}
+	bin, label := benchBinary(b)
 	var sb strings.Builder
 	for _, partitions := range []int{4, 32} {
 		dir := b.TempDir()

@@ -34,13 +34,7 @@ func BenchmarkSoak(b *testing.B) {
 	if err != nil {
 		b.Fatalf("CHAINWATCH_SOAK: %v", err)
 	}
-	bin := os.Getenv("CHAINWATCH_BIN") // another build; default: this one
-	if bin == "" {
-		bin = filepath.Join(b.TempDir(), "chainwatch")
-		if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-			b.Fatalf("build: %v\n%s", err, out)
-		}
-	}
+	bin, _ := benchBinary(b)
 	dir := b.TempDir()
 	httpAddr := freeAddr(b)
 	cmd := exec.Command(bin, "run", "--duration", runFor.String())
@@ -124,6 +118,20 @@ loop:
 	if last.integrity > 0 {
 		b.Fatalf("%v integrity findings during the soak (log in %s)", last.integrity, logFile.Name())
 	}
+}
+
+// benchBinary is the chainwatch a benchmark runs: CHAINWATCH_BIN (another
+// build, labelled by its path) or this package built afresh ("this build").
+func benchBinary(b *testing.B) (bin, label string) {
+	b.Helper()
+	if bin := os.Getenv("CHAINWATCH_BIN"); bin != "" {
+		return bin, bin
+	}
+	bin = filepath.Join(b.TempDir(), "chainwatch")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin, "this build"
 }
 
 // childEnv is this process's environment without its CHAINWATCH_
