@@ -78,26 +78,35 @@ import (
 //
 //  6. Thresholds from a false-alert budget. A budget of b false incidents
 //     per 1,000 device-hours, with windows of length Δ, is a rate
-//     r = b·Δ/(1000 h) per window, split three ways. A third goes to
+//     r = b·Δ/(1000 h) per window, split four ways. A quarter goes to
 //     single extreme windows: L_ext is the level exceeded with probability
-//     r/3 under the generalised Pareto tail fitted to the training
-//     windows' L, and at least −log₁₀(r/3), the level L's own calibration
-//     gives. A third goes to incidents opened by k anomalous windows among
+//     r/4 under the exponential tail fitted to the training
+//     windows' L, and at least −log₁₀(r/4), the level L's own calibration
+//     gives. A quarter goes to incidents opened by k anomalous windows among
 //     n. Anomalous windows cluster (a device off its baseline stays off
 //     for a while), so the independence formula C(n, k)·p^k understates
 //     how often k of n coincide — on our fleets by 6 to 14 times. Instead
 //     the statistic the rule thresholds, O_t = min(L_t, k-th largest of the
 //     last n levels), is computed along each training device's sequence,
 //     dependence and all, its tail fitted the same way, and the anomalous
-//     level L_w is the one O exceeds with probability r/3 (at least
-//     MinAnomalousLevel). The last third goes to the sustained rule
+//     level L_w is the one O exceeds with probability r/4 (at least
+//     MinAnomalousLevel). Another quarter goes to the sustained rule
 //     (SustainedK windows among the last SustainedN at or above L_s): the
 //     same construction with its own statistic gives L_s ≤ L_w, so a
 //     moderate anomaly that lasts opens an incident although no single
 //     window of it is anomalous. This is the usual remedy for clustered
 //     exceedances — model the cluster statistic rather than the single
 //     exceedance (see Coles, An Introduction to Statistical Modeling of
-//     Extreme Values, 2001, §5.3).
+//     Extreme Values, 2001, §5.3). Between the two sits the persistent
+//     rule (PersistentK windows among the last PersistentN at or above
+//     L_p, fitted the same way): an anomaly held for three or four
+//     minutes at a level that two windows of ordinary traffic reach
+//     together now and then but three rarely do; it takes the last
+//     quarter.
+//
+//     The levels' tails (of L and of the rules' statistics) are fitted
+//     with the shape fixed at ξ = 0: a level is a −log₁₀ tail probability,
+//     exponential in its upper tail by construction (evt.FitExponential).
 
 // BaselineWindows is W above: the most windows a device baseline weighs,
 // about an hour of one-minute windows.
@@ -174,6 +183,9 @@ type Budget struct {
 	// K of the last N windows anomalous open an incident. Defaults 2 of 3.
 	K int `json:"k"`
 	N int `json:"n"`
+	// M quiet windows close an incident: exceedances of a rule's level
+	// fewer than M windows apart are one incident. Default 5.
+	M int `json:"m,omitempty"`
 }
 
 // WithDefaults fills zero fields.
@@ -190,6 +202,9 @@ func (b Budget) WithDefaults() Budget {
 	if b.N == 0 {
 		b.N = 3
 	}
+	if b.M == 0 {
+		b.M = 5
+	}
 	return b
 }
 
@@ -202,6 +217,8 @@ func (b Budget) Validate() error {
 		return fmt.Errorf("incident n: must be in [1, 16], got %d", b.N)
 	case b.K < 1 || b.K > b.N:
 		return fmt.Errorf("incident k: must be in [1, n=%d], got %d", b.N, b.K)
+	case b.M < 1:
+		return fmt.Errorf("incident m: must be at least 1, got %d", b.M)
 	}
 	return nil
 }
@@ -224,11 +241,25 @@ const LearnLevel = 2
 // pace, a beacon), which the k-of-n rule's three windows cannot see. Its
 // level is fitted like the k-of-n rule's (step 6), to the SustainedK-th
 // largest of the last SustainedN levels along the training sequences, and
-// the budget is split three ways: extreme windows, k of n, sustained.
+// the budget is split four ways: extreme windows, k of n, persistent,
+// sustained.
 const (
 	SustainedK = 6
 	SustainedN = 10
 )
+
+// PersistentK and PersistentN are the persistent opening rule: PersistentK
+// windows at or above PersistentLevel among a device's last PersistentN —
+// an anomaly held for a few minutes (an upload, a fan-out), caught at its
+// third window although none of its windows reaches the anomalous level.
+const (
+	PersistentK = 3
+	PersistentN = 4
+)
+
+// openingRules is how many ways the budget is split: single extreme
+// windows, k of n, persistent, sustained.
+const openingRules = 4
 
 // MinAnomalousLevel bounds the anomalous level from below whatever the
 // training data: no window with a tail probability above 1 % is anomalous.
@@ -295,6 +326,11 @@ type Behaviour struct {
 	// trained before it: the rule is off.
 	SustainedTail  evt.Tail `json:"sustained_tail,omitzero"`
 	SustainedLevel float64  `json:"sustained_level,omitempty"`
+	// PersistentTail and PersistentLevel are the same for the persistent
+	// rule (PersistentK of the last PersistentN). Absent (0) in models
+	// trained before it: the rule is off.
+	PersistentTail  evt.Tail `json:"persistent_tail,omitzero"`
+	PersistentLevel float64  `json:"persistent_level,omitempty"`
 }
 
 // LevelScore maps an anomaly level L to the score L/(1 + L).
@@ -412,7 +448,10 @@ type Judgement struct {
 	Extreme   bool
 	// Elevated: at or above the sustained rule's level (see
 	// Behaviour.SustainedLevel).
-	Elevated   bool
+	Elevated bool
+	// Persistent: at or above the persistent rule's level (see
+	// Behaviour.PersistentLevel).
+	Persistent bool
 	Confidence Confidence
 	// Learn is whether the window's destinations may join the device's
 	// history: L below LearnLevel.
@@ -432,7 +471,7 @@ func (m *Model) Judge(r []float64, forestScore float64) Judgement {
 	bh := m.Behaviour
 	l := m.level(r, forestScore)
 	j := Judgement{Level: l, Score: LevelScore(l), Anomalous: l >= bh.AnomalousLevel, Extreme: l >= bh.ExtremeLevel,
-		Elevated: bh.SustainedLevel > 0 && l >= bh.SustainedLevel}
+		Elevated: bh.SustainedLevel > 0 && l >= bh.SustainedLevel, Persistent: bh.PersistentLevel > 0 && l >= bh.PersistentLevel}
 	j.Learn = !j.Anomalous && l < LearnLevel
 	switch {
 	case j.Extreme:
@@ -588,9 +627,19 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	}
 	opening := openingStatistic(levels, append(starts, len(levels)), budget.K, budget.N)
 	sustained := openingStatistic(levels, append(starts, len(levels)), SustainedK, SustainedN)
-	if bh.LevelTail, err = evt.Fit(levels, 0); err == nil {
-		if bh.OpeningTail, err = evt.Fit(opening, 0); err == nil {
-			bh.SustainedTail, err = evt.Fit(sustained, 0)
+	persistent := openingStatistic(levels, append(starts, len(levels)), PersistentK, PersistentN)
+	// Levels are −log₁₀ tail probabilities: their tails, and those of the
+	// rules' statistics built from them, are exponential; and what the
+	// budget counts is incidents, so each rule's tail is that of its
+	// statistic's clusters, M windows being what ends one (see
+	// evt.FitClusters).
+	seqs := starts
+	fitRule := func(x []float64) (evt.Tail, error) { return evt.FitClusters(x, seqs, budget.M, 0) }
+	if bh.LevelTail, err = fitRule(levels); err == nil {
+		if bh.OpeningTail, err = fitRule(opening); err == nil {
+			if bh.SustainedTail, err = fitRule(sustained); err == nil {
+				bh.PersistentTail, err = fitRule(persistent)
+			}
 		}
 	}
 	if err != nil {
@@ -599,10 +648,12 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	rate := budget.perWindow()
 	// The pooled tail speaks for the profile, not for its most regular
 	// device, whose ordinary jitter can look extreme against it: a single
-	// window must also be rarer than r/3 by its own calibrated level.
-	bh.ExtremeLevel = max(bh.LevelTail.Quantile(rate/3), -math.Log10(rate/3))
-	bh.AnomalousLevel = min(max(bh.OpeningTail.Quantile(rate/3), MinAnomalousLevel), bh.ExtremeLevel)
-	bh.SustainedLevel = min(max(bh.SustainedTail.Quantile(rate/3), MinAnomalousLevel), bh.AnomalousLevel)
+	// window must also be rarer than its share by its own calibrated level.
+	share := rate / openingRules
+	bh.ExtremeLevel = max(bh.LevelTail.Quantile(share), -math.Log10(share))
+	bh.AnomalousLevel = min(max(bh.OpeningTail.Quantile(share), MinAnomalousLevel), bh.ExtremeLevel)
+	bh.PersistentLevel = min(max(bh.PersistentTail.Quantile(share), MinAnomalousLevel), bh.AnomalousLevel)
+	bh.SustainedLevel = min(max(bh.SustainedTail.Quantile(share), MinAnomalousLevel), bh.AnomalousLevel)
 	flagged := 0
 	for _, l := range levels {
 		if l >= bh.AnomalousLevel {

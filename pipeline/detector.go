@@ -95,7 +95,7 @@ func (c DetectorConfig) WithDefaults() DetectorConfig {
 // Budget is the models.Budget the configuration asks for.
 func (c DetectorConfig) Budget() models.Budget {
 	return models.Budget{FalseAlertsPer1000DeviceHours: c.FalseAlertsPer1000DeviceHours,
-		WindowSeconds: c.WindowSize.Seconds(), K: c.Incident.K, N: c.Incident.N}
+		WindowSeconds: c.WindowSize.Seconds(), K: c.Incident.K, N: c.Incident.N, M: c.Incident.M}
 }
 
 // Validate names the first unusable field.
@@ -205,9 +205,7 @@ type warmRow struct {
 // proven untampered against their anchors.
 func NewDetector(cfg DetectorConfig, store *ModelStore, verifier HistoryVerifier, topic string, metrics *Metrics, log *slog.Logger) *Detector {
 	cfg = cfg.WithDefaults()
-	// The sustained rule's level is fitted by the model to exactly this
-	// statistic, so it comes from there, not from configuration.
-	cfg.Incident.SK, cfg.Incident.SN = models.SustainedK, models.SustainedN
+	cfg.Incident = IncidentRule(cfg)
 	return &Detector{cfg: cfg, store: store, verifier: verifier, metrics: metrics, log: log, topic: topic,
 		watch: newWatchedDevices(metrics), verifyRetry: verifyRetry, profiles: map[string]*profileState{}}
 }
@@ -457,7 +455,7 @@ func incidentWindow(index int64, j models.Judgement) incidents.Window {
 			level = incidents.Low
 		}
 	}
-	return incidents.Window{Index: index, Level: level, Score: j.Score, Elevated: j.Elevated}
+	return incidents.Window{Index: index, Level: level, Score: j.Score, Elevated: j.Elevated, Persistent: j.Persistent}
 }
 
 // incidentAlert is the alert that reports one incident event.

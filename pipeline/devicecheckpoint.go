@@ -10,15 +10,16 @@ import (
 
 // deviceCheckpointVersion heads a device's checkpoint in the state store:
 //
-//	1 byte  version (2)
+//	1 byte  version (4)
 //	…       features.Device encoding (destination history, recent first contacts)
 //	…       models.DeviceBaseline encoding
 //	…       incidents.State encoding
 //
 // A checkpoint written before version 2 is a bare destination history;
 // it restores the history and leaves the baseline to start afresh.
-// Version 3 added the incident state's elevated windows (2 bytes).
-const deviceCheckpointVersion = 3
+// Version 3 added the incident state's elevated windows (2 bytes), version
+// 4 its persistent windows (2 bytes).
+const deviceCheckpointVersion = 4
 
 func marshalDevice(d *deviceState) []byte {
 	feat, _ := d.feat.MarshalBinary()
@@ -38,6 +39,8 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 	incSize := incidents.EncodingSize
 	switch b[0] {
 	case deviceCheckpointVersion:
+	case 3:
+		incSize = incidents.EncodingSizeV2
 	case 2:
 		incSize = incidents.EncodingSizeV1
 	default: // a bare history

@@ -109,3 +109,55 @@ func TestBodySurvivalMatchesEmpirical(t *testing.T) {
 		t.Error("fit on 10 scores accepted")
 	}
 }
+
+// TestFitClustersCountsEpisodes: one sequence that stays high for a long
+// run is one cluster, not a share of the tail, and the rate of clusters
+// is what the tail's Zeta then gives.
+func TestFitClustersCountsEpisodes(t *testing.T) {
+	// 10 sequences of 1,000 scores. Each of the first 9 has two isolated
+	// excesses (of 1 and 2 over a body of zeros); the last holds 300
+	// consecutive scores of 0.5.
+	var scores []float64
+	var starts []int
+	for s := range 10 {
+		starts = append(starts, len(scores))
+		seq := make([]float64, 1000)
+		if s < 9 {
+			seq[100], seq[600] = 1, 2
+		} else {
+			for k := 200; k < 500; k++ {
+				seq[k] = 0.5
+			}
+		}
+		scores = append(scores, seq...)
+	}
+	tail, err := FitClusters(scores, starts, 5, 0.05)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 18 isolated clusters plus one long one: 19 clusters in 10,000.
+	if tail.U != 0 || math.Abs(tail.Zeta-19.0/10000) > 1e-12 {
+		t.Fatalf("u %v zeta %v, want 0 and 19/10000", tail.U, tail.Zeta)
+	}
+	// Mean cluster maximum over u: (9·1 + 9·2 + 0.5)/19.
+	if want := (9.0 + 18 + 0.5) / 19; math.Abs(tail.Scale-want) > 1e-12 {
+		t.Fatalf("scale %v, want %v", tail.Scale, want)
+	}
+	// Fitted one exceedance at a time, the long run dominates the tail.
+	plain, err := FitExponential(scores, 0.05)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.Zeta <= tail.Zeta*10 {
+		t.Fatalf("exceedance rate %v, cluster rate %v", plain.Zeta, tail.Zeta)
+	}
+	// Two excesses run apart are two clusters; closer, one.
+	two, _ := FitClusters([]float64{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 3}, []int{0}, 3, 0.1)
+	one, _ := FitClusters([]float64{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 3, 0}, []int{0}, 3, 0.1)
+	if two.Zeta != 2.0/24 || one.Zeta != 1.0/24 {
+		t.Fatalf("clusters: %v and %v of 24, want 2 and 1", two.Zeta*24, one.Zeta*24)
+	}
+	if _, err := FitClusters(scores, []int{0, 20000}, 5, 0); err == nil {
+		t.Fatal("a sequence past the scores was accepted")
+	}
+}

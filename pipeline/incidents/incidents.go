@@ -2,7 +2,9 @@
 // unit an analyst works on, with hysteresis in the manner of AWS IoT Device
 // Defender's datapoints-to-alarm and datapoints-to-clear: an incident opens
 // when K of the last N windows are anomalous, or at once on one extreme
-// window; it is updated while it lasts, when its peak confidence rises; and
+// window, or when a lower level is held for longer (the persistent and
+// sustained rules: PK of the last PN windows, SK of the last SN); it is
+// updated while it lasts, when its peak confidence rises; and
 // it closes after M windows without an anomalous one (a window in which the
 // device sent nothing counts as quiet).
 //
@@ -31,6 +33,12 @@ type Rule struct {
 	// turns the rule off.
 	SK int `yaml:"-"`
 	SN int `yaml:"-"`
+	// PK persistent windows among the last PN open an incident too (the
+	// persistent rule), at a level between the sustained and the anomalous
+	// one, fitted by the model like the sustained rule's
+	// (models.PersistentK, models.PersistentN). Zero turns it off.
+	PK int `yaml:"-"`
+	PN int `yaml:"-"`
 }
 
 // WithDefaults fills zero fields.
@@ -59,6 +67,8 @@ func (r Rule) Validate() error {
 		return fmt.Errorf("m: must be at least 1, got %d", r.M)
 	case r.SK < 0 || r.SK > r.SN || r.SN > 16:
 		return fmt.Errorf("sustained rule: %d of %d windows is not a rule", r.SK, r.SN)
+	case r.PK < 0 || r.PK > r.PN || r.PN > 16:
+		return fmt.Errorf("persistent rule: %d of %d windows is not a rule", r.PK, r.PN)
 	}
 	return nil
 }
@@ -92,6 +102,9 @@ type Window struct {
 	// anomalous level, but SustainedK of the last SustainedN such windows
 	// open an incident too (a moderate anomaly that lasts).
 	Elevated bool
+	// Persistent marks a window at or above the persistent level: PK of
+	// the last PN such windows open an incident.
+	Persistent bool
 }
 
 // Event is something to tell the analyst about an incident.
@@ -112,6 +125,7 @@ type Event struct {
 type State struct {
 	recent    uint16 // bit i: the window i before lastIndex was anomalous
 	elevated  uint16 // bit i: the window i before lastIndex was elevated (or anomalous)
+	persist   uint16 // bit i: the window i before lastIndex was persistent (or anomalous)
 	lastIndex int64
 	open      bool
 	first     int64 // first anomalous window of the open incident, or of the run that may open one
@@ -133,33 +147,44 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 	r = r.WithDefaults()
 	out = s.expire(r, w.Index-1, out)
 	if gap := w.Index - s.lastIndex; s.lastIndex == 0 || gap >= 16 {
-		s.recent, s.elevated = 0, 0
+		s.recent, s.elevated, s.persist = 0, 0, 0
 	} else if gap > 0 {
 		s.recent <<= uint(gap)
 		s.elevated <<= uint(gap)
+		s.persist <<= uint(gap)
 	}
 	s.lastIndex = w.Index
-	if w.Level == Normal && !w.Elevated {
+	if w.Level == Normal && !w.Elevated && !w.Persistent {
 		return out
 	}
-	s.elevated |= 1
+	if w.Level != Normal || w.Elevated {
+		s.elevated |= 1
+	}
+	if w.Level != Normal || w.Persistent {
+		s.persist |= 1
+	}
 	if w.Level == Normal {
-		// Elevated only: it continues an open incident as its weakest
-		// window, and counts towards the sustained rule.
+		// Elevated or persistent only: it continues an open incident as
+		// its weakest window, and counts towards the sustained and
+		// persistent rules.
 		w.Level = Low
 	} else {
 		s.recent |= 1
 	}
 	window := uint16(1)<<uint(r.N) - 1
 	sustained := s.elevated & (uint16(1)<<uint(r.SN) - 1)
+	persistent := s.persist & (uint16(1)<<uint(r.PN) - 1)
 	if !s.open {
 		// The run that may open an incident starts at the oldest anomalous
-		// window still among the last N (or, for a sustained opening, the
-		// oldest elevated one among the last SustainedN).
+		// window still among the last N (or, for a persistent or sustained
+		// opening, the oldest such window among the last PN or SN). Each
+		// rule opens only on a window that meets its own level.
 		run := s.recent & window
 		switch {
-		case bits.OnesCount16(run) >= r.K || w.Level == High && s.recent&1 == 1:
-		case r.SK > 0 && bits.OnesCount16(sustained) >= r.SK:
+		case s.recent&1 == 1 && (bits.OnesCount16(run) >= r.K || w.Level == High):
+		case r.PK > 0 && s.persist&1 == 1 && bits.OnesCount16(persistent) >= r.PK:
+			run = persistent
+		case r.SK > 0 && s.elevated&1 == 1 && bits.OnesCount16(sustained) >= r.SK:
 			run = sustained
 		default:
 			return out
@@ -202,11 +227,14 @@ func (s *State) event(st Status) Event {
 }
 
 // EncodingSize is the length of MarshalBinary's output.
-const EncodingSize = 2 + 8 + 1 + 8 + 8 + 4 + 4 + 1 + 2 + 2
+const EncodingSize = 2 + 8 + 1 + 8 + 8 + 4 + 4 + 1 + 2 + 2 + 2
 
-// EncodingSizeV1 is the size before the elevated windows were kept;
-// UnmarshalBinary still reads it.
-const EncodingSizeV1 = EncodingSize - 2
+// EncodingSizeV1 and EncodingSizeV2 are the sizes before the elevated and
+// the persistent windows were kept; UnmarshalBinary still reads them.
+const (
+	EncodingSizeV1 = EncodingSize - 4
+	EncodingSizeV2 = EncodingSize - 2
+)
 
 // MarshalBinary encodes the state for a checkpoint.
 func (s *State) MarshalBinary() ([]byte, error) {
@@ -225,12 +253,13 @@ func (s *State) MarshalBinary() ([]byte, error) {
 	b = append(b, byte(s.peakLevel))
 	b = binary.BigEndian.AppendUint16(b, s.seq)
 	b = binary.BigEndian.AppendUint16(b, s.elevated)
+	b = binary.BigEndian.AppendUint16(b, s.persist)
 	return b, nil
 }
 
 // UnmarshalBinary restores a checkpointed state.
 func (s *State) UnmarshalBinary(b []byte) error {
-	if len(b) != EncodingSize && len(b) != EncodingSizeV1 {
+	if len(b) != EncodingSize && len(b) != EncodingSizeV1 && len(b) != EncodingSizeV2 {
 		return fmt.Errorf("incidents: state checkpoint of %d bytes is damaged", len(b))
 	}
 	*s = State{
@@ -244,8 +273,11 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		peakLevel: Level(b[35]),
 		seq:       binary.BigEndian.Uint16(b[36:]),
 	}
-	if len(b) == EncodingSize {
+	if len(b) >= EncodingSizeV2 {
 		s.elevated = binary.BigEndian.Uint16(b[38:])
+	}
+	if len(b) == EncodingSize {
+		s.persist = binary.BigEndian.Uint16(b[40:])
 	}
 	return nil
 }

@@ -122,16 +122,64 @@ func TestSustainedElevatedWindowsOpen(t *testing.T) {
 	if len(ev) != 1 || ev[0].Status != Closed || ev[0].Last != 214 || ev[0].Windows != 7 {
 		t.Fatalf("closing %+v", ev)
 	}
-	// The encoding before elevated windows were kept (2 bytes shorter)
-	// restores with no elevated history.
-	s.elevated = 0x3ff
+	// The encodings before elevated and persistent windows were kept (4
+	// and 2 bytes shorter) restore with no such history.
+	s.elevated, s.persist = 0x3ff, 0x7
 	b, _ := s.MarshalBinary()
 	var old State
-	if err := old.UnmarshalBinary(b[:EncodingSizeV1]); err != nil || old.elevated != 0 || old.lastIndex != s.lastIndex {
+	if err := old.UnmarshalBinary(b[:EncodingSizeV1]); err != nil || old.elevated != 0 || old.persist != 0 || old.lastIndex != s.lastIndex {
 		t.Fatalf("v1 checkpoint: %v, %+v", err, old)
+	}
+	var v2 State
+	if err := v2.UnmarshalBinary(b[:EncodingSizeV2]); err != nil || v2.elevated != 0x3ff || v2.persist != 0 {
+		t.Fatalf("v2 checkpoint: %v, %+v", err, v2)
 	}
 	var back State
 	if err := back.UnmarshalBinary(b); err != nil || back != s {
 		t.Fatalf("round trip: %v, %+v != %+v", err, back, s)
+	}
+}
+
+// TestPersistentWindowsOpen: windows at the persistent level, below the
+// anomalous one, open an incident once PK of the last PN are persistent
+// (3 of 4 by default) and only on such a window; a window that is only
+// elevated (below the persistent level) counts for the sustained rule,
+// not for this one.
+func TestPersistentWindowsOpen(t *testing.T) {
+	r := Rule{SK: 6, SN: 10, PK: 3, PN: 4}
+	var s State
+	var ev []Event
+	ev = s.Observe(r, Window{Index: 300, Score: 0.7, Persistent: true, Elevated: true}, ev)
+	ev = s.Observe(r, Window{Index: 301, Score: 0.6, Elevated: true}, ev)
+	ev = s.Observe(r, Window{Index: 302, Score: 0.7, Persistent: true, Elevated: true}, ev)
+	if len(ev) != 0 {
+		t.Fatalf("2 persistent of 4 opened %+v", ev)
+	}
+	// A third persistent window within the last four opens, from the
+	// oldest of them.
+	ev = s.Observe(r, Window{Index: 303, Score: 0.71, Persistent: true, Elevated: true}, ev)
+	if len(ev) != 1 || ev[0].Status != Opened || ev[0].First != 300 || ev[0].Windows != 3 || ev[0].PeakLevel != Low {
+		t.Fatalf("events %+v, want one opening from window 300 with 3 windows", ev)
+	}
+	// Off, the same windows open nothing until the sustained rule's six.
+	var off State
+	ev = nil
+	for i := range 5 {
+		ev = off.Observe(Rule{SK: 6, SN: 10}, Window{Index: int64(400 + i), Score: 0.7, Persistent: true}, ev)
+	}
+	if len(ev) != 0 {
+		t.Fatalf("the persistent rule opened %+v while off", ev)
+	}
+	// Three persistent windows followed by an elevated-only one: the
+	// persistent rule does not open on a window below its level.
+	var p State
+	ev = nil
+	r2 := Rule{PK: 3, PN: 4}
+	ev = p.Observe(r2, Window{Index: 500, Persistent: true}, ev)
+	ev = p.Observe(r2, Window{Index: 501, Persistent: true}, ev)
+	ev = p.Observe(r2, Window{Index: 502, Elevated: true}, ev)
+	ev = p.Observe(r2, Window{Index: 503, Elevated: true}, ev)
+	if len(ev) != 0 {
+		t.Fatalf("opened on windows below the persistent level: %+v", ev)
 	}
 }
