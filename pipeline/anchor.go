@@ -133,7 +133,7 @@ func (s *AnchorStage) Start(ctx context.Context) error {
 		// Batches are cut by count or age, not latency: the broker may hold
 		// a fetch until a megabyte is ready, and records are recycled once
 		// hashed.
-		s.consumer, err = newGroupConsumer(consumerConfig{cluster: s.cfg.Kafka, group: s.cfg.GroupID, topics: s.cfg.Topics,
+		s.consumer, err = newGroupConsumer(consumerConfig{cluster: s.cfg.Kafka, group: s.cfg.GroupID, topics: s.cfg.Topics, log: s.log,
 			minBytes: 1 << 20, maxWait: max(s.cfg.BatchAge/4, 10*time.Millisecond), recycle: true},
 			groupHooks{assigned: func(_ context.Context, parts []topicPartition) {
 				s.ownedMu.Lock()

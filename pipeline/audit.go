@@ -67,6 +67,9 @@ type AuditStage struct {
 	// floor is, per partition, the offset after the wholly expired ranges
 	// already counted: a round that starts over starts there.
 	floor map[topicPartition]int64
+	// stream is, per partition, the topic identity cursor and floor
+	// belong to: a topic deleted and created again starts both over.
+	stream map[topicPartition]string
 	stageRun
 }
 
@@ -74,7 +77,8 @@ type AuditStage struct {
 func NewAuditStage(cfg AuditConfig, cluster *kafkaconn.Cluster, ledger *ledgerclient.Client, outbox AlertQueue, owned func() []topicPartition, metrics *Metrics, log *slog.Logger) *AuditStage {
 	return &AuditStage{cfg: cfg.withDefaults(), kafka: cluster, ledger: ledger, outbox: outbox, owned: owned, metrics: metrics,
 		log: log.With("stage", "audit"), cursor: map[topicPartition]int64{}, reported: map[string]bool{},
-		leaves: NewLeafTopic(cluster, Topics{}.WithDefaults().Leaves), floor: map[topicPartition]int64{}, stageRun: stageRun{name: "audit", log: log}}
+		leaves: NewLeafTopic(cluster, Topics{}.WithDefaults().Leaves), floor: map[topicPartition]int64{},
+		stream: map[topicPartition]string{}, stageRun: stageRun{name: "audit", log: log}}
 }
 
 // Start runs audit rounds until ctx ends.
@@ -138,11 +142,20 @@ func (s *AuditStage) round(ctx context.Context) error {
 }
 
 func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budget int64) error {
-	from := s.cursor[tp]
 	stream, err := TopicStream(ctx, s.kafka, tp.topic)
 	if err != nil {
 		return fmt.Errorf("audit %s/%d: %w", tp.topic, tp.partition, err)
 	}
+	if old, ok := s.stream[tp]; ok && old != stream {
+		// The topic was created anew: its anchors are audited from the
+		// first; the old stream's stay on the ledger for replay.
+		s.log.Info("topic was created anew: auditing its own anchors from the start", "topic", tp.topic, "partition", tp.partition,
+			"old_stream", old, "stream", stream)
+		delete(s.cursor, tp)
+		delete(s.floor, tp)
+	}
+	s.stream[tp] = stream
+	from := s.cursor[tp]
 	anchors, err := listAnchors(ctx, s.ledger, stream, int32(tp.partition), from, -1)
 	if err != nil {
 		return fmt.Errorf("audit %s/%d: %w", tp.topic, tp.partition, err)

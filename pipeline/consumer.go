@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -27,11 +30,35 @@ import (
 // processes what poll returned, then calls release, and only then can
 // partitions be revoked, so the revoke hook always sees a stage at rest
 // and can commit exactly what was processed.
+//
+// A topic deleted and created again under the same name (a new KIP-516
+// topic id) is a new log: franz-go never adopts the new id and stalls the
+// old one with UNKNOWN_TOPIC_ID (franz-go issue #908). The consumer
+// notices — a fetch failing so, or the id it checks every idCheck having
+// changed — and starts over with a new client: the stage's revoke hook
+// runs as for lost partitions (nothing of the old log is committed onto
+// the new one), the new client joins the group, and the assign hook runs
+// for the new topic's partitions.
 type groupConsumer struct {
 	client *kgo.Client
 	// mu serialises the stage's processing with the rebalance hooks, which
 	// franz-go runs on its own goroutine.
 	mu sync.Mutex
+
+	opts    []kgo.Opt
+	topics  []string
+	cluster *kafkaconn.Cluster
+	log     *slog.Logger
+	// ids are the topics' ids this client consumes; checked every idCheck.
+	ids       map[string]kadm.TopicID
+	idCheck   time.Duration
+	lastCheck time.Time
+	// stale is set once a consumed topic is found created again; the next
+	// poll renews the client.
+	stale bool
+	// renewing is set while the old client leaves: its revoke hook then
+	// reports the partitions lost.
+	renewing atomic.Bool
 }
 
 // groupHooks are a stage's reactions to partitions changing hands. Both
@@ -59,10 +86,20 @@ type consumerConfig struct {
 	// recycle pools the fetched records' memory; the stage then calls
 	// Recycle on every record once done with it.
 	recycle bool
+	// idCheck is how often the topics' ids are compared with those the
+	// client consumes (a topic deleted and created again). Default 10s.
+	idCheck time.Duration
+	log     *slog.Logger
 }
 
 func newGroupConsumer(cfg consumerConfig, hooks groupHooks) (*groupConsumer, error) {
-	c := &groupConsumer{}
+	c := &groupConsumer{topics: cfg.topics, cluster: cfg.cluster, log: cfg.log, idCheck: cfg.idCheck}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.idCheck == 0 {
+		c.idCheck = 10 * time.Second
+	}
 	call := func(ctx context.Context, m map[string][]int32, fn func([]topicPartition)) {
 		var parts []topicPartition
 		for topic, ps := range m {
@@ -105,7 +142,7 @@ func newGroupConsumer(cfg consumerConfig, hooks groupHooks) (*groupConsumer, err
 	if hooks.revoked != nil {
 		opts = append(opts,
 			kgo.OnPartitionsRevoked(func(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
-				call(ctx, m, func(p []topicPartition) { hooks.revoked(ctx, p, false) })
+				call(ctx, m, func(p []topicPartition) { hooks.revoked(ctx, p, c.renewing.Load()) })
 			}),
 			kgo.OnPartitionsLost(func(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
 				call(ctx, m, func(p []topicPartition) { hooks.revoked(ctx, p, true) })
@@ -115,8 +152,60 @@ func newGroupConsumer(cfg consumerConfig, hooks groupHooks) (*groupConsumer, err
 	if err != nil {
 		return nil, fmt.Errorf("kafka consumer for group %s: %w", cfg.group, err)
 	}
-	c.client = client
+	c.client, c.opts = client, opts
 	return c, nil
+}
+
+// errTopicRecreated marks a poll that found a consumed topic deleted and
+// created again.
+var errTopicRecreated = errors.New("topic deleted and created again")
+
+// recreated reports whether a consumed topic now has another id than the
+// one this client consumes. The first answer only records the ids.
+func (c *groupConsumer) recreated(ctx context.Context) bool {
+	if c.stale {
+		return true
+	}
+	c.lastCheck = time.Now()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	details, err := kadm.NewClient(c.client).ListTopics(cctx, c.topics...)
+	if err != nil {
+		return false // the broker is away; asked again later
+	}
+	changed := false
+	for _, d := range details {
+		if d.Err != nil {
+			continue // deleted and not there yet: the new one is awaited
+		}
+		if old, ok := c.ids[d.Topic]; ok && old != d.ID {
+			c.log.Warn("topic was deleted and created again: consuming the new one from its start", "topic", d.Topic,
+				"old_id", old.String(), "id", d.ID.String())
+			changed, c.stale = true, true
+			continue
+		}
+		if c.ids == nil {
+			c.ids = map[string]kadm.TopicID{}
+		}
+		c.ids[d.Topic] = d.ID
+	}
+	return changed
+}
+
+// renew replaces the client by a new one, which sees the topics' new ids:
+// the old one leaves the group (the stage's revoke hook runs, the
+// partitions reported lost: nothing of the old topic is committed), the
+// new one joins. The consumer is not locked.
+func (c *groupConsumer) renew() error {
+	c.renewing.Store(true)
+	c.client.CloseAllowingRebalance()
+	c.renewing.Store(false)
+	client, err := kgo.NewClient(c.opts...)
+	if err != nil {
+		return fmt.Errorf("kafka consumer after a topic was created again: %w", err)
+	}
+	c.client, c.ids, c.stale = client, nil, false
+	return nil
 }
 
 // errPollIdle is returned by poll when no record arrived within its wait.
@@ -126,6 +215,14 @@ var errPollIdle = errors.New("no records")
 // locked; the caller processes them and then calls release, also after
 // errPollIdle. On any other error the consumer is not locked.
 func (c *groupConsumer) poll(ctx context.Context, wait time.Duration) (kgo.Fetches, error) {
+	if (c.stale || time.Since(c.lastCheck) >= c.idCheck) && c.recreated(ctx) {
+		if err := c.renew(); err != nil {
+			return nil, err
+		}
+		c.recreated(ctx) // the new ids
+		c.mu.Lock()
+		return nil, errPollIdle
+	}
 	pctx, cancel := context.WithTimeout(ctx, wait)
 	fetches := c.client.PollFetches(pctx)
 	cancel()
@@ -138,6 +235,9 @@ func (c *groupConsumer) poll(ctx context.Context, wait time.Duration) (kgo.Fetch
 		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			fatal = ctx.Err()
+		case errors.Is(err, kerr.UnknownTopicID):
+			// The topic may have been created again: look at once.
+			c.lastCheck = time.Time{}
 		default:
 			// Fetch errors of a partition are retried by the client; they
 			// are only surfaced so that callers can log them.
@@ -169,6 +269,11 @@ func (c *groupConsumer) release() {
 func (c *groupConsumer) commit(ctx context.Context, next map[topicPartition]int64) error {
 	if len(next) == 0 {
 		return nil
+	}
+	// Offsets of a topic since deleted must not land on its successor,
+	// which the broker knows by the same name.
+	if c.recreated(ctx) {
+		return errTopicRecreated // the next poll renews the client
 	}
 	offsets := map[string]map[int32]kgo.EpochOffset{}
 	for tp, off := range next {

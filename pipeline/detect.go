@@ -107,7 +107,7 @@ func (s *DetectStage) Start(ctx context.Context) error {
 	// The client is created under the stage's profiler label so that its
 	// fetch goroutines are counted as the stage's CPU.
 	s.start(ctx, func(ctx context.Context) {
-		s.consumer, err = newGroupConsumer(consumerConfig{cluster: s.cfg.Kafka, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Flows}},
+		s.consumer, err = newGroupConsumer(consumerConfig{cluster: s.cfg.Kafka, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Flows}, log: s.log},
 			groupHooks{assigned: s.partitionsAssigned, revoked: s.partitionsRevoked})
 		if err == nil {
 			s.launch(ctx, s.run)

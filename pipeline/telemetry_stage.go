@@ -77,7 +77,7 @@ func NewTelemetryStage(cfg TelemetryConfig, registry *Registry, trust *trustAler
 func (s *TelemetryStage) Start(ctx context.Context) error {
 	var err error
 	s.start(ctx, func(ctx context.Context) {
-		s.consumer, err = newGroupConsumer(consumerConfig{cluster: s.cfg.Kafka, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Telemetry}},
+		s.consumer, err = newGroupConsumer(consumerConfig{cluster: s.cfg.Kafka, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Telemetry}, log: s.log},
 			groupHooks{assigned: s.partitionsAssigned})
 		if err == nil {
 			s.launch(ctx, s.run)
