@@ -15,6 +15,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
@@ -71,9 +72,9 @@ type AnchorStage struct {
 	log     *slog.Logger
 
 	consumer *groupConsumer
-	hasher   leafHasher
+	hasher   integrity.LeafHasher
 	// leaves keeps each batch's leaf hashes before its root is anchored.
-	leaves *LeafTopic
+	leaves *integrity.LeafTopic
 	// owned is the set of partitions assigned to this instance, read by
 	// the audit from its own goroutine.
 	ownedMu sync.Mutex
@@ -101,7 +102,7 @@ type topicPartition struct {
 
 type batch struct {
 	// stream is the partition's topic identity its anchors are written
-	// under (StreamOf), looked up at first sight and on every rewind, so
+	// under (integrity.StreamOf), looked up at first sight and on every rewind, so
 	// that a topic deleted and created again anchors afresh.
 	stream       string
 	leaves       [][32]byte
@@ -116,14 +117,14 @@ type batch struct {
 func NewAnchorStage(cfg AnchorConfig, topics Topics, ledger *ledgerclient.Client, metrics *Metrics, log *slog.Logger) *AnchorStage {
 	cfg = cfg.withDefaults(topics)
 	return &AnchorStage{cfg: cfg, ledger: ledger, metrics: metrics, log: log.With("stage", "anchor"),
-		leaves:  NewLeafTopic(cfg.Kafka, topics.WithDefaults().Leaves),
+		leaves:  integrity.NewLeafTopic(cfg.Kafka, topics.WithDefaults().Leaves),
 		batches: map[topicPartition]*batch{}, owned: map[topicPartition]bool{}, stageRun: stageRun{name: "anchoring", log: log}}
 }
 
 // Start joins the group and anchors until ctx ends. The leaf topic is
 // created (one partition, compacted) if the service has not created it.
 func (s *AnchorStage) Start(ctx context.Context) error {
-	if err := EnsureStateTopic(ctx, s.cfg.Kafka, 1, s.leaves.topic); err != nil {
+	if err := EnsureStateTopic(ctx, s.cfg.Kafka, 1, s.leaves.Topic()); err != nil {
 		return err
 	}
 	var err error
@@ -222,7 +223,7 @@ func (s *AnchorStage) add(ctx context.Context, m *kgo.Record) error {
 	if b == nil || m.Offset <= b.last {
 		// First sight of this partition, or a rewind after a rebalance:
 		// ask the ledger how far it is anchored.
-		stream, err := TopicStream(ctx, s.cfg.Kafka, m.Topic)
+		stream, err := integrity.TopicStream(ctx, s.cfg.Kafka, m.Topic)
 		if err != nil {
 			return fmt.Errorf("anchor %s/%d: %w", m.Topic, m.Partition, err)
 		}
@@ -255,7 +256,7 @@ func (s *AnchorStage) add(ctx context.Context, m *kgo.Record) error {
 	if len(b.leaves) == 0 {
 		b.first, b.firstTs, b.opened = m.Offset, m.Timestamp, time.Now()
 	}
-	b.leaves = append(b.leaves, s.hasher.hash(m.Offset, m.Timestamp.UnixMilli(), m.Key, m.Value))
+	b.leaves = append(b.leaves, s.hasher.Hash(m.Offset, m.Timestamp.UnixMilli(), m.Key, m.Value))
 	b.last, b.lastTs = m.Offset, m.Timestamp
 	if len(b.leaves) >= s.cfg.BatchRecords {
 		return s.cut(ctx, tp, b)
@@ -264,10 +265,10 @@ func (s *AnchorStage) add(ctx context.Context, m *kgo.Record) error {
 }
 
 // cut closes a partition's batch: its root is computed and its leaf hashes
-// kept (LeafTopic, acknowledged before the root can reach the ledger, so
+// kept (integrity.LeafTopic, acknowledged before the root can reach the ledger, so
 // an anchor always has them), and it waits for the period's transaction.
 func (s *AnchorStage) cut(ctx context.Context, tp topicPartition, b *batch) error {
-	root := MerkleRoot(b.leaves)
+	root := integrity.MerkleRoot(b.leaves)
 	a := contract.Anchor{
 		Stream: b.stream, Partition: int32(tp.partition), FirstOffset: b.first, LastOffset: b.last,
 		Count: int64(len(b.leaves)), MerkleRoot: hex.EncodeToString(root[:]),

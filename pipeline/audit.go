@@ -10,6 +10,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
@@ -63,7 +64,7 @@ type AuditStage struct {
 	// leaves are the kept leaf hashes: the replay reads those of a range
 	// retention cut through, and the audit deletes those of a range
 	// retention removed whole.
-	leaves *LeafTopic
+	leaves *integrity.LeafTopic
 	// floor is, per partition, the offset after the wholly expired ranges
 	// already counted: a round that starts over starts there.
 	floor map[topicPartition]int64
@@ -77,7 +78,7 @@ type AuditStage struct {
 func NewAuditStage(cfg AuditConfig, cluster *kafkaconn.Cluster, ledger *ledgerclient.Client, outbox AlertQueue, owned func() []topicPartition, metrics *Metrics, log *slog.Logger) *AuditStage {
 	return &AuditStage{cfg: cfg.withDefaults(), kafka: cluster, ledger: ledger, outbox: outbox, owned: owned, metrics: metrics,
 		log: log.With("stage", "audit"), cursor: map[topicPartition]int64{}, reported: map[string]bool{},
-		leaves: NewLeafTopic(cluster, Topics{}.WithDefaults().Leaves), floor: map[topicPartition]int64{},
+		leaves: integrity.NewLeafTopic(cluster, Topics{}.WithDefaults().Leaves), floor: map[topicPartition]int64{},
 		stream: map[topicPartition]string{}, stageRun: stageRun{name: "audit", log: log}}
 }
 
@@ -142,7 +143,7 @@ func (s *AuditStage) round(ctx context.Context) error {
 }
 
 func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budget int64) error {
-	stream, err := TopicStream(ctx, s.kafka, tp.topic)
+	stream, err := integrity.TopicStream(ctx, s.kafka, tp.topic)
 	if err != nil {
 		return fmt.Errorf("audit %s/%d: %w", tp.topic, tp.partition, err)
 	}
@@ -156,7 +157,7 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 	}
 	s.stream[tp] = stream
 	from := s.cursor[tp]
-	anchors, err := listAnchors(ctx, s.ledger, stream, int32(tp.partition), from, -1)
+	anchors, err := integrity.ListAnchors(ctx, s.ledger, stream, int32(tp.partition), from, -1)
 	if err != nil {
 		return fmt.Errorf("audit %s/%d: %w", tp.topic, tp.partition, err)
 	}
@@ -181,17 +182,17 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 		return nil
 	}
 	first, last := chosen[0].FirstOffset, chosen[len(chosen)-1].LastOffset
-	verdicts, err := Replay(ctx, s.ledger, ReplayRequest{Kafka: s.kafka, Topic: tp.topic, AnchoredAs: stream, Partition: int32(tp.partition), From: first, To: last, Leaves: s.leaves})
+	verdicts, err := integrity.Replay(ctx, s.ledger, integrity.ReplayRequest{Kafka: s.kafka, Topic: tp.topic, AnchoredAs: stream, Partition: int32(tp.partition), From: first, To: last, Leaves: s.leaves})
 	if err != nil {
 		return err
 	}
 	var alerts []contract.Alert
 	for _, v := range verdicts {
 		switch v.Status {
-		case RangeVerified:
+		case integrity.RangeVerified:
 			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "verified").Add(float64(v.Records))
 			s.metrics.Summary.RecordsAudited.Add(v.Records)
-		case RangeExpired:
+		case integrity.RangeExpired:
 			// Retention, not tampering: never alerted. Once an anchor's
 			// records are all gone they are counted, its leaf hashes
 			// deleted, and later rounds start past it.
@@ -203,7 +204,7 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 			}
 			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "expired").Add(float64(v.Records))
 			s.floor[tp] = max(s.floor[tp], v.LastOffset+1)
-		case RangeMismatched:
+		case integrity.RangeMismatched:
 			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "mismatched").Add(float64(v.Records))
 			if !s.reported[v.AnchorID] {
 				s.reported[v.AnchorID] = true
@@ -211,7 +212,7 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 				s.log.Error("anchored history changed", "topic", tp.topic, "partition", v.Partition,
 					"first_offset", v.FirstOffset, "last_offset", v.LastOffset, "anchor", v.AnchorID, "detail", v.Detail)
 			}
-			alerts = append(alerts, IntegrityAlert(tp.topic, v, time.Now()))
+			alerts = append(alerts, integrity.IntegrityAlert(tp.topic, v, time.Now()))
 		}
 	}
 	if len(alerts) > 0 {
@@ -225,6 +226,6 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 
 // coversAnchor reports whether the verdict covers its whole anchor (the
 // anchor id ends with the anchored range).
-func coversAnchor(v ReplayRange) bool {
+func coversAnchor(v integrity.ReplayRange) bool {
 	return v.AnchorID != "" && strings.HasSuffix(v.AnchorID, fmt.Sprintf("/%d/%d-%d", v.Partition, v.FirstOffset, v.LastOffset))
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 )
 
 // TestAuditFindsHistoryTheBrokerForged runs the service with a fast audit,
@@ -82,10 +83,10 @@ func TestAuditFindsHistoryTheBrokerForged(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var integrity []contract.Alert
-	for len(integrity) == 0 {
+	var integrityAlerts []contract.Alert
+	for len(integrityAlerts) == 0 {
 		var err error
-		integrity, err = service.ListAlerts(ctx, contract.ListAlertsArgs{Kind: contract.AlertIntegrity})
+		integrityAlerts, err = service.ListAlerts(ctx, contract.ListAlertsArgs{Kind: contract.AlertIntegrity})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,23 +96,23 @@ func TestAuditFindsHistoryTheBrokerForged(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond) // further rounds must not raise more
-	integrity, err = service.ListAlerts(ctx, contract.ListAlertsArgs{Kind: contract.AlertIntegrity})
+	integrityAlerts, err = service.ListAlerts(ctx, contract.ListAlertsArgs{Kind: contract.AlertIntegrity})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(integrity) != 1 {
-		t.Fatalf("%d integrity alerts, want 1: %+v", len(integrity), integrity)
+	if len(integrityAlerts) != 1 {
+		t.Fatalf("%d integrity alerts, want 1: %+v", len(integrityAlerts), integrityAlerts)
 	}
-	ev := integrity[0].Evidence
+	ev := integrityAlerts[0].Evidence
 	if ev.Partition != 1 || len(ev.Offsets) != 2 || ev.Offsets[0] != target.FirstOffset || ev.Offsets[1] != target.LastOffset || ev.AnchorIDs[0] != target.ID {
 		t.Fatalf("integrity alert evidence %+v, want partition 1 offsets %d..%d anchor %s", ev, target.FirstOffset, target.LastOffset, target.ID)
 	}
-	verdicts, err := pipeline.Replay(ctx, service, pipeline.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: 1, From: 0, To: -1})
+	verdicts, err := integrity.Replay(ctx, service, integrity.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: 1, From: 0, To: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range verdicts {
-		if mismatched := v.Status == pipeline.RangeMismatched; mismatched != (v.AnchorID == target.ID) {
+		if mismatched := v.Status == integrity.RangeMismatched; mismatched != (v.AnchorID == target.ID) {
 			t.Errorf("replay says %s/%d %d..%d is %s", env.topics.Flows, v.Partition, v.FirstOffset, v.LastOffset, v.Status)
 		}
 	}

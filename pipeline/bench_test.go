@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 )
 
 // Benchmarks of the pipeline's per-record costs; docs/BENCHMARKS.md quotes
@@ -51,13 +52,13 @@ func BenchmarkWindowAdd(b *testing.B) {
 // share of the Merkle tree over a 5,000-record batch.
 func BenchmarkAnchorLeaf(b *testing.B) {
 	leaves := make([][32]byte, 0, 5000)
-	var h leafHasher // as the anchoring stage hashes
+	var h integrity.LeafHasher // as the anchoring stage hashes
 	i := 0
 	b.ReportAllocs()
 	for b.Loop() {
-		leaves = append(leaves, h.hash(int64(i), 1764000000000, []byte("meter-0007"), benchRecord))
+		leaves = append(leaves, h.Hash(int64(i), 1764000000000, []byte("meter-0007"), benchRecord))
 		if len(leaves) == cap(leaves) {
-			_ = MerkleRoot(leaves)
+			_ = integrity.MerkleRoot(leaves)
 			leaves = leaves[:0]
 		}
 		i++

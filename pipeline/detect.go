@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
@@ -72,7 +73,7 @@ type DetectStage struct {
 	// restored are the checkpoints of partitions assigned to this instance
 	// and not yet seen, applied when their first record arrives.
 	restored map[int]partitionCheckpoint
-	// stream is the flows topic's identity (StreamOf), looked up when
+	// stream is the flows topic's identity (integrity.StreamOf), looked up when
 	// partitions are assigned and when a partition's offsets go back.
 	stream string
 	// stateErr is set when the state of assigned partitions could not be
@@ -136,7 +137,7 @@ func (s *DetectStage) partitionsAssigned(ctx context.Context, parts []topicParti
 		return
 	}
 	maps.Copy(s.histories, st.histories)
-	if stream, err := TopicStream(ctx, s.cfg.Kafka, s.cfg.Topics.Flows); err == nil {
+	if stream, err := integrity.TopicStream(ctx, s.cfg.Kafka, s.cfg.Topics.Flows); err == nil {
 		s.stream = stream
 	} else {
 		s.log.Warn("topic id not read: checkpoints are resumed whatever topic they were of", "err", err)
@@ -231,7 +232,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		// from its committed offset, or a topic created anew: start its
 		// windows afresh.
 		if p != nil {
-			if stream, err := TopicStream(ctx, s.cfg.Kafka, topic); err == nil && stream != s.stream && s.stream != "" {
+			if stream, err := integrity.TopicStream(ctx, s.cfg.Kafka, topic); err == nil && stream != s.stream && s.stream != "" {
 				s.log.Warn("topic was created anew: its windows and checkpoints start afresh", "topic", topic, "old_stream", s.stream, "stream", stream)
 				s.stream = stream
 				delete(s.restored, m.Partition)

@@ -19,6 +19,7 @@ import (
 	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/chainwatch/chainwatch/models/iforest"
 	"github.com/chainwatch/chainwatch/pipeline/incidents"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 )
 
 // DetectorConfig sets how windows are scored, when anomalous windows
@@ -127,7 +128,7 @@ func (c DetectorConfig) Validate() error {
 type Detector struct {
 	cfg      DetectorConfig
 	store    *ModelStore
-	verifier HistoryVerifier // nil: train without proving the history (tests)
+	verifier integrity.HistoryVerifier // nil: train without proving the history (tests)
 	metrics  *Metrics
 	log      *slog.Logger
 	topic    string
@@ -203,7 +204,7 @@ type warmRow struct {
 // NewDetector returns a detector over the given model store. With a
 // verifier, a first model trains only once its warm-up windows' records are
 // proven untampered against their anchors.
-func NewDetector(cfg DetectorConfig, store *ModelStore, verifier HistoryVerifier, topic string, metrics *Metrics, log *slog.Logger) *Detector {
+func NewDetector(cfg DetectorConfig, store *ModelStore, verifier integrity.HistoryVerifier, topic string, metrics *Metrics, log *slog.Logger) *Detector {
 	cfg = cfg.WithDefaults()
 	cfg.Incident = IncidentRule(cfg)
 	return &Detector{cfg: cfg, store: store, verifier: verifier, metrics: metrics, log: log, topic: topic,
@@ -774,7 +775,7 @@ const verifyRetry = 10 * time.Second
 
 // excludeRows keeps the warm-up rows none of whose records fall in an
 // excluded range of their partition.
-func excludeRows(rows []warmRow, excluded []OffsetRange) []warmRow {
+func excludeRows(rows []warmRow, excluded []integrity.OffsetRange) []warmRow {
 	kept := rows[:0:0]
 	for _, r := range rows {
 		bad := false
@@ -792,21 +793,21 @@ func excludeRows(rows []warmRow, excluded []OffsetRange) []warmRow {
 }
 
 // warmRanges covers the records of the warm-up windows, per partition.
-func warmRanges(rows []warmRow) []OffsetRange {
-	byPartition := map[int32]*OffsetRange{}
+func warmRanges(rows []warmRow) []integrity.OffsetRange {
+	byPartition := map[int32]*integrity.OffsetRange{}
 	for _, r := range rows {
 		pr := byPartition[r.partition]
 		if pr == nil {
-			byPartition[r.partition] = &OffsetRange{Partition: r.partition, First: r.first, Last: r.last}
+			byPartition[r.partition] = &integrity.OffsetRange{Partition: r.partition, First: r.first, Last: r.last}
 			continue
 		}
 		pr.First, pr.Last = min(pr.First, r.first), max(pr.Last, r.last)
 	}
-	out := make([]OffsetRange, 0, len(byPartition))
+	out := make([]integrity.OffsetRange, 0, len(byPartition))
 	for _, pr := range byPartition {
 		out = append(out, *pr)
 	}
-	slices.SortFunc(out, func(a, b OffsetRange) int { return cmp.Compare(a.Partition, b.Partition) })
+	slices.SortFunc(out, func(a, b integrity.OffsetRange) int { return cmp.Compare(a.Partition, b.Partition) })
 	return out
 }
 

@@ -4,7 +4,7 @@
 //	iot.flows ──► DetectStage (detect.go) ─ decode.go ─► windows.go ─► detector.go ─► incidents/ ─► sinks/ (outbox) ─► ledger, chainwatch.alerts, log, SIEM webhooks
 //	          │          ├─ bad record ─► chainwatch.dlq (dlq.go)
 //	          │          └─ checkpoints ─► chainwatch.state (statestore.go)
-//	          └─► AnchorStage (anchor.go) ─ merkle.go ─► ledger anchors
+//	          └─► AnchorStage (anchor.go) ─ integrity/ (Merkle roots, kept leaves) ─► ledger anchors
 //	iot.telemetry ──► TelemetryStage (telemetry_stage.go) ─ telemetry.go ─► sinks/
 //	          └─► AnchorStage
 //
@@ -18,7 +18,8 @@
 //     against each device's own baseline (models/behaviour.go) and hands the
 //     verdicts to the device's incident state (package incidents), whose
 //     openings, updates and closings become Alerts; it trains the first
-//     model, on verified history only (verified.go), when none exists;
+//     model, on verified history only (integrity.HistoryVerifier), when
+//     none exists;
 //   - trust.go groups the identity findings of the detection and telemetry
 //     stages (telemetry_stage.go) into one incident per device and episode;
 //   - the stages hand alerts to an AlertQueue (service.go), which package
@@ -26,7 +27,9 @@
 //     and dead letters; offsets are committed only once every window a
 //     record fed has closed, its alerts are in the outbox and the state
 //     store holds what the partition's next owner needs (statestore.go);
-//   - replay.go and prove.go re-read history against the ledger's anchors.
+//   - package integrity re-reads history against the ledger's anchors
+//     (replay, proofs, kept leaf hashes, topic identities); audit.go runs
+//     it round after round.
 //
 // The stages consume through franz-go's client (consumer.go), a fetch at a
 // time, and produce through segmentio/kafka-go, always over TCP, so the

@@ -13,6 +13,7 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 	"github.com/chainwatch/chainwatch/simulator"
 )
@@ -67,7 +68,7 @@ func (e *embeddedDefault) as(role contract.Role) *ledgerclient.Client {
 // flowStream is the stream the flows topic's anchors are written under.
 func flowStream(t testing.TB, ctx context.Context, e *embeddedDefault) string {
 	t.Helper()
-	s, err := pipeline.TopicStream(ctx, e.kafka, e.topics.Flows)
+	s, err := integrity.TopicStream(ctx, e.kafka, e.topics.Flows)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,12 +11,13 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // History turns verified history back into the windows the service scored:
 // it re-reads a period of the flows topic, proves each partition's records
-// against their anchors (Replay), and runs the records through exactly the
+// against their anchors (integrity.Replay), and runs the records through exactly the
 // detection stage's decoding, identity and windowing code. Windows any of
 // whose records lie in a range that does not verify are left out and the
 // range listed. It is what `features export`, `train`, `evaluate` and
@@ -65,8 +66,8 @@ type HistoryReport struct {
 	Windows int   `json:"windows"` // windows returned
 	// ExcludedWindows were left out because some of their records did not
 	// verify; Excluded lists the ranges that did not.
-	ExcludedWindows int           `json:"excluded_windows"`
-	Excluded        []ReplayRange `json:"excluded,omitempty"`
+	ExcludedWindows int                     `json:"excluded_windows"`
+	Excluded        []integrity.ReplayRange `json:"excluded,omitempty"`
 	// Anchors are the verified anchors whose records fed returned windows,
 	// sorted: the history's references on the ledger.
 	Anchors []string `json:"anchors"`
@@ -110,12 +111,12 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 		if sp.from >= sp.to {
 			continue
 		}
-		ranges, err := Replay(ctx, req.Ledger, ReplayRequest{Kafka: req.Kafka, Topic: req.Topic, Partition: p, From: sp.from, To: sp.to - 1})
+		ranges, err := integrity.Replay(ctx, req.Ledger, integrity.ReplayRequest{Kafka: req.Kafka, Topic: req.Topic, Partition: p, From: sp.from, To: sp.to - 1})
 		if err != nil {
 			return rep, fmt.Errorf("history: verify %s/%d: %w", req.Topic, p, err)
 		}
 		for _, r := range ranges {
-			if r.Status != RangeVerified {
+			if r.Status != integrity.RangeVerified {
 				rep.Excluded = append(rep.Excluded, r)
 			}
 		}
@@ -208,15 +209,15 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 // first..last, and reports false when any record in first..last lies in a
 // range that did not verify. ranges are in offset order and cover every
 // offset read.
-func coveringAnchors(ranges []ReplayRange, first, last int64, ids []string) ([]string, bool) {
-	i, _ := slices.BinarySearchFunc(ranges, first, func(r ReplayRange, off int64) int {
+func coveringAnchors(ranges []integrity.ReplayRange, first, last int64, ids []string) ([]string, bool) {
+	i, _ := slices.BinarySearchFunc(ranges, first, func(r integrity.ReplayRange, off int64) int {
 		if r.LastOffset < off {
 			return -1
 		}
 		return 1
 	})
 	for ; i < len(ranges) && ranges[i].FirstOffset <= last; i++ {
-		if ranges[i].Status != RangeVerified {
+		if ranges[i].Status != integrity.RangeVerified {
 			return ids, false
 		}
 		ids = append(ids, ranges[i].AnchorID)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/simulator"
 )
 
@@ -62,13 +63,13 @@ func TestIntegrityFindingInWarmupDoesNotStopDetection(t *testing.T) {
 	for m.Summary.RecordsConsumed.Load() < st.Records && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond)
 	}
-	var integrity []contract.Alert
+	var integrityAlerts []contract.Alert
 	for ctx.Err() == nil {
-		integrity, err = env.as(contract.RoleAnalyst).ListAlerts(ctx, contract.ListAlertsArgs{Kind: contract.AlertIntegrity})
+		integrityAlerts, err = env.as(contract.RoleAnalyst).ListAlerts(ctx, contract.ListAlertsArgs{Kind: contract.AlertIntegrity})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(integrity) > 0 && m.Summary.WindowsScored.Load() > 0 {
+		if len(integrityAlerts) > 0 && m.Summary.WindowsScored.Load() > 0 {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -77,14 +78,14 @@ func TestIntegrityFindingInWarmupDoesNotStopDetection(t *testing.T) {
 	for _, p := range []string{"meter", "camera", "plc", "gateway"} {
 		excluded += testutil.ToFloat64(m.TrainingExcluded.WithLabelValues(p))
 	}
-	t.Logf("%d windows scored, %v warm-up windows excluded, %d integrity alerts", m.Summary.WindowsScored.Load(), excluded, len(integrity))
+	t.Logf("%d windows scored, %v warm-up windows excluded, %d integrity alerts", m.Summary.WindowsScored.Load(), excluded, len(integrityAlerts))
 	if m.Summary.WindowsScored.Load() == 0 {
 		t.Fatal("no window scored: the integrity finding stopped detection")
 	}
 	if excluded == 0 {
 		t.Error("no warm-up window was left out, though a range of them no longer verifies")
 	}
-	if len(integrity) == 0 {
+	if len(integrityAlerts) == 0 {
 		t.Error("the audit raised no integrity alert for the changed record")
 	}
 	for _, p := range []string{"meter", "camera", "plc", "gateway"} {
@@ -118,7 +119,7 @@ func TestIntegrityFindingInWarmupDoesNotStopDetection(t *testing.T) {
 	again, _ := read()
 	t.Logf("history read back: %d windows, %d excluded, ranges %+v", rep.Windows, rep.ExcludedWindows, rep.Excluded)
 	if len(rep.Excluded) != 1 || rep.Excluded[0].Partition != 0 || rep.Excluded[0].FirstOffset > 200 || rep.Excluded[0].LastOffset < 200 ||
-		rep.Excluded[0].Status != pipeline.RangeMismatched {
+		rep.Excluded[0].Status != integrity.RangeMismatched {
 		t.Errorf("excluded ranges %+v, want the one anchored range of partition 0 holding offset 200", rep.Excluded)
 	}
 	if rep.ExcludedWindows == 0 || len(first) == 0 {

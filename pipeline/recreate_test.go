@@ -13,6 +13,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/simulator"
 )
 
@@ -105,28 +106,28 @@ func TestTopicRecreatedUnderARunningService(t *testing.T) {
 	if m.Summary.WindowsScored.Load() <= scoredBefore {
 		t.Error("no window scored on the new topic")
 	}
-	integrity, err := analyst.ListAlerts(ctx, contract.ListAlertsArgs{Kind: contract.AlertIntegrity})
+	integrityAlerts, err := analyst.ListAlerts(ctx, contract.ListAlertsArgs{Kind: contract.AlertIntegrity})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.ToFloat64(m.IntegrityFinds.WithLabelValues(env.topics.Flows)); len(integrity) > 0 || n > 0 {
-		t.Errorf("%d integrity alerts (%v findings) after the topic was created again: %+v", len(integrity), n, integrity)
+	if n := testutil.ToFloat64(m.IntegrityFinds.WithLabelValues(env.topics.Flows)); len(integrityAlerts) > 0 || n > 0 {
+		t.Errorf("%d integrity alerts (%v findings) after the topic was created again: %+v", len(integrityAlerts), n, integrityAlerts)
 	}
 
 	// The new topic verifies against its own anchors; the old stream's
 	// anchors verify against the copy of its records.
 	for p := range parts {
 		for _, c := range []struct{ topic, as string }{{env.topics.Flows, ""}, {backup, oldStream}} {
-			rs, err := pipeline.Replay(ctx, analyst, pipeline.ReplayRequest{Kafka: env.kafka, Topic: c.topic, AnchoredAs: c.as, Partition: int32(p), From: 0, To: -1})
+			rs, err := integrity.Replay(ctx, analyst, integrity.ReplayRequest{Kafka: env.kafka, Topic: c.topic, AnchoredAs: c.as, Partition: int32(p), From: 0, To: -1})
 			if err != nil {
 				t.Fatal(err)
 			}
 			verified := int64(0)
 			for _, r := range rs {
 				switch r.Status {
-				case pipeline.RangeVerified:
+				case integrity.RangeVerified:
 					verified += r.Records
-				case pipeline.RangeMismatched:
+				case integrity.RangeMismatched:
 					t.Errorf("%s/%d as %q: %d-%d mismatched: %s", c.topic, p, c.as, r.FirstOffset, r.LastOffset, r.Detail)
 				}
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 )
 
 // TestReplayFindsExactlyTheTamperedRange anchors real traffic through the
@@ -77,12 +78,12 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 
 	// The original verifies end to end, with no unanchored gap.
 	for p := range 2 {
-		ranges, err := pipeline.Replay(ctx, service, pipeline.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: int32(p), To: -1})
+		ranges, err := integrity.Replay(ctx, service, integrity.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: int32(p), To: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, r := range ranges {
-			if r.Status != pipeline.RangeVerified {
+			if r.Status != integrity.RangeVerified {
 				t.Fatalf("original partition %d: %+v", p, r)
 			}
 		}
@@ -118,18 +119,18 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 		conn.Close()
 	}
 
-	var mismatched []pipeline.ReplayRange
+	var mismatched []integrity.ReplayRange
 	verified := 0
 	for p := range 2 {
-		ranges, err := pipeline.Replay(ctx, service, pipeline.ReplayRequest{Kafka: env.kafka, Topic: restored, AnchoredAs: env.topics.Flows, Partition: int32(p), To: -1})
+		ranges, err := integrity.Replay(ctx, service, integrity.ReplayRequest{Kafka: env.kafka, Topic: restored, AnchoredAs: env.topics.Flows, Partition: int32(p), To: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, r := range ranges {
 			switch r.Status {
-			case pipeline.RangeMismatched:
+			case integrity.RangeMismatched:
 				mismatched = append(mismatched, r)
-			case pipeline.RangeVerified:
+			case integrity.RangeVerified:
 				verified++
 			default:
 				t.Errorf("restored copy: unexpected %+v", r)
@@ -146,17 +147,17 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 	t.Logf("tampered record found in %s (%d other ranges verified): %s", m.AnchorID, verified, m.Detail)
 
 	// The integrity alert it raises is idempotent on the ledger.
-	first, err := service.RecordAlert(ctx, pipeline.IntegrityAlert(env.topics.Flows, m, time.Now()))
+	first, err := service.RecordAlert(ctx, integrity.IntegrityAlert(env.topics.Flows, m, time.Now()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := service.RecordAlert(ctx, pipeline.IntegrityAlert(env.topics.Flows, m, time.Now().Add(time.Hour)))
+	again, err := service.RecordAlert(ctx, integrity.IntegrityAlert(env.topics.Flows, m, time.Now().Add(time.Hour)))
 	if err != nil || again.TxID != first.TxID || first.Evidence.AnchorIDs[0] != m.AnchorID {
 		t.Fatalf("integrity alert %+v then %+v (%v)", first, again, err)
 	}
 
 	// Inclusion proofs hold for an original record and not for the tampered copy.
-	proof, err := pipeline.Prove(ctx, service, env.kafka, env.topics.Flows, "", tamperPartition, tamperOffset)
+	proof, err := integrity.Prove(ctx, service, env.kafka, env.topics.Flows, "", tamperPartition, tamperOffset)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 	if err := proof.Check(); err == nil {
 		t.Fatal("a proof over the tampered value checked")
 	}
-	if _, err := pipeline.Prove(ctx, service, env.kafka, restored, env.topics.Flows, tamperPartition, tamperOffset); err == nil {
+	if _, err := integrity.Prove(ctx, service, env.kafka, restored, env.topics.Flows, tamperPartition, tamperOffset); err == nil {
 		t.Fatal("proving the tampered copy against the original's anchor succeeded")
 	}
 }

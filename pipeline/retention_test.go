@@ -14,6 +14,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 	"github.com/chainwatch/chainwatch/simulator"
 )
@@ -80,16 +81,16 @@ func TestRetentionIsNotTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	replay := func() []pipeline.ReplayRange {
+	replay := func() []integrity.ReplayRange {
 		t.Helper()
-		rs, err := pipeline.Replay(ctx, analyst, pipeline.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: 0, From: 0, To: -1})
+		rs, err := integrity.Replay(ctx, analyst, integrity.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: 0, From: 0, To: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return rs
 	}
-	status := func(rs []pipeline.ReplayRange) map[pipeline.RangeStatus]int64 {
-		out := map[pipeline.RangeStatus]int64{}
+	status := func(rs []integrity.ReplayRange) map[integrity.RangeStatus]int64 {
+		out := map[integrity.RangeStatus]int64{}
 		for _, r := range rs {
 			out[r.Status] += r.LastOffset - r.FirstOffset + 1
 		}
@@ -100,29 +101,29 @@ func TestRetentionIsNotTampering(t *testing.T) {
 		t.Logf("%s %d-%d %s", r.Status, r.FirstOffset, r.LastOffset, r.Detail)
 	}
 	got := status(rs)
-	if got[pipeline.RangeExpired] != deleteTo || got[pipeline.RangeMismatched] != 0 {
+	if got[integrity.RangeExpired] != deleteTo || got[integrity.RangeMismatched] != 0 {
 		t.Fatalf("after deleting offsets 0-%d: %v, want %d expired and none mismatched", deleteTo-1, got, deleteTo)
 	}
-	var kept *pipeline.ReplayRange
+	var kept *integrity.ReplayRange
 	for i := range rs {
 		if rs[i].AnchorID == cut.ID && rs[i].FirstOffset == deleteTo {
 			kept = &rs[i]
 		}
 	}
-	if kept == nil || kept.Status != pipeline.RangeVerified || kept.LastOffset != cut.LastOffset {
+	if kept == nil || kept.Status != integrity.RangeVerified || kept.LastOffset != cut.LastOffset {
 		t.Fatalf("the surviving records of the range retention cut through: %+v, want verified %d-%d", kept, deleteTo, cut.LastOffset)
 	}
 
 	// A surviving record of the cut range is still provable, to the same
 	// anchored root; a deleted one says it expired.
-	proof, err := pipeline.Prove(ctx, analyst, env.kafka, env.topics.Flows, "", 0, deleteTo+3)
+	proof, err := integrity.Prove(ctx, analyst, env.kafka, env.topics.Flows, "", 0, deleteTo+3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if proof.MerkleRoot != cut.MerkleRoot || proof.Check() != nil {
 		t.Fatalf("proof of offset %d: %+v", deleteTo+3, proof)
 	}
-	if _, err := pipeline.Prove(ctx, analyst, env.kafka, env.topics.Flows, "", 0, deleteTo-1); err == nil || !strings.Contains(err.Error(), "expired") {
+	if _, err := integrity.Prove(ctx, analyst, env.kafka, env.topics.Flows, "", 0, deleteTo-1); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("proof of a deleted record: %v", err)
 	}
 
@@ -151,9 +152,9 @@ func TestRetentionIsNotTampering(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	var bad []pipeline.ReplayRange
+	var bad []integrity.ReplayRange
 	for _, r := range replay() {
-		if r.Status == pipeline.RangeMismatched {
+		if r.Status == integrity.RangeMismatched {
 			bad = append(bad, r)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 	"github.com/chainwatch/chainwatch/pipeline/sinks"
 )
@@ -143,7 +144,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.modelTopic = NewModelTopic(s.cfg.Kafka, s.cfg.Topics.Models)
 	store := &ModelStore{Dir: s.cfg.ModelDir, Ledger: s.ledger, Share: s.modelTopic}
-	verifier := NewHistoryVerifier(s.ledger, s.cfg.Kafka, s.cfg.Topics.Flows, 2*time.Minute)
+	verifier := integrity.NewHistoryVerifier(s.ledger, s.cfg.Kafka, s.cfg.Topics.Flows, 2*time.Minute)
 	detectorCfg := s.cfg.Detector
 	detectorCfg.WindowSize = s.cfg.Detect.Window.WithDefaults().Size
 	detector := NewDetector(detectorCfg, store, verifier, s.cfg.Topics.Flows, s.metrics, s.log)

@@ -55,7 +55,7 @@ type partitionCheckpoint struct {
 	// own clock rather than by the watermark, that window's start (Unix
 	// ns): its records are read again but the window was scored already.
 	Closed map[string]int64 `json:"closed,omitempty"`
-	// Stream is the topic's identity the offsets refer to (StreamOf): a
+	// Stream is the topic's identity the offsets refer to (integrity.StreamOf): a
 	// checkpoint of a topic since deleted and created again is not
 	// resumed. Empty in checkpoints written before streams carried ids.
 	Stream string `json:"stream,omitempty"`

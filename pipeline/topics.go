@@ -11,6 +11,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
+
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 )
 
 // Topics names the Kafka topics chainwatch reads and writes. The zero value
@@ -29,7 +31,7 @@ type Topics struct {
 	// chainwatch.models.
 	Models string `yaml:"models"`
 	// Leaves is the compacted topic of every anchored batch's leaf hashes
-	// (LeafTopic), which prove the surviving records of a range retention
+	// (integrity.LeafTopic), which prove the surviving records of a range retention
 	// cut through; one partition. Default chainwatch.anchor-leaves.
 	Leaves string `yaml:"leaves"`
 }
@@ -55,7 +57,7 @@ func (t Topics) WithDefaults() Topics {
 		t.Models = "chainwatch.models"
 	}
 	if t.Leaves == "" {
-		t.Leaves = "chainwatch.anchor-leaves"
+		t.Leaves = integrity.DefaultLeafTopic
 	}
 	return t
 }

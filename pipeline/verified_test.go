@@ -19,6 +19,7 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
 	"github.com/chainwatch/chainwatch/models"
 	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 )
 
 // TestFirstModelWaitsForVerifiedHistory checks that a profile whose
@@ -34,15 +35,15 @@ func TestFirstModelWaitsForVerifiedHistory(t *testing.T) {
 	defer led.Close()
 	store := &ModelStore{Dir: t.TempDir(), Ledger: ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))}
 	verified := false
-	var asked []OffsetRange
-	verifier := func(_ context.Context, ranges []OffsetRange) ([]string, []OffsetRange, error) {
+	var asked []integrity.OffsetRange
+	verifier := func(_ context.Context, ranges []integrity.OffsetRange) ([]string, []integrity.OffsetRange, error) {
 		asked = ranges
 		if !verified {
 			return nil, nil, errors.New("iot.flows/0 is not anchored up to offset 119 after 2m0s")
 		}
 		// Records 0..19 (the first ten windows) were changed after they
 		// were anchored: left out, the rest trains.
-		return []string{"iot.flows/0/20-139"}, []OffsetRange{{Partition: 0, First: 0, Last: 19}}, nil
+		return []string{"iot.flows/0/20-139"}, []integrity.OffsetRange{{Partition: 0, First: 0, Last: 19}}, nil
 	}
 	metrics := NewMetrics(prometheus.NewRegistry())
 	d := NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10}, store, verifier, "iot.flows",

@@ -16,6 +16,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 )
 
 // Trust scenarios, on their own schedule and random stream so that they
@@ -220,8 +221,8 @@ func (s *Simulator) tamperHistory(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("simulate history tamper: partitions of %s: %w", s.cfg.Topic, err)
 	}
-	// Anchors name the topic's stream: its name and id (pipeline.StreamOf).
-	stream, err := pipeline.TopicStream(ctx, s.cfg.Kafka, s.cfg.Topic)
+	// Anchors name the topic's stream: its name and id (integrity.StreamOf).
+	stream, err := integrity.TopicStream(ctx, s.cfg.Kafka, s.cfg.Topic)
 	if err != nil {
 		return fmt.Errorf("simulate history tamper: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/chainwatch/chainwatch/models/eval"
 	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 )
 
 // periodWindows are a profile's verified windows of a period, grouped per
@@ -21,7 +22,7 @@ type periodWindows struct {
 	series   []pipeline.OfflineSeries
 	labels   [][]pipeline.Label // per series, per window
 	windows  int
-	excluded []pipeline.ReplayRange
+	excluded []integrity.ReplayRange
 	window   time.Duration
 }
 

@@ -8,15 +8,18 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
 )
 
 // BenchmarkLedgerCost measures what anchoring costs the embedded ledger:
 // `chainwatch run` on the embedded default (48 simulated devices at the
 // default speed) for CHAINWATCH_LEDGER_COST (make bench-ledger: 3m), with
 // 4 and with 32 partitions. After the first minute (the 25 h of history
-// produced at start is anchored by then) it counts the ledger's anchoring
-// transactions and the growth of its files until the end, and reports
-// transactions an hour and MiB a day. CHAINWATCH_BIN runs another build
+// produced at start is anchored by then) it counts, once the run has
+// ended, the ledger's anchoring transactions until 10 s before the end and
+// what every transaction of that span stored (embedded.UsageBetween), and
+// reports transactions an hour and MiB a day. CHAINWATCH_BIN runs another build
 // (the same measurement of an older commit); the report goes to
 // CHAINWATCH_LEDGER_COST_REPORT, appended.
 func BenchmarkLedgerCost(b *testing.B) {
@@ -39,19 +42,24 @@ func BenchmarkLedgerCost(b *testing.B) {
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
-		txs := func() float64 {
-			m := scrapeAddr(httpAddr)
-			return metricSum(m, `chainwatch_ledger_tx_seconds_count{function="AnchorBatch"`) + metricSum(m, `chainwatch_ledger_tx_seconds_count{function="AnchorBatches"`)
-		}
 		time.Sleep(time.Minute)
-		tx0, mb0, t0 := txs(), dirMiB(filepath.Join(dir, "ledger")), time.Now()
+		t0 := time.Now()
 		time.Sleep(runFor - time.Minute - 10*time.Second)
-		tx1, mb1, elapsed := txs(), dirMiB(filepath.Join(dir, "ledger")), time.Since(t0)
+		t1 := time.Now()
 		_ = cmd.Wait()
-		hours := elapsed.Hours()
-		fmt.Fprintf(&sb, "| %s | %d | %.0f | %.0f | %.2f | %.0f |\n", label, partitions, tx1-tx0, (tx1-tx0)/hours, (tx1-tx0)/elapsed.Seconds(), (mb1-mb0)/hours*24)
+		// What the span's transactions stored, read from the ledger once
+		// the run has let go of it: the file itself grows in steps.
+		u, err := embedded.UsageBetween(filepath.Join(dir, "ledger"), t0, t1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		anchoring := u.ByFunction["AnchorBatch"] + u.ByFunction["AnchorBatches"]
+		elapsed := t1.Sub(t0)
+		perDay := float64(u.Bytes) / elapsed.Seconds() * 86400 / (1 << 20)
+		fmt.Fprintf(&sb, "| %s | %d | %d | %.0f | %.2f | %d | %.0f |\n", label, partitions, anchoring, float64(anchoring)/elapsed.Hours(),
+			float64(anchoring)/elapsed.Seconds(), u.Transactions, perDay)
 	}
-	b.Log("\n| build | partitions | anchoring transactions | per hour | per second | ledger MiB a day |\n|---|---:|---:|---:|---:|---:|\n" + sb.String())
+	b.Log("\n| build | partitions | anchoring transactions | per hour | per second | all transactions | ledger MiB a day |\n|---|---:|---:|---:|---:|---:|---:|\n" + sb.String())
 	if path := os.Getenv("CHAINWATCH_LEDGER_COST_REPORT"); path != "" {
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {

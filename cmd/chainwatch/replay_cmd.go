@@ -12,6 +12,7 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 	"github.com/chainwatch/chainwatch/pipeline/sinks"
 )
@@ -115,8 +116,8 @@ mirror) against the original's anchors.`,
 					return fmt.Errorf("--since: %q is not RFC 3339", since)
 				}
 			}
-			counts := map[pipeline.RangeStatus]int{}
-			var mismatched []pipeline.ReplayRange
+			counts := map[integrity.RangeStatus]int{}
+			var mismatched []integrity.ReplayRange
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			for _, p := range parts {
 				start := from
@@ -131,13 +132,13 @@ mirror) against the original's anchors.`,
 						return fmt.Errorf("--since on partition %d: %w", p, err)
 					}
 				}
-				ranges, err := pipeline.Replay(ctx, ledger, pipeline.ReplayRequest{Kafka: cluster, Topic: topic, AnchoredAs: anchored, Partition: int32(p), From: start, To: to})
+				ranges, err := integrity.Replay(ctx, ledger, integrity.ReplayRequest{Kafka: cluster, Topic: topic, AnchoredAs: anchored, Partition: int32(p), From: start, To: to})
 				if err != nil {
 					return err
 				}
 				for _, r := range ranges {
 					counts[r.Status]++
-					if r.Status == pipeline.RangeMismatched {
+					if r.Status == integrity.RangeMismatched {
 						mismatched = append(mismatched, r)
 					}
 					if err := enc.Encode(r); err != nil {
@@ -158,7 +159,7 @@ mirror) against the original's anchors.`,
 				}
 				alerts := make([]contract.Alert, len(mismatched))
 				for i, r := range mismatched {
-					alerts[i] = pipeline.IntegrityAlert(stream, r, time.Now())
+					alerts[i] = integrity.IntegrityAlert(stream, r, time.Now())
 				}
 				kafkaSink := sinks.NewKafkaAlertSink(cluster, cfg.Topics.Alerts)
 				defer kafkaSink.Close()
@@ -216,7 +217,7 @@ func newProveCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer h.close()
-			proof, err := pipeline.Prove(cmd.Context(), h.ledger, h.kafka, h.topic, anchored, int32(partition), offset)
+			proof, err := integrity.Prove(cmd.Context(), h.ledger, h.kafka, h.topic, anchored, int32(partition), offset)
 			if err != nil {
 				return err
 			}
@@ -242,7 +243,7 @@ func newVerifyProofCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var p pipeline.RecordProof
+			var p integrity.RecordProof
 			if err := json.Unmarshal(raw, &p); err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}

@@ -203,3 +203,37 @@ func TestSecondOpenIsRefusedClearly(t *testing.T) {
 		t.Fatalf("err = %v, want ErrInUse", err)
 	}
 }
+
+// TestUsageCountsWhatTransactionsStore: a span's usage counts its
+// transactions by function and their bytes (block, state value and history
+// record of every write); transactions outside the span are left out.
+func TestUsageCountsWhatTransactionsStore(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now().Add(-time.Second)
+	cl := ledgerclient.New(l.Client(LocalCaller(contract.RoleManufacturer)))
+	for i := range 3 {
+		if _, err := cl.RegisterDevice(context.Background(), contract.Device{ID: fmt.Sprintf("meter-%d", i), Profile: "meter", Owner: "o"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := time.Now().Add(time.Second)
+	h, _ := l.Height()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	u, err := UsageBetween(dir, before, after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Transactions != int(h) || u.ByFunction["RegisterDevice"] != 3 || u.Bytes < 3*200 {
+		t.Fatalf("usage %+v of %d blocks, want 3 RegisterDevice transactions of a few hundred bytes each", u, h)
+	}
+	none, err := UsageBetween(dir, after, after.Add(time.Hour))
+	if err != nil || none.Transactions != 0 || none.Bytes != 0 {
+		t.Fatalf("usage after the last block: %+v, %v", none, err)
+	}
+}

@@ -166,7 +166,7 @@ func LocalCaller(role contract.Role) contract.Caller {
 func (l *Ledger) Height() (uint64, error) {
 	var h uint64
 	err := l.db.View(func(tx *bolt.Tx) error {
-		h = uint64(tx.Bucket(bucketBlocks).Stats().KeyN)
+		h = height(tx.Bucket(bucketBlocks))
 		return nil
 	})
 	return h, err
@@ -211,7 +211,7 @@ func (b *backend) Submit(ctx context.Context, fn string, args []byte) ([]byte, s
 		}
 		blocks := tx.Bucket(bucketBlocks)
 		block = Block{
-			Number: uint64(blocks.Stats().KeyN), Time: ctxTx.Time, TxID: ctxTx.ID,
+			Number: height(blocks), Time: ctxTx.Time, TxID: ctxTx.ID,
 			Creator: b.caller, Function: fn, Args: compactJSON(args), Writes: st.writes,
 		}
 		if block.Number > 0 {
@@ -288,6 +288,17 @@ func (l *Ledger) publish(ev ledgerclient.Event) {
 }
 
 func blockKey(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
+
+// height is the number of blocks: one past the last block's number, read
+// from the last key (Bucket.Stats counts every key, which costs a walk of
+// the whole chain on every commit).
+func height(blocks *bolt.Bucket) uint64 {
+	k, _ := blocks.Cursor().Last()
+	if len(k) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(k) + 1
+}
 
 // compactJSON strips insignificant white space so that a block's bytes do
 // not depend on how the caller formatted its arguments.

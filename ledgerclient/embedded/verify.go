@@ -37,16 +37,9 @@ func Verify(dir, pubKeyPath string) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	path := filepath.Join(dir, dbFile)
-	if _, err := os.Stat(path); err != nil {
-		return Report{}, fmt.Errorf("ledger verify: %w", err)
-	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	db, err := openReadOnly(dir, "ledger verify")
 	if err != nil {
-		if err == bolt.ErrTimeout {
-			return Report{}, fmt.Errorf("ledger verify: %w", ErrInUse)
-		}
-		return Report{}, fmt.Errorf("ledger verify: open %s: %w", path, err)
+		return Report{}, err
 	}
 	defer db.Close()
 
@@ -157,4 +150,22 @@ func readPublicKey(path string) (*ecdsa.PublicKey, error) {
 		return nil, fmt.Errorf("ledger verify: %s is not an ECDSA key", path)
 	}
 	return pub, nil
+}
+
+// openReadOnly opens the ledger file in dir for reading only, as offline
+// tools do; op names the tool in errors. A ledger a running service holds
+// is ErrInUse.
+func openReadOnly(dir, op string) (*bolt.DB, error) {
+	path := filepath.Join(dir, dbFile)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		if err == bolt.ErrTimeout {
+			return nil, fmt.Errorf("%s: %w", op, ErrInUse)
+		}
+		return nil, fmt.Errorf("%s: open %s: %w", op, path, err)
+	}
+	return db, nil
 }

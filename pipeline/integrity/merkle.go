@@ -1,4 +1,4 @@
-package pipeline
+package integrity
 
 import (
 	"crypto/sha256"
@@ -23,12 +23,12 @@ func LeafHash(offset int64, timestampMs int64, key, value []byte) [32]byte {
 	return sha256.Sum256(appendLeaf(buf[:0], offset, timestampMs, key, value))
 }
 
-// leafHasher computes leaf hashes in a buffer it reuses, so that hashing a
+// LeafHasher computes leaf hashes in a buffer it reuses, so that hashing a
 // record is one pass of SHA-256 over its preimage with no allocation; the
 // anchoring stage hashes every record and this is most of its CPU.
-type leafHasher struct{ buf []byte }
+type LeafHasher struct{ buf []byte }
 
-func (h *leafHasher) hash(offset int64, timestampMs int64, key, value []byte) [32]byte {
+func (h *LeafHasher) Hash(offset int64, timestampMs int64, key, value []byte) [32]byte {
 	h.buf = appendLeaf(h.buf[:0], offset, timestampMs, key, value)
 	return sha256.Sum256(h.buf)
 }

@@ -1,4 +1,4 @@
-package pipeline
+package integrity
 
 import (
 	"context"
@@ -151,3 +151,10 @@ func (t *LeafTopic) Leaves(ctx context.Context, anchorID string) ([][32]byte, er
 
 // Close flushes and closes the writer.
 func (t *LeafTopic) Close() error { return t.writer.Close() }
+
+// DefaultLeafTopic is the leaf topic's name unless configured otherwise
+// (kafka.topics.leaves).
+const DefaultLeafTopic = "chainwatch.anchor-leaves"
+
+// Topic is the name of the topic the leaf hashes are kept in.
+func (t *LeafTopic) Topic() string { return t.topic }

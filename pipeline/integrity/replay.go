@@ -1,4 +1,4 @@
-package pipeline
+package integrity
 
 import (
 	"context"
@@ -103,7 +103,7 @@ func Replay(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequest)
 // replayOnce is one pass of Replay; it also returns the partition's first
 // offset when it started.
 func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequest) ([]ReplayRange, int64, error) {
-	stream, err := resolveStream(ctx, req.Kafka, req.Topic, req.AnchoredAs)
+	stream, err := ResolveStream(ctx, req.Kafka, req.Topic, req.AnchoredAs)
 	if err != nil {
 		return nil, 0, fmt.Errorf("replay %s/%d: %w", req.Topic, req.Partition, err)
 	}
@@ -132,13 +132,13 @@ func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequ
 	if listFrom > upper {
 		return nil, firstAvail, nil
 	}
-	anchors, err := listAnchors(ctx, ledger, stream, req.Partition, listFrom, upper)
+	anchors, err := ListAnchors(ctx, ledger, stream, req.Partition, listFrom, upper)
 	if err != nil {
 		return nil, 0, err
 	}
 	leaves := req.Leaves
 	if leaves == nil {
-		lt := NewLeafTopic(req.Kafka, Topics{}.WithDefaults().Leaves)
+		lt := NewLeafTopic(req.Kafka, DefaultLeafTopic)
 		defer lt.Close()
 		leaves = lt
 	}
@@ -248,7 +248,7 @@ func readLeaves(ctx context.Context, r *kafka.Reader, first, last int64) ([][32]
 		return nil, err
 	}
 	var leaves [][32]byte
-	var h leafHasher
+	var h LeafHasher
 	for {
 		m, err := r.ReadMessage(ctx)
 		if err != nil {
@@ -257,7 +257,7 @@ func readLeaves(ctx context.Context, r *kafka.Reader, first, last int64) ([][32]
 		if m.Offset > last {
 			return leaves, nil
 		}
-		leaves = append(leaves, h.hash(m.Offset, m.Time.UnixMilli(), m.Key, m.Value))
+		leaves = append(leaves, h.Hash(m.Offset, m.Time.UnixMilli(), m.Key, m.Value))
 		if m.Offset == last {
 			return leaves, nil
 		}

@@ -1,4 +1,4 @@
-package pipeline
+package integrity
 
 import (
 	"cmp"
@@ -68,7 +68,7 @@ func TopicStream(ctx context.Context, cluster *kafkaconn.Cluster, topic string) 
 // listAnchors lists a partition's anchors of a stream and, for a stream
 // with an id, those written under its bare topic name before streams
 // carried ids, in offset order.
-func listAnchors(ctx context.Context, ledger *ledgerclient.Client, stream string, partition int32, from, to int64) ([]contract.Anchor, error) {
+func ListAnchors(ctx context.Context, ledger *ledgerclient.Client, stream string, partition int32, from, to int64) ([]contract.Anchor, error) {
 	anchors, err := ledger.ListAnchors(ctx, stream, partition, from, to)
 	if err != nil {
 		return nil, err
@@ -91,7 +91,7 @@ func listAnchors(ctx context.Context, ledger *ledgerclient.Client, stream string
 // names (a copy verified against its original); else the topic's own.
 // A name whose topic no longer exists stays a bare name (its legacy
 // anchors); name the old stream's id to reach its own.
-func resolveStream(ctx context.Context, cluster *kafkaconn.Cluster, topic, anchoredAs string) (string, error) {
+func ResolveStream(ctx context.Context, cluster *kafkaconn.Cluster, topic, anchoredAs string) (string, error) {
 	if anchoredAs == "" {
 		return TopicStream(ctx, cluster, topic)
 	}

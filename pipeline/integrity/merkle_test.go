@@ -1,4 +1,4 @@
-package pipeline
+package integrity
 
 import (
 	"crypto/sha256"
@@ -87,10 +87,10 @@ func TestLeafHashBindsEveryField(t *testing.T) {
 func BenchmarkLeafHash(b *testing.B) {
 	key := []byte("meter-00042")
 	value := make([]byte, 250)
-	var h leafHasher
+	var h LeafHasher
 	b.SetBytes(int64(21 + len(key) + 4 + len(value)))
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		_ = h.hash(int64(i), 1_764_000_000_000, key, value)
+		_ = h.Hash(int64(i), 1_764_000_000_000, key, value)
 	}
 }

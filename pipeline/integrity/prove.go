@@ -1,4 +1,4 @@
-package pipeline
+package integrity
 
 import (
 	"context"
@@ -36,11 +36,11 @@ type RecordProof struct {
 
 // Prove builds the inclusion proof of one record.
 func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.Cluster, topic, anchoredAs string, partition int32, offset int64) (*RecordProof, error) {
-	stream, err := resolveStream(ctx, cluster, topic, anchoredAs)
+	stream, err := ResolveStream(ctx, cluster, topic, anchoredAs)
 	if err != nil {
 		return nil, err
 	}
-	anchors, err := listAnchors(ctx, ledger, stream, partition, offset, offset)
+	anchors, err := ListAnchors(ctx, ledger, stream, partition, offset, offset)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +112,7 @@ func (p *RecordProof) complete(leaves [][32]byte, a contract.Anchor) (*RecordPro
 // proveFromKeptLeaves proves a surviving record of an anchored range whose
 // first records were deleted, with the range's kept leaf hashes.
 func proveFromKeptLeaves(ctx context.Context, r *kafka.Reader, cluster *kafkaconn.Cluster, a contract.Anchor, p *RecordProof) (*RecordProof, error) {
-	lt := NewLeafTopic(cluster, Topics{}.WithDefaults().Leaves)
+	lt := NewLeafTopic(cluster, DefaultLeafTopic)
 	defer lt.Close()
 	leaves, err := lt.Leaves(ctx, a.ID)
 	if err != nil {

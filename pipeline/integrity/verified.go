@@ -1,4 +1,4 @@
-package pipeline
+package integrity
 
 import (
 	"context"
@@ -39,7 +39,7 @@ func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster,
 		for _, r := range ranges {
 			deadline := time.Now().Add(wait)
 			for {
-				covering, err := listAnchors(ctx, ledger, stream, r.Partition, r.Last, r.Last)
+				covering, err := ListAnchors(ctx, ledger, stream, r.Partition, r.Last, r.Last)
 				if err != nil {
 					return nil, nil, err
 				}
