@@ -31,7 +31,10 @@ type AnchorConfig struct {
 	// BatchRecords cuts a batch at this many records. Default 5000.
 	BatchRecords int
 	// BatchAge cuts a batch whose first record arrived this long ago
-	// (wall time), so quiet partitions are anchored too. Default 2s.
+	// (wall time), so quiet partitions are anchored too. Default: the
+	// period. Batches are anchored only at the end of a period anyway, so
+	// cutting them sooner adds anchors to the ledger without anchoring
+	// anything sooner.
 	BatchAge time.Duration
 	// Period is how often the batches cut since the last anchoring are
 	// anchored: every partition's and topic's in one ledger transaction
@@ -51,11 +54,11 @@ func (c AnchorConfig) withDefaults(t Topics) AnchorConfig {
 	if c.BatchRecords == 0 {
 		c.BatchRecords = 5000
 	}
-	if c.BatchAge == 0 {
-		c.BatchAge = 2 * time.Second
-	}
 	if c.Period == 0 {
 		c.Period = max(5*time.Second, c.BatchAge)
+	}
+	if c.BatchAge == 0 {
+		c.BatchAge = c.Period
 	}
 	return c
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
@@ -31,14 +34,25 @@ type EmbeddedBroker struct {
 	forged  map[topicPartition]*forgery
 }
 
-// forgery is what the broker serves in place of a partition's log: the
-// records from first on, with the forged values applied.
+// forgery is what the broker serves in place of a partition's log: a few
+// segments, each the stretch of records before one forged record and that
+// record, with the forged values applied.
 type forgery struct {
-	mu      sync.Mutex
-	first   int64
-	records []kafka.Message
-	values  map[int64][]byte // forged offset → forged value
+	mu       sync.Mutex
+	segments []*forgedSegment // in offset order, not overlapping
 }
+
+// forgedSegment is the view of one forgery: records first…forged.
+type forgedSegment struct {
+	first, forged int64
+	records       []forgedRecord
+	// served is set once a single-partition reader has been handed the
+	// forged record: the tampering has been shown to a verifier, and the
+	// segment may make room for newer ones (maxForgedSegments).
+	served bool
+}
+
+func (g *forgedSegment) contains(off int64) bool { return off >= g.first && off <= g.forged }
 
 // BrokerConfig configures the embedded broker. The zero value listens on
 // 127.0.0.1:9092 without persistence.
@@ -150,36 +164,61 @@ func (b *EmbeddedBroker) ForgeRecord(ctx context.Context, topic string, partitio
 	tp := topicPartition{topic, int(partition)}
 	f, installed := b.forged[tp]
 	if !installed {
-		f = &forgery{values: map[int64][]byte{}}
+		f = &forgery{}
 	}
-	// The broker's view from far enough back that a sequential reader's
-	// fetch lands in it (one fetch carries at most MaxBytes, a few tens of
-	// thousands of records), up to the newest forged record; earlier
-	// forgeries of the partition stay in it.
+	f.mu.Lock()
+	// Segments retention has begun deleting go (reading a deleted offset
+	// would wait for ever); a record inside a segment is forged in place.
+	kept := f.segments[:0]
+	for _, g := range f.segments {
+		if g.first >= part.LogStartOffset {
+			kept = append(kept, g)
+		}
+	}
+	f.segments = kept
+	for _, g := range f.segments {
+		if g.contains(offset) {
+			g.records[offset-g.first].value = forge(g.records[offset-g.first].value)
+			g.served = g.served && offset < g.forged
+			f.mu.Unlock()
+			return nil
+		}
+	}
+	// A new segment from far enough back that a sequential reader's fetch
+	// lands in it (a verifier's fetch carries at most
+	// integrity.ReadMaxBytes), but not into the segment before it.
 	first := max(part.LogStartOffset, offset-forgeWindow)
-	last := offset
-	if installed {
-		// Earlier forgeries stay in the view, but not from before the log
-		// start: retention may have deleted what they began with (reading
-		// from a deleted offset would wait for ever).
-		first, last = max(min(first, f.first), part.LogStartOffset), max(last, f.first+int64(len(f.records))-1)
+	for _, g := range f.segments {
+		if g.forged < offset {
+			first = max(first, g.forged+1)
+		}
 	}
+	f.mu.Unlock()
 	readCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	records, err := b.read(readCtx, topic, partition, first, last)
+	records, err := b.read(readCtx, topic, partition, first, offset)
 	if err != nil {
 		return err
 	}
+	records[offset-first].Value = forge(records[offset-first].Value)
+	g := &forgedSegment{forged: offset}
+	g.first, g.records = compactView(first, records)
 	f.mu.Lock()
-	f.values[offset] = forge(records[offset-first].Value)
-	for off, v := range f.values {
-		if off < first {
-			delete(f.values, off) // deleted by retention since
-			continue
+	f.segments = append(f.segments, g)
+	slices.SortFunc(f.segments, func(a, b *forgedSegment) int { return cmp.Compare(a.first, b.first) })
+	// The view is a copy of the log: keep it to a few segments, letting go
+	// first of those a verifier has already been shown (served as the log
+	// holds them from then on), then of the oldest.
+	for len(f.segments) > maxForgedSegments {
+		drop := 0
+		for i, s := range f.segments {
+			if s.served {
+				drop = i
+				break
+			}
 		}
-		records[off-first].Value = v
+		f.segments = slices.Delete(f.segments, drop, drop+1)
 	}
-	f.first, f.records = first, records
 	f.mu.Unlock()
 	if installed {
 		return nil
@@ -201,23 +240,71 @@ func (b *EmbeddedBroker) ForgeRecord(ctx context.Context, topic string, partitio
 		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		from := rp.FetchOffset - f.first
-		if from < 0 || from >= int64(len(f.records)) {
+		var g *forgedSegment
+		for _, s := range f.segments {
+			if s.contains(rp.FetchOffset) {
+				g = s
+			}
+		}
+		if g == nil {
 			return nil, nil, false
 		}
+		from := rp.FetchOffset - g.first
 		resp := fr.ResponseKind().(*kmsg.FetchResponse)
 		resp.Version = fr.Version
 		t := kmsg.NewFetchResponseTopic()
 		t.Topic, t.TopicID = rt.Topic, rt.TopicID
 		p := kmsg.NewFetchResponseTopicPartition()
-		end := max(hwm, f.first+int64(len(f.records)))
+		end := max(hwm, g.forged+1)
 		p.Partition, p.HighWatermark, p.LastStableOffset, p.LogStartOffset = partition, end, end, part.LogStartOffset
-		p.RecordBatches = encodeRecordBatch(f.records[from:min(from+forgedBatch, int64(len(f.records)))])
+		upto := min(from+forgedBatch, int64(len(g.records)))
+		p.RecordBatches = encodeRecordBatch(g.first+from, g.records[from:upto])
+		if g.first+upto > g.forged {
+			g.served = true
+		}
 		t.Partitions = append(t.Partitions, p)
 		resp.Topics = append(resp.Topics, t)
 		return resp, nil, true
 	})
 	return nil
+}
+
+// forgedRecord is one record of a forgery view; key and value point into
+// the view's one buffer.
+type forgedRecord struct {
+	ts         time.Time
+	key, value []byte
+	headers    []kafka.Header
+}
+
+// compactView keeps of records (offsets first…, the last one forged) the
+// stretch a verifier's fetch can land in before the forged one —
+// forgeWindowBytes — and copies them into one buffer. It returns the
+// view's first offset and its records.
+func compactView(first int64, records []kafka.Message) (int64, []forgedRecord) {
+	start, bytes := len(records)-1, 0
+	for start > 0 && bytes < forgeWindowBytes {
+		start--
+		bytes += len(records[start].Key) + len(records[start].Value) + 64
+	}
+	records = records[start:]
+	size := 0
+	for _, m := range records {
+		size += len(m.Key) + len(m.Value)
+	}
+	buf := make([]byte, 0, size)
+	out := make([]forgedRecord, len(records))
+	for i, m := range records {
+		k := len(buf)
+		buf = append(buf, m.Key...)
+		v := len(buf)
+		buf = append(buf, m.Value...)
+		out[i] = forgedRecord{ts: m.Time, key: buf[k:v:v], value: buf[v:len(buf):len(buf)], headers: m.Headers}
+		if m.Key == nil {
+			out[i].key = nil
+		}
+	}
+	return first + int64(start), out
 }
 
 // read returns a partition's records first..last as the log holds them.
@@ -239,21 +326,25 @@ func (b *EmbeddedBroker) read(ctx context.Context, topic string, partition int32
 }
 
 const (
-	forgeWindow = 65_536 // records before a forged one served from the forgery
-	forgedBatch = 2_000  // records per forged fetch response
+	forgeWindow = 65_536 // records before a forged one read to build its segment
+	// forgeWindowBytes is how much of them the segment keeps: more than a
+	// verifier's fetch carries (integrity.ReadMaxBytes).
+	forgeWindowBytes  = integrity.ReadMaxBytes + 1<<20
+	forgedBatch       = 2_000 // records per forged fetch response
+	maxForgedSegments = 4     // per partition
 )
 
 // encodeRecordBatch encodes contiguous records as one uncompressed Kafka
 // record batch (magic 2) with a valid CRC-32C, as a broker stores them.
-func encodeRecordBatch(records []kafka.Message) []byte {
-	base, baseTs := records[0].Offset, records[0].Time.UnixMilli()
+func encodeRecordBatch(base int64, records []forgedRecord) []byte {
+	baseTs := records[0].ts.UnixMilli()
 	maxTs := baseTs
 	var body []byte
-	for _, m := range records {
-		ts := m.Time.UnixMilli()
+	for i, m := range records {
+		ts := m.ts.UnixMilli()
 		maxTs = max(maxTs, ts)
-		r := kmsg.Record{TimestampDelta64: ts - baseTs, OffsetDelta: int32(m.Offset - base), Key: m.Key, Value: m.Value}
-		for _, h := range m.Headers {
+		r := kmsg.Record{TimestampDelta64: ts - baseTs, OffsetDelta: int32(i), Key: m.key, Value: m.value}
+		for _, h := range m.headers {
 			r.Headers = append(r.Headers, kmsg.Header{Key: h.Key, Value: h.Value})
 		}
 		enc := r.AppendTo(nil)[1:] // without the zero length varint
@@ -261,7 +352,7 @@ func encodeRecordBatch(records []kafka.Message) []byte {
 		body = append(body, enc...)
 	}
 	rb := kmsg.RecordBatch{
-		FirstOffset: base, Magic: 2, LastOffsetDelta: int32(records[len(records)-1].Offset - base),
+		FirstOffset: base, Magic: 2, LastOffsetDelta: int32(len(records) - 1),
 		FirstTimestamp: baseTs, MaxTimestamp: maxTs, ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1,
 		NumRecords: int32(len(records)), Records: body,
 	}

@@ -117,7 +117,7 @@ type AlertsAPIConfig struct {
 // AnchorConfig sets how batches are cut for anchoring.
 type AnchorConfig struct {
 	BatchRecords int           `yaml:"batch_records"` // default 5000
-	BatchAge     time.Duration `yaml:"batch_age"`     // default 2s
+	BatchAge     time.Duration `yaml:"batch_age"`     // default: the period
 	// Period is how often the cut batches of every partition are anchored,
 	// in one ledger transaction. Default 5s (batch_age if longer).
 	Period time.Duration `yaml:"period"`
@@ -228,11 +228,11 @@ func (c Config) withDefaults() Config {
 	if c.Anchor.BatchRecords == 0 {
 		c.Anchor.BatchRecords = 5000
 	}
-	if c.Anchor.BatchAge == 0 {
-		c.Anchor.BatchAge = 2 * time.Second
-	}
 	if c.Anchor.Period == 0 {
 		c.Anchor.Period = max(5*time.Second, c.Anchor.BatchAge)
+	}
+	if c.Anchor.BatchAge == 0 {
+		c.Anchor.BatchAge = c.Anchor.Period
 	}
 	if c.Audit.Interval == 0 {
 		c.Audit.Interval = 5 * time.Second

@@ -48,7 +48,7 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.
 		return nil, fmt.Errorf("offset %d of %s/%d is not anchored (yet)", offset, stream, partition)
 	}
 	a := anchors[0]
-	r := cluster.Reader(kafka.ReaderConfig{Topic: topic, Partition: int(partition), MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
+	r := cluster.Reader(kafka.ReaderConfig{Topic: topic, Partition: int(partition), MinBytes: 1, MaxBytes: ReadMaxBytes, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	p := &RecordProof{Stream: stream, Partition: partition, Offset: offset, AnchorID: a.ID, AnchoredTx: a.TxID, MerkleRoot: a.MerkleRoot, LeafIndex: -1}
 	conn, err := cluster.DialLeader(ctx, topic, int(partition))

@@ -143,7 +143,7 @@ func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequ
 		leaves = lt
 	}
 
-	r := req.Kafka.Reader(kafka.ReaderConfig{Topic: req.Topic, Partition: int(req.Partition), MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
+	r := req.Kafka.Reader(kafka.ReaderConfig{Topic: req.Topic, Partition: int(req.Partition), MinBytes: 1, MaxBytes: ReadMaxBytes, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	var out []ReplayRange
 	next := max(listFrom, firstAvail)
@@ -284,3 +284,8 @@ func IntegrityAlert(topic string, rr ReplayRange, now time.Time) contract.Alert 
 		},
 	}
 }
+
+// ReadMaxBytes is the most a verifier's fetch asks for (replay, proofs):
+// enough to keep a partition's reading fast, small enough that a forged
+// view of the embedded broker's need not be larger.
+const ReadMaxBytes = 2 << 20
