@@ -179,7 +179,7 @@ func (b *EmbeddedBroker) ForgeRecord(ctx context.Context, topic string, partitio
 	for _, g := range f.segments {
 		if g.contains(offset) {
 			g.records[offset-g.first].value = forge(g.records[offset-g.first].value)
-			g.served = g.served && offset < g.forged
+			g.served = false // the new forgery has not been shown to anyone yet
 			f.mu.Unlock()
 			return nil
 		}
