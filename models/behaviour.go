@@ -106,7 +106,14 @@ import (
 //
 //     The levels' tails (of L and of the rules' statistics) are fitted
 //     with the shape fixed at ξ = 0: a level is a −log₁₀ tail probability,
-//     exponential in its upper tail by construction (evt.FitExponential).
+//     exponential in its upper tail by construction. And what the budget
+//     counts is incidents, not windows: each tail is fitted to the maxima
+//     of its statistic's clusters — exceedances fewer than M windows apart
+//     in one device's sequence, as they would be one incident — at the
+//     rate of clusters per window (runs declustering, Coles 2001, §5.3.2;
+//     evt.FitClusters). Counted window by window, one device that stays
+//     above the tail threshold for an hour would weigh as sixty
+//     exceedances and set the profile's levels alone.
 
 // BaselineWindows is W above: the most windows a device baseline weighs,
 // about an hour of one-minute windows.
