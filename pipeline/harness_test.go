@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
@@ -116,4 +118,19 @@ func (e *embeddedDefault) simulate(t testing.TB, ctx context.Context, cfg simula
 		t.Fatal(err)
 	}
 	return st
+}
+
+// startService starts the whole service on the harness as the service
+// identity, its model directory and outbox in the harness's directory and
+// the rest as cfg sets it; it is shut down when the test ends.
+func (e *embeddedDefault) startService(t *testing.T, ctx context.Context, cfg pipeline.ServiceConfig) *pipeline.Service {
+	t.Helper()
+	cfg.Kafka = e.kafka
+	cfg.ModelDir, cfg.OutboxPath = filepath.Join(e.dir, "models"), filepath.Join(e.dir, "outbox.db")
+	svc := pipeline.NewService(cfg, e.as(contract.RoleService), prometheus.NewRegistry(), testLogger(t))
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Shutdown(context.Background()) })
+	return svc
 }

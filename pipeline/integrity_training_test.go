@@ -2,11 +2,9 @@ package pipeline_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
@@ -49,16 +47,9 @@ func TestIntegrityFindingInWarmupDoesNotStopDetection(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	svc := pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka,
+	svc := env.startService(t, ctx, pipeline.ServiceConfig{
 		Detector: pipeline.DetectorConfig{Warmup: 2 * time.Hour, Seed: 1},
-		Audit:    pipeline.AuditConfig{Interval: time.Second},
-		ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db")},
-		env.as(contract.RoleService), reg, testLogger(t))
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Shutdown(context.Background())
+		Audit:    pipeline.AuditConfig{Interval: time.Second}})
 	m := svc.Metrics()
 	for m.Summary.RecordsConsumed.Load() < st.Records && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond)

@@ -2,11 +2,9 @@ package pipeline_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -36,17 +34,10 @@ func TestTopicRecreatedUnderARunningService(t *testing.T) {
 		FirstAttackAfter: 24 * time.Hour, TrustEvery: -1}
 	first := env.simulate(t, ctx, fleet)
 
-	reg := prometheus.NewRegistry()
-	svc := pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka,
+	svc := env.startService(t, ctx, pipeline.ServiceConfig{
 		Anchor:   pipeline.AnchorConfig{BatchRecords: 2000, BatchAge: 100 * time.Millisecond, Period: 200 * time.Millisecond},
 		Audit:    pipeline.AuditConfig{Interval: 200 * time.Millisecond},
-		Detector: pipeline.DetectorConfig{Warmup: 2 * time.Hour, Seed: 1},
-		ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db")},
-		env.as(contract.RoleService), reg, testLogger(t))
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Shutdown(context.Background())
+		Detector: pipeline.DetectorConfig{Warmup: 2 * time.Hour, Seed: 1}})
 	m := svc.Metrics()
 	for (m.Summary.RecordsConsumed.Load() < first.Records || m.Summary.WindowsScored.Load() == 0) && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond)

@@ -2,12 +2,10 @@ package pipeline_test
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -35,17 +33,10 @@ func TestRetentionIsNotTampering(t *testing.T) {
 	env := startEmbeddedDefault(t, 1)
 	env.simulate(t, ctx, simulator.Config{Devices: 8, Seed: 2, History: time.Hour, Duration: time.Minute,
 		Start: time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC), TrustEvery: -1})
-	reg := prometheus.NewRegistry()
-	svc := pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka, Partitions: 1,
+	svc := env.startService(t, ctx, pipeline.ServiceConfig{Partitions: 1,
 		Anchor:   pipeline.AnchorConfig{BatchRecords: 500, BatchAge: 100 * time.Millisecond, Period: 200 * time.Millisecond},
 		Audit:    pipeline.AuditConfig{Interval: 200 * time.Millisecond},
-		Detector: pipeline.DetectorConfig{Warmup: 24 * time.Hour},
-		ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db")},
-		env.as(contract.RoleService), reg, testLogger(t))
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Shutdown(context.Background())
+		Detector: pipeline.DetectorConfig{Warmup: 24 * time.Hour}})
 	end := countPartition(t, env.brokers[0], env.topics.Flows, 0)
 	analyst := env.as(contract.RoleAnalyst)
 	var anchors []contract.Anchor
