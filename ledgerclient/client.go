@@ -101,6 +101,24 @@ func (c *Client) AnchorBatches(ctx context.Context, anchors []contract.Anchor) (
 	return r, err
 }
 
+// SealBatches records an anchoring period's seal: the root over its
+// batches' descriptors (service).
+func (c *Client) SealBatches(ctx context.Context, s contract.Seal) (contract.Seal, error) {
+	r, _, err := submit[contract.Seal](ctx, c, contract.FnSealBatches, s)
+	return r, err
+}
+
+// GetSeal reads one seal.
+func (c *Client) GetSeal(ctx context.Context, id string) (contract.Seal, error) {
+	return evaluate[contract.Seal](ctx, c, contract.FnGetSeal, contract.IDArgs{ID: id})
+}
+
+// ListSeals reads up to limit seals whose ids sort after after, in time
+// order.
+func (c *Client) ListSeals(ctx context.Context, after string, limit int) ([]contract.Seal, error) {
+	return evaluate[[]contract.Seal](ctx, c, contract.FnListSeals, contract.ListSealsArgs{After: after, Limit: limit})
+}
+
 // AnchorBatch anchors a batch's Merkle root (service).
 func (c *Client) AnchorBatch(ctx context.Context, a contract.Anchor) (contract.Anchor, error) {
 	r, _, err := submit[contract.Anchor](ctx, c, contract.FnAnchorBatch, a)

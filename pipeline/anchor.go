@@ -37,9 +37,10 @@ type AnchorConfig struct {
 	// anything sooner.
 	BatchAge time.Duration
 	// Period is how often the batches cut since the last anchoring are
-	// anchored: every partition's and topic's in one ledger transaction
-	// (AnchorBatches), so that the ledger's transaction rate is one per
-	// period whatever the number of partitions. Default 5s.
+	// anchored: every partition's and topic's under one seal, one ledger
+	// transaction (SealBatches) of one root over the batches, so that the
+	// ledger's transactions and bytes are one per period whatever the
+	// number of partitions. Default 5s.
 	Period time.Duration
 }
 
@@ -64,10 +65,11 @@ func (c AnchorConfig) withDefaults(t Topics) AnchorConfig {
 }
 
 // AnchorStage cuts each partition of the anchored topics into contiguous
-// batches, computes each batch's Merkle root and anchors it on the ledger
-// before committing the batch's offsets. On restart it asks the ledger where
-// each partition's anchors end and skips records already anchored, so
-// batches never overlap and never leave a gap.
+// batches, computes each batch's Merkle root, and once a period seals the
+// period's batches on the ledger (integrity.NewSeal: one root over their
+// descriptors, which the batch index keeps) before committing their
+// offsets. On restart it reads where each partition's sealed batches end
+// and skips records already anchored, so batches never leave a gap.
 type AnchorStage struct {
 	cfg     AnchorConfig
 	ledger  *ledgerclient.Client
@@ -76,8 +78,10 @@ type AnchorStage struct {
 
 	consumer *groupConsumer
 	hasher   integrity.LeafHasher
-	// leaves keeps each batch's leaf hashes before its root is anchored.
-	leaves *integrity.LeafTopic
+	// leaves keeps each batch's leaf hashes before its root is anchored,
+	// and each seal's batch descriptors (the batch index).
+	leaves  *integrity.LeafTopic
+	anchors *integrity.Anchors
 	// owned is the set of partitions assigned to this instance, read by
 	// the audit from its own goroutine.
 	ownedMu sync.Mutex
@@ -119,8 +123,9 @@ type batch struct {
 // NewAnchorStage wires the stage; Start runs it.
 func NewAnchorStage(cfg AnchorConfig, topics Topics, ledger *ledgerclient.Client, metrics *Metrics, log *slog.Logger) *AnchorStage {
 	cfg = cfg.withDefaults(topics)
+	leaves := integrity.NewLeafTopic(cfg.Kafka, topics.WithDefaults().Leaves)
 	return &AnchorStage{cfg: cfg, ledger: ledger, metrics: metrics, log: log.With("stage", "anchor"),
-		leaves:  integrity.NewLeafTopic(cfg.Kafka, topics.WithDefaults().Leaves),
+		leaves: leaves, anchors: integrity.NewAnchors(ledger, leaves),
 		batches: map[topicPartition]*batch{}, owned: map[topicPartition]bool{}, stageRun: stageRun{name: "anchoring", log: log}}
 }
 
@@ -244,7 +249,7 @@ func (s *AnchorStage) add(ctx context.Context, m *kgo.Record) error {
 			}
 		}
 		s.pending = kept
-		anchors, err := s.ledger.ListAnchors(ctx, stream, m.Partition, m.Offset, -1)
+		anchors, err := s.anchors.List(ctx, stream, m.Partition, m.Offset, -1)
 		if err != nil {
 			return fmt.Errorf("read anchors of %s/%d: %w", stream, m.Partition, err)
 		}
@@ -292,23 +297,35 @@ func (s *AnchorStage) cut(ctx context.Context, tp topicPartition, b *batch) erro
 	return nil
 }
 
-// anchorPending writes the pending batches' roots on the ledger in one
-// transaction, retrying until it is accepted, then commits their offsets.
+// anchorPending seals the pending batches: their descriptors go to the
+// batch index (acknowledged first, so that a seal on the ledger always has
+// them), then the seal's root to the ledger in one transaction, retried
+// until it is accepted; then their offsets are committed. A seal whose
+// transaction never commits leaves an index record no reader believes,
+// and its records are anchored again.
 func (s *AnchorStage) anchorPending(ctx context.Context) error {
 	anchors := make([]contract.Anchor, len(s.pending))
 	for i, p := range s.pending {
 		anchors[i] = p.anchor
+		anchors[i].ID = contract.AnchorID(p.anchor.Stream, p.anchor.Partition, p.anchor.FirstOffset, p.anchor.LastOffset)
 	}
-	err := s.retry(ctx, "anchoring", func() error {
+	seal, err := integrity.NewSeal(time.Now(), anchors)
+	if err != nil {
+		return err
+	}
+	if err := s.retry(ctx, "keeping the batch index", func() error { return s.leaves.PutSeal(ctx, seal.ID, anchors) }); err != nil {
+		return err
+	}
+	err = s.retry(ctx, "anchoring", func() error {
 		txStart := time.Now()
-		_, err := s.ledger.AnchorBatches(ctx, anchors)
+		_, err := s.ledger.SealBatches(ctx, seal)
 		result := "ok"
 		if err != nil {
 			result = "error"
 		}
-		s.metrics.LedgerTx.WithLabelValues(contract.FnAnchorBatches, result).Observe(time.Since(txStart).Seconds())
+		s.metrics.LedgerTx.WithLabelValues(contract.FnSealBatches, result).Observe(time.Since(txStart).Seconds())
 		if errors.Is(err, contract.ErrConflict) || errors.Is(err, contract.ErrInvalid) || errors.Is(err, contract.ErrForbidden) {
-			return permanent{fmt.Errorf("anchor %d batches from %s: %w", len(anchors), anchors[0].ID, err)}
+			return permanent{fmt.Errorf("seal %d batches from %s: %w", len(anchors), anchors[0].ID, err)}
 		}
 		return err
 	})

@@ -64,22 +64,30 @@ type AuditStage struct {
 	// leaves are the kept leaf hashes: the replay reads those of a range
 	// retention cut through, and the audit deletes those of a range
 	// retention removed whole.
-	leaves *integrity.LeafTopic
+	leaves  *integrity.LeafTopic
+	anchors *integrity.Anchors
 	// floor is, per partition, the offset after the wholly expired ranges
 	// already counted: a round that starts over starts there.
 	floor map[topicPartition]int64
 	// stream is, per partition, the topic identity cursor and floor
 	// belong to: a topic deleted and created again starts both over.
 	stream map[topicPartition]string
+	// sealsAfter is the id after which seals on the ledger have not yet
+	// been checked against the batch index (checkSeals).
+	sealsAfter string
 	stageRun
 }
 
 // NewAuditStage wires the stage; Start runs it.
 func NewAuditStage(cfg AuditConfig, cluster *kafkaconn.Cluster, ledger *ledgerclient.Client, outbox AlertQueue, owned func() []topicPartition, metrics *Metrics, log *slog.Logger) *AuditStage {
+	leaves := integrity.NewLeafTopic(cluster, Topics{}.WithDefaults().Leaves)
 	return &AuditStage{cfg: cfg.withDefaults(), kafka: cluster, ledger: ledger, outbox: outbox, owned: owned, metrics: metrics,
 		log: log.With("stage", "audit"), cursor: map[topicPartition]int64{}, reported: map[string]bool{},
-		leaves: integrity.NewLeafTopic(cluster, Topics{}.WithDefaults().Leaves), floor: map[topicPartition]int64{},
-		stream: map[topicPartition]string{}, stageRun: stageRun{name: "audit", log: log}}
+		leaves: leaves, anchors: integrity.NewAnchors(ledger, leaves), floor: map[topicPartition]int64{},
+		stream: map[topicPartition]string{}, stageRun: stageRun{name: "audit", log: log},
+		// Seals from a minute before the start on: older ones were
+		// checked by the instance that ran then.
+		sealsAfter: fmt.Sprintf("%013d.", time.Now().Add(-time.Minute).UnixMilli())}
 }
 
 // Start runs audit rounds until ctx ends.
@@ -137,9 +145,68 @@ func (s *AuditStage) round(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := s.checkSeals(ctx); err != nil {
+		return err
+	}
 	s.metrics.AuditRounds.Inc()
 	s.metrics.AuditLastRound.SetToCurrentTime()
 	return nil
+}
+
+// checkSeals finds seals on the ledger that the batch index does not hold.
+// The index record of a seal is acknowledged before the seal is submitted,
+// so a seal without one means the index was altered: the seal's batches
+// can no longer be listed, and their records would read as unanchored
+// rather than changed. Each such seal raises one integrity alert. The
+// index lets go of a seal only when all its batches have expired, long
+// after this check has passed it.
+func (s *AuditStage) checkSeals(ctx context.Context) error {
+	for {
+		seals, err := s.ledger.ListSeals(ctx, s.sealsAfter, 1000)
+		if err != nil {
+			return fmt.Errorf("audit seals: %w", err)
+		}
+		var alerts []contract.Alert
+		for _, seal := range seals {
+			ok, err := s.anchors.HasSeal(ctx, seal.ID)
+			if err != nil {
+				return fmt.Errorf("audit seals: %w", err)
+			}
+			if !ok {
+				alerts = append(alerts, s.missingSeal(seal))
+			}
+		}
+		if len(alerts) > 0 {
+			if _, err := s.outbox.Add(ctx, alerts); err != nil {
+				return err
+			}
+		}
+		if len(seals) > 0 {
+			s.sealsAfter = seals[len(seals)-1].ID
+		}
+		if len(seals) < 1000 {
+			return nil
+		}
+	}
+}
+
+// missingSeal is the integrity alert of a seal the batch index lost.
+func (s *AuditStage) missingSeal(seal contract.Seal) contract.Alert {
+	index := s.leaves.Topic()
+	detail := fmt.Sprintf("seal %s on the ledger (%d batches, %d records from %s to %s, tx %s) has no record in the batch index %s: the index was altered, and these batches can no longer be verified",
+		seal.ID, seal.Batches, seal.Records, seal.FirstTimestamp.Format(time.RFC3339), seal.LastTimestamp.Format(time.RFC3339), seal.TxID, index)
+	if !s.reported["seal/"+seal.ID] {
+		s.reported["seal/"+seal.ID] = true
+		s.metrics.IntegrityFinds.WithLabelValues(index).Inc()
+		s.log.Error("a seal's batch index record is missing", "seal", seal.ID, "batches", seal.Batches, "records", seal.Records, "tx", seal.TxID)
+	}
+	return contract.Alert{
+		ID:          contract.AlertID(contract.AlertIntegrity, "seal/"+seal.ID, time.Unix(0, 0), time.Unix(0, 0), ""),
+		Kind:        contract.AlertIntegrity,
+		WindowStart: seal.FirstTimestamp.UTC(), WindowEnd: seal.LastTimestamp.UTC(),
+		Score: 1, Confidence: "high",
+		Evidence: contract.Evidence{Topic: index, Detail: detail},
+	}
 }
 
 func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budget int64) error {
@@ -157,13 +224,13 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 	}
 	s.stream[tp] = stream
 	from := s.cursor[tp]
-	anchors, err := integrity.ListAnchors(ctx, s.ledger, stream, int32(tp.partition), from, -1)
+	anchors, err := s.anchors.List(ctx, stream, int32(tp.partition), from, -1)
 	if err != nil {
 		return fmt.Errorf("audit %s/%d: %w", tp.topic, tp.partition, err)
 	}
 	// Anchors that end before the cursor can be listed when one straddles
 	// it; skip them, and take whole anchors up to the budget.
-	var chosen []contract.Anchor
+	var chosen []integrity.Anchor
 	var records int64
 	for _, a := range anchors {
 		if a.LastOffset < from {
@@ -182,7 +249,10 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 		return nil
 	}
 	first, last := chosen[0].FirstOffset, chosen[len(chosen)-1].LastOffset
-	verdicts, err := integrity.Replay(ctx, s.ledger, integrity.ReplayRequest{Kafka: s.kafka, Topic: tp.topic, AnchoredAs: stream, Partition: int32(tp.partition), From: first, To: last, Leaves: s.leaves})
+	if from > s.floor[tp] && from < first {
+		first = from // a round continuing after an anchor checks the gap too
+	}
+	verdicts, err := integrity.Replay(ctx, s.ledger, integrity.ReplayRequest{Kafka: s.kafka, Topic: tp.topic, AnchoredAs: stream, Partition: int32(tp.partition), From: first, To: last, Anchors: s.anchors})
 	if err != nil {
 		return err
 	}
@@ -204,6 +274,13 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 			}
 			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "expired").Add(float64(v.Records))
 			s.floor[tp] = max(s.floor[tp], v.LastOffset+1)
+		case integrity.RangeUnanchored:
+			// Between two anchored ranges (replay reads from the first
+			// chosen anchor to the last): the anchoring stage never leaves
+			// a gap, so the batch index lost the batches that covered it.
+			v.AnchorID = contract.AnchorID(stream, v.Partition, v.FirstOffset, v.LastOffset)
+			v.Detail = fmt.Sprintf("no anchor covers offsets %d..%d, between anchored ranges: the batch index lost the batches that sealed them", v.FirstOffset, v.LastOffset)
+			fallthrough
 		case integrity.RangeMismatched:
 			s.metrics.AuditedRecords.WithLabelValues(tp.topic, "mismatched").Add(float64(v.Records))
 			if !s.reported[v.AnchorID] {

@@ -22,54 +22,8 @@ import (
 func TestAuditFindsHistoryTheBrokerForged(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	env := startEmbeddedDefault(t, 2)
-	maker := env.as(contract.RoleManufacturer)
-	for i := range 8 {
-		if _, err := maker.RegisterDevice(ctx, contract.Device{ID: fmt.Sprintf("meter-%02d", i), Profile: "meter", Owner: "acme"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	w := &kafka.Writer{Addr: kafka.TCP(env.brokers...), Topic: env.topics.Flows, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond}
-	base := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC).UnixMilli()
-	var msgs []kafka.Message
-	for i := range 4000 {
-		dev := fmt.Sprintf("meter-%02d", i%8)
-		msgs = append(msgs, kafka.Message{Key: []byte(dev), Value: fmt.Appendf(nil,
-			`{"device_id":%q,"time_ms":%d,"dst_ip":"52.16.0.%d","dst_port":443,"proto":"tcp","bytes_out":%d,"bytes_in":410,"packets_out":3,"packets_in":2}`,
-			dev, base+int64(i)*100, i%5, 800+i%200)})
-	}
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-
-	svc := pipeline.NewService(pipeline.ServiceConfig{
-		Kafka: env.kafka, Partitions: 2, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
-		Anchor: pipeline.AnchorConfig{BatchRecords: 500, BatchAge: 100 * time.Millisecond, Period: 200 * time.Millisecond},
-		Audit:  pipeline.AuditConfig{Interval: 100 * time.Millisecond, RecordsPerRound: 1000},
-	}, env.as(contract.RoleService), prometheus.NewRegistry(), testLogger(t))
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Shutdown(context.Background())
+	env, anchors := startAuditedService(t, ctx)
 	service := env.as(contract.RoleService)
-
-	// Wait until partition 1 is anchored to its end.
-	var anchors []contract.Anchor
-	for {
-		var err error
-		anchors, err = service.ListAnchors(ctx, flowStream(t, ctx, env), 1, 0, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := len(anchors); n > 2 && anchors[n-1].LastOffset+1 == countPartition(t, env.brokers[0], env.topics.Flows, 1) {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("partition 1 was not anchored")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 
 	// Forge the second anchored range: one byte of one record's value.
 	target := anchors[1]
@@ -132,4 +86,73 @@ func countPartition(t testing.TB, broker, topic string, partition int) int64 {
 		t.Fatal(err)
 	}
 	return end
+}
+
+// startAuditedService writes 4,000 flow records of eight meters into the
+// flows topic of an embedded default with two partitions, starts the
+// service on it with fast anchoring (batches of 500) and a fast audit,
+// and returns once partition 1 is anchored to its end, with partition 1's
+// anchors.
+func startAuditedService(t *testing.T, ctx context.Context) (*embeddedDefault, []integrity.Anchor) {
+	t.Helper()
+	env := startEmbeddedDefault(t, 2)
+	maker := env.as(contract.RoleManufacturer)
+	for i := range 8 {
+		if _, err := maker.RegisterDevice(ctx, contract.Device{ID: fmt.Sprintf("meter-%02d", i), Profile: "meter", Owner: "acme"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeMeterFlows(t, ctx, env, 0, 4000)
+
+	svc := pipeline.NewService(pipeline.ServiceConfig{
+		Kafka: env.kafka, Partitions: 2, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
+		Anchor: pipeline.AnchorConfig{BatchRecords: 500, BatchAge: 100 * time.Millisecond, Period: 200 * time.Millisecond},
+		Audit:  pipeline.AuditConfig{Interval: 100 * time.Millisecond, RecordsPerRound: 1000},
+	}, env.as(contract.RoleService), prometheus.NewRegistry(), testLogger(t))
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Shutdown(context.Background()) })
+
+	return env, waitPartitionAnchored(t, ctx, env, 1)
+}
+
+// waitPartitionAnchored waits until a partition of the flows topic is
+// anchored to its end, and returns its anchors.
+func waitPartitionAnchored(t *testing.T, ctx context.Context, env *embeddedDefault, partition int32) []integrity.Anchor {
+	t.Helper()
+	list := env.anchors(t, contract.RoleService)
+	for {
+		anchors, err := list.List(ctx, flowStream(t, ctx, env), partition, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(anchors); n > 2 && anchors[n-1].LastOffset+1 == countPartition(t, env.brokers[0], env.topics.Flows, int(partition)) {
+			return anchors
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("partition %d was not anchored", partition)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// writeMeterFlows writes n flow records of eight meters into the flows
+// topic, the first the i-th of the sequence.
+func writeMeterFlows(t *testing.T, ctx context.Context, env *embeddedDefault, first, n int) {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(env.brokers...), Topic: env.topics.Flows, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond}
+	base := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC).UnixMilli()
+	var msgs []kafka.Message
+	for i := first; i < first+n; i++ {
+		dev := fmt.Sprintf("meter-%02d", i%8)
+		msgs = append(msgs, kafka.Message{Key: []byte(dev), Value: fmt.Appendf(nil,
+			`{"device_id":%q,"time_ms":%d,"dst_ip":"52.16.0.%d","dst_port":443,"proto":"tcp","bytes_out":%d,"bytes_in":410,"packets_out":3,"packets_in":2}`,
+			dev, base+int64(i)*100, i%5, 800+i%200)})
+	}
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
 }

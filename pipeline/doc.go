@@ -4,7 +4,7 @@
 //	iot.flows ──► DetectStage (detect.go) ─ decode.go ─► windows.go ─► detector.go ─► incidents/ ─► sinks/ (outbox) ─► ledger, chainwatch.alerts, log, SIEM webhooks
 //	          │          ├─ bad record ─► chainwatch.dlq (dlq.go)
 //	          │          └─ checkpoints ─► chainwatch.state (statestore.go)
-//	          └─► AnchorStage (anchor.go) ─ integrity/ (Merkle roots, kept leaves) ─► ledger anchors
+//	          └─► AnchorStage (anchor.go) ─ integrity/ (Merkle roots, kept leaves, seals) ─► ledger seals
 //	iot.telemetry ──► TelemetryStage (telemetry_stage.go) ─ telemetry.go ─► sinks/
 //	          └─► AnchorStage
 //

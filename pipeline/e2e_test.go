@@ -149,7 +149,7 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 			t.Fatalf("model of %s cites no training anchors", profile)
 		}
 		for _, id := range m.TrainingAnchors {
-			if _, err := service.GetAnchor(ctx, id); err != nil {
+			if _, err := env.anchors(t, contract.RoleService).Get(ctx, id); err != nil {
 				t.Fatalf("model of %s cites %s: %v", profile, id, err)
 			}
 		}

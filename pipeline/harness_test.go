@@ -67,6 +67,14 @@ func (e *embeddedDefault) as(role contract.Role) *ledgerclient.Client {
 	return ledgerclient.New(e.ledger.Client(embedded.LocalCaller(role)))
 }
 
+// anchors reads what is anchored, as role: seals on the ledger, with the
+// batch index in the leaf topic.
+func (e *embeddedDefault) anchors(t testing.TB, role contract.Role) *integrity.Anchors {
+	index := integrity.NewLeafTopic(e.kafka, e.topics.WithDefaults().Leaves)
+	t.Cleanup(func() { index.Close() })
+	return integrity.NewAnchors(e.as(role), index)
+}
+
 // flowStream is the stream the flows topic's anchors are written under.
 func flowStream(t testing.TB, ctx context.Context, e *embeddedDefault) string {
 	t.Helper()
@@ -82,11 +90,11 @@ func flowStream(t testing.TB, ctx context.Context, e *embeddedDefault) string {
 func waitAnchored(t testing.TB, ctx context.Context, e *embeddedDefault, partitions int) {
 	t.Helper()
 	stream := flowStream(t, ctx, e)
-	ledger := e.as(contract.RoleAnalyst)
+	ledger := e.anchors(t, contract.RoleAnalyst)
 	for p := range partitions {
 		end := countPartition(t, e.brokers[0], e.topics.Flows, p)
 		for end > 0 {
-			as, err := ledger.ListAnchors(ctx, stream, int32(p), end-1, end-1)
+			as, err := ledger.List(ctx, stream, int32(p), end-1, end-1)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -79,9 +79,9 @@ func TestTopicRecreatedUnderARunningService(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	waitAnchored(t, ctx, env, parts) // under the new stream
-	analyst := env.as(contract.RoleAnalyst)
+	anchored := env.anchors(t, contract.RoleAnalyst)
 	for p := range parts {
-		as, err := analyst.ListAnchors(ctx, newStream, int32(p), 0, 0)
+		as, err := anchored.List(ctx, newStream, int32(p), 0, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,6 +97,7 @@ func TestTopicRecreatedUnderARunningService(t *testing.T) {
 	if m.Summary.WindowsScored.Load() <= scoredBefore {
 		t.Error("no window scored on the new topic")
 	}
+	analyst := env.as(contract.RoleAnalyst)
 	integrityAlerts, err := analyst.ListAlerts(ctx, contract.ListAlertsArgs{Kind: contract.AlertIntegrity})
 	if err != nil {
 		t.Fatal(err)

@@ -58,9 +58,10 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 	if err := stage.Start(stageCtx); err != nil {
 		t.Fatal(err)
 	}
+	anchored := env.anchors(t, contract.RoleService)
 	for p, end := range ends {
 		for {
-			as, err := service.ListAnchors(ctx, flowStream(t, ctx, env), int32(p), end-1, end-1)
+			as, err := anchored.List(ctx, flowStream(t, ctx, env), int32(p), end-1, end-1)
 			if err != nil {
 				t.Fatal(err)
 			}

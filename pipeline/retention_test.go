@@ -38,11 +38,11 @@ func TestRetentionIsNotTampering(t *testing.T) {
 		Audit:    pipeline.AuditConfig{Interval: 200 * time.Millisecond},
 		Detector: pipeline.DetectorConfig{Warmup: 24 * time.Hour}})
 	end := countPartition(t, env.brokers[0], env.topics.Flows, 0)
-	analyst := env.as(contract.RoleAnalyst)
-	var anchors []contract.Anchor
+	analyst, anchored := env.as(contract.RoleAnalyst), env.anchors(t, contract.RoleAnalyst)
+	var anchors []integrity.Anchor
 	var err error
 	for ctx.Err() == nil {
-		anchors, err = analyst.ListAnchors(ctx, flowStream(t, ctx, env), 0, 0, -1)
+		anchors, err = anchored.List(ctx, flowStream(t, ctx, env), 0, 0, -1)
 		if err != nil {
 			t.Fatal(err)
 		}

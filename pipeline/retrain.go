@@ -13,6 +13,7 @@ import (
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/models"
 	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
@@ -283,8 +284,11 @@ func trainedSeeds(m *models.Model, series []models.DeviceSeries) map[string]mode
 // from their lead-in.
 func TrainingSeeds(ctx context.Context, req HistoryRequest, m *models.Model) (map[string]models.DeviceBaseline, error) {
 	var from, to time.Time
+	index := integrity.NewLeafTopic(req.Kafka, integrity.DefaultLeafTopic)
+	defer index.Close()
+	anchors := integrity.NewAnchors(req.Ledger, index)
 	for _, id := range m.TrainingData {
-		a, err := req.Ledger.GetAnchor(ctx, id)
+		a, err := anchors.Get(ctx, id)
 		if err != nil {
 			continue // not an anchor: a CSV digest, a warm-up reference
 		}

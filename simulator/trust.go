@@ -14,7 +14,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
 	"github.com/chainwatch/chainwatch/pipeline/integrity"
 )
@@ -226,9 +225,12 @@ func (s *Simulator) tamperHistory(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("simulate history tamper: %w", err)
 	}
-	var target *contract.Anchor
+	index := integrity.NewLeafTopic(s.cfg.Kafka, integrity.DefaultLeafTopic)
+	defer index.Close()
+	list := integrity.NewAnchors(s.operator, index)
+	var target *integrity.Anchor
 	for _, p := range parts {
-		anchors, err := s.operator.ListAnchors(ctx, stream, int32(p.ID), 0, -1)
+		anchors, err := list.List(ctx, stream, int32(p.ID), 0, -1)
 		if err != nil {
 			return fmt.Errorf("simulate history tamper: anchors: %w", err)
 		}

@@ -259,6 +259,20 @@ func newVerifyProofCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer closeLedger()
+			if p.Seal != nil {
+				// The batch is one of a seal's: the seal's root is what
+				// the ledger holds.
+				s, err := ledger.GetSeal(cmd.Context(), p.Seal.ID)
+				if err != nil {
+					return err
+				}
+				if s.Root != p.Seal.Root || s.Batches != p.Seal.BatchCount {
+					return fmt.Errorf("proof does not hold: the ledger seals %s with root %s over %d batches, the proof claims %s over %d",
+						s.ID, s.Root, s.Batches, p.Seal.Root, p.Seal.BatchCount)
+				}
+				return writeJSON(cmd.OutOrStdout(), map[string]any{"verified": true, "anchor_id": p.AnchorID, "seal": s.ID, "anchored_tx": s.TxID,
+					"stream": p.Stream, "partition": p.Partition, "offset": p.Offset})
+			}
 			a, err := ledger.GetAnchor(cmd.Context(), p.AnchorID)
 			if err != nil {
 				return err

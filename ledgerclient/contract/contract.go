@@ -22,6 +22,9 @@ const (
 	FnListFirmware    = "ListFirmware"
 	FnAnchorBatch     = "AnchorBatch"
 	FnAnchorBatches   = "AnchorBatches"
+	FnSealBatches     = "SealBatches"
+	FnGetSeal         = "GetSeal"
+	FnListSeals       = "ListSeals"
 	FnGetAnchor       = "GetAnchor"
 	FnListAnchors     = "ListAnchors"
 	FnRecordAlert     = "RecordAlert"
@@ -140,6 +143,9 @@ var handlers = map[string]handler{
 	FnListFirmware:    {readOnly: true, run: bind(ListFirmware)},
 	FnAnchorBatch:     {roles: []Role{RoleService}, run: bind(AnchorBatch)},
 	FnAnchorBatches:   {roles: []Role{RoleService}, run: bind(AnchorBatches)},
+	FnSealBatches:     {roles: []Role{RoleService}, run: bind(SealBatches)},
+	FnGetSeal:         {readOnly: true, run: bind(GetSeal)},
+	FnListSeals:       {readOnly: true, run: bind(ListSeals)},
 	FnGetAnchor:       {readOnly: true, run: bind(GetAnchor)},
 	FnListAnchors:     {readOnly: true, run: bind(ListAnchors)},
 	FnRecordAlert:     {roles: []Role{RoleService}, run: bind(RecordAlert)},

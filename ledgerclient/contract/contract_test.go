@@ -353,3 +353,56 @@ func TestAnchorBatchesRecordAPeriodInOneTransaction(t *testing.T) {
 		t.Errorf("an analyst anchoring: %v", err)
 	}
 }
+
+func TestSealsAreIdempotentAndListInTimeOrder(t *testing.T) {
+	h := newHarness(t)
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	seal := func(at time.Duration, root string) Seal {
+		return Seal{ID: NewSealID(t0.Add(at), "ab12"), Root: sha(root), Batches: 3, Records: 300,
+			FirstTimestamp: t0, LastTimestamp: t0.Add(at)}
+	}
+	var first, again Seal
+	h.must(RoleService, FnSealBatches, seal(10*time.Second, "r1"), &first)
+	if first.TxID == "" || first.AnchoredBy != "id-service" {
+		t.Fatalf("stored seal %+v: want the transaction and caller recorded", first)
+	}
+	h.must(RoleService, FnSealBatches, seal(10*time.Second, "r1"), &again)
+	if again.TxID != first.TxID {
+		t.Errorf("a repeated seal came from tx %s, want the first %s", again.TxID, first.TxID)
+	}
+	if err := h.call(RoleService, FnSealBatches, seal(10*time.Second, "other"), nil); !errors.Is(err, ErrConflict) {
+		t.Errorf("the same seal id with another root: %v, want a conflict", err)
+	}
+	h.must(RoleService, FnSealBatches, seal(5*time.Second, "r0"), nil)
+	h.must(RoleService, FnSealBatches, seal(20*time.Second, "r2"), nil)
+	var list []Seal
+	h.must(RoleAnalyst, FnListSeals, ListSealsArgs{}, &list)
+	if len(list) != 3 || list[0].Root != sha("r0") || list[2].Root != sha("r2") {
+		t.Fatalf("seals listed %+v: want three in time order", list)
+	}
+	h.must(RoleAnalyst, FnListSeals, ListSealsArgs{After: list[0].ID, Limit: 1}, &list)
+	if len(list) != 1 || list[0].Root != sha("r1") {
+		t.Errorf("seals after the first, one at most: %+v", list)
+	}
+	var got Seal
+	h.must(RoleAnalyst, FnGetSeal, IDArgs{ID: first.ID}, &got)
+	if got.Root != sha("r1") {
+		t.Errorf("GetSeal: %+v", got)
+	}
+	if err := h.call(RoleAnalyst, FnGetSeal, IDArgs{ID: NewSealID(t0, "none")}, nil); !errors.Is(err, ErrNotFound) {
+		t.Errorf("an absent seal: %v", err)
+	}
+	for _, bad := range []Seal{
+		{ID: "no-time", Root: sha("x"), Batches: 1, Records: 1},
+		{ID: NewSealID(t0, "x"), Root: "zz", Batches: 1, Records: 1},
+		{ID: NewSealID(t0, "x"), Root: sha("x"), Batches: 0, Records: 1},
+		{ID: NewSealID(t0, "x"), Root: sha("x"), Batches: 2, Records: 1},
+	} {
+		if err := h.call(RoleService, FnSealBatches, bad, nil); !errors.Is(err, ErrInvalid) {
+			t.Errorf("seal %+v: %v, want invalid", bad, err)
+		}
+	}
+	if err := h.call(RoleAnalyst, FnSealBatches, seal(30*time.Second, "r3"), nil); !errors.Is(err, ErrForbidden) {
+		t.Errorf("an analyst sealing: %v", err)
+	}
+}

@@ -1,5 +1,6 @@
 // Package contract is chainwatch's ledger contract: device birth
-// certificates, approved firmware, batch anchors, alerts with analyst
+// certificates, approved firmware, anchoring seals (and the batch anchors
+// of ledgers written before seals), alerts with analyst
 // verdicts and model registrations, with the role checks and validation that
 // guard them.
 //

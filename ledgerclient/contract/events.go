@@ -10,6 +10,7 @@ const (
 	EventModelPromoted    = "model.promoted"
 	EventBatchAnchored    = "batch.anchored"
 	EventBatchesAnchored  = "batches.anchored"
+	EventBatchesSealed    = "batches.sealed"
 )
 
 // EventFor names the event a committed call of fn emits, with its JSON result
@@ -33,6 +34,8 @@ func EventFor(fn string) string {
 		return EventBatchAnchored
 	case FnAnchorBatches:
 		return EventBatchesAnchored
+	case FnSealBatches:
+		return EventBatchesSealed
 	}
 	return ""
 }

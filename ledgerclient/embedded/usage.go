@@ -20,6 +20,8 @@ type Usage struct {
 	// ledger's growth less the storage engine's page slack, which makes the
 	// file grow in steps (bbolt doubles it up to 1 GiB).
 	Bytes int64 `json:"bytes"`
+	// BytesByFunction splits Bytes by contract function.
+	BytesByFunction map[string]int64 `json:"bytes_by_function"`
 }
 
 // UsageBetween reads the ledger in dir offline (it must not be open) and
@@ -30,7 +32,7 @@ func UsageBetween(dir string, from, to time.Time) (Usage, error) {
 		return Usage{}, err
 	}
 	defer db.Close()
-	u := Usage{ByFunction: map[string]int{}}
+	u := Usage{ByFunction: map[string]int{}, BytesByFunction: map[string]int64{}}
 	err = db.View(func(tx *bolt.Tx) error {
 		blocks := tx.Bucket(bucketBlocks)
 		if blocks == nil {
@@ -47,14 +49,16 @@ func UsageBetween(dir string, from, to time.Time) (Usage, error) {
 			}
 			u.Transactions++
 			u.ByFunction[b.Function]++
-			u.Bytes += int64(len(k) + len(v))
+			n := int64(len(k) + len(v))
 			for _, w := range b.Writes {
 				rec, err := json.Marshal(historyRecord{TxID: b.TxID, Time: b.Time, Value: w.Value})
 				if err != nil {
 					return err
 				}
-				u.Bytes += int64(len(w.Key)+len(w.Value)) + int64(len(historyKey(w.Key, b.Number))+len(rec))
+				n += int64(len(w.Key)+len(w.Value)) + int64(len(historyKey(w.Key, b.Number))+len(rec))
 			}
+			u.Bytes += n
+			u.BytesByFunction[b.Function] += n
 		}
 		return nil
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,7 +40,10 @@ type LeafSource interface {
 
 // LeafTopic keeps anchors' leaf hashes in a compacted topic of one
 // partition: key the anchor id, value the leaf hashes concatenated (a
-// tombstone once the anchor's records are all deleted).
+// tombstone once the anchor's records are all deleted). The same topic is
+// the batch index: key "@seal/" and a seal's id (no topic name holds '@'),
+// value the seal's batch descriptors (seal.go), which a seal on the ledger
+// proves.
 type LeafTopic struct {
 	kafka  *kafkaconn.Cluster
 	topic  string
@@ -48,15 +52,22 @@ type LeafTopic struct {
 	mu      sync.Mutex
 	index   map[string]int64 // anchor id → offset of its newest record
 	scanned int64            // offsets below this are indexed
+	// seals are the batch index's seal records read so far: each seal's
+	// batch descriptors, in sealed order, and per partition of a stream
+	// where its batches are.
+	seals   map[string]*sealEntry
+	parts   map[streamPartition][]batchRef
+	holders map[string][]string // anchor id → the seals holding it
 }
 
 // NewLeafTopic reads and writes topic, which EnsureStateTopic creates
 // compacted.
 func NewLeafTopic(cluster *kafkaconn.Cluster, topic string) *LeafTopic {
-	return &LeafTopic{kafka: cluster, topic: topic, index: map[string]int64{}, writer: &kafka.Writer{
-		Addr: cluster.Addr(), Topic: topic, Balancer: &kafka.Hash{}, Transport: cluster.Transport(),
-		RequiredAcks: kafka.RequireAll, BatchSize: 16, BatchBytes: 8 << 20, BatchTimeout: time.Millisecond,
-	}}
+	return &LeafTopic{kafka: cluster, topic: topic, index: map[string]int64{},
+		seals: map[string]*sealEntry{}, parts: map[streamPartition][]batchRef{}, holders: map[string][]string{}, writer: &kafka.Writer{
+			Addr: cluster.Addr(), Topic: topic, Balancer: &kafka.Hash{}, Transport: cluster.Transport(),
+			RequiredAcks: kafka.RequireAll, BatchSize: 16, BatchBytes: 8 << 20, BatchTimeout: time.Millisecond,
+		}}
 }
 
 // Put keeps an anchor's leaf hashes; it returns once they are acknowledged.
@@ -71,12 +82,14 @@ func (t *LeafTopic) Put(ctx context.Context, anchorID string, leaves [][32]byte)
 	return nil
 }
 
-// Forget deletes an anchor's leaf hashes (a tombstone compaction removes).
+// Forget deletes an anchor's leaf hashes (a tombstone compaction removes),
+// and the index record of a seal none of whose batches has leaf hashes
+// left.
 func (t *LeafTopic) Forget(ctx context.Context, anchorID string) error {
 	if err := t.writer.WriteMessages(ctx, kafka.Message{Key: []byte(anchorID), Value: nil}); err != nil {
 		return fmt.Errorf("leaf topic %s: %w", t.topic, err)
 	}
-	return nil
+	return t.forgetSealsOf(ctx, anchorID)
 }
 
 // Leaves returns an anchor's leaf hashes, or an error wrapping
@@ -85,59 +98,18 @@ func (t *LeafTopic) Forget(ctx context.Context, anchorID string) error {
 func (t *LeafTopic) Leaves(ctx context.Context, anchorID string) ([][32]byte, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	conn, err := t.kafka.DialLeader(ctx, t.topic, 0)
-	if errors.Is(err, kafka.UnknownTopicOrPartition) {
-		return nil, fmt.Errorf("%w: no topic %s", ErrLeavesMissing, t.topic)
-	}
+	found, first, err := t.sync(ctx, anchorID)
 	if err != nil {
-		return nil, fmt.Errorf("leaf topic %s: %w", t.topic, err)
-	}
-	first, end, err := conn.ReadOffsets()
-	conn.Close()
-	if err != nil {
-		return nil, fmt.Errorf("leaf topic %s: offsets: %w", t.topic, err)
-	}
-	t.scanned = max(t.scanned, first)
-	r := t.kafka.Reader(kafka.ReaderConfig{Topic: t.topic, Partition: 0, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
-	defer r.Close()
-	var found []byte
-	if t.scanned < end {
-		if err := r.SetOffset(t.scanned); err != nil {
-			return nil, err
-		}
-		for t.scanned < end {
-			m, err := r.ReadMessage(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("leaf topic %s: read: %w", t.topic, err)
-			}
-			t.scanned = m.Offset + 1
-			key := string(m.Key)
-			if m.Value == nil {
-				delete(t.index, key)
-				continue
-			}
-			t.index[key] = m.Offset
-			if key == anchorID {
-				found = m.Value
-			}
-		}
+		return nil, err
 	}
 	if found == nil {
 		off, ok := t.index[anchorID]
 		if !ok || off < first {
 			return nil, fmt.Errorf("%w: %s", ErrLeavesMissing, anchorID)
 		}
-		if err := r.SetOffset(off); err != nil {
+		if found, err = t.readAt(ctx, off, anchorID); err != nil {
 			return nil, err
 		}
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("leaf topic %s: read: %w", t.topic, err)
-		}
-		if string(m.Key) != anchorID || m.Value == nil {
-			return nil, fmt.Errorf("%w: %s", ErrLeavesMissing, anchorID)
-		}
-		found = m.Value
 	}
 	if len(found)%32 != 0 {
 		return nil, fmt.Errorf("leaf topic %s: the leaves of %s are %d bytes, not a multiple of 32", t.topic, anchorID, len(found))
@@ -147,6 +119,71 @@ func (t *LeafTopic) Leaves(ctx context.Context, anchorID string) ([][32]byte, er
 		copy(leaves[i][:], found[32*i:])
 	}
 	return leaves, nil
+}
+
+// sync reads the topic from where the last call stopped to its end,
+// indexing leaf keys and taking in seal records; it returns the value of
+// key want if it was read, and the topic's first offset. t.mu is held.
+func (t *LeafTopic) sync(ctx context.Context, want string) (found []byte, first int64, err error) {
+	conn, err := t.kafka.DialLeader(ctx, t.topic, 0)
+	if errors.Is(err, kafka.UnknownTopicOrPartition) {
+		return nil, 0, nil // nothing kept yet
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("leaf topic %s: %w", t.topic, err)
+	}
+	first, end, err := conn.ReadOffsets()
+	conn.Close()
+	if err != nil {
+		return nil, 0, fmt.Errorf("leaf topic %s: offsets: %w", t.topic, err)
+	}
+	t.scanned = max(t.scanned, first)
+	if t.scanned >= end {
+		return nil, first, nil
+	}
+	r := t.kafka.Reader(kafka.ReaderConfig{Topic: t.topic, Partition: 0, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(t.scanned); err != nil {
+		return nil, 0, err
+	}
+	for t.scanned < end {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			return nil, 0, fmt.Errorf("leaf topic %s: read: %w", t.topic, err)
+		}
+		t.scanned = m.Offset + 1
+		key := string(m.Key)
+		if id, ok := strings.CutPrefix(key, sealKeyPrefix); ok {
+			t.takeSeal(id, m.Value)
+			continue
+		}
+		if m.Value == nil {
+			delete(t.index, key)
+			continue
+		}
+		t.index[key] = m.Offset
+		if key == want {
+			found = m.Value
+		}
+	}
+	return found, first, nil
+}
+
+// readAt reads the value of key at offset off.
+func (t *LeafTopic) readAt(ctx context.Context, off int64, key string) ([]byte, error) {
+	r := t.kafka.Reader(kafka.ReaderConfig{Topic: t.topic, Partition: 0, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(off); err != nil {
+		return nil, err
+	}
+	m, err := r.ReadMessage(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("leaf topic %s: read: %w", t.topic, err)
+	}
+	if string(m.Key) != key || m.Value == nil {
+		return nil, fmt.Errorf("%w: %s", ErrLeavesMissing, key)
+	}
+	return m.Value, nil
 }
 
 // Close flushes and closes the writer.

@@ -32,6 +32,22 @@ type RecordProof struct {
 	LeafCount   int      `json:"leaf_count"`
 	LeafHash    string   `json:"leaf_hash"`
 	AuditPath   []string `json:"audit_path"`
+	// Seal, for a batch sealed with its period's others, carries the proof
+	// onward from the batch's root to the seal's root on the ledger; nil
+	// for a batch anchored on its own, whose root the ledger holds.
+	Seal *SealProof `json:"seal,omitempty"`
+}
+
+// SealProof shows that a batch is one of a seal's: the batch's descriptor
+// as sealed, its index among the seal's batches and the RFC 6962 audit
+// path from its BatchLeaf to the seal's root.
+type SealProof struct {
+	ID         string          `json:"id"`
+	Root       string          `json:"root"`
+	Batch      contract.Anchor `json:"batch"`
+	BatchIndex int             `json:"batch_index"`
+	BatchCount int             `json:"batch_count"`
+	AuditPath  []string        `json:"audit_path"`
 }
 
 // Prove builds the inclusion proof of one record.
@@ -40,7 +56,10 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.
 	if err != nil {
 		return nil, err
 	}
-	anchors, err := ListAnchors(ctx, ledger, stream, partition, offset, offset)
+	index := NewLeafTopic(cluster, DefaultLeafTopic)
+	defer index.Close()
+	x := NewAnchors(ledger, index)
+	anchors, err := x.List(ctx, stream, partition, offset, offset)
 	if err != nil {
 		return nil, err
 	}
@@ -48,9 +67,28 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.
 		return nil, fmt.Errorf("offset %d of %s/%d is not anchored (yet)", offset, stream, partition)
 	}
 	a := anchors[0]
+	if a.Broken != "" {
+		return nil, fmt.Errorf("offset %d of %s/%d cannot be proven: %s", offset, stream, partition, a.Broken)
+	}
 	r := cluster.Reader(kafka.ReaderConfig{Topic: topic, Partition: int(partition), MinBytes: 1, MaxBytes: ReadMaxBytes, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	p := &RecordProof{Stream: stream, Partition: partition, Offset: offset, AnchorID: a.ID, AnchoredTx: a.TxID, MerkleRoot: a.MerkleRoot, LeafIndex: -1}
+	if a.Seal != "" {
+		seal, err := x.Seal(ctx, a.Seal)
+		if err != nil {
+			return nil, err
+		}
+		i, n, path, err := x.SealPath(a)
+		if err != nil {
+			return nil, err
+		}
+		batch := a.Anchor
+		batch.TxID, batch.AnchoredBy, batch.AnchoredAt = "", "", time.Time{}
+		p.Seal = &SealProof{ID: a.Seal, Root: seal.Root, Batch: batch, BatchIndex: i, BatchCount: n}
+		for _, h := range path {
+			p.Seal.AuditPath = append(p.Seal.AuditPath, hex.EncodeToString(h[:]))
+		}
+	}
 	conn, err := cluster.DialLeader(ctx, topic, int(partition))
 	if err != nil {
 		return nil, err
@@ -66,7 +104,7 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.
 	if a.FirstOffset < firstAvail {
 		// Retention cut through the range: the path comes from the kept
 		// leaf hashes, which must hash to the anchored root.
-		return proveFromKeptLeaves(ctx, r, cluster, a, p)
+		return proveFromKeptLeaves(ctx, r, index, a.Anchor, p)
 	}
 	if err := r.SetOffset(a.FirstOffset); err != nil {
 		return nil, err
@@ -91,7 +129,7 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.
 	if p.LeafIndex < 0 {
 		return nil, fmt.Errorf("offset %d is not in the records of anchor %s", offset, a.ID)
 	}
-	return p.complete(leaves, a)
+	return p.complete(leaves, a.Anchor)
 }
 
 // complete fills the proof's leaf and audit path from the range's leaves
@@ -111,9 +149,7 @@ func (p *RecordProof) complete(leaves [][32]byte, a contract.Anchor) (*RecordPro
 
 // proveFromKeptLeaves proves a surviving record of an anchored range whose
 // first records were deleted, with the range's kept leaf hashes.
-func proveFromKeptLeaves(ctx context.Context, r *kafka.Reader, cluster *kafkaconn.Cluster, a contract.Anchor, p *RecordProof) (*RecordProof, error) {
-	lt := NewLeafTopic(cluster, DefaultLeafTopic)
-	defer lt.Close()
+func proveFromKeptLeaves(ctx context.Context, r *kafka.Reader, lt *LeafTopic, a contract.Anchor, p *RecordProof) (*RecordProof, error) {
 	leaves, err := lt.Leaves(ctx, a.ID)
 	if err != nil {
 		return nil, fmt.Errorf("the first records of anchor %s were deleted: %w", a.ID, err)
@@ -133,9 +169,44 @@ func proveFromKeptLeaves(ctx context.Context, r *kafka.Reader, cluster *kafkacon
 }
 
 // Check recomputes the leaf hash from the record and follows the audit path
-// to the proof's Merkle root. Compare MerkleRoot with the ledger's anchor
-// (AnchorID) to finish the check.
+// to the proof's Merkle root and, for a sealed batch, the batch's
+// descriptor on to the seal's root. Compare the last root with the
+// ledger's (the seal's, Seal.ID; else the anchor's, AnchorID) to finish the
+// check.
 func (p *RecordProof) Check() error {
+	if err := p.checkRecord(); err != nil {
+		return err
+	}
+	if p.Seal == nil {
+		return nil
+	}
+	b := p.Seal.Batch
+	if b.ID != p.AnchorID || b.MerkleRoot != p.MerkleRoot || b.Count != int64(p.LeafCount) || b.Stream != p.Stream || b.Partition != p.Partition {
+		return fmt.Errorf("the sealed batch %s (root %s over %d records) is not the proof's %s (root %s over %d)",
+			b.ID, b.MerkleRoot, b.Count, p.AnchorID, p.MerkleRoot, p.LeafCount)
+	}
+	leaf, err := BatchLeaf(b)
+	if err != nil {
+		return err
+	}
+	root, err := decodeHash(p.Seal.Root)
+	if err != nil {
+		return fmt.Errorf("seal root: %w", err)
+	}
+	path := make([][32]byte, len(p.Seal.AuditPath))
+	for i, h := range p.Seal.AuditPath {
+		if path[i], err = decodeHash(h); err != nil {
+			return fmt.Errorf("seal audit_path[%d]: %w", i, err)
+		}
+	}
+	if !VerifyInclusion(leaf, p.Seal.BatchIndex, p.Seal.BatchCount, path, root) {
+		return fmt.Errorf("the seal's audit path does not lead from batch %d of %d to seal root %s", p.Seal.BatchIndex, p.Seal.BatchCount, p.Seal.Root)
+	}
+	return nil
+}
+
+// checkRecord is the record-to-batch half of Check.
+func (p *RecordProof) checkRecord() error {
 	leaf := LeafHash(p.Offset, p.TimestampMs, p.Key, p.Value)
 	if hex.EncodeToString(leaf[:]) != p.LeafHash {
 		return fmt.Errorf("the record does not hash to the proof's leaf hash")

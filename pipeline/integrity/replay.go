@@ -44,6 +44,9 @@ type ReplayRange struct {
 	Status      RangeStatus `json:"status"`
 	AnchorID    string      `json:"anchor_id,omitempty"`
 	AnchoredTx  string      `json:"anchored_tx,omitempty"`
+	// Seal is the seal on the ledger holding the anchored batch; empty
+	// for a batch anchored on its own.
+	Seal string `json:"seal,omitempty"`
 	// FirstTime and LastTime are the anchored records' first and last
 	// timestamps, as the anchor recorded them.
 	FirstTime time.Time `json:"first_time,omitzero"`
@@ -62,9 +65,10 @@ type ReplayRequest struct {
 	AnchoredAs string
 	Partition  int32
 	From, To   int64 // offsets, inclusive; To < 0 means up to the newest record
-	// Leaves gives the leaf hashes of an anchored range whose first records
-	// were deleted; nil means the default leaf topic of Kafka.
-	Leaves LeafSource
+	// Anchors lists the anchored ranges and gives the leaf hashes of one
+	// whose first records were deleted; nil means the ledger's, with the
+	// default leaf topic of Kafka as the batch index.
+	Anchors *Anchors
 }
 
 // Replay verifies a partition's offset range and returns one verdict per
@@ -132,15 +136,15 @@ func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequ
 	if listFrom > upper {
 		return nil, firstAvail, nil
 	}
-	anchors, err := ListAnchors(ctx, ledger, stream, req.Partition, listFrom, upper)
-	if err != nil {
-		return nil, 0, err
-	}
-	leaves := req.Leaves
-	if leaves == nil {
+	x := req.Anchors
+	if x == nil {
 		lt := NewLeafTopic(req.Kafka, DefaultLeafTopic)
 		defer lt.Close()
-		leaves = lt
+		x = NewAnchors(ledger, lt)
+	}
+	anchors, err := x.List(ctx, stream, req.Partition, listFrom, upper)
+	if err != nil {
+		return nil, 0, err
 	}
 
 	r := req.Kafka.Reader(kafka.ReaderConfig{Topic: req.Topic, Partition: int(req.Partition), MinBytes: 1, MaxBytes: ReadMaxBytes, MaxWait: 100 * time.Millisecond})
@@ -149,7 +153,15 @@ func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequ
 	next := max(listFrom, firstAvail)
 	for _, a := range anchors {
 		base := ReplayRange{Partition: req.Partition, FirstOffset: a.FirstOffset, LastOffset: a.LastOffset, Records: a.Count,
-			AnchorID: a.ID, AnchoredTx: a.TxID, FirstTime: a.FirstTimestamp, LastTime: a.LastTimestamp}
+			AnchorID: a.ID, AnchoredTx: a.TxID, Seal: a.Seal, FirstTime: a.FirstTimestamp, LastTime: a.LastTimestamp}
+		if a.Broken != "" {
+			// The index's word on this range is not the seal's: nothing
+			// it says of the range can be checked.
+			base.Status, base.Detail = RangeMismatched, a.Broken
+			out = append(out, base)
+			next = max(next, a.LastOffset+1)
+			continue
+		}
 		if a.LastOffset < firstAvail {
 			// Deleted from the front of the partition: expired.
 			base.Status = RangeExpired
@@ -161,7 +173,7 @@ func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequ
 		if a.FirstOffset > next && next <= to {
 			out = append(out, ReplayRange{Partition: req.Partition, FirstOffset: next, LastOffset: min(a.FirstOffset-1, to), Status: RangeUnanchored})
 		}
-		next = a.LastOffset + 1
+		next = max(next, a.LastOffset+1)
 		if a.LastOffset >= end {
 			base.Status = RangeMismatched
 			base.Detail = fmt.Sprintf("anchored records up to offset %d, but the topic ends at %d: records were deleted", a.LastOffset, end-1)
@@ -169,7 +181,7 @@ func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequ
 			continue
 		}
 		if a.FirstOffset < firstAvail {
-			cut, err := replayCut(ctx, r, leaves, a, base, firstAvail)
+			cut, err := replayCut(ctx, r, x.Index(), a.Anchor, base, firstAvail)
 			if err != nil {
 				return nil, 0, err
 			}

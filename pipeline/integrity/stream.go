@@ -65,10 +65,11 @@ func TopicStream(ctx context.Context, cluster *kafkaconn.Cluster, topic string) 
 	return StreamOf(topic, d.ID), nil
 }
 
-// listAnchors lists a partition's anchors of a stream and, for a stream
+// listSingle lists a partition's batches anchored one by one on the ledger
+// (before seals), of a stream and, for a stream
 // with an id, those written under its bare topic name before streams
 // carried ids, in offset order.
-func ListAnchors(ctx context.Context, ledger *ledgerclient.Client, stream string, partition int32, from, to int64) ([]contract.Anchor, error) {
+func listSingle(ctx context.Context, ledger *ledgerclient.Client, stream string, partition int32, from, to int64) ([]contract.Anchor, error) {
 	anchors, err := ledger.ListAnchors(ctx, stream, partition, from, to)
 	if err != nil {
 		return nil, err

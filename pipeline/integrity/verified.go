@@ -36,10 +36,13 @@ func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster,
 		if err != nil {
 			return nil, nil, err
 		}
+		index := NewLeafTopic(cluster, DefaultLeafTopic)
+		defer index.Close()
+		x := NewAnchors(ledger, index)
 		for _, r := range ranges {
 			deadline := time.Now().Add(wait)
 			for {
-				covering, err := ListAnchors(ctx, ledger, stream, r.Partition, r.Last, r.Last)
+				covering, err := x.List(ctx, stream, r.Partition, r.Last, r.Last)
 				if err != nil {
 					return nil, nil, err
 				}
@@ -55,7 +58,7 @@ func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster,
 				case <-time.After(200 * time.Millisecond):
 				}
 			}
-			verdicts, err := Replay(ctx, ledger, ReplayRequest{Kafka: cluster, Topic: topic, AnchoredAs: stream, Partition: r.Partition, From: r.First, To: r.Last})
+			verdicts, err := Replay(ctx, ledger, ReplayRequest{Kafka: cluster, Topic: topic, AnchoredAs: stream, Partition: r.Partition, From: r.First, To: r.Last, Anchors: x})
 			if err != nil {
 				return nil, nil, err
 			}

@@ -169,6 +169,15 @@ func (c *Chainwatch) AnchorBatch(ctx contractapi.TransactionContextInterface, ar
 func (c *Chainwatch) AnchorBatches(ctx contractapi.TransactionContextInterface, args string) (string, error) {
 	return c.call(ctx, contract.FnAnchorBatches, args)
 }
+func (c *Chainwatch) SealBatches(ctx contractapi.TransactionContextInterface, args string) (string, error) {
+	return c.call(ctx, contract.FnSealBatches, args)
+}
+func (c *Chainwatch) GetSeal(ctx contractapi.TransactionContextInterface, args string) (string, error) {
+	return c.call(ctx, contract.FnGetSeal, args)
+}
+func (c *Chainwatch) ListSeals(ctx contractapi.TransactionContextInterface, args string) (string, error) {
+	return c.call(ctx, contract.FnListSeals, args)
+}
 func (c *Chainwatch) GetAnchor(ctx contractapi.TransactionContextInterface, args string) (string, error) {
 	return c.call(ctx, contract.FnGetAnchor, args)
 }

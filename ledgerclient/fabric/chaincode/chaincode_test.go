@@ -188,6 +188,7 @@ func TestChaincodeThroughContractAPI(t *testing.T) {
 	for _, fn := range []string{
 		contract.FnRegisterDevice, contract.FnUpdateDevice, contract.FnRevokeDevice, contract.FnGetDevice, contract.FnListDevices,
 		contract.FnApproveFirmware, contract.FnListFirmware, contract.FnAnchorBatch, contract.FnGetAnchor, contract.FnListAnchors,
+		contract.FnAnchorBatches, contract.FnSealBatches, contract.FnGetSeal, contract.FnListSeals,
 		contract.FnRecordAlert, contract.FnSetVerdict, contract.FnGetAlert, contract.FnListAlerts, contract.FnAlertHistory,
 		contract.FnRegisterModel, contract.FnPromoteModel, contract.FnGetModel, contract.FnGetActiveModel,
 	} {
