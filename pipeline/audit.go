@@ -79,8 +79,8 @@ type AuditStage struct {
 }
 
 // NewAuditStage wires the stage; Start runs it.
-func NewAuditStage(cfg AuditConfig, cluster *kafkaconn.Cluster, ledger *ledgerclient.Client, outbox AlertQueue, owned func() []topicPartition, metrics *Metrics, log *slog.Logger) *AuditStage {
-	leaves := integrity.NewLeafTopic(cluster, Topics{}.WithDefaults().Leaves)
+func NewAuditStage(cfg AuditConfig, cluster *kafkaconn.Cluster, leafTopic string, ledger *ledgerclient.Client, outbox AlertQueue, owned func() []topicPartition, metrics *Metrics, log *slog.Logger) *AuditStage {
+	leaves := integrity.NewLeafTopic(cluster, leafTopic)
 	return &AuditStage{cfg: cfg.withDefaults(), kafka: cluster, ledger: ledger, outbox: outbox, owned: owned, metrics: metrics,
 		log: log.With("stage", "audit"), cursor: map[topicPartition]int64{}, reported: map[string]bool{},
 		leaves: leaves, anchors: integrity.NewAnchors(ledger, leaves), floor: map[topicPartition]int64{},

@@ -61,7 +61,7 @@ func TestAuditFindsHistoryTheBrokerForged(t *testing.T) {
 	if ev.Partition != 1 || len(ev.Offsets) != 2 || ev.Offsets[0] != target.FirstOffset || ev.Offsets[1] != target.LastOffset || ev.AnchorIDs[0] != target.ID {
 		t.Fatalf("integrity alert evidence %+v, want partition 1 offsets %d..%d anchor %s", ev, target.FirstOffset, target.LastOffset, target.ID)
 	}
-	verdicts, err := integrity.Replay(ctx, service, integrity.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: 1, From: 0, To: -1})
+	verdicts, err := integrity.Replay(ctx, service, integrity.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, LeafTopic: env.topics.Leaves, Partition: 1, From: 0, To: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +96,9 @@ func countPartition(t testing.TB, broker, topic string, partition int) int64 {
 func startAuditedService(t *testing.T, ctx context.Context) (*embeddedDefault, []integrity.Anchor) {
 	t.Helper()
 	env := startEmbeddedDefault(t, 2)
+	// A leaf topic of its own name: every reader of the batch index must
+	// follow the configuration.
+	env.topics.Leaves = "audited.anchor-leaves"
 	maker := env.as(contract.RoleManufacturer)
 	for i := range 8 {
 		if _, err := maker.RegisterDevice(ctx, contract.Device{ID: fmt.Sprintf("meter-%02d", i), Profile: "meter", Owner: "acme"}); err != nil {
@@ -105,7 +108,7 @@ func startAuditedService(t *testing.T, ctx context.Context) (*embeddedDefault, [
 	writeMeterFlows(t, ctx, env, 0, 4000)
 
 	svc := pipeline.NewService(pipeline.ServiceConfig{
-		Kafka: env.kafka, Partitions: 2, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
+		Kafka: env.kafka, Topics: env.topics, Partitions: 2, ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
 		Anchor: pipeline.AnchorConfig{BatchRecords: 500, BatchAge: 100 * time.Millisecond, Period: 200 * time.Millisecond},
 		Audit:  pipeline.AuditConfig{Interval: 100 * time.Millisecond, RecordsPerRound: 1000},
 	}, env.as(contract.RoleService), prometheus.NewRegistry(), testLogger(t))

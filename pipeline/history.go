@@ -29,6 +29,9 @@ type HistoryRequest struct {
 	Ledger   *ledgerclient.Client
 	Registry *Registry // the devices' birth certificates (SnapshotRegistry)
 	Topic    string
+	// LeafTopic holds the batch index and leaf hashes (Topics.Leaves;
+	// empty: the default).
+	LeafTopic string
 	// Since and Until bound the windows returned: those that start at or
 	// after Since and end at or before Until.
 	Since, Until time.Time
@@ -111,7 +114,7 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 		if sp.from >= sp.to {
 			continue
 		}
-		ranges, err := integrity.Replay(ctx, req.Ledger, integrity.ReplayRequest{Kafka: req.Kafka, Topic: req.Topic, Partition: p, From: sp.from, To: sp.to - 1})
+		ranges, err := integrity.Replay(ctx, req.Ledger, integrity.ReplayRequest{Kafka: req.Kafka, Topic: req.Topic, LeafTopic: req.LeafTopic, Partition: p, From: sp.from, To: sp.to - 1})
 		if err != nil {
 			return rep, fmt.Errorf("history: verify %s/%d: %w", req.Topic, p, err)
 		}

@@ -158,7 +158,7 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 	}
 
 	// Inclusion proofs hold for an original record and not for the tampered copy.
-	proof, err := integrity.Prove(ctx, service, env.kafka, env.topics.Flows, "", tamperPartition, tamperOffset)
+	proof, err := integrity.Prove(ctx, service, env.kafka, "", env.topics.Flows, "", tamperPartition, tamperOffset)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestReplayFindsExactlyTheTamperedRange(t *testing.T) {
 	if err := proof.Check(); err == nil {
 		t.Fatal("a proof over the tampered value checked")
 	}
-	if _, err := integrity.Prove(ctx, service, env.kafka, restored, env.topics.Flows, tamperPartition, tamperOffset); err == nil {
+	if _, err := integrity.Prove(ctx, service, env.kafka, "", restored, env.topics.Flows, tamperPartition, tamperOffset); err == nil {
 		t.Fatal("proving the tampered copy against the original's anchor succeeded")
 	}
 }

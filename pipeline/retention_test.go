@@ -107,14 +107,14 @@ func TestRetentionIsNotTampering(t *testing.T) {
 
 	// A surviving record of the cut range is still provable, to the same
 	// anchored root; a deleted one says it expired.
-	proof, err := integrity.Prove(ctx, analyst, env.kafka, env.topics.Flows, "", 0, deleteTo+3)
+	proof, err := integrity.Prove(ctx, analyst, env.kafka, "", env.topics.Flows, "", 0, deleteTo+3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if proof.MerkleRoot != cut.MerkleRoot || proof.Check() != nil {
 		t.Fatalf("proof of offset %d: %+v", deleteTo+3, proof)
 	}
-	if _, err := integrity.Prove(ctx, analyst, env.kafka, env.topics.Flows, "", 0, deleteTo-1); err == nil || !strings.Contains(err.Error(), "expired") {
+	if _, err := integrity.Prove(ctx, analyst, env.kafka, "", env.topics.Flows, "", 0, deleteTo-1); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("proof of a deleted record: %v", err)
 	}
 

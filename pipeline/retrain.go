@@ -85,7 +85,10 @@ type RetrainRequest struct {
 	Registry *Registry
 	Store    *ModelStore // where candidates are saved and shared
 	Topic    string
-	Window   WindowConfig
+	// LeafTopic holds the batch index and leaf hashes (Topics.Leaves;
+	// empty: the default).
+	LeafTopic string
+	Window    WindowConfig
 	// Profiles to retrain; empty means every profile with an active model.
 	Profiles []string
 }
@@ -169,7 +172,7 @@ func RetrainRound(ctx context.Context, req RetrainRequest) ([]RetrainDecision, e
 			continue
 		}
 		d.Active = active.Hash()
-		hist := HistoryRequest{Kafka: req.Kafka, Ledger: req.Ledger, Registry: req.Registry, Topic: req.Topic,
+		hist := HistoryRequest{Kafka: req.Kafka, Ledger: req.Ledger, Registry: req.Registry, Topic: req.Topic, LeafTopic: req.LeafTopic,
 			Since: d.Since, Until: d.Until, Profile: profile, Window: win}
 		cand, series, _, err := TrainOnHistory(ctx, hist, dc)
 		if errors.Is(err, models.ErrTooFewWindows) {
@@ -284,7 +287,7 @@ func trainedSeeds(m *models.Model, series []models.DeviceSeries) map[string]mode
 // from their lead-in.
 func TrainingSeeds(ctx context.Context, req HistoryRequest, m *models.Model) (map[string]models.DeviceBaseline, error) {
 	var from, to time.Time
-	index := integrity.NewLeafTopic(req.Kafka, integrity.DefaultLeafTopic)
+	index := integrity.NewLeafTopic(req.Kafka, req.LeafTopic)
 	defer index.Close()
 	anchors := integrity.NewAnchors(req.Ledger, index)
 	for _, id := range m.TrainingData {

@@ -64,7 +64,7 @@ func TestSealsProveBatchesAndTheirIndexIsAudited(t *testing.T) {
 
 	// A record's proof leads to its seal's root, which the ledger holds.
 	target := anchors[1]
-	proof, err := integrity.Prove(ctx, analyst, env.kafka, env.topics.Flows, "", 1, target.FirstOffset+7)
+	proof, err := integrity.Prove(ctx, analyst, env.kafka, env.topics.Leaves, env.topics.Flows, "", 1, target.FirstOffset+7)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestSealsProveBatchesAndTheirIndexIsAudited(t *testing.T) {
 				strings.Contains(ev.Detail, "between anchored ranges"))
 		}
 	}
-	rs, err := integrity.Replay(ctx, analyst, integrity.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: 1, From: 0, To: -1})
+	rs, err := integrity.Replay(ctx, analyst, integrity.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, LeafTopic: env.topics.Leaves, Partition: 1, From: 0, To: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,5 +239,61 @@ func TestBatchIndexLetsGoOfExpiredSeals(t *testing.T) {
 	}
 	if listed, err := x.List(ctx, "iot.flows@x", 0, 0, -1); err != nil || len(listed) != 0 {
 		t.Errorf("partition 0 lists %+v, %v after its seal expired", listed, err)
+	}
+}
+
+// TestAnchorsBeforeSealsStillVerify checks that a ledger written before
+// seals keeps verifying: a range anchored on its own under the bare topic
+// name (before streams carried ids) and one anchored with AnchorBatches
+// under the stream are listed beside sealed ones, replay verified, and a
+// record of them is proven to the anchor's root with no seal.
+func TestAnchorsBeforeSealsStillVerify(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	env := startEmbeddedDefault(t, 1)
+	writeMeterFlows(t, ctx, env, 0, 300)
+	r := env.kafka.Reader(kafka.ReaderConfig{Topic: env.topics.Flows, Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	var leaves [][32]byte
+	var times []time.Time
+	for len(leaves) < 300 {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaves = append(leaves, integrity.LeafHash(m.Offset, m.Time.UnixMilli(), m.Key, m.Value))
+		times = append(times, m.Time)
+	}
+	stream := flowStream(t, ctx, env)
+	anchor := func(stream string, first, last int64) contract.Anchor {
+		root := integrity.MerkleRoot(leaves[first : last+1])
+		return contract.Anchor{Stream: stream, Partition: 0, FirstOffset: first, LastOffset: last, Count: last - first + 1,
+			MerkleRoot: hex.EncodeToString(root[:]), FirstTimestamp: times[first].UTC(), LastTimestamp: times[last].UTC()}
+	}
+	service := env.as(contract.RoleService)
+	bare, err := service.AnchorBatch(ctx, anchor(env.topics.Flows, 0, 149))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := service.AnchorBatches(ctx, []contract.Anchor{anchor(stream, 150, 299)}); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := integrity.Replay(ctx, env.as(contract.RoleAnalyst), integrity.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: 0, From: 0, To: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || rs[0].Status != integrity.RangeVerified || rs[1].Status != integrity.RangeVerified || rs[0].Seal != "" || rs[1].LastOffset != 299 {
+		t.Fatalf("replay of anchors written before seals: %+v", rs)
+	}
+	got, err := env.anchors(t, contract.RoleAnalyst).Get(ctx, bare.ID)
+	if err != nil || got.TxID != bare.TxID || got.Seal != "" {
+		t.Fatalf("anchor %s: %+v, %v", bare.ID, got, err)
+	}
+	proof, err := integrity.Prove(ctx, env.as(contract.RoleAnalyst), env.kafka, "", env.topics.Flows, "", 0, 160)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proof.Seal != nil || proof.Check() != nil || proof.AnchorID != contract.AnchorID(stream, 0, 150, 299) {
+		t.Fatalf("proof of a record anchored before seals: %+v", proof)
 	}
 }

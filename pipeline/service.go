@@ -144,7 +144,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.modelTopic = NewModelTopic(s.cfg.Kafka, s.cfg.Topics.Models)
 	store := &ModelStore{Dir: s.cfg.ModelDir, Ledger: s.ledger, Share: s.modelTopic}
-	verifier := integrity.NewHistoryVerifier(s.ledger, s.cfg.Kafka, s.cfg.Topics.Flows, 2*time.Minute)
+	verifier := integrity.NewHistoryVerifier(s.ledger, s.cfg.Kafka, s.cfg.Topics.Flows, s.cfg.Topics.Leaves, 2*time.Minute)
 	detectorCfg := s.cfg.Detector
 	detectorCfg.WindowSize = s.cfg.Detect.Window.WithDefaults().Size
 	detector := NewDetector(detectorCfg, store, verifier, s.cfg.Topics.Flows, s.metrics, s.log)
@@ -204,7 +204,7 @@ func (s *Service) Start(ctx context.Context) error {
 		cancel()
 		return err
 	}
-	s.audit = NewAuditStage(s.cfg.Audit, s.cfg.Kafka, s.ledger, s.outbox, s.anchor.Owned, s.metrics, s.log)
+	s.audit = NewAuditStage(s.cfg.Audit, s.cfg.Kafka, s.cfg.Topics.Leaves, s.ledger, s.outbox, s.anchor.Owned, s.metrics, s.log)
 	if err := s.audit.Start(runCtx); err != nil {
 		cancel()
 		return err

@@ -31,8 +31,9 @@ type Topics struct {
 	// chainwatch.models.
 	Models string `yaml:"models"`
 	// Leaves is the compacted topic of every anchored batch's leaf hashes
-	// (integrity.LeafTopic), which prove the surviving records of a range retention
-	// cut through; one partition. Default chainwatch.anchor-leaves.
+	// (integrity.LeafTopic), which prove the surviving records of a range
+	// retention cut through, and of the batch index, each seal's batch
+	// descriptors; one partition. Default chainwatch.anchor-leaves.
 	Leaves string `yaml:"leaves"`
 }
 

@@ -60,6 +60,10 @@ type Config struct {
 	// TelemetryTopic receives each device's signed telemetry, one envelope
 	// per simulated minute. Default iot.telemetry.
 	TelemetryTopic string
+	// LeafTopic is the service's batch index and leaf hashes topic, where
+	// the history-tamper scenario finds what is anchored (empty: the
+	// default).
+	LeafTopic string
 	// GroundTruth is the CSV file that receives one row per attack.
 	GroundTruth string
 	// Resume continues the simulated timeline after the newest record

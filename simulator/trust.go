@@ -225,7 +225,7 @@ func (s *Simulator) tamperHistory(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("simulate history tamper: %w", err)
 	}
-	index := integrity.NewLeafTopic(s.cfg.Kafka, integrity.DefaultLeafTopic)
+	index := integrity.NewLeafTopic(s.cfg.Kafka, s.cfg.LeafTopic)
 	defer index.Close()
 	list := integrity.NewAnchors(s.operator, index)
 	var target *integrity.Anchor

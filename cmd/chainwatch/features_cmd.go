@@ -82,7 +82,7 @@ func openVerifiedHistory(cmd *cobra.Command, g *globals, h *historyFlags) (*veri
 		lead = -1 // the flag's zero means none
 	}
 	return &verifiedHistory{historyAccess: acc, req: pipeline.HistoryRequest{
-		Kafka: acc.kafka, Ledger: acc.ledger, Registry: reg, Topic: acc.topic,
+		Kafka: acc.kafka, Ledger: acc.ledger, Registry: reg, Topic: acc.topic, LeafTopic: acc.cfg.Topics.Leaves,
 		Since: since, Until: until, LeadIn: lead, Profile: h.profile, Device: h.device,
 		Window: acc.cfg.Window,
 	}}, nil

@@ -132,7 +132,7 @@ mirror) against the original's anchors.`,
 						return fmt.Errorf("--since on partition %d: %w", p, err)
 					}
 				}
-				ranges, err := integrity.Replay(ctx, ledger, integrity.ReplayRequest{Kafka: cluster, Topic: topic, AnchoredAs: anchored, Partition: int32(p), From: start, To: to})
+				ranges, err := integrity.Replay(ctx, ledger, integrity.ReplayRequest{Kafka: cluster, Topic: topic, LeafTopic: cfg.Topics.Leaves, AnchoredAs: anchored, Partition: int32(p), From: start, To: to})
 				if err != nil {
 					return err
 				}
@@ -217,7 +217,7 @@ func newProveCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer h.close()
-			proof, err := integrity.Prove(cmd.Context(), h.ledger, h.kafka, h.topic, anchored, int32(partition), offset)
+			proof, err := integrity.Prove(cmd.Context(), h.ledger, h.kafka, h.cfg.Topics.Leaves, h.topic, anchored, int32(partition), offset)
 			if err != nil {
 				return err
 			}

@@ -56,7 +56,7 @@ ledger lets the service itself promote only a profile's first model.`,
 				}
 				decisions, err := pipeline.RetrainRound(cmd.Context(), pipeline.RetrainRequest{
 					Config: cfg.Retrain, Detector: cfg.Detector, Kafka: acc.kafka, Ledger: acc.ledger, Registry: reg,
-					Store: store, Topic: acc.topic, Window: cfg.Window, Profiles: profiles,
+					Store: store, Topic: acc.topic, LeafTopic: cfg.Topics.Leaves, Window: cfg.Window, Profiles: profiles,
 				})
 				for _, d := range decisions {
 					if err := enc.Encode(d); err != nil {

@@ -238,7 +238,7 @@ func simulatorConfig(cfg Config, cluster *kafkaconn.Cluster) simulator.Config {
 		Speed: cfg.Simulator.Speed, History: cfg.Simulator.History,
 		FirstAttackAfter: cfg.Simulator.FirstAttackAfter, AttackEvery: cfg.Simulator.AttackEvery,
 		FirstTrustAfter: cfg.Simulator.FirstTrustAfter, TrustEvery: cfg.Simulator.TrustEvery,
-		TelemetryTopic: cfg.Topics.Telemetry, GroundTruth: cfg.Simulator.GroundTruth,
+		TelemetryTopic: cfg.Topics.Telemetry, LeafTopic: cfg.Topics.Leaves, GroundTruth: cfg.Simulator.GroundTruth,
 	}
 }
 

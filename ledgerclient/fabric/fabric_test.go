@@ -104,6 +104,26 @@ func TestAgainstRealFabricNetwork(t *testing.T) {
 		t.Fatalf("anchor read back: %+v, %v", got, err)
 	}
 
+	// A period's seal: one small record, read back, listed, and the same
+	// call repeated returns the first transaction's.
+	sealed := time.Now().UTC().Truncate(time.Millisecond)
+	seal := contract.Seal{ID: contract.NewSealID(sealed, "fabric"), Root: hex.EncodeToString(root[:]), Batches: 4, Records: 400,
+		FirstTimestamp: sealed.Add(-5 * time.Second), LastTimestamp: sealed}
+	gotSeal, err := service.SealBatches(ctx, seal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := service.SealBatches(ctx, seal)
+	if err != nil || gotSeal.TxID == "" || again.TxID != gotSeal.TxID {
+		t.Fatalf("seal recorded under tx %q, then %q (%v): want the first id both times", gotSeal.TxID, again.TxID, err)
+	}
+	if list, err := service.ListSeals(ctx, "", 0); err != nil || len(list) != 1 || list[0].Root != seal.Root {
+		t.Fatalf("seals on Fabric: %+v, %v", list, err)
+	}
+	if got, err := service.GetSeal(ctx, seal.ID); err != nil || got.TxID != gotSeal.TxID {
+		t.Fatalf("seal read back: %+v, %v", got, err)
+	}
+
 	// The same alert twice: one record, the first transaction's id.
 	alert := contract.Alert{
 		ID:   contract.AlertID(contract.AlertBehaviour, "meter-0001", time.Unix(0, 0), time.Unix(60, 0), hex.EncodeToString(root[:])),

@@ -60,9 +60,12 @@ type LeafTopic struct {
 	holders map[string][]string // anchor id → the seals holding it
 }
 
-// NewLeafTopic reads and writes topic, which EnsureStateTopic creates
-// compacted.
+// NewLeafTopic reads and writes topic (empty: DefaultLeafTopic), which
+// EnsureStateTopic creates compacted.
 func NewLeafTopic(cluster *kafkaconn.Cluster, topic string) *LeafTopic {
+	if topic == "" {
+		topic = DefaultLeafTopic
+	}
 	return &LeafTopic{kafka: cluster, topic: topic, index: map[string]int64{},
 		seals: map[string]*sealEntry{}, parts: map[streamPartition][]batchRef{}, holders: map[string][]string{}, writer: &kafka.Writer{
 			Addr: cluster.Addr(), Topic: topic, Balancer: &kafka.Hash{}, Transport: cluster.Transport(),

@@ -50,13 +50,14 @@ type SealProof struct {
 	AuditPath  []string        `json:"audit_path"`
 }
 
-// Prove builds the inclusion proof of one record.
-func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.Cluster, topic, anchoredAs string, partition int32, offset int64) (*RecordProof, error) {
+// Prove builds the inclusion proof of one record. leafTopic holds the leaf
+// hashes and the batch index (empty: DefaultLeafTopic).
+func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.Cluster, leafTopic, topic, anchoredAs string, partition int32, offset int64) (*RecordProof, error) {
 	stream, err := ResolveStream(ctx, cluster, topic, anchoredAs)
 	if err != nil {
 		return nil, err
 	}
-	index := NewLeafTopic(cluster, DefaultLeafTopic)
+	index := NewLeafTopic(cluster, leafTopic)
 	defer index.Close()
 	x := NewAnchors(ledger, index)
 	anchors, err := x.List(ctx, stream, partition, offset, offset)

@@ -66,9 +66,10 @@ type ReplayRequest struct {
 	Partition  int32
 	From, To   int64 // offsets, inclusive; To < 0 means up to the newest record
 	// Anchors lists the anchored ranges and gives the leaf hashes of one
-	// whose first records were deleted; nil means the ledger's, with the
-	// default leaf topic of Kafka as the batch index.
-	Anchors *Anchors
+	// whose first records were deleted; nil means the ledger's, with
+	// LeafTopic (empty: DefaultLeafTopic) as the batch index.
+	Anchors   *Anchors
+	LeafTopic string
 }
 
 // Replay verifies a partition's offset range and returns one verdict per
@@ -138,7 +139,7 @@ func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequ
 	}
 	x := req.Anchors
 	if x == nil {
-		lt := NewLeafTopic(req.Kafka, DefaultLeafTopic)
+		lt := NewLeafTopic(req.Kafka, req.LeafTopic)
 		defer lt.Close()
 		x = NewAnchors(ledger, lt)
 	}

@@ -26,9 +26,10 @@ type OffsetRange struct {
 // not run (the ledger or Kafka away, anchoring behind).
 type HistoryVerifier func(ctx context.Context, ranges []OffsetRange) (verified []string, excluded []OffsetRange, err error)
 
-// NewHistoryVerifier verifies ranges of topic against its anchors, waiting
-// up to wait for the anchoring stage to catch up.
-func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster, topic string, wait time.Duration) HistoryVerifier {
+// NewHistoryVerifier verifies ranges of topic against its anchors, listed
+// with the batch index in leafTopic (empty: DefaultLeafTopic), waiting up
+// to wait for the anchoring stage to catch up.
+func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster, topic, leafTopic string, wait time.Duration) HistoryVerifier {
 	return func(ctx context.Context, ranges []OffsetRange) ([]string, []OffsetRange, error) {
 		var ids []string
 		var excluded []OffsetRange
@@ -36,7 +37,7 @@ func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster,
 		if err != nil {
 			return nil, nil, err
 		}
-		index := NewLeafTopic(cluster, DefaultLeafTopic)
+		index := NewLeafTopic(cluster, leafTopic)
 		defer index.Close()
 		x := NewAnchors(ledger, index)
 		for _, r := range ranges {
