@@ -4,12 +4,23 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"math/bits"
+
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
 )
 
 // Merkle trees over Kafka records follow RFC 6962 §2.1: leaves are hashed
 // as SHA-256(0x00 ‖ leaf) and interior nodes as SHA-256(0x01 ‖ left ‖ right),
 // so no leaf can pose as an interior node (second-preimage resistance), and
 // a tree of n leaves splits at the largest power of two below n.
+//
+// Proofs are verified with github.com/transparency-dev/merkle. The root
+// and audit paths are built here: the anchoring stage builds a root over
+// every batch of every partition, and these do it over [32]byte values
+// without an allocation, where the library's compact ranges allocate a
+// slice per node and its proof package gives node ids to fetch from a
+// store we do not keep. merkle_test.go checks both against the library
+// and against RFC 6962's test vectors.
 
 // LeafHash hashes one record as a Merkle leaf. The leaf binds the record's
 // offset, timestamp, key and value, so moving, re-timing or editing a record
@@ -82,28 +93,16 @@ func InclusionProof(leaves [][32]byte, i int) [][32]byte {
 }
 
 // VerifyInclusion checks that leaf sits at index i of a tree of n leaves
-// with the given root (RFC 9162 §2.1.3.2).
-func VerifyInclusion(leaf [32]byte, i, n int, proof [][32]byte, root [32]byte) bool {
+// with the given root (RFC 9162 §2.1.3.2). The check is the one anyone
+// verifying a proof runs, so it is transparency-dev/merkle's, the
+// certificate-transparency ecosystem's own, not ours.
+func VerifyInclusion(leaf [32]byte, i, n int, path [][32]byte, root [32]byte) bool {
 	if i < 0 || i >= n {
 		return false
 	}
-	fn, sn := uint64(i), uint64(n-1)
-	r := leaf
-	for _, p := range proof {
-		if sn == 0 {
-			return false
-		}
-		if fn&1 == 1 || fn == sn {
-			r = nodeHash(p, r)
-			for fn&1 == 0 && fn != 0 {
-				fn >>= 1
-				sn >>= 1
-			}
-		} else {
-			r = nodeHash(r, p)
-		}
-		fn >>= 1
-		sn >>= 1
+	p := make([][]byte, len(path))
+	for k := range path {
+		p[k] = path[k][:]
 	}
-	return sn == 0 && r == root
+	return proof.VerifyInclusion(rfc6962.DefaultHasher, uint64(i), uint64(n), leaf[:], p, root[:]) == nil
 }

@@ -1,9 +1,14 @@
 package integrity
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"testing"
+
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
 )
 
 // rfc6962Leaves are the inputs of the certificate-transparency test vectors
@@ -92,5 +97,39 @@ func BenchmarkLeafHash(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		_ = h.Hash(int64(i), 1_764_000_000_000, key, value)
+	}
+}
+
+// TestMerkleTreesAgreeWithTransparencyDev builds trees of 1 to 70 leaves
+// and checks the root against transparency-dev/merkle's compact range, and
+// every leaf's audit path against its inclusion check.
+func TestMerkleTreesAgreeWithTransparencyDev(t *testing.T) {
+	var leaves [][32]byte
+	for n := 1; n <= 70; n++ {
+		leaves = append(leaves, LeafHash(int64(n), int64(n)*1000, []byte("k"), []byte{byte(n)}))
+		rng := (&compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}).NewEmptyRange(0)
+		for i := range leaves {
+			if err := rng.Append(leaves[i][:], nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := rng.GetRootHash(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		root := MerkleRoot(leaves)
+		if !bytes.Equal(root[:], want) {
+			t.Fatalf("%d leaves: root %x, transparency-dev's %x", n, root, want)
+		}
+		for i := range leaves {
+			path := InclusionProof(leaves, i)
+			p := make([][]byte, len(path))
+			for k := range path {
+				p[k] = path[k][:]
+			}
+			if err := proof.VerifyInclusion(rfc6962.DefaultHasher, uint64(i), uint64(n), leaves[i][:], p, want); err != nil {
+				t.Fatalf("%d leaves, leaf %d: %v", n, i, err)
+			}
+		}
 	}
 }
