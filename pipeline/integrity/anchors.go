@@ -88,9 +88,9 @@ func (x *Anchors) List(ctx context.Context, stream string, partition int32, from
 			a := Anchor{Anchor: b.Anchor, Seal: b.seal}
 			a.TxID, a.AnchoredBy, a.AnchoredAt = s.TxID, s.AnchoredBy, s.AnchoredAt
 			switch {
-			case hex.EncodeToString(b.in.root[:]) != s.Root || len(b.in.batches) != s.Batches:
+			case hex.EncodeToString(b.in.root[:]) != s.Root || b.in.n != s.Batches:
 				a.Broken = fmt.Sprintf("the batch index's record of seal %s does not hash to its root on the ledger (%d batches indexed, %d sealed): it was altered",
-					b.seal, len(b.in.batches), s.Batches)
+					b.seal, b.in.n, s.Batches)
 			case b.altered:
 				a.Broken = fmt.Sprintf("the batch index's descriptor of this batch does not hash to its leaf in seal %s: it was altered", b.seal)
 			}
@@ -157,17 +157,15 @@ func (x *Anchors) Seal(ctx context.Context, id string) (contract.Seal, error) {
 // among the seal's batches, their number and the audit path from its
 // BatchLeaf to the seal's root, from the batch index.
 func (x *Anchors) SealPath(a Anchor) (index, count int, path [][32]byte, err error) {
-	x.index.mu.Lock()
-	e := x.index.seals[a.Seal]
-	x.index.mu.Unlock()
-	if e == nil {
+	batches, ok := x.index.sealDescriptors(a.Seal)
+	if !ok {
 		return 0, 0, nil, fmt.Errorf("seal %s is not in the batch index", a.Seal)
 	}
-	leaves, err := BatchLeaves(e.batches)
+	leaves, err := BatchLeaves(batches)
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	for i, b := range e.batches {
+	for i, b := range batches {
 		if b.ID == a.ID {
 			return i, len(leaves), InclusionProof(leaves, i), nil
 		}

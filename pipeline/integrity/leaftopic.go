@@ -52,12 +52,13 @@ type LeafTopic struct {
 	mu      sync.Mutex
 	index   map[string]int64 // anchor id → offset of its newest record
 	scanned int64            // offsets below this are indexed
-	// seals are the batch index's seal records read so far: each seal's
-	// batch descriptors, in sealed order, and per partition of a stream
-	// where its batches are.
-	seals   map[string]*sealEntry
-	parts   map[streamPartition][]batchRef
-	holders map[string][]string // anchor id → the seals holding it
+	// index holds the offsets of leaf hashes read before their seal (or
+	// of anchors anchored before seals); seals, parts and partIdx are the
+	// batch index read so far (sealindex.go), where a sealed batch keeps
+	// its leaf hashes' offset.
+	seals   map[string]*sealInfo
+	parts   []partIndex
+	partIdx map[streamPartition]int32
 }
 
 // NewLeafTopic reads and writes topic (empty: DefaultLeafTopic), which
@@ -67,7 +68,7 @@ func NewLeafTopic(cluster *kafkaconn.Cluster, topic string) *LeafTopic {
 		topic = DefaultLeafTopic
 	}
 	return &LeafTopic{kafka: cluster, topic: topic, index: map[string]int64{},
-		seals: map[string]*sealEntry{}, parts: map[streamPartition][]batchRef{}, holders: map[string][]string{}, writer: &kafka.Writer{
+		seals: map[string]*sealInfo{}, partIdx: map[streamPartition]int32{}, writer: &kafka.Writer{
 			Addr: cluster.Addr(), Topic: topic, Balancer: &kafka.Hash{}, Transport: cluster.Transport(),
 			RequiredAcks: kafka.RequireAll, BatchSize: 16, BatchBytes: 8 << 20, BatchTimeout: time.Millisecond,
 		}}
@@ -106,7 +107,7 @@ func (t *LeafTopic) Leaves(ctx context.Context, anchorID string) ([][32]byte, er
 		return nil, err
 	}
 	if found == nil {
-		off, ok := t.index[anchorID]
+		off, ok := t.leafOffset(anchorID)
 		if !ok || off < first {
 			return nil, fmt.Errorf("%w: %s", ErrLeavesMissing, anchorID)
 		}
@@ -161,7 +162,7 @@ func (t *LeafTopic) sync(ctx context.Context, want string) (found []byte, first 
 			continue
 		}
 		if m.Value == nil {
-			delete(t.index, key)
+			t.forgetLeaves(key)
 			continue
 		}
 		t.index[key] = m.Offset

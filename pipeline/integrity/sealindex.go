@@ -14,11 +14,15 @@ import (
 )
 
 // The batch index: which batches each seal on the ledger holds. It lives
-// in the leaf topic, one record per seal, and is held in memory by every
-// reader of it (a few hundred bytes a batch) until the audit lets a seal
-// go: once every batch of the seal has expired and its leaf hashes were
-// deleted, the seal's record is deleted too (Forget), so the index's size
-// follows the retained history, not the ledger's.
+// in the leaf topic, one record per seal, and every reader holds it in
+// memory in compact form — 96 bytes a batch in per-partition arrays whose
+// only pointer is to its seal, 135 with the arrays' spare capacity
+// (BenchmarkBatchIndexMemory; 566 for the descriptors as decoded) — until
+// the audit lets a seal go: once every batch of the seal has expired and
+// its leaf hashes were deleted, the seal's record is deleted too (Forget),
+// so the index's size follows the retained history, not the ledger's. A
+// week of 32 partitions each cutting a batch every 5 s is 3.9 million
+// batches, about 500 MiB.
 
 // sealKeyPrefix starts the key of a seal's record in the leaf topic.
 const sealKeyPrefix = "@seal/"
@@ -37,10 +41,44 @@ type streamPartition struct {
 	partition int32
 }
 
-// batchRef is one batch of a seal in the index.
-type batchRef struct {
-	seal string
-	i    int
+// sealInfo is one seal as the index holds it.
+type sealInfo struct {
+	id string
+	// root is the root over the record's leaves (zero if they do not
+	// decode or do not match the batches in number); n the batches it
+	// holds.
+	root [32]byte
+	n    int
+	// parts are the partitions (indices into LeafTopic.parts) its
+	// batches are in; live counts its batches whose leaf hashes are kept.
+	parts []int32
+	live  int
+}
+
+// partIndex is one stream partition's sealed batches, in sealed order.
+type partIndex struct {
+	key     streamPartition
+	batches []compactBatch
+}
+
+// compactBatch is one sealed batch in memory: its descriptor without the
+// strings its partition and root give, the offset of its leaf hashes in
+// the topic (-1: deleted; -2: not read) and its place in its seal.
+type compactBatch struct {
+	first, last, count int64
+	firstMs, lastMs    int64
+	leafOff            int64
+	root               [32]byte
+	seal               *sealInfo
+	pos                int32
+	altered            bool
+}
+
+// anchor rebuilds the batch's descriptor.
+func (b *compactBatch) anchor(k streamPartition) contract.Anchor {
+	return contract.Anchor{ID: contract.AnchorID(k.stream, k.partition, b.first, b.last), Stream: k.stream, Partition: k.partition,
+		FirstOffset: b.first, LastOffset: b.last, Count: b.count, MerkleRoot: hex.EncodeToString(b.root[:]),
+		FirstTimestamp: time.UnixMilli(b.firstMs).UTC(), LastTimestamp: time.UnixMilli(b.lastMs).UTC()}
 }
 
 // PutSeal keeps a seal's batch descriptors; it returns once they are
@@ -73,18 +111,7 @@ func (t *LeafTopic) PutSeal(ctx context.Context, sealID string, batches []contra
 // is found, not skipped. t.mu is held.
 func (t *LeafTopic) takeSeal(id string, value []byte) {
 	if old, ok := t.seals[id]; ok {
-		for _, a := range old.batches {
-			t.holders[a.ID] = slices.DeleteFunc(t.holders[a.ID], func(s string) bool { return s == id })
-			if len(t.holders[a.ID]) == 0 {
-				delete(t.holders, a.ID)
-			}
-			k := streamPartition{a.Stream, a.Partition}
-			t.parts[k] = slices.DeleteFunc(t.parts[k], func(r batchRef) bool { return r.seal == id })
-			if len(t.parts[k]) == 0 {
-				delete(t.parts, k)
-			}
-		}
-		delete(t.seals, id)
+		t.dropSeal(old)
 	}
 	if value == nil {
 		return
@@ -93,7 +120,7 @@ func (t *LeafTopic) takeSeal(id string, value []byte) {
 	if err := json.Unmarshal(value, &rec); err != nil {
 		rec = sealRecord{}
 	}
-	e := &sealEntry{batches: rec.Batches, altered: make([]bool, len(rec.Batches))}
+	info := &sealInfo{id: id, n: len(rec.Batches), parts: make([]int32, 0, len(rec.Batches))}
 	leaves := make([][32]byte, 0, len(rec.Leaves))
 	for _, h := range rec.Leaves {
 		leaf, err := decodeHash(h)
@@ -103,37 +130,114 @@ func (t *LeafTopic) takeSeal(id string, value []byte) {
 		}
 		leaves = append(leaves, leaf)
 	}
-	if len(leaves) > 0 && len(leaves) == len(rec.Batches) {
-		e.root = MerkleRoot(leaves)
-		for i, a := range rec.Batches {
-			leaf, err := BatchLeaf(a)
-			e.altered[i] = err != nil || leaf != leaves[i]
-		}
+	matched := len(leaves) > 0 && len(leaves) == len(rec.Batches)
+	if matched {
+		info.root = MerkleRoot(leaves)
 	}
-	t.seals[id] = e
+	t.seals[id] = info
 	for i, a := range rec.Batches {
-		k := streamPartition{a.Stream, a.Partition}
-		t.parts[k] = append(t.parts[k], batchRef{seal: id, i: i})
-		t.holders[a.ID] = append(t.holders[a.ID], id)
+		root, rootErr := decodeHash(a.MerkleRoot)
+		leaf, err := BatchLeaf(a)
+		b := compactBatch{first: a.FirstOffset, last: a.LastOffset, count: a.Count, firstMs: a.FirstTimestamp.UnixMilli(),
+			lastMs: a.LastTimestamp.UnixMilli(), leafOff: -2, root: root, seal: info, pos: int32(i),
+			altered: !matched || err != nil || rootErr != nil || leaf != leaves[i] ||
+				a.ID != contract.AnchorID(a.Stream, a.Partition, a.FirstOffset, a.LastOffset)}
+		if off, ok := t.index[a.ID]; ok {
+			b.leafOff = off
+			delete(t.index, a.ID)
+			info.live++
+		}
+		p := t.partOf(streamPartition{a.Stream, a.Partition})
+		t.parts[p].batches = append(t.parts[p].batches, b)
+		if !slices.Contains(info.parts, p) {
+			info.parts = append(info.parts, p)
+		}
 	}
 }
 
-// sealEntry is one seal as the index holds it: its batches and the root
-// they hash to (zero if they do not decode).
-type sealEntry struct {
-	batches []contract.Anchor
-	// root is the root over the record's leaves (zero if they do not
-	// decode or do not match the batches in number); altered marks the
-	// batches whose descriptor does not hash to its leaf.
-	root    [32]byte
-	altered []bool
+// dropSeal removes a seal and its batches from the index; the offsets of
+// their leaf hashes go back to t.index, for the seal's record read anew or
+// another seal of the same batch. t.mu is held.
+func (t *LeafTopic) dropSeal(info *sealInfo) {
+	for _, p := range info.parts {
+		k := t.parts[p].key
+		t.parts[p].batches = slices.DeleteFunc(t.parts[p].batches, func(b compactBatch) bool {
+			if b.seal != info {
+				return false
+			}
+			id := contract.AnchorID(k.stream, k.partition, b.first, b.last)
+			if off, ok := t.index[id]; b.leafOff >= 0 && (!ok || b.leafOff > off) {
+				t.index[id] = b.leafOff
+			}
+			return true
+		})
+	}
+	delete(t.seals, info.id)
+}
+
+// partOf is the index of a stream partition in t.parts, added if new.
+// t.mu is held.
+func (t *LeafTopic) partOf(k streamPartition) int32 {
+	p, ok := t.partIdx[k]
+	if !ok {
+		p = int32(len(t.parts))
+		t.parts = append(t.parts, partIndex{key: k})
+		t.partIdx[k] = p
+	}
+	return p
+}
+
+// batchesOf calls fn for each sealed batch with the given anchor id, from
+// the oldest (where retention looks). t.mu is held.
+func (t *LeafTopic) batchesOf(anchorID string, fn func(*compactBatch)) {
+	stream, partition, first, last, err := splitAnchorID(anchorID)
+	if err != nil {
+		return
+	}
+	p, ok := t.partIdx[streamPartition{stream, partition}]
+	if !ok {
+		return
+	}
+	bs := t.parts[p].batches
+	for i := range bs {
+		if bs[i].first == first && bs[i].last == last {
+			fn(&bs[i])
+		}
+	}
+}
+
+// leafOffset is where an anchor's newest leaf hashes are in the topic:
+// pending (read before its seal, or put again since) or held by its
+// sealed batch. t.mu is held.
+func (t *LeafTopic) leafOffset(anchorID string) (int64, bool) {
+	if off, ok := t.index[anchorID]; ok {
+		return off, true
+	}
+	off, found := int64(-1), false
+	t.batchesOf(anchorID, func(b *compactBatch) {
+		if b.leafOff >= 0 {
+			off, found = max(off, b.leafOff), true
+		}
+	})
+	return off, found
+}
+
+// forgetLeaves takes the tombstone of an anchor's leaf hashes. t.mu is held.
+func (t *LeafTopic) forgetLeaves(anchorID string) {
+	delete(t.index, anchorID)
+	t.batchesOf(anchorID, func(b *compactBatch) {
+		if b.leafOff >= 0 {
+			b.seal.live--
+		}
+		b.leafOff = -1
+	})
 }
 
 // indexed is one batch as the index holds it, with its seal.
 type indexed struct {
 	contract.Anchor
 	seal    string
-	in      *sealEntry
+	in      *sealInfo
 	altered bool
 }
 
@@ -146,14 +250,39 @@ func (t *LeafTopic) sealed(ctx context.Context, stream string, partition int32, 
 	if _, _, err := t.sync(ctx, ""); err != nil {
 		return nil, err
 	}
+	k := streamPartition{stream, partition}
+	p, ok := t.partIdx[k]
+	if !ok {
+		return nil, nil
+	}
 	var out []indexed
-	for _, r := range t.parts[streamPartition{stream, partition}] {
-		e := t.seals[r.seal]
-		if a := e.batches[r.i]; a.LastOffset >= from && (to < 0 || a.FirstOffset <= to) {
-			out = append(out, indexed{a, r.seal, e, e.altered[r.i]})
+	for i := range t.parts[p].batches {
+		b := &t.parts[p].batches[i]
+		if b.last >= from && (to < 0 || b.first <= to) {
+			out = append(out, indexed{b.anchor(k), b.seal.id, b.seal, b.altered})
 		}
 	}
 	return out, nil
+}
+
+// sealDescriptors returns a seal's batch descriptors in sealed order, as
+// the index holds them.
+func (t *LeafTopic) sealDescriptors(id string) ([]contract.Anchor, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	info, ok := t.seals[id]
+	if !ok {
+		return nil, false
+	}
+	out := make([]contract.Anchor, info.n)
+	for _, p := range info.parts {
+		for i := range t.parts[p].batches {
+			if b := &t.parts[p].batches[i]; b.seal == info {
+				out[b.pos] = b.anchor(t.parts[p].key)
+			}
+		}
+	}
+	return out, true
 }
 
 // hasSeal reports whether the index holds a seal, after reading the topic
@@ -168,9 +297,9 @@ func (t *LeafTopic) hasSeal(ctx context.Context, id string) (bool, error) {
 	return ok, nil
 }
 
-// forgetSealsOf deletes the index record of every seal holding the
-// anchor whose leaf hashes were just deleted, once none of the seal's
-// batches has leaf hashes left: the audit found them all expired.
+// forgetSealsOf deletes the index record of every seal holding the anchor
+// whose leaf hashes were just deleted, once none of the seal's batches has
+// leaf hashes left: the audit found them all expired.
 func (t *LeafTopic) forgetSealsOf(ctx context.Context, anchorID string) error {
 	t.mu.Lock()
 	if _, _, err := t.sync(ctx, ""); err != nil {
@@ -178,17 +307,11 @@ func (t *LeafTopic) forgetSealsOf(ctx context.Context, anchorID string) error {
 		return err
 	}
 	var done []string
-	for _, id := range t.holders[anchorID] {
-		live := false
-		for _, a := range t.seals[id].batches {
-			if _, ok := t.index[a.ID]; ok && a.ID != anchorID {
-				live = true
-			}
+	t.batchesOf(anchorID, func(b *compactBatch) {
+		if b.seal.live <= 0 && !slices.Contains(done, b.seal.id) {
+			done = append(done, b.seal.id)
 		}
-		if !live {
-			done = append(done, id)
-		}
-	}
+	})
 	t.mu.Unlock()
 	for _, id := range done {
 		if err := t.writer.WriteMessages(ctx, kafka.Message{Key: []byte(sealKeyPrefix + id), Value: nil}); err != nil {
