@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/pipeline/decode"
 	"github.com/chainwatch/chainwatch/pipeline/integrity"
 )
 
@@ -17,10 +18,10 @@ var benchRecord = []byte(`{"device_id":"meter-0007","time_ms":1764000000000,"src
 
 // BenchmarkDecodeNativeFlow is the decode step of every flow record.
 func BenchmarkDecodeNativeFlow(b *testing.B) {
-	var r FlowRecord
+	var r decode.FlowRecord
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := DecodeNativeFlow(benchRecord, &r); err != nil {
+		if err := decode.NativeFlow(benchRecord, &r); err != nil {
 			b.Fatal(err)
 		}
 	}

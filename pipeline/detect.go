@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/decode"
 	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
@@ -253,14 +254,14 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 	// and trust alerts were dealt with then.
 	replayed := m.Offset <= p.replayedThrough
 
-	var rec FlowRecord
-	if err := DecodeFlow(m.Value, &rec); err != nil {
+	var rec decode.FlowRecord
+	if err := decode.Flow(m.Value, &rec); err != nil {
 		if replayed {
 			p.processed = m.Offset
 			return nil
 		}
 		reason := err.Error()
-		var de *DecodeError
+		var de *decode.Error
 		if errors.As(err, &de) {
 			reason = de.Reason
 		}
@@ -341,7 +342,7 @@ func (s *DetectStage) queue(a *contract.Alert) {
 	}
 }
 
-func unknownDeviceKey(r *FlowRecord) string {
+func unknownDeviceKey(r *decode.FlowRecord) string {
 	switch {
 	case r.DeviceID != "":
 		return r.DeviceID

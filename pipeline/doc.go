@@ -1,16 +1,16 @@
 // Package pipeline owns chainwatch's Kafka stages and the path of a record
 // through them:
 //
-//	iot.flows ──► DetectStage (detect.go) ─ decode.go ─► windows.go ─► detector.go ─► incidents/ ─► sinks/ (outbox) ─► ledger, chainwatch.alerts, log, SIEM webhooks
+//	iot.flows ──► DetectStage (detect.go) ─ decode/ ─► windows.go ─► detector.go ─► incidents/ ─► sinks/ (outbox) ─► ledger, chainwatch.alerts, log, SIEM webhooks
 //	          │          ├─ bad record ─► chainwatch.dlq (dlq.go)
 //	          │          └─ checkpoints ─► chainwatch.state (statestore.go)
 //	          └─► AnchorStage (anchor.go) ─ integrity/ (Merkle roots, kept leaves, seals) ─► ledger seals
-//	iot.telemetry ──► TelemetryStage (telemetry_stage.go) ─ telemetry.go ─► sinks/
+//	iot.telemetry ──► TelemetryStage (telemetry_stage.go) ─ decode/ ─► sinks/
 //	          └─► AnchorStage
 //
 // Where to look:
-//   - decode.go (fast path decode_fast.go) and decode_goflow2.go turn raw
-//     Kafka values into FlowRecords; registry.go resolves the device;
+//   - package decode turns raw Kafka values into FlowRecords (native JSON,
+//     goflow2) and telemetry Envelopes; registry.go resolves the device;
 //   - windows.go groups a device's flows into tumbling event-time windows and
 //     closes them at the partition's watermark; models/features computes
 //     each closed window's behaviour vector;

@@ -11,6 +11,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/pipeline/decode"
 	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
@@ -157,7 +158,7 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 			r.Close()
 			return rep, err
 		}
-		var rec FlowRecord
+		var rec decode.FlowRecord
 		for off := sp.from; off < sp.to; {
 			m, err := r.ReadMessage(ctx)
 			if err != nil {
@@ -172,7 +173,7 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 			if req.Progress != nil && rep.Records%4096 == 0 {
 				req.Progress(rep.Records, total)
 			}
-			if DecodeFlow(m.Value, &rec) != nil {
+			if decode.Flow(m.Value, &rec) != nil {
 				continue // it went to the dead-letter topic then
 			}
 			dev := req.Registry.Resolve(&rec)

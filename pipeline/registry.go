@@ -9,6 +9,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/decode"
 )
 
 // SnapshotRegistry loads every device and approved firmware from the ledger
@@ -127,7 +128,7 @@ func (r *Registry) Device(id string) *contract.Device {
 // Resolve finds the device a flow record belongs to: by the record's device
 // id, else by source MAC, else by source IP. It returns nil for a device the
 // ledger does not know.
-func (r *Registry) Resolve(rec *FlowRecord) *contract.Device {
+func (r *Registry) Resolve(rec *decode.FlowRecord) *contract.Device {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if rec.DeviceID != "" {
@@ -146,7 +147,7 @@ func (r *Registry) Resolve(rec *FlowRecord) *contract.Device {
 
 // ResolveDestination finds a registered device at a flow's destination, by
 // MAC then IP; nil when the destination is no device.
-func (r *Registry) ResolveDestination(rec *FlowRecord) *contract.Device {
+func (r *Registry) ResolveDestination(rec *decode.FlowRecord) *contract.Device {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if rec.DstMAC != "" {

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/decode"
 	"github.com/chainwatch/chainwatch/pipeline/incidents"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
@@ -181,10 +182,10 @@ func (s *TelemetryStage) replayed(device string, seq uint64, m kafka.Message) bo
 
 // check judges one envelope and returns the alert it raises, if any.
 func (s *TelemetryStage) check(ctx context.Context, m kafka.Message) (*contract.Alert, error) {
-	var t Telemetry
-	if err := DecodeTelemetry(m.Value, &t); err != nil {
+	var t decode.Envelope
+	if err := decode.Telemetry(m.Value, &t); err != nil {
 		reason := err.Error()
-		var de *DecodeError
+		var de *decode.Error
 		if errors.As(err, &de) {
 			reason = de.Reason
 		}

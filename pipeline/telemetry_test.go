@@ -15,6 +15,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/decode"
 )
 
 func hexHash(s string) string {
@@ -56,7 +57,7 @@ func TestTelemetryTrustChecks(t *testing.T) {
 	defer svc.Shutdown(context.Background())
 
 	envelope := func(id string, seq uint64, firmware string, key ed25519.PrivateKey) kafka.Message {
-		tm := pipeline.Telemetry{DeviceID: id, Seq: seq, TimeMs: at.Add(time.Duration(seq) * time.Second).UnixMilli(), Firmware: firmware, Payload: []byte(`{"temp":21.5}`)}
+		tm := decode.Envelope{DeviceID: id, Seq: seq, TimeMs: at.Add(time.Duration(seq) * time.Second).UnixMilli(), Firmware: firmware, Payload: []byte(`{"temp":21.5}`)}
 		if err := tm.Sign(key); err != nil {
 			t.Fatal(err)
 		}

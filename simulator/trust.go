@@ -14,7 +14,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/decode"
 	"github.com/chainwatch/chainwatch/pipeline/integrity"
 )
 
@@ -159,7 +159,7 @@ func (s *Simulator) telemetry(minute time.Time, devices []*Device, out []kafka.M
 			continue
 		}
 		at := minute.Add(time.Duration(s.trustRng.Int64N(int64(time.Minute))))
-		t := pipeline.Telemetry{
+		t := decode.Envelope{
 			DeviceID: d.ID, Seq: uint64(minute.Unix() / 60), TimeMs: at.UnixMilli(), Firmware: d.Firmware,
 			Payload: fmt.Appendf(nil, `{"uptime_s":%d,"temp_c":%.1f}`, minute.Unix()%86400, 35+5*s.trustRng.Float64()),
 		}

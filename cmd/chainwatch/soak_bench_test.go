@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
 )
 
 // BenchmarkSoak runs the released command, `chainwatch run`, on the
@@ -107,8 +109,15 @@ loop:
 	}
 	last := samples[len(samples)-1]
 	hours := last.at.Hours()
-	fmt.Fprintf(&sb, "\nLedger: %.0f batches anchored in %s (%.0f an hour, in one transaction a period), %.1f MiB (%.0f MiB a day at this rate).\n",
-		last.anchors, last.at, last.anchors/hours, last.ledger, last.ledger/hours*24)
+	// What the transactions stored, read once the run has let go of the
+	// ledger: its file grows in bbolt's doubling steps (the column above).
+	u, err := embedded.UsageBetween(filepath.Join(dir, "ledger"), started, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	fmt.Fprintf(&sb, "\nLedger: %.0f batches anchored in %s (%.0f an hour) in %d sealing transactions; its %d transactions stored %.1f MiB (%.0f MiB a day at this rate), the seals %.2f MiB.\n",
+		last.anchors, last.at, last.anchors/hours, u.ByFunction["SealBatches"], u.Transactions, float64(u.Bytes)/(1<<20),
+		float64(u.Bytes)/(1<<20)/hours*24, float64(u.BytesByFunction["SealBatches"])/(1<<20))
 	b.Log("\n" + sb.String())
 	if path := os.Getenv("CHAINWATCH_SOAK_REPORT"); path != "" {
 		if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/decode"
 )
 
 // The records are goflow2 JSON that the service's decoder reads as such:
@@ -20,11 +20,11 @@ func TestRecordsAreGoflow2JSON(t *testing.T) {
 	if len(recs) != 2 {
 		t.Fatalf("%d records for an answered flow, want 2", len(recs))
 	}
-	var out, back pipeline.FlowRecord
-	if err := pipeline.DecodeFlow(recs[0].json(1), &out); err != nil {
+	var out, back decode.FlowRecord
+	if err := decode.Flow(recs[0].json(1), &out); err != nil {
 		t.Fatal(err)
 	}
-	if err := pipeline.DecodeFlow(recs[1].json(2), &back); err != nil {
+	if err := decode.Flow(recs[1].json(2), &back); err != nil {
 		t.Fatal(err)
 	}
 	if out.SrcIP != d.IP || out.DstPort != 8883 || out.BytesOut != 420 || out.Proto != "tcp" || out.Failed == nil || *out.Failed {
@@ -36,7 +36,7 @@ func TestRecordsAreGoflow2JSON(t *testing.T) {
 	// An unanswered SYN is a failed flow with no reply leg.
 	if recs := appendExchange(r, nil, d, at, d.peers[0], 22, "TCP", 44, 0); len(recs) != 1 {
 		t.Fatalf("%d records for an unanswered flow", len(recs))
-	} else if err := pipeline.DecodeFlow(recs[0].json(3), &out); err != nil || !*out.Failed {
+	} else if err := decode.Flow(recs[0].json(3), &out); err != nil || !*out.Failed {
 		t.Errorf("unanswered SYN decoded as %+v (%v)", out, err)
 	}
 }

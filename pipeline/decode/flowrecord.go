@@ -1,4 +1,4 @@
-package pipeline
+package decode
 
 import (
 	"net/netip"

@@ -1,4 +1,4 @@
-package pipeline
+package decode
 
 import (
 	"crypto/ed25519"
@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// Telemetry is a device-signed envelope on iot.telemetry (README, "Device
+// Envelope is a device-signed telemetry envelope on iot.telemetry (README, "Device
 // telemetry"): the device signs, with the Ed25519 key of its birth
 // certificate, a canonical binary encoding of everything but the signature.
-type Telemetry struct {
+type Envelope struct {
 	DeviceID  string `json:"device_id"`
 	Seq       uint64 `json:"seq"`     // strictly increasing per device
 	TimeMs    int64  `json:"time_ms"` // Unix milliseconds
@@ -30,7 +30,7 @@ const telemetryDomain = "chainwatch-telemetry-v1\x00"
 //
 // with integers big-endian. Fixed widths and explicit lengths make it
 // unambiguous and easy to produce on a microcontroller.
-func (t *Telemetry) SigningBytes() ([]byte, error) {
+func (t *Envelope) SigningBytes() ([]byte, error) {
 	fw, err := hex.DecodeString(t.Firmware)
 	if err != nil || len(fw) != 32 {
 		return nil, rejectf("firmware %q is not a hex SHA-256", t.Firmware)
@@ -50,7 +50,7 @@ func (t *Telemetry) SigningBytes() ([]byte, error) {
 }
 
 // Sign fills in the signature with the device's key.
-func (t *Telemetry) Sign(key ed25519.PrivateKey) error {
+func (t *Envelope) Sign(key ed25519.PrivateKey) error {
 	msg, err := t.SigningBytes()
 	if err != nil {
 		return err
@@ -60,18 +60,18 @@ func (t *Telemetry) Sign(key ed25519.PrivateKey) error {
 }
 
 // Verify reports whether the signature is the device's over the envelope.
-func (t *Telemetry) Verify(pub ed25519.PublicKey) bool {
+func (t *Envelope) Verify(pub ed25519.PublicKey) bool {
 	msg, err := t.SigningBytes()
 	return err == nil && len(pub) == ed25519.PublicKeySize && len(t.Signature) == ed25519.SignatureSize && ed25519.Verify(pub, msg, t.Signature)
 }
 
 // Time is the envelope's timestamp.
-func (t *Telemetry) Time() time.Time { return time.UnixMilli(t.TimeMs).UTC() }
+func (t *Envelope) Time() time.Time { return time.UnixMilli(t.TimeMs).UTC() }
 
-// DecodeTelemetry parses an envelope and checks its form (not its
+// Telemetry parses an envelope and checks its form (not its
 // signature, which needs the device's birth certificate).
-func DecodeTelemetry(value []byte, t *Telemetry) error {
-	*t = Telemetry{}
+func Telemetry(value []byte, t *Envelope) error {
+	*t = Envelope{}
 	if err := json.Unmarshal(value, t); err != nil {
 		return rejectf("telemetry: not a JSON envelope: %v", err)
 	}

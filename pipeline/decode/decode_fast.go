@@ -1,4 +1,4 @@
-package pipeline
+package decode
 
 import (
 	"net/netip"
@@ -11,7 +11,7 @@ import (
 // record is a flat object of known keys with plain values — what collectors
 // and the simulator send. It reports false on anything else (escapes,
 // unknown or differently-cased keys, nulls, floats, nesting, bad values),
-// and DecodeNativeFlow then takes the encoding/json path, which also words
+// and NativeFlow then takes the encoding/json path, which also words
 // the errors. FuzzFastPathMatchesEncodingJSON checks both paths agree.
 func fastNativeFlow(b []byte, rec *FlowRecord) bool {
 	*rec = FlowRecord{}

@@ -1,4 +1,4 @@
-package pipeline
+package decode
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 
 func TestDecodeNativeFlow(t *testing.T) {
 	var r FlowRecord
-	err := DecodeNativeFlow([]byte(`{"device_id":"m-1","time":"2026-11-24T10:00:00.5Z","src_mac":"AA:BB:CC:DD:EE:FF","dst_ip":"10.0.0.1","dst_port":443,"proto":6,"bytes_out":10,"packets_out":1}`), &r)
+	err := NativeFlow([]byte(`{"device_id":"m-1","time":"2026-11-24T10:00:00.5Z","src_mac":"AA:BB:CC:DD:EE:FF","dst_ip":"10.0.0.1","dst_port":443,"proto":6,"bytes_out":10,"packets_out":1}`), &r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,7 +19,7 @@ func TestDecodeNativeFlow(t *testing.T) {
 	if f := r.Feature(); !f.Failed {
 		t.Error("TCP flow with no packet back should count as failed")
 	}
-	if err := DecodeNativeFlow([]byte(`{"src_ip":"10.1.1.1","time_ms":1764000000000,"dst_ip":"::1","proto":"UDP","failed":false}`), &r); err != nil || r.Proto != "udp" || r.Feature().Failed {
+	if err := NativeFlow([]byte(`{"src_ip":"10.1.1.1","time_ms":1764000000000,"dst_ip":"::1","proto":"UDP","failed":false}`), &r); err != nil || r.Proto != "udp" || r.Feature().Failed {
 		t.Fatalf("udp record: %+v, %v", r, err)
 	}
 }
@@ -38,16 +38,16 @@ func TestDecodeRejectsWithReasons(t *testing.T) {
 	}
 	for in, want := range cases {
 		var r FlowRecord
-		err := DecodeNativeFlow([]byte(in), &r)
-		var de *DecodeError
+		err := NativeFlow([]byte(in), &r)
+		var de *Error
 		if !errors.As(err, &de) || !strings.Contains(de.Reason, want) {
-			t.Errorf("%s: err = %v, want a DecodeError mentioning %q", in, err, want)
+			t.Errorf("%s: err = %v, want a Error mentioning %q", in, err, want)
 		}
 	}
 }
 
 // FuzzDecodeNativeFlow checks that no input panics and that every failure is
-// a DecodeError with a reason, which the dead-letter header needs.
+// a Error with a reason, which the dead-letter header needs.
 func FuzzDecodeNativeFlow(f *testing.F) {
 	f.Add([]byte(`{"device_id":"meter-0001","time_ms":1764000000000,"src_ip":"10.20.0.1","dst_ip":"52.16.0.1","dst_port":443,"proto":"tcp","bytes_out":900,"bytes_in":400,"packets_out":1,"packets_in":1,"tcp_flags":27}`))
 	f.Add([]byte(`{"src_mac":"02:00:0a:14:00:01","time":"2026-11-24T00:00:00Z","dst_ip":"::1","proto":17}`))
@@ -55,7 +55,7 @@ func FuzzDecodeNativeFlow(f *testing.F) {
 	f.Add([]byte(`[1,2]`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var r FlowRecord
-		checkDecoded(t, &r, DecodeNativeFlow(b, &r))
+		checkDecoded(t, &r, NativeFlow(b, &r))
 	})
 }
 
@@ -68,7 +68,7 @@ func checkDecoded(t *testing.T, r *FlowRecord, err error) {
 		}
 		return
 	}
-	var de *DecodeError
+	var de *Error
 	if !errors.As(err, &de) || de.Reason == "" {
 		t.Fatalf("failure without a reason: %v", err)
 	}

@@ -1,4 +1,4 @@
-package pipeline
+package decode
 
 import (
 	"encoding/json"
@@ -9,16 +9,16 @@ import (
 	"time"
 )
 
-// DecodeError says why a record was rejected; its Reason goes into the
+// Error says why a record was rejected; its Reason goes into the
 // dead-letter record's header.
-type DecodeError struct {
+type Error struct {
 	Reason string
 }
 
-func (e *DecodeError) Error() string { return "undecodable record: " + e.Reason }
+func (e *Error) Error() string { return "undecodable record: " + e.Reason }
 
 func rejectf(format string, args ...any) error {
-	return &DecodeError{Reason: fmt.Sprintf(format, args...)}
+	return &Error{Reason: fmt.Sprintf(format, args...)}
 }
 
 // nativeFlow is the native JSON flow schema (README, "Native flow schema").
@@ -40,9 +40,9 @@ type nativeFlow struct {
 	Failed     *bool           `json:"failed"`
 }
 
-// DecodeNativeFlow decodes one record of the native JSON flow schema. Every
-// problem comes back as a *DecodeError naming the field.
-func DecodeNativeFlow(value []byte, rec *FlowRecord) error {
+// NativeFlow decodes one record of the native JSON flow schema. Every
+// problem comes back as a *Error naming the field.
+func NativeFlow(value []byte, rec *FlowRecord) error {
 	if fastNativeFlow(value, rec) {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package pipeline
+package decode
 
 import (
 	"errors"
@@ -20,7 +20,7 @@ const goflowJSONSample = `{"type":"NETFLOW_V9","time_received_ns":17640000001234
 
 func TestDecodeGoflowJSON(t *testing.T) {
 	var r FlowRecord
-	if err := DecodeFlow([]byte(goflowJSONSample), &r); err != nil {
+	if err := Flow([]byte(goflowJSONSample), &r); err != nil {
 		t.Fatal(err)
 	}
 	want := FlowRecord{Time: time.Unix(0, 1764000000100000000).UTC(), SrcIP: netip.MustParseAddr("10.20.0.7"), SrcMAC: "02:00:0a:14:00:07",
@@ -50,7 +50,7 @@ func TestDecodeGoflowProtobufWithAndWithoutDelimiter(t *testing.T) {
 	}
 	for name, b := range map[string][]byte{"plain": plain, "delimited": delimited.Bytes()} {
 		var r FlowRecord
-		if err := DecodeFlow(b, &r); err != nil {
+		if err := Flow(b, &r); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		if r.SrcMAC != "02:00:0a:14:00:09" || r.Proto != "tcp" || r.DstPort != 22 || r.BytesOut != 1200 || r.PacketsOut != 20 || !*r.Failed {
@@ -58,8 +58,8 @@ func TestDecodeGoflowProtobufWithAndWithoutDelimiter(t *testing.T) {
 		}
 	}
 	var r FlowRecord
-	var de *DecodeError
-	if err := DecodeFlow([]byte{0xff, 0xff, 0xff}, &r); !errors.As(err, &de) {
+	var de *Error
+	if err := Flow([]byte{0xff, 0xff, 0xff}, &r); !errors.As(err, &de) {
 		t.Fatalf("garbage: %v", err)
 	}
 }
@@ -73,7 +73,7 @@ func FuzzDecodeFlow(f *testing.F) {
 	f.Add(m)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var r FlowRecord
-		checkDecoded(t, &r, DecodeFlow(b, &r))
+		checkDecoded(t, &r, Flow(b, &r))
 	})
 }
 
@@ -84,12 +84,12 @@ func FuzzDecodeTelemetry(f *testing.F) {
 	f.Add([]byte(`{"device_id":"plc-1","seq":3,"time_ms":1764000000000,"firmware":"` + strings.Repeat("ab", 32) + `","payload":"e30=","signature":"` + strings.Repeat("A", 86) + `=="}`))
 	f.Add([]byte(`{"device_id":"","seq":0}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var tm Telemetry
-		if err := DecodeTelemetry(b, &tm); err == nil {
+		var tm Envelope
+		if err := Telemetry(b, &tm); err == nil {
 			if _, err := tm.SigningBytes(); err != nil {
 				t.Fatalf("accepted an envelope without signing bytes: %v", err)
 			}
-		} else if de := (*DecodeError)(nil); !errors.As(err, &de) {
+		} else if de := (*Error)(nil); !errors.As(err, &de) {
 			t.Fatalf("failure without a reason: %v", err)
 		}
 	})

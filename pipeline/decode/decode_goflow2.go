@@ -1,4 +1,4 @@
-package pipeline
+package decode
 
 import (
 	"bytes"
@@ -45,8 +45,8 @@ func isGoflowJSON(value []byte) bool {
 	return bytes.Contains(value, []byte(`"dst_addr"`)) || bytes.Contains(value, []byte(`"sampler_address"`))
 }
 
-// DecodeGoflowJSON decodes one record of goflow2's JSON format.
-func DecodeGoflowJSON(value []byte, rec *FlowRecord) error {
+// GoflowJSON decodes one record of goflow2's JSON format.
+func GoflowJSON(value []byte, rec *FlowRecord) error {
 	var g goflowJSON
 	if err := json.Unmarshal(value, &g); err != nil {
 		return rejectf("goflow2 JSON: %v", err)
@@ -76,9 +76,9 @@ func DecodeGoflowJSON(value []byte, rec *FlowRecord) error {
 	})
 }
 
-// DecodeGoflowProtobuf decodes one FlowMessage of goflow2's binary format,
+// GoflowProtobuf decodes one FlowMessage of goflow2's binary format,
 // with or without its varint length prefix.
-func DecodeGoflowProtobuf(value []byte, rec *FlowRecord) error {
+func GoflowProtobuf(value []byte, rec *FlowRecord) error {
 	body := value
 	if n, k := protowire.ConsumeVarint(value); k > 0 && n == uint64(len(value)-k) {
 		body = value[k:]
@@ -156,16 +156,16 @@ func macFromUint64(v uint64) string {
 	return net.HardwareAddr(b[2:]).String()
 }
 
-// DecodeFlow decodes a record in any accepted flow format: the native JSON
+// Flow decodes a record in any accepted flow format: the native JSON
 // schema, goflow2's JSON, or goflow2's protobuf FlowMessage.
-func DecodeFlow(value []byte, rec *FlowRecord) error {
+func Flow(value []byte, rec *FlowRecord) error {
 	trimmed := bytes.TrimLeft(value, " \t\r\n")
 	switch {
 	case len(trimmed) > 0 && trimmed[0] == '{' && isGoflowJSON(trimmed):
-		return DecodeGoflowJSON(value, rec)
+		return GoflowJSON(value, rec)
 	case len(trimmed) > 0 && trimmed[0] == '{':
-		return DecodeNativeFlow(value, rec)
+		return NativeFlow(value, rec)
 	default:
-		return DecodeGoflowProtobuf(value, rec)
+		return GoflowProtobuf(value, rec)
 	}
 }
