@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/chainwatch
 PKGS    := ./...
 
-.PHONY: all build run test test-short race bench bench-go bench-models bench-detection bench-soak bench-ledger vet fmt clean fabric-up fabric-down test-fabric dashboards
+.PHONY: all build run test test-short race bench bench-go bench-models bench-detection bench-soak bench-soak-trust bench-ledger vet fmt clean fabric-up fabric-down test-fabric dashboards
 
 all: build
 
@@ -70,6 +70,12 @@ bench-detection:
 bench-soak:
 	@mkdir -p docs/bench
 	cd cmd/chainwatch && CHAINWATCH_SOAK=30m CHAINWATCH_SOAK_REPORT=$(CURDIR)/docs/bench/soak.md $(GO) test -run '^$$' -bench Soak -benchtime 1x -timeout 40m -v .
+
+## bench-soak-trust: the same with the simulator's trust scenarios on, as
+## `make run` plays them, into docs/bench/soak-trust.md.
+bench-soak-trust:
+	@mkdir -p docs/bench
+	cd cmd/chainwatch && CHAINWATCH_SOAK=30m CHAINWATCH_SOAK_TRUST=1 CHAINWATCH_SOAK_REPORT=$(CURDIR)/docs/bench/soak-trust.md $(GO) test -run '^$$' -bench Soak -benchtime 1x -timeout 40m -v .
 
 ## bench-ledger: the embedded ledger's anchoring cost (transactions an
 ## hour, MiB a day) with 4 and 32 partitions; docs/BENCHMARKS.md records it.
