@@ -221,6 +221,14 @@ func TestBatchIndexLetsGoOfExpiredSeals(t *testing.T) {
 	if _, err := env.as(contract.RoleService).SealBatches(ctx, seal); err != nil {
 		t.Fatal(err)
 	}
+	// A record under an id no seal could have, and one never sealed: no
+	// reader believes them, and neither stops the listing.
+	if err := index.PutSeal(ctx, "not/a seal", batches); err != nil {
+		t.Fatal(err)
+	}
+	if err := index.PutSeal(ctx, contract.NewSealID(t0, "never"), batches[:1]); err != nil {
+		t.Fatal(err)
+	}
 	listed, err := x.List(ctx, "iot.flows@x", 0, 0, -1)
 	if err != nil || len(listed) != 2 || listed[1].Seal != seal.ID || listed[1].Broken != "" {
 		t.Fatalf("partition 0 lists %+v, %v: want its two sealed batches", listed, err)

@@ -214,8 +214,8 @@ func (x *Anchors) lookup(ctx context.Context, ids []string) (map[string]contract
 	}
 	for _, id := range missing {
 		s, err := x.ledger.GetSeal(ctx, id)
-		if errors.Is(err, contract.ErrNotFound) {
-			continue
+		if errors.Is(err, contract.ErrNotFound) || errors.Is(err, contract.ErrInvalid) {
+			continue // not sealed (yet), or no id the ledger could hold: a record no reader believes
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read seal %s: %w", id, err)
