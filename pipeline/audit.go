@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -166,13 +167,17 @@ func (s *AuditStage) checkSeals(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("audit seals: %w", err)
 		}
+		ids := make([]string, len(seals))
+		for i, seal := range seals {
+			ids[i] = seal.ID
+		}
+		missing, err := s.anchors.MissingSeals(ctx, ids)
+		if err != nil {
+			return fmt.Errorf("audit seals: %w", err)
+		}
 		var alerts []contract.Alert
 		for _, seal := range seals {
-			ok, err := s.anchors.HasSeal(ctx, seal.ID)
-			if err != nil {
-				return fmt.Errorf("audit seals: %w", err)
-			}
-			if !ok {
+			if slices.Contains(missing, seal.ID) {
 				alerts = append(alerts, s.missingSeal(seal))
 			}
 		}

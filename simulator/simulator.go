@@ -18,6 +18,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
@@ -196,10 +197,13 @@ type Simulator struct {
 	// ranges in tamperedAnchors.
 	tampered        int
 	tamperedAnchors map[string]bool
-	operator        *ledgerclient.Client
-	truth           *csv.Writer
-	file            *os.File
-	stats           Stats
+	// anchored reads what is anchored, its batch index read once and
+	// then only for what is new (the history-tamper scenario).
+	anchored *integrity.Anchors
+	operator *ledgerclient.Client
+	truth    *csv.Writer
+	file     *os.File
+	stats    Stats
 	// shiftFrom is when Config.Shift takes effect.
 	shiftFrom time.Time
 }
@@ -291,6 +295,11 @@ func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 		BatchSize: 5000, BatchBytes: 16 << 20, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll,
 	}
 	defer w.Close()
+	defer func() {
+		if s.anchored != nil {
+			s.anchored.Index().Close()
+		}
+	}()
 	if cfg.Resume {
 		last, err := lastEventTime(ctx, cfg.Kafka, cfg.Topic)
 		if err != nil {

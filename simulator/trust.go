@@ -225,12 +225,12 @@ func (s *Simulator) tamperHistory(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("simulate history tamper: %w", err)
 	}
-	index := integrity.NewLeafTopic(s.cfg.Kafka, s.cfg.LeafTopic)
-	defer index.Close()
-	list := integrity.NewAnchors(s.operator, index)
+	if s.anchored == nil {
+		s.anchored = integrity.NewAnchors(s.operator, integrity.NewLeafTopic(s.cfg.Kafka, s.cfg.LeafTopic))
+	}
 	var target *integrity.Anchor
 	for _, p := range parts {
-		anchors, err := list.List(ctx, stream, int32(p.ID), 0, -1)
+		anchors, err := s.anchored.List(ctx, stream, int32(p.ID), 0, -1)
 		if err != nil {
 			return fmt.Errorf("simulate history tamper: anchors: %w", err)
 		}

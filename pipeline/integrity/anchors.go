@@ -135,9 +135,10 @@ func (x *Anchors) Get(ctx context.Context, id string) (Anchor, error) {
 	return Anchor{}, fmt.Errorf("%w: anchor %s", contract.ErrNotFound, id)
 }
 
-// HasSeal reports whether the batch index holds a seal's record.
-func (x *Anchors) HasSeal(ctx context.Context, id string) (bool, error) {
-	return x.index.hasSeal(ctx, id)
+// MissingSeals returns those of the seals ids whose record the batch index
+// does not hold, reading the index once.
+func (x *Anchors) MissingSeals(ctx context.Context, ids []string) ([]string, error) {
+	return x.index.missingSeals(ctx, ids)
 }
 
 // Seal reads one seal from the ledger.

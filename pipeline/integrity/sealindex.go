@@ -285,16 +285,21 @@ func (t *LeafTopic) sealDescriptors(id string) ([]contract.Anchor, bool) {
 	return out, true
 }
 
-// hasSeal reports whether the index holds a seal, after reading the topic
-// to its end.
-func (t *LeafTopic) hasSeal(ctx context.Context, id string) (bool, error) {
+// missingSeals returns those of ids the index does not hold, after
+// reading the topic to its end once.
+func (t *LeafTopic) missingSeals(ctx context.Context, ids []string) ([]string, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, _, err := t.sync(ctx, ""); err != nil {
-		return false, err
+		return nil, err
 	}
-	_, ok := t.seals[id]
-	return ok, nil
+	var out []string
+	for _, id := range ids {
+		if _, ok := t.seals[id]; !ok {
+			out = append(out, id)
+		}
+	}
+	return out, nil
 }
 
 // forgetSealsOf deletes the index record of every seal holding the anchor
