@@ -15,6 +15,7 @@ import (
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline/decode"
+	"github.com/chainwatch/chainwatch/pipeline/incidents"
 	"github.com/chainwatch/chainwatch/pipeline/integrity"
 	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
@@ -71,6 +72,9 @@ type DetectStage struct {
 	trust      *trustAlerts
 	consumed   prometheus.Counter // records consumed, resolved once
 	histories  map[string][]byte  // checkpointed device histories, by device id
+	// historyFrom is the partition whose state of the device wrote its
+	// checkpoint in this run (absent: read at start-up).
+	historyFrom map[string]int32
 	// restored are the checkpoints of partitions assigned to this instance
 	// and not yet seen, applied when their first record arrives.
 	restored map[int]partitionCheckpoint
@@ -105,6 +109,7 @@ func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, tr
 // Shutdown is called.
 func (s *DetectStage) Start(ctx context.Context) error {
 	s.histories, s.restored = map[string][]byte{}, map[int]partitionCheckpoint{}
+	s.historyFrom = map[string]int32{}
 	var err error
 	// The client is created under the stage's profiler label so that its
 	// fetch goroutines are counted as the stage's CPU.
@@ -240,7 +245,8 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 			}
 		}
 		p = newPartitionWindows(s.cfg.Window, int32(m.Partition))
-		p.restore = s.restoreDevice
+		part := int32(m.Partition)
+		p.restore = func(d *deviceState) { s.restoreDevice(d, part) }
 		if cp, ok := s.restored[m.Partition]; ok {
 			p.resume(cp)
 			delete(s.restored, m.Partition)
@@ -369,14 +375,36 @@ func (s *DetectStage) flushAlerts(ctx context.Context) error {
 	return nil
 }
 
-// restoreDevice gives a newly tracked device the state it had at the last
-// checkpoint: destination history, baseline, incident state.
-func (s *DetectStage) restoreDevice(d *deviceState) {
-	if raw, ok := s.histories[d.id]; ok {
-		if err := unmarshalDevice(raw, d); err != nil {
-			s.log.Warn("device checkpoint ignored", "device", d.id, "err", err)
-			*d = deviceState{id: d.id, profile: d.profile}
+// restoreDevice gives a device newly tracked on partition part the state it
+// had at the last checkpoint: destination history, baseline, incident
+// state. A device whose records also arrive on another partition — the
+// reply legs of traffic between two registered devices go with the
+// initiator's records — has a state on each; its incident state is then
+// not carried over from the other partition's checkpoint: that incident is
+// the other state's to update and close, and a copy of it here would raise
+// a second closing under the same incident id, hiding the first state's
+// later events behind it.
+func (s *DetectStage) restoreDevice(d *deviceState, part int32) {
+	raw, ok := s.histories[d.id]
+	if !ok {
+		return
+	}
+	if err := unmarshalDevice(raw, d); err != nil {
+		s.log.Warn("device checkpoint ignored", "device", d.id, "err", err)
+		*d = deviceState{id: d.id, profile: d.profile}
+		return
+	}
+	elsewhere := false
+	if w, ok := s.historyFrom[d.id]; ok && w != part {
+		elsewhere = true
+	}
+	for q, p := range s.partitions {
+		if q != int(part) && p.devices[d.id] != nil {
+			elsewhere = true
 		}
+	}
+	if elsewhere {
+		d.incident = incidents.State{}
 	}
 }
 
@@ -427,10 +455,12 @@ func (s *DetectStage) commit(ctx context.Context) {
 		return
 	}
 	changed := map[string][]byte{}
-	for _, p := range s.partitions {
+	changedFrom := map[string]int32{}
+	for part, p := range s.partitions {
 		for id, d := range p.devices {
 			if d.dirty {
 				changed[id] = marshalDevice(d)
+				changedFrom[id] = int32(part)
 			}
 		}
 	}
@@ -443,6 +473,7 @@ func (s *DetectStage) commit(ctx context.Context) {
 			if raw, ok := changed[id]; ok {
 				d.dirty = false
 				s.histories[id] = raw
+				s.historyFrom[id] = changedFrom[id]
 			}
 		}
 	}

@@ -144,6 +144,7 @@ type Detector struct {
 	batchScores   []float64
 	batchWindows  []*ClosedWindow
 	batchVerdicts []Verdict
+	batchSeen     map[*deviceState]struct{}
 	events        []incidents.Event
 }
 
@@ -323,8 +324,47 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 
 // judge scores windows of one profile that has a model, in order, with the
 // forest's batch scorer, and returns their verdicts (valid until the next
-// call).
+// call). A device's windows are judged one after another as in training
+// (prequentially): a batch holding several windows of one device — a
+// backlog read faster than real time, or the windows held back during a
+// warm-up — is scored in runs in which each device appears once, so that
+// every window is judged against the baseline its device's earlier
+// windows taught.
 func (d *Detector) judge(ctx context.Context, p *profileState, ws []*ClosedWindow) ([]Verdict, error) {
+	d.batchVerdicts = d.batchVerdicts[:0]
+	for len(ws) > 0 {
+		n := d.distinctRun(ws)
+		if err := d.judgeRun(ctx, p, ws[:n]); err != nil {
+			return nil, err
+		}
+		ws = ws[n:]
+	}
+	d.watch.publish(time.Now())
+	return d.batchVerdicts, nil
+}
+
+// distinctRun returns the length of the longest prefix of ws in which no
+// device has two windows.
+func (d *Detector) distinctRun(ws []*ClosedWindow) int {
+	if d.batchSeen == nil {
+		d.batchSeen = map[*deviceState]struct{}{}
+	}
+	clear(d.batchSeen)
+	for i, cw := range ws {
+		if cw.state == nil { // a window scored on its own (tests): a state of its own
+			continue
+		}
+		if _, ok := d.batchSeen[cw.state]; ok {
+			return i
+		}
+		d.batchSeen[cw.state] = struct{}{}
+	}
+	return len(ws)
+}
+
+// judgeRun judges windows of distinct devices together, appending their
+// verdicts to d.batchVerdicts.
+func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWindow) error {
 	const dims = models.ResidualDims
 	m := p.model
 	d.batchData = slices.Grow(d.batchData[:0], len(ws)*dims)[:len(ws)*dims]
@@ -333,9 +373,8 @@ func (d *Detector) judge(ctx context.Context, p *profileState, ws []*ClosedWindo
 	}
 	d.batchScores = slices.Grow(d.batchScores[:0], len(ws))[:len(ws)]
 	if err := m.Forest().ScoreBatch(d.batchScores, d.batchData); err != nil {
-		return nil, err
+		return err
 	}
-	d.batchVerdicts = d.batchVerdicts[:0]
 	for k, cw := range ws {
 		r := d.batchData[k*dims : (k+1)*dims]
 		j := m.Judge(r, d.batchScores[k])
@@ -358,15 +397,17 @@ func (d *Detector) judge(ctx context.Context, p *profileState, ws []*ClosedWindo
 		if j.Anomalous || d.watch.watching(cw.DeviceID) {
 			d.watch.window(cw.DeviceID, cw.Profile, j.Score, j.Anomalous, m.ExplainDeviation(&cw.state.baseline, &cw.Vector, r, 3), time.Now())
 		}
+		// The incident's explanation is against the baseline the window
+		// was judged by, before the window teaches it.
+		alerts := d.incident(cw, m, j, r)
 		if j.Anomalous {
 			d.metrics.AnomalousWindows.WithLabelValues(cw.Profile).Inc()
 		} else {
 			m.Learn(&cw.state.baseline, &cw.Vector)
 		}
-		d.batchVerdicts = append(d.batchVerdicts, Verdict{Alerts: d.incident(cw, m, j, r), Learn: j.Learn})
+		d.batchVerdicts = append(d.batchVerdicts, Verdict{Alerts: alerts, Learn: j.Learn})
 	}
-	d.watch.publish(time.Now())
-	return d.batchVerdicts, nil
+	return nil
 }
 
 // maxHeldWindows bounds the windows held back while a profile warms up
@@ -740,7 +781,9 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 	}
 	d.log.Info("trained first model on verified warm-up traffic",
 		"profile", cw.Profile, "windows", rows, "training_refs", len(refs), "event_time_span", p.warmTo.Sub(p.warmFrom).String(),
-		"took", time.Since(started).Round(time.Millisecond).String())
+		"took", time.Since(started).Round(time.Millisecond).String(),
+		"levels", fmt.Sprintf("extreme %.2f, anomalous %.2f, persistent %.2f, elevated %.2f",
+			m.Behaviour.ExtremeLevel, m.Behaviour.AnomalousLevel, m.Behaviour.PersistentLevel, m.Behaviour.SustainedLevel))
 	p.warm, p.partTo = nil, nil
 	if active.Hash() == m.Hash() {
 		p.seeds = seeds

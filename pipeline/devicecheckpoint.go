@@ -10,7 +10,7 @@ import (
 
 // deviceCheckpointVersion heads a device's checkpoint in the state store:
 //
-//	1 byte  version (4)
+//	1 byte  version (5)
 //	…       features.Device encoding (destination history, recent first contacts)
 //	…       models.DeviceBaseline encoding
 //	…       incidents.State encoding
@@ -18,8 +18,9 @@ import (
 // A checkpoint written before version 2 is a bare destination history;
 // it restores the history and leaves the baseline to start afresh.
 // Version 3 added the incident state's elevated windows (2 bytes), version
-// 4 its persistent windows (2 bytes).
-const deviceCheckpointVersion = 4
+// 4 its persistent windows (2 bytes), version 5 its count of quiet windows
+// (2 bytes).
+const deviceCheckpointVersion = 5
 
 func marshalDevice(d *deviceState) []byte {
 	feat, _ := d.feat.MarshalBinary()
@@ -39,6 +40,8 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 	incSize := incidents.EncodingSize
 	switch b[0] {
 	case deviceCheckpointVersion:
+	case 4:
+		incSize = incidents.EncodingSizeV3
 	case 3:
 		incSize = incidents.EncodingSizeV2
 	case 2:

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -197,5 +198,99 @@ func TestModelOfAnotherSchemaLeavesItsProfileUnscored(t *testing.T) {
 	}
 	if d.Model("meter") != nil {
 		t.Fatal("the refused model is in use")
+	}
+}
+
+// A batch holding several windows of one device — a backlog read faster
+// than real time, or the windows held during a warm-up — is judged as the
+// same windows one at a time would be: each against the baseline its
+// device's earlier windows taught, as in training.
+func TestBatchJudgesADevicesWindowsInTurn(t *testing.T) {
+	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	devices := []string{"m-1", "m-2", "m-3"}
+	newDetector := func() (*Detector, map[string]*deviceState) {
+		led, err := embedded.Open(filepath.Join(t.TempDir(), "ledger"), embedded.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { led.Close() })
+		store := &ModelStore{Dir: t.TempDir(), Ledger: ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))}
+		d := NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10, Seed: 1}, store, nil, "iot.flows",
+			NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		return d, map[string]*deviceState{}
+	}
+	// The same windows for both detectors: a daily ramp, and from minute
+	// 100 a flood on m-2 that grows.
+	window := func(states map[string]*deviceState, dev string, i int) ClosedWindow {
+		if states[dev] == nil {
+			states[dev] = &deviceState{id: dev, profile: "meter"}
+		}
+		rng := rand.New(rand.NewPCG(uint64(i), uint64(len(dev)+int(dev[2]))))
+		flows := float64(3+rng.IntN(4)) * (1 + float64(i)/100)
+		if dev == "m-2" && i >= 100 {
+			flows *= float64(i-98) * 3
+		}
+		var v features.Vector
+		v[features.Flows] = flows
+		v[features.BytesOut] = flows * 900 * math.Exp(0.2*rng.NormFloat64())
+		v[features.Packets] = flows * 2
+		start := t0.Add(time.Duration(i) * time.Minute)
+		return ClosedWindow{DeviceID: dev, Profile: "meter", Start: start, End: start.Add(time.Minute),
+			Index: start.Unix() / 60, Vector: v, state: states[dev]}
+	}
+	one, oneStates := newDetector()
+	batch, batchStates := newDetector()
+	ctx := context.Background()
+	for i := range 61 { // the warm-up, one window at a time for both
+		for _, dev := range devices {
+			for _, d := range []struct {
+				d *Detector
+				s map[string]*deviceState
+			}{{one, oneStates}, {batch, batchStates}} {
+				if _, err := d.d.ScoreWindows(ctx, []ClosedWindow{window(d.s, dev, i)}, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if one.Model("meter") == nil || batch.Model("meter") == nil {
+		t.Fatal("no model after the warm-up")
+	}
+	if a, b := one.Model("meter").Behaviour, batch.Model("meter").Behaviour; a.AnomalousLevel != b.AnomalousLevel || a.ExtremeLevel != b.ExtremeLevel {
+		t.Fatalf("the two detectors trained different models: levels %v/%v against %v/%v", a.AnomalousLevel, a.ExtremeLevel, b.AnomalousLevel, b.ExtremeLevel)
+	}
+	var oneAlerts, batchAlerts []string
+	var backlog []ClosedWindow
+	for i := 61; i < 110; i++ {
+		for _, dev := range devices {
+			verdicts, err := one.ScoreWindows(ctx, []ClosedWindow{window(oneStates, dev, i)}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range verdicts[0].Alerts {
+				oneAlerts = append(oneAlerts, a.ID)
+			}
+			backlog = append(backlog, window(batchStates, dev, i))
+		}
+	}
+	verdicts, err := batch.ScoreWindows(ctx, backlog, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range verdicts {
+		for _, a := range v.Alerts {
+			batchAlerts = append(batchAlerts, a.ID)
+		}
+	}
+	if len(oneAlerts) == 0 {
+		t.Fatal("the growing flood raised no alert")
+	}
+	if !slices.Equal(oneAlerts, batchAlerts) {
+		t.Errorf("alerts one window at a time %v, in one batch %v", oneAlerts, batchAlerts)
+	}
+	for _, dev := range devices {
+		if oneStates[dev].baseline != batchStates[dev].baseline {
+			t.Errorf("%s: baseline one window at a time %+v, in one batch %+v", dev, oneStates[dev].baseline, batchStates[dev].baseline)
+		}
 	}
 }

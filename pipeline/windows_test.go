@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/pipeline/incidents"
 )
 
 func TestWindowsCloseAtTheWatermarkAndTrackCommittableOffsets(t *testing.T) {
@@ -99,5 +100,48 @@ func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	closed, _ = p.Add("a", "meter", t0.Add(time.Minute), 1, features.Flow{Dst: 7}, closed[:0])
 	if len(closed) != 1 || closed[0].Vector[features.NewDst] != 0 {
 		t.Fatalf("restored device took its known destination for new: %+v", closed)
+	}
+}
+
+// A device whose records also arrive on a second partition (the reply legs
+// of traffic between registered devices go with the initiator's records)
+// gets its history and baseline there from its checkpoint, but not its open
+// incident: that one belongs to the state on the first partition, and a
+// copy would close it a second time under the same id. The partition that
+// wrote the checkpoint, or a restart, restores the incident as well.
+func TestCheckpointedIncidentStaysWithItsPartition(t *testing.T) {
+	var saved deviceState
+	saved.feat.History.Add(7)
+	saved.baseline.Weight = 12
+	saved.incident.Observe(incidents.Rule{}, incidents.Window{Index: 100, Level: incidents.High, Score: 0.9}, nil)
+	if !saved.incident.Open() {
+		t.Fatal("an extreme window opened no incident")
+	}
+	raw := marshalDevice(&saved)
+	s := &DetectStage{histories: map[string][]byte{"a": raw}, historyFrom: map[string]int32{}, partitions: map[int]*partitionWindows{}}
+	restore := func(part int32) deviceState {
+		d := deviceState{id: "a", profile: "meter"}
+		s.restoreDevice(&d, part)
+		if !d.feat.History.Contains(7) || d.baseline.Weight != 12 {
+			t.Fatalf("partition %d: history or baseline not restored: %+v", part, d.baseline)
+		}
+		return d
+	}
+	if d := restore(1); !d.incident.Open() {
+		t.Fatal("after a restart the checkpoint's open incident was not restored")
+	}
+	s.historyFrom["a"] = 1
+	if d := restore(1); !d.incident.Open() {
+		t.Fatal("the partition that wrote the checkpoint lost its open incident")
+	}
+	if d := restore(2); d.incident.Open() {
+		t.Fatal("a second partition's state of the device took over the first one's open incident")
+	}
+	// Live on another partition of this instance, not yet checkpointed there.
+	delete(s.historyFrom, "a")
+	s.partitions[3] = newPartitionWindows(WindowConfig{}, 3)
+	s.partitions[3].devices["a"] = &deviceState{id: "a"}
+	if d := restore(2); d.incident.Open() {
+		t.Fatal("a device live on partition 3 had its incident copied to partition 2")
 	}
 }

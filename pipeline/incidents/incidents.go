@@ -5,8 +5,17 @@
 // window, or when a lower level is held for longer (the persistent and
 // sustained rules: PK of the last PN windows, SK of the last SN); it is
 // updated while it lasts, when its peak confidence rises; and
-// it closes after M windows without an anomalous one (a window in which the
-// device sent nothing counts as quiet).
+// it closes after M of the device's windows judged quiet in a row, or once
+// the device has sent nothing for Silence windows.
+//
+// Quiet is counted in judged windows, not in minutes: a minute in which the
+// device sent nothing is no evidence that it is back to normal, and the
+// model's thresholds are fitted to incidents counted the same way (its
+// training declusters each device's sequence of judged windows, in which a
+// minute without traffic does not appear). Counted in minutes, a device
+// that sends every few minutes closed its incident during any lull and
+// opened a new one — a second alert for the same episode — at its next
+// window.
 //
 // The state kept per device is a fixed-size value, checkpointed with the
 // device, so a restart or a partition move carries an open incident on
@@ -21,11 +30,15 @@ import (
 )
 
 // Rule is the hysteresis. The zero value means K=2 of N=3 to open, M=5
-// quiet windows to close.
+// quiet windows or an hour (Silence=60 windows) without any to close.
 type Rule struct {
 	K int `yaml:"k"` // anomalous windows among the last N that open an incident
 	N int `yaml:"n"`
-	M int `yaml:"m"` // quiet windows that close it
+	M int `yaml:"m"` // windows judged quiet in a row that close it
+	// Silence is how many windows without any traffic from the device
+	// close its incident: a device that fell silent. Default 60 (an hour
+	// of one-minute windows); at least M.
+	Silence int `yaml:"silence"`
 	// SK elevated windows among the last SN open an incident too (the
 	// sustained rule). The model fits the level of "elevated" to exactly
 	// this statistic (models.SustainedK, models.SustainedN), so the
@@ -52,6 +65,9 @@ func (r Rule) WithDefaults() Rule {
 	if r.M == 0 {
 		r.M = 5
 	}
+	if r.Silence == 0 {
+		r.Silence = DefaultSilence
+	}
 	return r
 }
 
@@ -65,6 +81,8 @@ func (r Rule) Validate() error {
 		return fmt.Errorf("k: must be in [1, n=%d], got %d", r.N, r.K)
 	case r.M < 1:
 		return fmt.Errorf("m: must be at least 1, got %d", r.M)
+	case r.Silence < r.M:
+		return fmt.Errorf("silence: must be at least m=%d windows, got %d", r.M, r.Silence)
 	case r.SK < 0 || r.SK > r.SN || r.SN > 16:
 		return fmt.Errorf("sustained rule: %d of %d windows is not a rule", r.SK, r.SN)
 	case r.PK < 0 || r.PK > r.PN || r.PN > 16:
@@ -72,6 +90,9 @@ func (r Rule) Validate() error {
 	}
 	return nil
 }
+
+// DefaultSilence is Rule.Silence's default: an hour of one-minute windows.
+const DefaultSilence = 60
 
 // Status of an incident event.
 type Status string
@@ -134,14 +155,16 @@ type State struct {
 	peak      float32
 	peakLevel Level
 	seq       uint16
+	quiet     uint16 // windows judged quiet since last (saturating)
 }
 
 // Open reports whether an incident is open.
 func (s *State) Open() bool { return s.open }
 
-// Observe takes the device's next window and returns the event it causes,
-// if any: an opening, an update (a higher peak level) or a closing (the
-// window came after M quiet ones; the incident closes before the window is
+// Observe takes the device's next judged window and returns the event it
+// causes, if any: an opening, an update (a higher peak level) or a closing
+// (the window is the M-th quiet one in a row; or it came after Silence
+// windows without traffic, when the incident closes before the window is
 // considered, and the window may then open the next one).
 func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 	r = r.WithDefaults()
@@ -155,8 +178,17 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 	}
 	s.lastIndex = w.Index
 	if w.Level == Normal && !w.Elevated && !w.Persistent {
+		if s.open {
+			s.quiet = min(s.quiet+1, math.MaxUint16)
+			if int(s.quiet) >= r.M {
+				s.open = false
+				s.seq++
+				out = append(out, s.event(Closed))
+			}
+		}
 		return out
 	}
+	s.quiet = 0
 	if w.Level != Normal || w.Elevated {
 		s.elevated |= 1
 	}
@@ -205,15 +237,15 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 	return out
 }
 
-// Expire closes the open incident if the windows after its newest
-// anomalous one, through index, number at least M: for devices that fell
-// silent, whose next window may never come.
+// Expire closes the open incident if the device has sent nothing in the
+// Silence windows through index: for devices that fell silent, whose next
+// window may never come.
 func (s *State) Expire(r Rule, index int64, out []Event) []Event {
 	return s.expire(r.WithDefaults(), index, out)
 }
 
 func (s *State) expire(r Rule, index int64, out []Event) []Event {
-	if s.open && index-s.last >= int64(r.M) {
+	if s.open && index-s.lastIndex >= int64(r.Silence) {
 		s.open = false
 		s.seq++
 		return append(out, s.event(Closed))
@@ -227,13 +259,15 @@ func (s *State) event(st Status) Event {
 }
 
 // EncodingSize is the length of MarshalBinary's output.
-const EncodingSize = 2 + 8 + 1 + 8 + 8 + 4 + 4 + 1 + 2 + 2 + 2
+const EncodingSize = 2 + 8 + 1 + 8 + 8 + 4 + 4 + 1 + 2 + 2 + 2 + 2
 
-// EncodingSizeV1 and EncodingSizeV2 are the sizes before the elevated and
-// the persistent windows were kept; UnmarshalBinary still reads them.
+// EncodingSizeV1, EncodingSizeV2 and EncodingSizeV3 are the sizes before
+// the elevated windows, the persistent windows and the quiet count were
+// kept; UnmarshalBinary still reads them.
 const (
-	EncodingSizeV1 = EncodingSize - 4
-	EncodingSizeV2 = EncodingSize - 2
+	EncodingSizeV1 = EncodingSize - 6
+	EncodingSizeV2 = EncodingSize - 4
+	EncodingSizeV3 = EncodingSize - 2
 )
 
 // MarshalBinary encodes the state for a checkpoint.
@@ -254,12 +288,13 @@ func (s *State) MarshalBinary() ([]byte, error) {
 	b = binary.BigEndian.AppendUint16(b, s.seq)
 	b = binary.BigEndian.AppendUint16(b, s.elevated)
 	b = binary.BigEndian.AppendUint16(b, s.persist)
+	b = binary.BigEndian.AppendUint16(b, s.quiet)
 	return b, nil
 }
 
 // UnmarshalBinary restores a checkpointed state.
 func (s *State) UnmarshalBinary(b []byte) error {
-	if len(b) != EncodingSize && len(b) != EncodingSizeV1 && len(b) != EncodingSizeV2 {
+	if len(b) != EncodingSize && len(b) != EncodingSizeV1 && len(b) != EncodingSizeV2 && len(b) != EncodingSizeV3 {
 		return fmt.Errorf("incidents: state checkpoint of %d bytes is damaged", len(b))
 	}
 	*s = State{
@@ -276,8 +311,11 @@ func (s *State) UnmarshalBinary(b []byte) error {
 	if len(b) >= EncodingSizeV2 {
 		s.elevated = binary.BigEndian.Uint16(b[38:])
 	}
-	if len(b) == EncodingSize {
+	if len(b) >= EncodingSizeV3 {
 		s.persist = binary.BigEndian.Uint16(b[40:])
+	}
+	if len(b) == EncodingSize {
+		s.quiet = binary.BigEndian.Uint16(b[42:])
 	}
 	return nil
 }

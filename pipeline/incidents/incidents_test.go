@@ -54,21 +54,42 @@ func TestExtremeWindowOpensAloneAndRisingPeakUpdates(t *testing.T) {
 	}
 }
 
-// A device that falls silent has its incident closed by Expire; windows
-// missing in between count as quiet.
-func TestSilenceClosesAndCountsAsQuiet(t *testing.T) {
+// A device that falls silent has its incident closed by Expire once it has
+// sent nothing for Silence windows; minutes without traffic are not quiet
+// windows, so a lull in a sparse device's traffic does not split an
+// episode into two incidents.
+func TestSilenceClosesAndLullsAreNotQuiet(t *testing.T) {
 	var s State
-	run(t, &s, Rule{}, 1, 1)
-	if ev := s.Expire(Rule{}, 104, nil); len(ev) != 0 {
-		t.Fatalf("closed after 3 quiet windows: %+v", ev)
+	r := Rule{Silence: 20}
+	run(t, &s, r, 1, 1)
+	if ev := s.Expire(r, 110, nil); len(ev) != 0 {
+		t.Fatalf("closed after 9 silent windows: %+v", ev)
 	}
-	if ev := s.Expire(Rule{}, 106, nil); len(ev) != 1 || ev[0].Status != Closed {
-		t.Fatalf("not closed after 5 quiet windows: %+v", ev)
+	if ev := s.Expire(r, 121, nil); len(ev) != 1 || ev[0].Status != Closed || ev[0].Last != 101 {
+		t.Fatalf("not closed after 20 silent windows: %+v", ev)
+	}
+	// Anomalous, a lull of 8 minutes, anomalous again: one incident.
+	s = State{}
+	ev := run(t, &s, r, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1, 2, 0, -1, -1, 0, 0, -1, 0)
+	want := []Event{
+		{Status: Opened, Seq: 0, First: 100, Last: 101, Windows: 2, PeakScore: 0.25, PeakLevel: Low},
+		{Status: Updated, Seq: 1, First: 100, Last: 110, Windows: 3, PeakScore: 0.5, PeakLevel: Medium},
+	}
+	if !reflect.DeepEqual(ev, want) {
+		t.Fatalf("events %+v, want %+v", ev, want)
+	}
+	// The fifth window judged quiet closes it, whatever the minutes between.
+	ev = s.Observe(r, Window{Index: 125}, nil)
+	if len(ev) != 1 || ev[0].Status != Closed || ev[0].Last != 110 || ev[0].Windows != 3 {
+		t.Fatalf("closing %+v", ev)
 	}
 	// Two anomalous windows 5 apart are two episodes' worth of nothing.
 	s = State{}
 	if ev := run(t, &s, Rule{}, 1, -1, -1, -1, -1, 1); len(ev) != 0 {
 		t.Fatalf("events %+v", ev)
+	}
+	if err := (Rule{M: 10, Silence: 5}).Validate(); err == nil {
+		t.Fatal("a silence shorter than m accepted")
 	}
 }
 
@@ -118,13 +139,16 @@ func TestSustainedElevatedWindowsOpen(t *testing.T) {
 	}
 	// Still elevated: the incident goes on; then 5 quiet windows close it.
 	ev = s.Observe(r, Window{Index: 214, Score: 0.7, Elevated: true}, nil)
-	ev = s.Observe(r, Window{Index: 220}, ev)
+	for i := range 5 {
+		ev = s.Observe(r, Window{Index: int64(216 + i)}, ev)
+	}
 	if len(ev) != 1 || ev[0].Status != Closed || ev[0].Last != 214 || ev[0].Windows != 7 {
 		t.Fatalf("closing %+v", ev)
 	}
-	// The encodings before elevated and persistent windows were kept (4
-	// and 2 bytes shorter) restore with no such history.
-	s.elevated, s.persist = 0x3ff, 0x7
+	// The encodings before elevated and persistent windows and the quiet
+	// count were kept (6, 4 and 2 bytes shorter) restore with no such
+	// history.
+	s.elevated, s.persist, s.quiet = 0x3ff, 0x7, 3
 	b, _ := s.MarshalBinary()
 	var old State
 	if err := old.UnmarshalBinary(b[:EncodingSizeV1]); err != nil || old.elevated != 0 || old.persist != 0 || old.lastIndex != s.lastIndex {
@@ -133,6 +157,10 @@ func TestSustainedElevatedWindowsOpen(t *testing.T) {
 	var v2 State
 	if err := v2.UnmarshalBinary(b[:EncodingSizeV2]); err != nil || v2.elevated != 0x3ff || v2.persist != 0 {
 		t.Fatalf("v2 checkpoint: %v, %+v", err, v2)
+	}
+	var v3 State
+	if err := v3.UnmarshalBinary(b[:EncodingSizeV3]); err != nil || v3.persist != 0x7 || v3.quiet != 0 {
+		t.Fatalf("v3 checkpoint: %v, %+v", err, v3)
 	}
 	var back State
 	if err := back.UnmarshalBinary(b); err != nil || back != s {
