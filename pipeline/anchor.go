@@ -92,6 +92,9 @@ type AnchorStage struct {
 	// the oldest was cut.
 	pending      []pendingBatch
 	pendingSince time.Time
+	// urgent asks for the open batches to be cut and sealed now, not at
+	// the period's end (SealSoon).
+	urgent chan struct{}
 	stageRun
 }
 
@@ -126,7 +129,21 @@ func NewAnchorStage(cfg AnchorConfig, topics Topics, ledger *ledgerclient.Client
 	leaves := integrity.NewLeafTopic(cfg.Kafka, topics.WithDefaults().Leaves)
 	return &AnchorStage{cfg: cfg, ledger: ledger, metrics: metrics, log: log.With("stage", "anchor"),
 		leaves: leaves, anchors: integrity.NewAnchors(ledger, leaves),
-		batches: map[topicPartition]*batch{}, owned: map[topicPartition]bool{}, stageRun: stageRun{name: "anchoring", log: log}}
+		batches: map[topicPartition]*batch{}, owned: map[topicPartition]bool{}, urgent: make(chan struct{}, 1),
+		stageRun: stageRun{name: "anchoring", log: log}}
+}
+
+// SealSoon asks the stage to cut its open batches and seal them at its
+// next turn (within a quarter of BatchAge) instead of at the period's end.
+// A first model waits for its warm-up history to be sealed before it
+// trains on it, and the detector should not wait a whole period for that;
+// the price is a seal more on the ledger, once per first model. It never
+// blocks.
+func (s *AnchorStage) SealSoon() {
+	select {
+	case s.urgent <- struct{}{}:
+	default:
+	}
 }
 
 // Start joins the group and anchors until ctx ends. The leaf topic is
@@ -212,14 +229,20 @@ func (s *AnchorStage) addAll(ctx context.Context, fetches kgo.Fetches) error {
 			return err
 		}
 	}
+	urgent := false
+	select {
+	case <-s.urgent:
+		urgent = true
+	default:
+	}
 	for tp, b := range s.batches {
-		if len(b.leaves) > 0 && time.Since(b.opened) >= s.cfg.BatchAge {
+		if len(b.leaves) > 0 && (urgent || time.Since(b.opened) >= s.cfg.BatchAge) {
 			if err := s.cut(ctx, tp, b); err != nil {
 				return err
 			}
 		}
 	}
-	if len(s.pending) > 0 && (time.Since(s.pendingSince) >= s.cfg.Period || len(s.pending) >= contract.MaxAnchorsPerTx/2) {
+	if len(s.pending) > 0 && (urgent || time.Since(s.pendingSince) >= s.cfg.Period || len(s.pending) >= contract.MaxAnchorsPerTx/2) {
 		return s.anchorPending(ctx)
 	}
 	return nil

@@ -416,6 +416,13 @@ func (s *DetectStage) restoreDevice(d *deviceState, part int32) {
 // offset then finds histories at least as new; replayed windows re-learn
 // destinations the history already holds, which changes nothing.
 func (s *DetectStage) commit(ctx context.Context) {
+	settled, err := s.detector.Settle(ctx)
+	for _, a := range settled {
+		s.queue(a)
+	}
+	if err != nil {
+		s.log.Warn("first model not trained after its warm-up was verified; will retry", "err", err)
+	}
 	var newest int64
 	for _, p := range s.partitions {
 		for _, a := range s.detector.ExpireIncidents(p, nil) {

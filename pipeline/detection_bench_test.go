@@ -249,7 +249,7 @@ func runDetectionFleet(b *testing.B, f detectionFleet) detectionReport {
 		b.Fatal(err)
 	}
 	summary := &svc.Metrics().Summary
-	for summary.RecordsConsumed.Load() < n && ctx.Err() == nil {
+	for (summary.RecordsConsumed.Load() < n || summary.WindowsHeld.Load() > 0) && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(time.Second) // the last alerts reach the ledger

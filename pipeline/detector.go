@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -185,6 +186,14 @@ type profileState struct {
 	// failed to run.
 	extend  time.Duration
 	retryAt time.Time
+	// verifying receives the result of the warm-up history's
+	// verification, which runs in the background (it waits for the
+	// anchoring stage to seal the warm-up's records, then re-reads and
+	// hashes them): meanwhile the profile's windows are held and every
+	// other profile is scored. verifyRows is how many warm-up rows it
+	// covers.
+	verifying  chan verification
+	verifyRows int
 	// drift compares live windows with the model's training data.
 	drift *models.DriftTracker
 	// seeds are the baselines training left for the warm-up devices,
@@ -410,6 +419,36 @@ func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWi
 	return nil
 }
 
+// Settle trains the first model of every profile whose warm-up history
+// finished verifying in the background — or starts the verification of a
+// warm-up that is complete but waits for one (a retry, or a warm-up
+// lengthened after history that no longer verifies was left out) — and
+// scores the windows it held, returning the alerts they raise. The detection stage calls it at each
+// commit, so that a backlog read to its end before the verification
+// finished is still judged, with no further record to prompt it.
+func (d *Detector) Settle(ctx context.Context) ([]*contract.Alert, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []*contract.Alert
+	for _, name := range slices.Sorted(maps.Keys(d.profiles)) {
+		p := d.profiles[name]
+		if p.model != nil || len(p.warm) == 0 || (p.verifying != nil && len(p.verifying) == 0) {
+			continue // trained, never warmed, or still verifying
+		}
+		if err := d.tryTrain(ctx, name, p); err != nil {
+			return out, err
+		}
+		if p.model != nil && len(p.held) > 0 {
+			alerts, err := d.scoreHeld(ctx, p)
+			if err != nil {
+				return out, err
+			}
+			out = append(out, alerts...)
+		}
+	}
+	return out, nil
+}
+
 // maxHeldWindows bounds the windows held back while a profile warms up
 // (about 250 bytes each): a backlog read far ahead on some partitions
 // beyond that is not scored, and the log says so.
@@ -420,6 +459,8 @@ const maxHeldWindows = 200_000
 func (d *Detector) scoreHeld(ctx context.Context, p *profileState) ([]*contract.Alert, error) {
 	held := p.held
 	p.held = nil
+	d.metrics.WindowsHeld.WithLabelValues(held[0].Profile).Set(0)
+	d.metrics.Summary.WindowsHeld.Add(-int64(len(held)))
 	slices.SortStableFunc(held, func(a, b ClosedWindow) int {
 		if c := a.Start.Compare(b.Start); c != 0 {
 			return c
@@ -684,6 +725,8 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 			w := *cw
 			w.window = nil // recycled by the stage; the vector is what is scored
 			p.held = append(p.held, w)
+			d.metrics.WindowsHeld.WithLabelValues(cw.Profile).Inc()
+			d.metrics.Summary.WindowsHeld.Add(1)
 		case !p.heldFull:
 			p.heldFull = true
 			d.log.Warn("too many windows past the warm-up span while the first model waits for the slowest partition; later ones are not scored",
@@ -699,39 +742,61 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 			p.warmTo = cw.End
 		}
 	}
+	d.metrics.WarmupWindows.WithLabelValues(cw.Profile).Set(float64(len(p.warm)))
+	return held, d.tryTrain(ctx, cw.Profile, p)
+}
+
+// tryTrain trains the profile's first model once its warm-up is complete
+// on every partition and verified.
+func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState) error {
+	span := d.cfg.Warmup + p.extend
 	rows := len(p.warm)
-	d.metrics.WarmupWindows.WithLabelValues(cw.Profile).Set(float64(rows))
 	if rows < d.cfg.MinTrainingWindows {
-		return held, nil
+		return nil
 	}
 	for _, to := range p.partTo {
 		if to.Sub(p.warmFrom) < span {
-			return held, nil
+			return nil
 		}
-	}
-	if time.Now().Before(p.retryAt) {
-		return held, nil // verification failed a moment ago; not on every window
 	}
 	started := time.Now()
 	refs := []string{fmt.Sprintf("warmup:%s:%s/%s", d.topic, p.warmFrom.Format(time.RFC3339), p.warmTo.Format(time.RFC3339))}
 	if d.verifier != nil {
 		// Train only on history proven untampered: the windows' records
 		// must sit in anchored ranges whose roots still match.
-		anchors, excluded, err := d.verifier(ctx, warmRanges(p.warm))
+		if p.verifying == nil {
+			if time.Now().Before(p.retryAt) {
+				return nil // verification failed a moment ago; not on every window
+			}
+			d.verifyInBackground(ctx, p)
+			return nil
+		}
+		var res verification
+		select {
+		case res = <-p.verifying:
+			p.verifying = nil
+		default:
+			return nil // still verifying: the window waits with the others
+		}
+		anchors, excluded, err := res.anchors, res.excluded, res.err
+		// Windows of the span that arrived while it ran are not among
+		// the verified ranges: they do not train.
+		p.warm = p.warm[:p.verifyRows]
+		rows = len(p.warm)
 		if err != nil {
 			p.retryAt = time.Now().Add(d.verifyRetry)
 			d.log.Error("first model not trained: its warm-up history could not be verified; still warming up",
-				"profile", cw.Profile, "windows", rows, "err", err, "retry_in", d.verifyRetry)
-			return held, nil
+				"profile", profile, "windows", rows, "err", err, "retry_in", d.verifyRetry)
+			return nil
 		}
 		if len(excluded) > 0 {
 			// Quarantine what no longer matches its anchors (the audit
 			// raises the integrity alerts) and train on the rest.
 			kept := excludeRows(p.warm, excluded)
 			dropped := len(p.warm) - len(kept)
-			d.metrics.TrainingExcluded.WithLabelValues(cw.Profile).Add(float64(dropped))
+			d.metrics.TrainingExcluded.WithLabelValues(profile).Add(float64(dropped))
 			d.log.Warn("warm-up history that does not verify against its anchors is left out of training",
-				"profile", cw.Profile, "ranges", len(excluded), "windows_excluded", dropped, "windows_kept", len(kept), "first_range", excluded[0])
+				"profile", profile, "ranges", len(excluded), "windows_excluded", dropped, "windows_kept", len(kept), "first_range", excluded[0])
 			if len(kept) < d.cfg.MinTrainingWindows {
 				// Warm up for longer, by the share of the span lost, so
 				// that the model still learns from about Warmup of
@@ -750,10 +815,12 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 						stillHeld = append(stillHeld, w)
 					}
 				}
+				d.metrics.Summary.WindowsHeld.Add(int64(len(stillHeld) - len(p.held)))
 				p.held = stillHeld
+				d.metrics.WindowsHeld.WithLabelValues(profile).Set(float64(len(p.held)))
 				d.log.Warn("too few verified warm-up windows: the warm-up is extended to collect verified history",
-					"profile", cw.Profile, "verified_windows", len(kept), "extended_by", more.String(), "warm_up", (d.cfg.Warmup + p.extend).String())
-				return held, nil
+					"profile", profile, "verified_windows", len(kept), "extended_by", more.String(), "warm_up", (d.cfg.Warmup + p.extend).String())
+				return nil
 			}
 			p.warm = kept
 		}
@@ -762,25 +829,25 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 	m, seeds, err := models.TrainBehaviour(warmSeries(p.warm), models.BehaviourOptions{
 		Forest: iforest.Config{
 			Trees: d.cfg.Trees, Subsample: d.cfg.Subsample, Extension: d.cfg.Extension,
-			Seed: d.cfg.Seed ^ stableHash(cw.Profile),
+			Seed: d.cfg.Seed ^ stableHash(profile),
 		},
 		Budget:       d.cfg.Budget(),
-		Profile:      cw.Profile,
+		Profile:      profile,
 		TrainingData: refs,
 	})
 	if errors.Is(err, models.ErrTooFewWindows) {
-		d.log.Warn("first model not trained yet: too few windows; still warming up", "profile", cw.Profile, "err", err)
-		return held, nil
+		d.log.Warn("first model not trained yet: too few windows; still warming up", "profile", profile, "err", err)
+		return nil
 	}
 	if err != nil {
-		return held, fmt.Errorf("train first model of %s: %w", cw.Profile, err)
+		return fmt.Errorf("train first model of %s: %w", profile, err)
 	}
 	active, err := d.store.Bootstrap(ctx, m, refs)
 	if err != nil {
-		return held, fmt.Errorf("bootstrap model of %s: %w", cw.Profile, err)
+		return fmt.Errorf("bootstrap model of %s: %w", profile, err)
 	}
 	d.log.Info("trained first model on verified warm-up traffic",
-		"profile", cw.Profile, "windows", rows, "training_refs", len(refs), "event_time_span", p.warmTo.Sub(p.warmFrom).String(),
+		"profile", profile, "windows", rows, "training_refs", len(refs), "event_time_span", p.warmTo.Sub(p.warmFrom).String(),
 		"took", time.Since(started).Round(time.Millisecond).String(),
 		"levels", fmt.Sprintf("extreme %.2f, anomalous %.2f, persistent %.2f, elevated %.2f",
 			m.Behaviour.ExtremeLevel, m.Behaviour.AnomalousLevel, m.Behaviour.PersistentLevel, m.Behaviour.SustainedLevel))
@@ -788,8 +855,8 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 	if active.Hash() == m.Hash() {
 		p.seeds = seeds
 	}
-	d.activate(cw.Profile, p, active, "registered and promoted on the ledger")
-	return held, nil
+	d.activate(profile, p, active, "registered and promoted on the ledger")
+	return nil
 }
 
 // warmSeries groups warm-up rows into each device's windows in time order,
@@ -810,6 +877,25 @@ func warmSeries(rows []warmRow) []models.DeviceSeries {
 		s.Vectors = append(s.Vectors, r.vector)
 	}
 	return out
+}
+
+// verification is the outcome of a HistoryVerifier run.
+type verification struct {
+	anchors  []string
+	excluded []integrity.OffsetRange
+	err      error
+}
+
+// verifyInBackground starts verifying the profile's warm-up rows so far;
+// the profile's next window, or Settle, collects the result.
+func (d *Detector) verifyInBackground(ctx context.Context, p *profileState) {
+	ranges := warmRanges(p.warm)
+	done := make(chan verification, 1)
+	p.verifying, p.verifyRows = done, len(p.warm)
+	go func() {
+		anchors, excluded, err := d.verifier(ctx, ranges)
+		done <- verification{anchors: anchors, excluded: excluded, err: err}
+	}()
 }
 
 // verifyRetry is how long a profile waits to verify its warm-up history

@@ -91,7 +91,7 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	summary := &svc.Metrics().Summary
-	for summary.RecordsConsumed.Load() < stats.Records && ctx.Err() == nil {
+	for (summary.RecordsConsumed.Load() < stats.Records || summary.WindowsHeld.Load() > 0) && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// The audit finds tampered history in its own time.

@@ -60,7 +60,15 @@ func TestIntegrityFindingInWarmupDoesNotStopDetection(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(integrityAlerts) > 0 && m.Summary.WindowsScored.Load() > 0 {
+		// The first models train as each profile's warm-up verifies, in
+		// the background: wait for every profile to be judging.
+		scoring := 0
+		for _, p := range []string{"meter", "camera", "plc", "gateway"} {
+			if testutil.ToFloat64(m.WindowsScored.WithLabelValues(p)) > 0 {
+				scoring++
+			}
+		}
+		if len(integrityAlerts) > 0 && scoring == 4 && m.Summary.WindowsHeld.Load() == 0 {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)

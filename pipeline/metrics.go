@@ -40,6 +40,7 @@ type Metrics struct {
 	DeviceBaseline   *prometheus.GaugeVec   // device, feature (watched devices only)
 	DeviceAlerts     *prometheus.GaugeVec   // device, kind (watched devices only)
 	WarmupWindows    *prometheus.GaugeVec   // profile
+	WindowsHeld      *prometheus.GaugeVec   // profile
 	TrainingExcluded *prometheus.CounterVec // profile
 	ModelsRefused    *prometheus.CounterVec // profile
 	// Sinks are the outbox's and the sink queues' metrics.
@@ -55,7 +56,9 @@ type Summary struct {
 	RecordsConsumed atomic.Int64
 	RecordsRejected atomic.Int64
 	WindowsScored   atomic.Int64
-	AnchorsWritten  atomic.Int64
+	// WindowsHeld are windows waiting for their profile's first model.
+	WindowsHeld    atomic.Int64
+	AnchorsWritten atomic.Int64
 	// RecordsAudited are anchored records the continuous audit re-read
 	// and found matching their anchor.
 	RecordsAudited atomic.Int64
@@ -131,6 +134,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeviceAlerts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_device_alerts",
 			Help: "Alerts raised for a watched device since it has been watched, by kind."}, []string{"device", "kind"}),
 		WarmupWindows: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_warmup_windows", Help: "Windows collected for a profile's first model."}, []string{"profile"}),
+		WindowsHeld:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_windows_held", Help: "Windows past a profile's warm-up span waiting for its first model to be verified and trained; scored once it is."}, []string{"profile"}),
 		ModelsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_models_refused_total",
 			Help: "Promoted models not swapped in: artifact missing, altered since registration, or of another feature schema (the current model keeps scoring)."}, []string{"profile"}),
 		TrainingExcluded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_training_windows_excluded_total",
@@ -142,6 +146,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts, m.AnomalousWindows, m.WindowsUnscored, m.Incidents,
 		m.Anchors, m.AnchoredRecords, m.AuditedRecords, m.AuditRounds, m.AuditLastRound, m.IntegrityFinds, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.OpenWindows,
 		m.ModelInfo, m.ModelThreshold, m.ModelCreated, m.FeatureDrift, m.TopDevices,
-		m.DeviceScore, m.DeviceFeature, m.DeviceBaseline, m.DeviceAlerts, m.WarmupWindows, m.TrainingExcluded, m.ModelsRefused, m.LedgerTx)
+		m.DeviceScore, m.DeviceFeature, m.DeviceBaseline, m.DeviceAlerts, m.WarmupWindows, m.WindowsHeld, m.TrainingExcluded, m.ModelsRefused, m.LedgerTx)
 	return m
 }
