@@ -137,8 +137,8 @@ func NewAnchorStage(cfg AnchorConfig, topics Topics, ledger *ledgerclient.Client
 // next turn (within a quarter of BatchAge) instead of at the period's end.
 // A first model waits for its warm-up history to be sealed before it
 // trains on it, and the detector should not wait a whole period for that;
-// the price is a seal more on the ledger, once per first model. It never
-// blocks.
+// the price is a seal or two more on the ledger per first model (the
+// verifier asks only while it waits). It never blocks.
 func (s *AnchorStage) SealSoon() {
 	select {
 	case s.urgent <- struct{}{}:

@@ -145,9 +145,9 @@ func (s *Service) Start(ctx context.Context) error {
 	s.modelTopic = NewModelTopic(s.cfg.Kafka, s.cfg.Topics.Models)
 	store := &ModelStore{Dir: s.cfg.ModelDir, Ledger: s.ledger, Share: s.modelTopic}
 	// The warm-up's newest records sit in the anchoring stage's open
-	// batches until the period's seal: the verifier asks for them to be
-	// sealed now.
-	verifier := sealingSoon(integrity.NewHistoryVerifier(s.ledger, s.cfg.Kafka, s.cfg.Topics.Flows, s.cfg.Topics.Leaves, 2*time.Minute),
+	// batches until the period's seal: while the verifier waits for them,
+	// it asks for them to be sealed now.
+	verifier := integrity.NewHistoryVerifier(s.ledger, s.cfg.Kafka, s.cfg.Topics.Flows, s.cfg.Topics.Leaves, 2*time.Minute,
 		func() {
 			if s.anchor != nil {
 				s.anchor.SealSoon()
@@ -323,31 +323,4 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		errs = append(errs, s.dlq.Close())
 	}
 	return errors.Join(errs...)
-}
-
-// sealingSoon wraps a history verifier so that, while it runs, the
-// anchoring stage is asked every half second to seal what it holds
-// (AnchorStage.SealSoon): the verifier waits for the ranges it checks to
-// be sealed, and the anchoring stage may not have read them all at the
-// first request.
-func sealingSoon(v integrity.HistoryVerifier, sealSoon func()) integrity.HistoryVerifier {
-	return func(ctx context.Context, ranges []integrity.OffsetRange) ([]string, []integrity.OffsetRange, error) {
-		done := make(chan struct{})
-		defer close(done)
-		go func() {
-			t := time.NewTicker(500 * time.Millisecond)
-			defer t.Stop()
-			for {
-				sealSoon()
-				select {
-				case <-done:
-					return
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-			}
-		}()
-		return v(ctx, ranges)
-	}
 }

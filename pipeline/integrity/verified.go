@@ -28,8 +28,11 @@ type HistoryVerifier func(ctx context.Context, ranges []OffsetRange) (verified [
 
 // NewHistoryVerifier verifies ranges of topic against its anchors, listed
 // with the batch index in leafTopic (empty: DefaultLeafTopic), waiting up
-// to wait for the anchoring stage to catch up.
-func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster, topic, leafTopic string, wait time.Duration) HistoryVerifier {
+// to wait for the anchoring stage to catch up. While it waits for a range
+// to be sealed it calls sealSoon (when not nil) every poll, so that an
+// anchoring stage in the same process seals what it holds now rather than
+// at its period's end.
+func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster, topic, leafTopic string, wait time.Duration, sealSoon func()) HistoryVerifier {
 	return func(ctx context.Context, ranges []OffsetRange) ([]string, []OffsetRange, error) {
 		var ids []string
 		var excluded []OffsetRange
@@ -52,6 +55,9 @@ func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster,
 				}
 				if time.Now().After(deadline) {
 					return nil, nil, fmt.Errorf("%s/%d is not anchored up to offset %d after %s", topic, r.Partition, r.Last, wait)
+				}
+				if sealSoon != nil {
+					sealSoon()
 				}
 				select {
 				case <-ctx.Done():
