@@ -29,6 +29,7 @@ type Metrics struct {
 	StageLatency     *prometheus.HistogramVec // stage
 	ConsumerLag      *prometheus.GaugeVec     // group, topic, partition
 	TrackedDevices   prometheus.Gauge
+	SplitDevices     prometheus.Gauge
 	OpenWindows      prometheus.Gauge
 	ModelInfo        *prometheus.GaugeVec   // profile, hash, algorithm
 	ModelThreshold   *prometheus.GaugeVec   // profile
@@ -116,6 +117,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"stage"}),
 		ConsumerLag:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_consumer_lag", Help: "Records between a group's position and the partition's high-water mark."}, []string{"group", "topic", "partition"}),
 		TrackedDevices: prometheus.NewGauge(prometheus.GaugeOpts{Name: "chainwatch_tracked_devices", Help: "Devices with state in this instance."}),
+		SplitDevices: prometheus.NewGauge(prometheus.GaugeOpts{Name: "chainwatch_devices_on_several_partitions",
+			Help: "Devices of this instance whose flows arrive on more than one partition (records not keyed by device; a few are the victims of scans and lateral movement, whose reply legs travel with the attacker's records)."}),
 		OpenWindows:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "chainwatch_open_windows", Help: "Device windows not yet closed."}),
 		ModelInfo:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_info", Help: "The active model of each profile (value 1)."}, []string{"profile", "hash", "algorithm"}),
 		ModelThreshold: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_threshold", Help: "Alert threshold (score) of each profile's active model."}, []string{"profile"}),
@@ -144,7 +147,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}, []string{"function", "result"}),
 	}
 	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts, m.AnomalousWindows, m.WindowsUnscored, m.Incidents,
-		m.Anchors, m.AnchoredRecords, m.AuditedRecords, m.AuditRounds, m.AuditLastRound, m.IntegrityFinds, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.OpenWindows,
+		m.Anchors, m.AnchoredRecords, m.AuditedRecords, m.AuditRounds, m.AuditLastRound, m.IntegrityFinds, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.SplitDevices, m.OpenWindows,
 		m.ModelInfo, m.ModelThreshold, m.ModelCreated, m.FeatureDrift, m.TopDevices,
 		m.DeviceScore, m.DeviceFeature, m.DeviceBaseline, m.DeviceAlerts, m.WarmupWindows, m.WindowsHeld, m.TrainingExcluded, m.ModelsRefused, m.LedgerTx)
 	return m

@@ -1,8 +1,15 @@
 package pipeline
 
 import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/chainwatch/chainwatch/pipeline/incidents"
@@ -143,5 +150,48 @@ func TestCheckpointedIncidentStaysWithItsPartition(t *testing.T) {
 	s.partitions[3].devices["a"] = &deviceState{id: "a"}
 	if d := restore(2); d.incident.Open() {
 		t.Fatal("a device live on partition 3 had its incident copied to partition 2")
+	}
+}
+
+// Records not keyed by device put each device's flows on every partition:
+// the stage counts such devices and says so once they are most of them;
+// an attack's few victims, whose reply legs travel with the attacker's
+// records, are counted but raise nothing.
+func TestRecordsNotKeyedByDeviceAreReported(t *testing.T) {
+	var logged bytes.Buffer
+	s := &DetectStage{metrics: NewMetrics(prometheus.NewRegistry()), log: slog.New(slog.NewTextHandler(&logged, nil)),
+		partitions: map[int]*partitionWindows{}}
+	for part := range 4 {
+		s.partitions[part] = newPartitionWindows(WindowConfig{}, int32(part))
+	}
+	track := func(part int, id string) { s.partitions[part].devices[id] = &deviceState{id: id} }
+	// Keyed: 40 devices, ten per partition, and three victims of a scan
+	// from partition 0 seen there too.
+	for i := range 40 {
+		track(i%4, fmt.Sprintf("d-%02d", i))
+	}
+	for _, v := range []string{"d-01", "d-02", "d-03"} {
+		track(0, v)
+	}
+	s.checkKeying()
+	if n := testutil.ToFloat64(s.metrics.SplitDevices); n != 3 {
+		t.Fatalf("%v devices on several partitions, want the 3 victims", n)
+	}
+	if logged.Len() != 0 {
+		t.Fatalf("victims of a scan reported as unkeyed records: %s", logged.String())
+	}
+	// Round-robin: every device on every partition.
+	for i := range 40 {
+		for part := range 4 {
+			track(part, fmt.Sprintf("d-%02d", i))
+		}
+	}
+	s.checkKeying()
+	s.checkKeying()
+	if n := testutil.ToFloat64(s.metrics.SplitDevices); n != 40 {
+		t.Fatalf("%v devices on several partitions, want 40", n)
+	}
+	if c := strings.Count(logged.String(), "records are not keyed by device"); c != 1 {
+		t.Fatalf("said %d times, want once: %s", c, logged.String())
 	}
 }
