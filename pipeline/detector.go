@@ -779,16 +779,16 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 			return nil // still verifying: the window waits with the others
 		}
 		anchors, excluded, err := res.anchors, res.excluded, res.err
-		// Windows of the span that arrived while it ran are not among
-		// the verified ranges: they do not train.
-		p.warm = p.warm[:p.verifyRows]
-		rows = len(p.warm)
 		if err != nil {
 			p.retryAt = time.Now().Add(d.verifyRetry)
 			d.log.Error("first model not trained: its warm-up history could not be verified; still warming up",
 				"profile", profile, "windows", rows, "err", err, "retry_in", d.verifyRetry)
-			return nil
+			return nil // the next verification covers every row
 		}
+		// Windows of the span that arrived while it ran are not among
+		// the verified ranges: they do not train.
+		p.warm = p.warm[:p.verifyRows]
+		rows = len(p.warm)
 		if len(excluded) > 0 {
 			// Quarantine what no longer matches its anchors (the audit
 			// raises the integrity alerts) and train on the rest.
