@@ -216,11 +216,13 @@ func TestModelOfAnotherSchemaLeavesItsProfileUnscored(t *testing.T) {
 
 // A batch holding several windows of one device — a backlog read faster
 // than real time, or the windows held during a warm-up — is judged as the
-// same windows one at a time would be: each against the baseline its
+// same windows minute by minute would be: each against the baseline its
 // device's earlier windows taught, as in training.
 func TestBatchJudgesADevicesWindowsInTurn(t *testing.T) {
 	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
-	devices := []string{"m-1", "m-2", "m-3"}
+	// Two devices: fewer than a cohort (models.MinCohort), so that each is
+	// judged on its own baseline alone and a stale one shows.
+	devices := []string{"m-1", "m-2"}
 	newDetector := func() (*Detector, map[string]*deviceState) {
 		led, err := embedded.Open(filepath.Join(t.TempDir(), "ledger"), embedded.Options{})
 		if err != nil {
@@ -275,15 +277,21 @@ func TestBatchJudgesADevicesWindowsInTurn(t *testing.T) {
 	var oneAlerts, batchAlerts []string
 	var backlog []ClosedWindow
 	for i := 61; i < 110; i++ {
+		// A minute's windows close together (one cohort), minute by
+		// minute; the backlog holds them all.
+		var minute []ClosedWindow
 		for _, dev := range devices {
-			verdicts, err := one.ScoreWindows(ctx, []ClosedWindow{window(oneStates, dev, i)}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, a := range verdicts[0].Alerts {
+			minute = append(minute, window(oneStates, dev, i))
+			backlog = append(backlog, window(batchStates, dev, i))
+		}
+		verdicts, err := one.ScoreWindows(ctx, minute, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range verdicts {
+			for _, a := range v.Alerts {
 				oneAlerts = append(oneAlerts, a.ID)
 			}
-			backlog = append(backlog, window(batchStates, dev, i))
 		}
 	}
 	verdicts, err := batch.ScoreWindows(ctx, backlog, nil)
