@@ -220,8 +220,6 @@ func TestModelOfAnotherSchemaLeavesItsProfileUnscored(t *testing.T) {
 // device's earlier windows taught, as in training.
 func TestBatchJudgesADevicesWindowsInTurn(t *testing.T) {
 	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
-	// Two devices: fewer than a cohort (models.MinCohort), so that each is
-	// judged on its own baseline alone and a stale one shows.
 	devices := []string{"m-1", "m-2"}
 	newDetector := func() (*Detector, map[string]*deviceState) {
 		led, err := embedded.Open(filepath.Join(t.TempDir(), "ledger"), embedded.Options{})
@@ -274,35 +272,33 @@ func TestBatchJudgesADevicesWindowsInTurn(t *testing.T) {
 	if a, b := one.Model("meter").Behaviour, batch.Model("meter").Behaviour; a.AnomalousLevel != b.AnomalousLevel || a.ExtremeLevel != b.ExtremeLevel {
 		t.Fatalf("the two detectors trained different models: levels %v/%v against %v/%v", a.AnomalousLevel, a.ExtremeLevel, b.AnomalousLevel, b.ExtremeLevel)
 	}
-	var oneAlerts, batchAlerts []string
+	// The alerts a detector raises on some windows, by id.
+	judge := func(d *Detector, ws []ClosedWindow) []string {
+		verdicts, err := d.ScoreWindows(ctx, ws, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, v := range verdicts {
+			for _, a := range v.Alerts {
+				ids = append(ids, a.ID)
+			}
+		}
+		return ids
+	}
+	var oneAlerts []string
 	var backlog []ClosedWindow
 	for i := 61; i < 110; i++ {
-		// A minute's windows close together (one cohort), minute by
-		// minute; the backlog holds them all.
+		// A minute's windows close together, minute by minute; the
+		// backlog holds them all.
 		var minute []ClosedWindow
 		for _, dev := range devices {
 			minute = append(minute, window(oneStates, dev, i))
 			backlog = append(backlog, window(batchStates, dev, i))
 		}
-		verdicts, err := one.ScoreWindows(ctx, minute, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, v := range verdicts {
-			for _, a := range v.Alerts {
-				oneAlerts = append(oneAlerts, a.ID)
-			}
-		}
+		oneAlerts = append(oneAlerts, judge(one, minute)...)
 	}
-	verdicts, err := batch.ScoreWindows(ctx, backlog, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range verdicts {
-		for _, a := range v.Alerts {
-			batchAlerts = append(batchAlerts, a.ID)
-		}
-	}
+	batchAlerts := judge(batch, backlog)
 	if len(oneAlerts) == 0 {
 		t.Fatal("the growing flood raised no alert")
 	}
