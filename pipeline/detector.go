@@ -851,6 +851,13 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 		"took", time.Since(started).Round(time.Millisecond).String(),
 		"levels", fmt.Sprintf("extreme %.2f, anomalous %.2f, persistent %.2f, elevated %.2f",
 			m.Behaviour.ExtremeLevel, m.Behaviour.AnomalousLevel, m.Behaviour.PersistentLevel, m.Behaviour.SustainedLevel))
+	if span := p.warmTo.Sub(p.warmFrom); span < dailyCycle {
+		// Device baselines follow a gradual daily cycle; a step the
+		// warm-up never showed (business hours starting, a night-time
+		// backup) is judged anomalous on every device that takes it.
+		d.log.Warn("first model trained on less than a day of traffic: behaviour of other hours of the day that changes abruptly (business hours, scheduled jobs) will raise incidents until a model trained on a whole day is promoted",
+			"profile", profile, "event_time_span", span.String(), "setting", "detector.warmup")
+	}
 	p.warm, p.partTo = nil, nil
 	if active.Hash() == m.Hash() {
 		p.seeds = seeds
@@ -878,6 +885,10 @@ func warmSeries(rows []warmRow) []models.DeviceSeries {
 	}
 	return out
 }
+
+// dailyCycle is the span of history that shows a model every hour of the
+// day.
+const dailyCycle = 24 * time.Hour
 
 // verification is the outcome of a HistoryVerifier run.
 type verification struct {
