@@ -308,8 +308,8 @@ func (s *AnchorStage) cut(ctx context.Context, tp topicPartition, b *batch) erro
 	if a.LastTimestamp.Before(a.FirstTimestamp) {
 		a.LastTimestamp = a.FirstTimestamp // producer clocks may step back
 	}
-	id := contract.AnchorID(a.Stream, a.Partition, a.FirstOffset, a.LastOffset)
-	if err := s.retry(ctx, "keeping leaf hashes", func() error { return s.leaves.Put(ctx, id, b.leaves) }); err != nil {
+	a.ID = contract.AnchorID(a.Stream, a.Partition, a.FirstOffset, a.LastOffset)
+	if err := s.retry(ctx, "keeping leaf hashes", func() error { return s.leaves.Put(ctx, a.ID, b.leaves) }); err != nil {
 		return err
 	}
 	if len(s.pending) == 0 {
@@ -330,7 +330,6 @@ func (s *AnchorStage) anchorPending(ctx context.Context) error {
 	anchors := make([]contract.Anchor, len(s.pending))
 	for i, p := range s.pending {
 		anchors[i] = p.anchor
-		anchors[i].ID = contract.AnchorID(p.anchor.Stream, p.anchor.Partition, p.anchor.FirstOffset, p.anchor.LastOffset)
 	}
 	seal, err := integrity.NewSeal(time.Now(), anchors)
 	if err != nil {

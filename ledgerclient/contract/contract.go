@@ -183,10 +183,17 @@ func putJSON(s State, key string, v any) error {
 	return s.Put(key, raw)
 }
 
+// listJSON decodes the values under prefix that keep accepts (nil: all).
 func listJSON[T any](s State, prefix string, keep func(*T) bool) ([]T, error) {
+	return rangeJSON(s, prefix, prefixEnd(prefix), keep, 0)
+}
+
+// rangeJSON decodes the values of the keys in [start, end), in key order,
+// that keep accepts (nil: all), stopping at limit of them (0: no limit).
+func rangeJSON[T any](s State, start, end string, keep func(*T) bool, limit int) ([]T, error) {
 	var out []T
 	var decodeErr error
-	err := s.Range(prefix, prefixEnd(prefix), func(key string, raw []byte) bool {
+	err := s.Range(start, end, func(key string, raw []byte) bool {
 		var v T
 		if decodeErr = json.Unmarshal(raw, &v); decodeErr != nil {
 			decodeErr = fmt.Errorf("decode %s: %w", key, decodeErr)
@@ -195,7 +202,7 @@ func listJSON[T any](s State, prefix string, keep func(*T) bool) ([]T, error) {
 		if keep == nil || keep(&v) {
 			out = append(out, v)
 		}
-		return true
+		return limit <= 0 || len(out) < limit
 	})
 	if err == nil {
 		err = decodeErr

@@ -1,7 +1,6 @@
 package contract
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -108,21 +107,7 @@ func ListSeals(tx Tx, a ListSealsArgs) ([]Seal, error) {
 	if a.After != "" {
 		start = keySeal + a.After + "\x00"
 	}
-	var out []Seal
-	var decodeErr error
-	err := tx.State.Range(start, prefixEnd(keySeal), func(key string, raw []byte) bool {
-		var s Seal
-		if decodeErr = json.Unmarshal(raw, &s); decodeErr != nil {
-			decodeErr = fmt.Errorf("decode %s: %w", key, decodeErr)
-			return false
-		}
-		out = append(out, s)
-		return len(out) < limit
-	})
-	if err == nil {
-		err = decodeErr
-	}
-	return out, err
+	return rangeJSON[Seal](tx.State, start, prefixEnd(keySeal), nil, limit)
 }
 
 // NewSealID is the id of a seal made at t with the given random suffix.

@@ -186,11 +186,13 @@ func (x *Anchors) lookup(ctx context.Context, ids []string) (map[string]contract
 	defer x.mu.Unlock()
 	var missing []string
 	for _, id := range ids {
-		if _, ok := x.seals[id]; !ok && !slices.Contains(missing, id) {
+		if _, ok := x.seals[id]; !ok {
 			missing = append(missing, id)
 		}
 	}
+	// A seal holds many batches: its id comes once per batch.
 	slices.Sort(missing)
+	missing = slices.Compact(missing)
 	if len(missing) > 8 {
 		ms, err := strconv.ParseInt(missing[0][:min(13, len(missing[0]))], 10, 64)
 		if err == nil {

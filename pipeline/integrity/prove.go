@@ -85,10 +85,7 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.
 		}
 		batch := a.Anchor
 		batch.TxID, batch.AnchoredBy, batch.AnchoredAt = "", "", time.Time{}
-		p.Seal = &SealProof{ID: a.Seal, Root: seal.Root, Batch: batch, BatchIndex: i, BatchCount: n}
-		for _, h := range path {
-			p.Seal.AuditPath = append(p.Seal.AuditPath, hex.EncodeToString(h[:]))
-		}
+		p.Seal = &SealProof{ID: a.Seal, Root: seal.Root, Batch: batch, BatchIndex: i, BatchCount: n, AuditPath: hexPath(path)}
 	}
 	conn, err := cluster.DialLeader(ctx, topic, int(partition))
 	if err != nil {
@@ -139,9 +136,7 @@ func (p *RecordProof) complete(leaves [][32]byte, a contract.Anchor) (*RecordPro
 	p.LeafCount = len(leaves)
 	leaf := leaves[p.LeafIndex]
 	p.LeafHash = hex.EncodeToString(leaf[:])
-	for _, h := range InclusionProof(leaves, p.LeafIndex) {
-		p.AuditPath = append(p.AuditPath, hex.EncodeToString(h[:]))
-	}
+	p.AuditPath = hexPath(InclusionProof(leaves, p.LeafIndex))
 	if err := p.Check(); err != nil {
 		return nil, fmt.Errorf("the record at offset %d no longer matches anchor %s: %w", p.Offset, a.ID, err)
 	}
@@ -190,18 +185,8 @@ func (p *RecordProof) Check() error {
 	if err != nil {
 		return err
 	}
-	root, err := decodeHash(p.Seal.Root)
-	if err != nil {
-		return fmt.Errorf("seal root: %w", err)
-	}
-	path := make([][32]byte, len(p.Seal.AuditPath))
-	for i, h := range p.Seal.AuditPath {
-		if path[i], err = decodeHash(h); err != nil {
-			return fmt.Errorf("seal audit_path[%d]: %w", i, err)
-		}
-	}
-	if !VerifyInclusion(leaf, p.Seal.BatchIndex, p.Seal.BatchCount, path, root) {
-		return fmt.Errorf("the seal's audit path does not lead from batch %d of %d to seal root %s", p.Seal.BatchIndex, p.Seal.BatchCount, p.Seal.Root)
+	if err := verifyHexPath(leaf, p.Seal.BatchIndex, p.Seal.BatchCount, p.Seal.AuditPath, p.Seal.Root); err != nil {
+		return fmt.Errorf("seal: %w", err)
 	}
 	return nil
 }
@@ -212,18 +197,33 @@ func (p *RecordProof) checkRecord() error {
 	if hex.EncodeToString(leaf[:]) != p.LeafHash {
 		return fmt.Errorf("the record does not hash to the proof's leaf hash")
 	}
-	root, err := decodeHash(p.MerkleRoot)
-	if err != nil {
-		return fmt.Errorf("merkle_root: %w", err)
+	return verifyHexPath(leaf, p.LeafIndex, p.LeafCount, p.AuditPath, p.MerkleRoot)
+}
+
+// hexPath is an audit path as a proof carries it.
+func hexPath(path [][32]byte) []string {
+	out := make([]string, len(path))
+	for i, h := range path {
+		out[i] = hex.EncodeToString(h[:])
 	}
-	path := make([][32]byte, len(p.AuditPath))
-	for i, h := range p.AuditPath {
-		if path[i], err = decodeHash(h); err != nil {
-			return fmt.Errorf("audit_path[%d]: %w", i, err)
+	return out
+}
+
+// verifyHexPath checks that leaf sits at index i of a tree of n leaves
+// with the given root, path and root as a proof carries them (hex).
+func verifyHexPath(leaf [32]byte, i, n int, hexPath []string, hexRoot string) error {
+	root, err := decodeHash(hexRoot)
+	if err != nil {
+		return fmt.Errorf("root: %w", err)
+	}
+	path := make([][32]byte, len(hexPath))
+	for k, h := range hexPath {
+		if path[k], err = decodeHash(h); err != nil {
+			return fmt.Errorf("audit_path[%d]: %w", k, err)
 		}
 	}
-	if !VerifyInclusion(leaf, p.LeafIndex, p.LeafCount, path, root) {
-		return fmt.Errorf("the audit path does not lead from leaf %d of %d to root %s", p.LeafIndex, p.LeafCount, p.MerkleRoot)
+	if !VerifyInclusion(leaf, i, n, path, root) {
+		return fmt.Errorf("the audit path does not lead from leaf %d of %d to root %s", i, n, hexRoot)
 	}
 	return nil
 }
