@@ -57,14 +57,17 @@ func (c DetectConfig) withDefaults() DetectConfig {
 // newest record whose every window has been closed and whose alerts every
 // sink has accepted.
 type DetectStage struct {
-	cfg      DetectConfig
-	registry *Registry
-	detector *Detector
-	outbox   AlertQueue
-	state    *StateStore
-	dlq      *DeadLetter
-	metrics  *Metrics
-	log      *slog.Logger
+	cfg DetectConfig
+	// trustRetained is set once the first assignment has kept the
+	// restored trust episodes of this instance's partitions.
+	trustRetained bool
+	registry      *Registry
+	detector      *Detector
+	outbox        AlertQueue
+	state         *StateStore
+	dlq           *DeadLetter
+	metrics       *Metrics
+	log           *slog.Logger
 
 	consumer   *groupConsumer
 	partitions map[int]*partitionWindows
@@ -146,6 +149,8 @@ func (s *DetectStage) partitionsAssigned(ctx context.Context, parts []topicParti
 		return
 	}
 	maps.Copy(s.histories, st.histories)
+	episodes := s.trust.assigned(st.trust, s.cfg.Topics.Flows, parts, !s.trustRetained)
+	s.trustRetained = true
 	if stream, err := integrity.TopicStream(ctx, s.cfg.Kafka, s.cfg.Topics.Flows); err == nil {
 		s.stream = stream
 	} else {
@@ -162,7 +167,8 @@ func (s *DetectStage) partitionsAssigned(ctx context.Context, parts []topicParti
 			s.restored[tp.partition] = cp
 		}
 	}
-	s.log.Info("partitions assigned", "partitions", len(parts), "checkpoints", len(s.restored), "device_histories", len(st.histories))
+	s.log.Info("partitions assigned", "partitions", len(parts), "checkpoints", len(s.restored), "device_histories", len(st.histories),
+		"trust_episodes", episodes)
 }
 
 // partitionsRevoked commits what was fully processed of partitions leaving
@@ -176,6 +182,7 @@ func (s *DetectStage) partitionsRevoked(ctx context.Context, parts []topicPartit
 		delete(s.partitions, tp.partition)
 		delete(s.committed, tp.partition)
 		delete(s.restored, tp.partition)
+		s.trust.forget(s.cfg.Topics.Flows, int32(tp.partition))
 	}
 }
 
@@ -476,6 +483,15 @@ func (s *DetectStage) commit(ctx context.Context) {
 			s.log.Warn("alerts not in the outbox; offsets not committed", "err", err)
 			return
 		}
+	}
+	// Trust episodes whose events are now in the outbox are saved, so that
+	// a restart resumes them rather than opening them again.
+	if snap := s.trust.snapshot(finderFlows); len(snap.records) > 0 {
+		if err := s.state.SaveTrust(ctx, snap.records); err != nil {
+			s.log.Warn("trust episodes not saved; offsets not committed, will retry", "err", err)
+			return
+		}
+		s.trust.saved(finderFlows, snap)
 	}
 	next := map[topicPartition]int64{}
 	checkpoints := map[int]partitionCheckpoint{}

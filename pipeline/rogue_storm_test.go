@@ -24,6 +24,14 @@ func TestRogueStormIsOneIncidentPerDeviceAndEpisode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("service run")
 	}
+	t.Run("one run", func(t *testing.T) { rogueStorm(t, false) })
+	// A restart in the middle of the first episode resumes its incidents
+	// from the state store: no device opens a second one, and each closes
+	// once.
+	t.Run("restarted mid-episode", func(t *testing.T) { rogueStorm(t, true) })
+}
+
+func rogueStorm(t *testing.T, restart bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	env := startEmbeddedDefault(t, 4)
@@ -42,20 +50,40 @@ func TestRogueStormIsOneIncidentPerDeviceAndEpisode(t *testing.T) {
 		}
 		return st.Records
 	}
-	svc := pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka,
-		ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db")},
-		env.as(contract.RoleService), prometheus.NewRegistry(), testLogger(t))
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
+	startService := func() *pipeline.Service {
+		svc := pipeline.NewService(pipeline.ServiceConfig{Kafka: env.kafka,
+			ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db")},
+			env.as(contract.RoleService), prometheus.NewRegistry(), testLogger(t))
+		if err := svc.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return svc
 	}
-	defer svc.Shutdown(context.Background())
+	// consumed waits until svc has read n flow and telemetry records.
+	consumed := func(svc *pipeline.Service, n int64) {
+		summary := &svc.Metrics().Summary
+		for summary.RecordsConsumed.Load() < n && ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	svc := startService()
+	defer func() { svc.Shutdown(context.Background()) }()
 	// Episode one: 40 minutes of traffic; a 30-minute silence; episode two.
-	records := run(start, 40*time.Minute)
-	records += run(start.Add(70*time.Minute), 20*time.Minute)
-	summary := &svc.Metrics().Summary
-	for summary.RecordsConsumed.Load() < records && ctx.Err() == nil {
-		time.Sleep(50 * time.Millisecond)
+	var records, before int64 // records, and those read before the restart
+	if restart {
+		before = run(start, 20*time.Minute)
+		consumed(svc, before)
+		// The service commits and saves its state at shutdown.
+		if err := svc.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		svc = startService()
+		records = run(start.Add(20*time.Minute), 20*time.Minute)
+	} else {
+		records = run(start, 40*time.Minute)
 	}
+	records += run(start.Add(70*time.Minute), 20*time.Minute)
+	consumed(svc, records)
 	var alerts []contract.Alert
 	for ctx.Err() == nil {
 		var err error
@@ -85,6 +113,7 @@ func TestRogueStormIsOneIncidentPerDeviceAndEpisode(t *testing.T) {
 			opened[a.DeviceID] = append(opened[a.DeviceID], a.WindowStart)
 		}
 	}
+	records += before
 	t.Logf("%d records from %d unregistered devices: %d rogue-device alerts in %d incidents", records, devices, len(alerts), len(incidents))
 	if len(opened) != devices {
 		t.Fatalf("%d devices opened a rogue incident, want %d", len(opened), devices)
@@ -102,6 +131,17 @@ func TestRogueStormIsOneIncidentPerDeviceAndEpisode(t *testing.T) {
 		// they open in the same minute is one incident (same id).
 		if first != 1 || second > 1 {
 			t.Errorf("%s: %d incidents in the first episode and %d in the second, want 1 and at most 1", dev, first, second)
+		}
+	}
+	closings := map[string]int{}
+	for _, a := range alerts {
+		if a.Incident.Status == contract.IncidentClosed {
+			closings[a.Incident.ID]++
+		}
+	}
+	for id, n := range closings {
+		if n != 1 {
+			t.Errorf("incident %s closed %d times", id, n)
 		}
 	}
 	if len(alerts) > 4*devices {

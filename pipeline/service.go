@@ -189,6 +189,15 @@ func (s *Service) Start(ctx context.Context) error {
 	s.state = NewStateStore(s.cfg.Kafka, s.cfg.Topics.State)
 	// One tracker of trust incidents for both stages that find them.
 	trust := newTrustAlerts(detectCfg.Window.WithDefaults().Size, detectorCfg.Incident, s.metrics)
+	// Its open episodes come back before either stage reads a record, so
+	// that neither opens again an episode the other would have restored;
+	// each stage keeps those of the partitions it is assigned.
+	st, err := s.state.loadRetrying(ctx, s.cfg.Topics.Flows, s.log)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("state store: %w", err)
+	}
+	trust.restore(st.trust, func(string, int32) bool { return true })
 	s.detect = NewDetectStage(detectCfg, registry, detector, trust, s.outbox, s.state, s.dlq, s.metrics, s.log)
 	anchorCfg := s.cfg.Anchor
 	anchorCfg.Kafka = s.cfg.Kafka

@@ -31,6 +31,7 @@ import (
 //	h/<device id>               device checkpoint (devicecheckpoint.go; a bare features.History from before it)
 //	p/<flows topic>/<partition> partitionCheckpoint as JSON
 //	s/<device id>               last telemetry sequence, its partition and offset (8+4+8 bytes, big-endian)
+//	t/<kind>/<device key>       an open trust episode (trustRecord as JSON); a tombstone once it closed
 //
 // Writes are synchronous and acknowledged by all in-sync replicas; the
 // stage commits offsets only after the write that covers them.
@@ -83,6 +84,7 @@ type storedState struct {
 	histories   map[string][]byte
 	checkpoints map[int]partitionCheckpoint
 	sequences   map[string]seenSequence
+	trust       map[string]*trustRecord // open trust episodes by trustKey
 }
 
 // seenSequence is a device's last telemetry sequence number and the record
@@ -105,6 +107,31 @@ func (s *StateStore) SaveSequences(ctx context.Context, seqs map[string]seenSequ
 		v = binary.BigEndian.AppendUint32(v, uint32(seq.partition))
 		v = binary.BigEndian.AppendUint64(v, uint64(seq.offset))
 		msgs = append(msgs, kafka.Message{Key: sequenceKey(id), Value: v})
+	}
+	if err := s.writer.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("state store %s: %w", s.topic, err)
+	}
+	return nil
+}
+
+// SaveTrust writes trust episodes (trustAlerts.snapshot): a record for each
+// open one, a tombstone for each closed one.
+func (s *StateStore) SaveTrust(ctx context.Context, recs map[string]*trustRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, 0, len(recs))
+	for key, r := range recs {
+		kind, device, _ := strings.Cut(key, "\x00")
+		m := kafka.Message{Key: []byte("t/" + kind + "/" + device)}
+		if r != nil {
+			raw, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			m.Value = raw
+		}
+		msgs = append(msgs, m)
 	}
 	if err := s.writer.WriteMessages(ctx, msgs...); err != nil {
 		return fmt.Errorf("state store %s: %w", s.topic, err)
@@ -142,7 +169,7 @@ func (s *StateStore) Save(ctx context.Context, flows string, histories map[strin
 // and telemetry sequence, and the checkpoints of flows' partitions.
 func (s *StateStore) Load(ctx context.Context, flows string) (*storedState, error) {
 	histories, parts, seqs := map[string][]byte{}, map[int]partitionCheckpoint{}, map[string]seenSequence{}
-	st := &storedState{histories: histories, checkpoints: parts, sequences: seqs}
+	st := &storedState{histories: histories, checkpoints: parts, sequences: seqs, trust: map[string]*trustRecord{}}
 	conn, err := s.kafka.DialLeader(ctx, s.topic, 0)
 	if err != nil {
 		return nil, fmt.Errorf("state store %s: %w", s.topic, err)
@@ -173,6 +200,17 @@ func (s *StateStore) Load(ctx context.Context, flows string) (*storedState, erro
 		case strings.HasPrefix(key, "s/") && len(m.Value) == 20:
 			seqs[key[2:]] = seenSequence{seq: binary.BigEndian.Uint64(m.Value), partition: int32(binary.BigEndian.Uint32(m.Value[8:])),
 				offset: int64(binary.BigEndian.Uint64(m.Value[12:]))}
+		case strings.HasPrefix(key, "t/"):
+			kind, device, _ := strings.Cut(key[2:], "/")
+			if len(m.Value) == 0 { // closed
+				delete(st.trust, trustKey(kind, device))
+				break
+			}
+			var r trustRecord
+			if err := json.Unmarshal(m.Value, &r); err != nil {
+				return nil, fmt.Errorf("state store %s: trust episode at offset %d: %w", s.topic, m.Offset, err)
+			}
+			st.trust[trustKey(r.Kind, r.Device)] = &r
 		case strings.HasPrefix(key, prefix):
 			p, err := strconv.Atoi(key[len(prefix):])
 			if err != nil {

@@ -33,12 +33,15 @@ type TelemetryConfig struct {
 // number not above the last one seen → bad-signature, firmware not approved
 // for the device's profile → firmware-mismatch.
 type TelemetryStage struct {
-	cfg      TelemetryConfig
-	registry *Registry
-	outbox   AlertQueue
-	dlq      *DeadLetter
-	metrics  *Metrics
-	log      *slog.Logger
+	cfg TelemetryConfig
+	// trustRetained is set once the first assignment has kept the
+	// restored trust episodes of this instance's partitions.
+	trustRetained bool
+	registry      *Registry
+	outbox        AlertQueue
+	dlq           *DeadLetter
+	metrics       *Metrics
+	log           *slog.Logger
 
 	consumer *groupConsumer
 	lastSeq  map[string]seenSequence
@@ -79,7 +82,7 @@ func (s *TelemetryStage) Start(ctx context.Context) error {
 	var err error
 	s.start(ctx, func(ctx context.Context) {
 		s.consumer, err = newGroupConsumer(consumerConfig{cluster: s.cfg.Kafka, group: s.cfg.GroupID, topics: []string{s.cfg.Topics.Telemetry}, log: s.log},
-			groupHooks{assigned: s.partitionsAssigned})
+			groupHooks{assigned: s.partitionsAssigned, revoked: s.partitionsRevoked})
 		if err == nil {
 			s.launch(ctx, s.run)
 		}
@@ -98,12 +101,14 @@ func (s *TelemetryStage) Shutdown(ctx context.Context) error {
 
 // partitionsAssigned reads the devices' last sequence numbers back, so a
 // replayed envelope is caught after a restart or a partition move too.
-func (s *TelemetryStage) partitionsAssigned(ctx context.Context, _ []topicPartition) {
+func (s *TelemetryStage) partitionsAssigned(ctx context.Context, parts []topicPartition) {
 	st, err := s.state.loadRetrying(ctx, s.cfg.Topics.Flows, s.log)
 	if err != nil {
 		s.stateErr = fmt.Errorf("telemetry sequences: %w", err)
 		return
 	}
+	s.trust.assigned(st.trust, s.cfg.Topics.Telemetry, parts, !s.trustRetained)
+	s.trustRetained = true
 	for id, seen := range st.sequences {
 		if seen.seq > s.lastSeq[id].seq {
 			s.lastSeq[id] = seen
@@ -159,6 +164,13 @@ func (s *TelemetryStage) checkAll(ctx context.Context, fetches kgo.Fetches) erro
 		s.log.Warn("telemetry sequences not saved; offsets not committed, will retry", "err", err)
 		return nil
 	}
+	if snap := s.trust.snapshot(finderTelemetry); len(snap.records) > 0 {
+		if err := s.state.SaveTrust(ctx, snap.records); err != nil {
+			s.log.Warn("trust episodes not saved; offsets not committed, will retry", "err", err)
+			return nil
+		}
+		s.trust.saved(finderTelemetry, snap)
+	}
 	clear(s.seqChanged)
 	if err := s.consumer.commit(ctx, next); err != nil {
 		// The alerts are in the outbox; an uncommitted envelope is only
@@ -166,6 +178,14 @@ func (s *TelemetryStage) checkAll(ctx context.Context, fetches kgo.Fetches) erro
 		s.log.Warn("telemetry offset commit failed; will retry with the next poll", "err", err)
 	}
 	return nil
+}
+
+// partitionsRevoked forgets the trust episodes found on partitions leaving
+// this instance: their next owner restores them.
+func (s *TelemetryStage) partitionsRevoked(_ context.Context, parts []topicPartition, _ bool) {
+	for _, tp := range parts {
+		s.trust.forget(s.cfg.Topics.Telemetry, int32(tp.partition))
+	}
 }
 
 // replayed reports whether an envelope repeats a sequence number the device
