@@ -552,7 +552,7 @@ func (d *Detector) incidentAlert(device, profile, modelHash string, ev incidents
 		WindowStart: start, WindowEnd: time.Unix(0, (ev.Last+1)*int64(size)).UTC(),
 		Score: ev.PeakScore, Confidence: string(levelConfidence(ev.PeakLevel)), ModelHash: modelHash,
 		Evidence: contract.Evidence{Topic: d.topic},
-		Incident: &contract.Incident{ID: id, Status: string(ev.Status), Seq: ev.Seq, Windows: ev.Windows},
+		Incident: &contract.Incident{ID: id, Status: string(ev.Status), Seq: ev.Seq, Windows: ev.Windows, OpenedBy: string(ev.OpenedBy)},
 	}
 }
 

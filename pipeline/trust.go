@@ -151,12 +151,16 @@ func (a *trustAlerts) event(e *trustEpisode, status string, seq int) *contract.A
 	} else {
 		e.id = id
 	}
-	return &contract.Alert{
+	alert := &contract.Alert{
 		ID: contract.IncidentEventID(id, status, seq), Kind: e.kind, DeviceID: e.device, Profile: e.profile,
 		WindowStart: e.first, WindowEnd: e.last.Add(a.window), Score: 1, Confidence: "high",
 		Evidence: e.evidence,
 		Incident: &contract.Incident{ID: id, Status: status, Seq: seq, Windows: e.windows},
 	}
+	if status == contract.IncidentOpened {
+		alert.Incident.OpenedBy = "finding"
+	}
+	return alert
 }
 
 func trustKey(kind, device string) string { return kind + "\x00" + device }

@@ -124,6 +124,11 @@ type Incident struct {
 	// Windows is how many anomalous windows (or trust findings' windows)
 	// the incident holds so far.
 	Windows int `json:"windows"`
+	// OpenedBy, on an opening, names the rule that opened it: "extreme"
+	// (one window at the extreme level), "k_of_n" (K anomalous windows
+	// among the last N), "persistent" or "sustained" (a lower level held
+	// for several windows); "finding" for a trust finding.
+	OpenedBy string `json:"opened_by,omitempty"`
 }
 
 // Verdict values an analyst may set.

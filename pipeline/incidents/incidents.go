@@ -114,6 +114,17 @@ const (
 	High // extreme: opens an incident on its own
 )
 
+// Opening names the rule that opened an incident, so that an analyst reads
+// why a run of modest windows became an incident.
+type Opening string
+
+const (
+	OpenedExtreme    Opening = "extreme"    // one window at the extreme level
+	OpenedKOfN       Opening = "k_of_n"     // K anomalous windows among the last N
+	OpenedPersistent Opening = "persistent" // PK windows at the persistent level among the last PN
+	OpenedSustained  Opening = "sustained"  // SK windows at the elevated level among the last SN
+)
+
 // Window is one judged window of the device.
 type Window struct {
 	Index int64 // window number (start / size), increasing per device
@@ -140,6 +151,8 @@ type Event struct {
 	Windows   int
 	PeakScore float64
 	PeakLevel Level
+	// OpenedBy is the rule that opened the incident (the opening only).
+	OpenedBy Opening
 }
 
 // State is one device's incident state. Its zero value has no incident.
@@ -212,19 +225,25 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 		// opening, the oldest such window among the last PN or SN). Each
 		// rule opens only on a window that meets its own level.
 		run := s.recent & window
+		var by Opening
 		switch {
-		case s.recent&1 == 1 && (bits.OnesCount16(run) >= r.K || w.Level == High):
+		case s.recent&1 == 1 && w.Level == High:
+			by = OpenedExtreme
+		case s.recent&1 == 1 && bits.OnesCount16(run) >= r.K:
+			by = OpenedKOfN
 		case r.PK > 0 && s.persist&1 == 1 && bits.OnesCount16(persistent) >= r.PK:
-			run = persistent
+			run, by = persistent, OpenedPersistent
 		case r.SK > 0 && s.elevated&1 == 1 && bits.OnesCount16(sustained) >= r.SK:
-			run = sustained
+			run, by = sustained, OpenedSustained
 		default:
 			return out
 		}
 		s.first = w.Index - int64(15-bits.LeadingZeros16(run))
 		s.open, s.seq, s.windows = true, 0, uint32(bits.OnesCount16(run))
 		s.last, s.peak, s.peakLevel = w.Index, float32(w.Score), w.Level
-		return append(out, s.event(Opened))
+		ev := s.event(Opened)
+		ev.OpenedBy = by
+		return append(out, ev)
 	}
 	s.windows++
 	s.last = w.Index

@@ -25,7 +25,7 @@ func TestKOfNOpensAndMQuietClose(t *testing.T) {
 	// One anomalous window alone opens nothing; two within three do.
 	ev := run(t, &s, r, 0, 1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0)
 	want := []Event{
-		{Status: Opened, Seq: 0, First: 104, Last: 106, Windows: 2, PeakScore: 0.25, PeakLevel: Low},
+		{Status: Opened, Seq: 0, First: 104, Last: 106, Windows: 2, PeakScore: 0.25, PeakLevel: Low, OpenedBy: OpenedKOfN},
 	}
 	if !reflect.DeepEqual(ev, want) {
 		t.Fatalf("events %+v, want %+v", ev, want)
@@ -44,7 +44,7 @@ func TestKOfNOpensAndMQuietClose(t *testing.T) {
 func TestExtremeWindowOpensAloneAndRisingPeakUpdates(t *testing.T) {
 	var s State
 	ev := run(t, &s, Rule{}, 0, 3, 1, 3)
-	if len(ev) != 1 || ev[0].Status != Opened || ev[0].PeakLevel != High {
+	if len(ev) != 1 || ev[0].Status != Opened || ev[0].PeakLevel != High || ev[0].OpenedBy != OpenedExtreme {
 		t.Fatalf("events %+v", ev)
 	}
 	s = State{}
@@ -72,7 +72,7 @@ func TestSilenceClosesAndLullsAreNotQuiet(t *testing.T) {
 	s = State{}
 	ev := run(t, &s, r, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1, 2, 0, -1, -1, 0, 0, -1, 0)
 	want := []Event{
-		{Status: Opened, Seq: 0, First: 100, Last: 101, Windows: 2, PeakScore: 0.25, PeakLevel: Low},
+		{Status: Opened, Seq: 0, First: 100, Last: 101, Windows: 2, PeakScore: 0.25, PeakLevel: Low, OpenedBy: OpenedKOfN},
 		{Status: Updated, Seq: 1, First: 100, Last: 110, Windows: 3, PeakScore: 0.5, PeakLevel: Medium},
 	}
 	if !reflect.DeepEqual(ev, want) {
@@ -134,7 +134,7 @@ func TestSustainedElevatedWindowsOpen(t *testing.T) {
 	// …two in a row more make 6 of the last 10.
 	ev = s.Observe(r, Window{Index: 212, Score: 0.72, Elevated: true}, ev)
 	ev = s.Observe(r, Window{Index: 213, Score: 0.75, Elevated: true}, ev)
-	if len(ev) != 1 || ev[0].Status != Opened || ev[0].First != 204 || ev[0].Windows != 6 || ev[0].PeakLevel != Low {
+	if len(ev) != 1 || ev[0].Status != Opened || ev[0].First != 204 || ev[0].Windows != 6 || ev[0].PeakLevel != Low || ev[0].OpenedBy != OpenedSustained {
 		t.Fatalf("events %+v, want one opening from window 204 with 6 windows", ev)
 	}
 	// Still elevated: the incident goes on; then 5 quiet windows close it.
@@ -186,7 +186,7 @@ func TestPersistentWindowsOpen(t *testing.T) {
 	// A third persistent window within the last four opens, from the
 	// oldest of them.
 	ev = s.Observe(r, Window{Index: 303, Score: 0.71, Persistent: true, Elevated: true}, ev)
-	if len(ev) != 1 || ev[0].Status != Opened || ev[0].First != 300 || ev[0].Windows != 3 || ev[0].PeakLevel != Low {
+	if len(ev) != 1 || ev[0].Status != Opened || ev[0].First != 300 || ev[0].Windows != 3 || ev[0].PeakLevel != Low || ev[0].OpenedBy != OpenedPersistent {
 		t.Fatalf("events %+v, want one opening from window 300 with 3 windows", ev)
 	}
 	// Off, the same windows open nothing until the sustained rule's six.

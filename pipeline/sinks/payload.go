@@ -101,7 +101,11 @@ func Summary(a contract.Alert) string {
 		fmt.Fprintf(&b, " (%s)", a.Profile)
 	}
 	if a.Incident != nil {
-		fmt.Fprintf(&b, ", incident %s, %d window(s)", a.Incident.Status, a.Incident.Windows)
+		fmt.Fprintf(&b, ", incident %s", a.Incident.Status)
+		if a.Incident.OpenedBy != "" {
+			fmt.Fprintf(&b, " (rule: %s)", a.Incident.OpenedBy)
+		}
+		fmt.Fprintf(&b, ", %d window(s)", a.Incident.Windows)
 	}
 	if len(a.Features) > 0 {
 		f := a.Features[0]

@@ -114,6 +114,9 @@ func (s LogSink) Deliver(_ context.Context, alerts []contract.Alert) error {
 		attrs := []any{"id", a.ID, "kind", a.Kind}
 		if a.Incident != nil {
 			attrs = append(attrs, "incident", a.Incident.Status, "incident_id", a.Incident.ID, "windows", a.Incident.Windows)
+			if a.Incident.OpenedBy != "" {
+				attrs = append(attrs, "opened_by", a.Incident.OpenedBy)
+			}
 		}
 		attrs = append(attrs, "device", a.DeviceID, "profile", a.Profile,
 			"window", a.WindowStart.Format(time.RFC3339), "until", a.WindowEnd.Format(time.RFC3339),
