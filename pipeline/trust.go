@@ -47,9 +47,9 @@ type trustAlerts struct {
 	// closed holds closings found while raising, handed out by expire.
 	closed  []*contract.Alert
 	metrics *Metrics
-	// changed holds, per stage, the episodes (by key) whose opening or
-	// closing it has handed out since its last snapshot; gone holds those
-	// closed, saved as tombstones.
+	// changed holds, per stage, the episodes (by key) it opened, extended
+	// or handed out the closing of since its last saved snapshot; a
+	// closed one is saved as a tombstone.
 	changed [finders]map[string]*trustEpisode
 	// closedEpisodes are the episodes of the closings in closed.
 	closedEpisodes []*trustEpisode
