@@ -40,9 +40,36 @@ type goflowJSON struct {
 	TCPFlags       uint8           `json:"tcp_flags"`
 }
 
+// goflowV1JSON is the same subset in the JSON of goflow2 before v2 and of
+// cloudflare/goflow v3, which name each field as the FlowMessage's Go field
+// (SrcAddr, TimeFlowEnd) and give times in seconds, and from goflow2 v1.1 in
+// milliseconds as well (TimeFlowEndMs). Many exporters' collectors still run
+// them.
+type goflowV1JSON struct {
+	TimeReceived  uint64          `json:"TimeReceived"`
+	TimeFlowEnd   uint64          `json:"TimeFlowEnd"`
+	TimeFlowEndMs uint64          `json:"TimeFlowEndMs"`
+	SamplingRate  uint64          `json:"SamplingRate"`
+	Bytes         uint64          `json:"Bytes"`
+	Packets       uint64          `json:"Packets"`
+	SrcAddr       string          `json:"SrcAddr"`
+	DstAddr       string          `json:"DstAddr"`
+	Proto         json.RawMessage `json:"Proto"`
+	SrcPort       uint16          `json:"SrcPort"`
+	DstPort       uint16          `json:"DstPort"`
+	SrcMac        string          `json:"SrcMac"`
+	DstMac        string          `json:"DstMac"`
+	TCPFlags      uint8           `json:"TCPFlags"`
+}
+
 // isGoflowJSON tells goflow2's JSON from the native schema by its keys.
 func isGoflowJSON(value []byte) bool {
 	return bytes.Contains(value, []byte(`"dst_addr"`)) || bytes.Contains(value, []byte(`"sampler_address"`))
+}
+
+// isGoflowV1JSON tells the JSON of goflow2 v1 and goflow by its keys.
+func isGoflowV1JSON(value []byte) bool {
+	return bytes.Contains(value, []byte(`"DstAddr"`))
 }
 
 // GoflowJSON decodes one record of goflow2's JSON format.
@@ -51,29 +78,74 @@ func GoflowJSON(value []byte, rec *FlowRecord) error {
 	if err := json.Unmarshal(value, &g); err != nil {
 		return rejectf("goflow2 JSON: %v", err)
 	}
-	var proto string
-	if len(g.Proto) > 0 && g.Proto[0] == '"' {
-		_ = json.Unmarshal(g.Proto, &proto)
-	} else if len(g.Proto) > 0 {
-		var n uint8
-		if err := json.Unmarshal(g.Proto, &n); err != nil {
-			return rejectf("goflow2 JSON: proto %s is not a protocol name or number", g.Proto)
-		}
-		proto = fmt.Sprint(n)
-	}
-	src, err := netip.ParseAddr(g.SrcAddr)
+	proto, err := goflowProto(g.Proto, "proto")
 	if err != nil {
-		return rejectf("goflow2 JSON: src_addr %q is not an IP address", g.SrcAddr)
+		return err
 	}
-	dst, err := netip.ParseAddr(g.DstAddr)
+	src, dst, err := goflowAddrs(g.SrcAddr, g.DstAddr, "src_addr", "dst_addr")
 	if err != nil {
-		return rejectf("goflow2 JSON: dst_addr %q is not an IP address", g.DstAddr)
+		return err
 	}
 	return fillGoflow(rec, goflowFields{
 		endNs: g.TimeFlowEndNs, receivedNs: g.TimeReceivedNs, rate: g.SamplingRate,
 		bytes: g.Bytes, packets: g.Packets, src: src, dst: dst, proto: proto,
 		srcPort: g.SrcPort, dstPort: g.DstPort, srcMAC: g.SrcMac, dstMAC: g.DstMac, tcpFlags: g.TCPFlags,
 	})
+}
+
+// GoflowV1JSON decodes one record of the JSON of goflow2 v1 or goflow.
+func GoflowV1JSON(value []byte, rec *FlowRecord) error {
+	var g goflowV1JSON
+	if err := json.Unmarshal(value, &g); err != nil {
+		return rejectf("goflow JSON: %v", err)
+	}
+	proto, err := goflowProto(g.Proto, "Proto")
+	if err != nil {
+		return err
+	}
+	src, dst, err := goflowAddrs(g.SrcAddr, g.DstAddr, "SrcAddr", "DstAddr")
+	if err != nil {
+		return err
+	}
+	endNs := g.TimeFlowEndMs * uint64(time.Millisecond)
+	if endNs == 0 {
+		endNs = g.TimeFlowEnd * uint64(time.Second)
+	}
+	return fillGoflow(rec, goflowFields{
+		endNs: endNs, receivedNs: g.TimeReceived * uint64(time.Second), rate: g.SamplingRate,
+		bytes: g.Bytes, packets: g.Packets, src: src, dst: dst, proto: proto,
+		srcPort: g.SrcPort, dstPort: g.DstPort, srcMAC: g.SrcMac, dstMAC: g.DstMac, tcpFlags: g.TCPFlags,
+	})
+}
+
+// goflowProto reads a protocol given by name ("TCP") or number (6).
+func goflowProto(raw json.RawMessage, key string) (string, error) {
+	switch {
+	case len(raw) == 0:
+		return "", nil
+	case raw[0] == '"':
+		var name string
+		_ = json.Unmarshal(raw, &name)
+		return name, nil
+	}
+	var n uint8
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return "", rejectf("goflow2 JSON: %s %s is not a protocol name or number", key, raw)
+	}
+	return fmt.Sprint(n), nil
+}
+
+// goflowAddrs parses a flow's source and destination addresses.
+func goflowAddrs(srcAddr, dstAddr, srcKey, dstKey string) (netip.Addr, netip.Addr, error) {
+	src, err := netip.ParseAddr(srcAddr)
+	if err != nil {
+		return src, src, rejectf("goflow2 JSON: %s %q is not an IP address", srcKey, srcAddr)
+	}
+	dst, err := netip.ParseAddr(dstAddr)
+	if err != nil {
+		return src, dst, rejectf("goflow2 JSON: %s %q is not an IP address", dstKey, dstAddr)
+	}
+	return src, dst, nil
 }
 
 // GoflowProtobuf decodes one FlowMessage of goflow2's binary format,
@@ -119,7 +191,7 @@ func fillGoflow(rec *FlowRecord, g goflowFields) error {
 		ns = g.receivedNs
 	}
 	if ns == 0 {
-		return rejectf("goflow2 record has neither time_flow_end_ns nor time_received_ns")
+		return rejectf("goflow2 record has no flow end or receive time (time_flow_end_ns, time_received_ns; TimeFlowEndMs, TimeFlowEnd, TimeReceived)")
 	}
 	if g.proto == "" {
 		return rejectf("goflow2 record has no proto")
@@ -157,12 +229,15 @@ func macFromUint64(v uint64) string {
 }
 
 // Flow decodes a record in any accepted flow format: the native JSON
-// schema, goflow2's JSON, or goflow2's protobuf FlowMessage.
+// schema, goflow2's JSON (v2, or v1 and goflow's), or goflow2's protobuf
+// FlowMessage.
 func Flow(value []byte, rec *FlowRecord) error {
 	trimmed := bytes.TrimLeft(value, " \t\r\n")
 	switch {
 	case len(trimmed) > 0 && trimmed[0] == '{' && isGoflowJSON(trimmed):
 		return GoflowJSON(value, rec)
+	case len(trimmed) > 0 && trimmed[0] == '{' && isGoflowV1JSON(trimmed):
+		return GoflowV1JSON(value, rec)
 	case len(trimmed) > 0 && trimmed[0] == '{':
 		return NativeFlow(value, rec)
 	default:

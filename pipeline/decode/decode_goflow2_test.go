@@ -68,6 +68,7 @@ func TestDecodeGoflowProtobufWithAndWithoutDelimiter(t *testing.T) {
 // corpus is committed under testdata/fuzz/FuzzDecodeFlow.
 func FuzzDecodeFlow(f *testing.F) {
 	f.Add([]byte(goflowJSONSample))
+	f.Add([]byte(goflowV1JSONSample))
 	f.Add([]byte(`{"device_id":"m-1","time_ms":1764000000000,"dst_ip":"10.0.0.1","proto":"udp"}`))
 	m, _ := proto.Marshal(&flowpb.FlowMessage{TimeReceivedNs: 1, SrcAddr: []byte{10, 0, 0, 1}, DstAddr: []byte{10, 0, 0, 2}, Proto: 17})
 	f.Add(m)
@@ -93,4 +94,36 @@ func FuzzDecodeTelemetry(f *testing.F) {
 			t.Fatalf("failure without a reason: %v", err)
 		}
 	})
+}
+
+// goflowV1JSONSample is the same flow as goflow2 v1's JSON formatter writes
+// it (format/common: each FlowMessage field under its Go name, addresses and
+// MACs as text, times in seconds and milliseconds), as cloudflare/goflow v3
+// wrote it too, without the milliseconds.
+const goflowV1JSONSample = `{"Type":"NETFLOW_V9","TimeReceived":1764000001,"SequenceNum":1,"SamplingRate":0,"SamplerAddress":"127.0.0.1","TimeFlowStart":1764000000,"TimeFlowEnd":1764000000,"TimeFlowStartMs":1764000000000,"TimeFlowEndMs":1764000000100,"Bytes":399,"Packets":6,"SrcAddr":"10.20.0.7","DstAddr":"52.16.0.3","Etype":2048,"Proto":6,"SrcPort":46756,"DstPort":443,"InIf":0,"OutIf":0,"SrcMac":"02:00:0a:14:00:07","DstMac":"00:00:00:00:00:00","TcpFlags":27}`
+
+func TestDecodeGoflowV1JSON(t *testing.T) {
+	want := FlowRecord{Time: time.Unix(0, 1764000000100000000).UTC(), SrcIP: netip.MustParseAddr("10.20.0.7"), SrcMAC: "02:00:0a:14:00:07",
+		SrcPort: 46756, DstIP: netip.MustParseAddr("52.16.0.3"), DstPort: 443, Proto: "tcp", BytesOut: 399, PacketsOut: 6, TCPFlags: 27}
+	var r FlowRecord
+	if err := Flow([]byte(goflowV1JSONSample), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Failed == nil || *r.Failed {
+		t.Errorf("an acknowledged TCP flow must not count as failed: %v", r.Failed)
+	}
+	r.Failed = nil
+	if r != want {
+		t.Fatalf("decoded\n%+v\nwant\n%+v", r, want)
+	}
+	// goflow v3: seconds only.
+	secondsOnly := strings.Replace(strings.Replace(goflowV1JSONSample, `"TimeFlowEndMs":1764000000100,`, "", 1), `"TimeFlowStartMs":1764000000000,`, "", 1)
+	if err := Flow([]byte(secondsOnly), &r); err != nil || !r.Time.Equal(time.Unix(1764000000, 0)) {
+		t.Fatalf("seconds only: %v, time %v", err, r.Time)
+	}
+	// What is wrong is named.
+	bad := strings.Replace(goflowV1JSONSample, `"DstAddr":"52.16.0.3"`, `"DstAddr":"nowhere"`, 1)
+	if err := Flow([]byte(bad), &r); err == nil || !strings.Contains(err.Error(), "DstAddr") {
+		t.Fatalf("bad address: %v", err)
+	}
 }
