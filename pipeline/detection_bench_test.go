@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
@@ -67,6 +68,8 @@ type detectionFleet struct {
 	// produce registers the fleet and produces its traffic; it returns the
 	// records written and the ground-truth file.
 	produce func(ctx context.Context, env *embeddedDefault, truth string) (int64, error)
+	// optIn fleets run only when CHAINWATCH_DETECTION_FLEETS names them.
+	optIn bool
 }
 
 // seedShift is CHAINWATCH_DETECTION_SEED_SHIFT: added to every fleet's
@@ -79,7 +82,7 @@ func seedShift() uint64 {
 }
 
 func detectionFleets() []detectionFleet {
-	simAttacks, camAttacks := rotation()
+	simAttacks, _ := rotation()
 	shift := seedShift()
 	day := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
 	simFleet := func(name, describe string, devices int, seed uint64, het float64, start time.Time, warmup, live time.Duration) detectionFleet {
@@ -103,22 +106,35 @@ func detectionFleets() []detectionFleet {
 		simFleet("simulator-day", "simulator, 120 devices, seed 11, heterogeneity 0.5, a whole day of warm-up", 120, 11, 0.5, day, 24*time.Hour, 6*time.Hour),
 		simFleet("simulator-morning", "simulator, 250 devices, seed 23, heterogeneity 1.0, 2 h 20 min warm-up from 04:00, then the morning rise", 250, 23, 1.0,
 			day.Add(4*time.Hour), 140*time.Minute, 4*time.Hour),
-		{name: "campus", describe: "campus generator (goflow2 JSON, reply legs, devices found by address), 240 devices, seed 5, 2 h 20 min warm-up from 08:00",
-			warmup: 140 * time.Minute, live: 4 * time.Hour, devices: 240, start: day.Add(8 * time.Hour),
-			produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
-				cfg := campus.Config{Kafka: env.kafka, Devices: 240, Seed: 5 + shift, Start: day.Add(8 * time.Hour),
-					History: 150 * time.Minute, Duration: 230 * time.Minute, Attacks: camAttacks, AttackEvery: 5 * time.Minute, GroundTruth: truth}
-				fleet := campus.Fleet(cfg)
-				maker := env.as(contract.RoleManufacturer)
-				for _, d := range fleet {
-					if _, err := maker.RegisterDevice(ctx, contract.Device{ID: d.ID, Profile: d.Profile, Owner: "campus",
-						IPs: []string{d.IP.String()}, MACs: []string{d.MAC}}); err != nil {
-						return 0, err
-					}
-				}
-				return campus.Run(ctx, cfg, fleet)
-			}},
+		campusFleet("campus", "campus generator (goflow2 JSON, reply legs, devices found by address), 240 devices, seed 5, 2 h 20 min warm-up from 08:00", nil),
+		// The same fleet from a producer that keys nothing: a degraded
+		// mode the service reports (README, "Key records by device"), run
+		// only when named.
+		campusFleet("campus-unkeyed", "the campus fleet produced round-robin, records not keyed by device", &kafka.RoundRobin{}),
 	}
+}
+
+// campusFleet is simulator/campus's fleet of 240 devices, its records
+// spread over partitions by balancer (nil: keyed by initiating device).
+func campusFleet(name, describe string, balancer kafka.Balancer) detectionFleet {
+	_, camAttacks := rotation()
+	shift := seedShift()
+	start := time.Date(2026, 11, 2, 8, 0, 0, 0, time.UTC)
+	return detectionFleet{name: name, describe: describe, optIn: balancer != nil,
+		warmup: 140 * time.Minute, live: 4 * time.Hour, devices: 240, start: start,
+		produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
+			cfg := campus.Config{Kafka: env.kafka, Devices: 240, Seed: 5 + shift, Start: start, Balancer: balancer,
+				History: 150 * time.Minute, Duration: 230 * time.Minute, Attacks: camAttacks, AttackEvery: 5 * time.Minute, GroundTruth: truth}
+			fleet := campus.Fleet(cfg)
+			maker := env.as(contract.RoleManufacturer)
+			for _, d := range fleet {
+				if _, err := maker.RegisterDevice(ctx, contract.Device{ID: d.ID, Profile: d.Profile, Owner: "campus",
+					IPs: []string{d.IP.String()}, MACs: []string{d.MAC}}); err != nil {
+					return 0, err
+				}
+			}
+			return campus.Run(ctx, cfg, fleet)
+		}}
 }
 
 // BenchmarkDetectionQuality runs the whole service — embedded broker,
@@ -129,7 +145,8 @@ func detectionFleets() []detectionFleet {
 // device-hours. With CHAINWATCH_DETECTION_REPORT set it writes the tables
 // there as Markdown (make bench-detection writes docs/bench/detection.md);
 // CHAINWATCH_DETECTION_FLEETS (comma-separated names) runs only those
-// fleets.
+// fleets; "campus-unkeyed", the campus fleet from a producer that keys
+// nothing, runs only when named.
 //
 //	go test ./pipeline -run '^$' -bench DetectionQuality -benchtime 1x -timeout 30m
 func BenchmarkDetectionQuality(b *testing.B) {
@@ -143,7 +160,8 @@ func BenchmarkDetectionQuality(b *testing.B) {
 	allFalse, allFalseEvents := 0, 0
 	only := os.Getenv("CHAINWATCH_DETECTION_FLEETS") // e.g. "campus": a subset, for a quicker look
 	for _, f := range detectionFleets() {
-		if only != "" && !slices.Contains(strings.Split(only, ","), f.name) {
+		named := slices.Contains(strings.Split(only, ","), f.name)
+		if only != "" && !named || f.optIn && !named {
 			continue
 		}
 		rep := runDetectionFleet(b, f)

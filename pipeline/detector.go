@@ -145,7 +145,7 @@ type Detector struct {
 	batchScores   []float64
 	batchWindows  []*ClosedWindow
 	batchVerdicts []Verdict
-	batchSeen     map[*deviceState]struct{}
+	batchSeen     map[*deviceModel]struct{}
 	events        []incidents.Event
 }
 
@@ -356,17 +356,18 @@ func (d *Detector) judge(ctx context.Context, p *profileState, ws []*ClosedWindo
 // device has two windows.
 func (d *Detector) distinctRun(ws []*ClosedWindow) int {
 	if d.batchSeen == nil {
-		d.batchSeen = map[*deviceState]struct{}{}
+		d.batchSeen = map[*deviceModel]struct{}{}
 	}
 	clear(d.batchSeen)
 	for i, cw := range ws {
 		if cw.state == nil { // a window scored on its own (tests): a state of its own
 			continue
 		}
-		if _, ok := d.batchSeen[cw.state]; ok {
+		// The device's windows on two partitions share its model.
+		if _, ok := d.batchSeen[cw.state.deviceModel]; ok {
 			return i
 		}
-		d.batchSeen[cw.state] = struct{}{}
+		d.batchSeen[cw.state.deviceModel] = struct{}{}
 	}
 	return len(ws)
 }
@@ -487,7 +488,7 @@ func (d *Detector) scoreHeld(ctx context.Context, p *profileState) ([]*contract.
 // the baseline training left for the device, or else the profile prior.
 func (d *Detector) baseline(p *profileState, cw *ClosedWindow) *models.DeviceBaseline {
 	if cw.state == nil { // a window scored on its own (tests)
-		cw.state = &deviceState{id: cw.DeviceID, profile: cw.Profile}
+		cw.state = newDeviceState(cw.DeviceID, cw.Profile)
 	}
 	b := &cw.state.baseline
 	switch {

@@ -112,7 +112,7 @@ func TestWindowsPastTheWarmupAreHeldAndScoredNotTrained(t *testing.T) {
 	states := map[string]*deviceState{}
 	window := func(dev string, part int32, i int, flows float64) ClosedWindow {
 		if states[dev] == nil {
-			states[dev] = &deviceState{id: dev, profile: "meter"}
+			states[dev] = newDeviceState(dev, "meter")
 		}
 		var v features.Vector
 		v[features.Flows] = flows
@@ -236,7 +236,7 @@ func TestBatchJudgesADevicesWindowsInTurn(t *testing.T) {
 	// 100 a flood on m-2 that grows.
 	window := func(states map[string]*deviceState, dev string, i int) ClosedWindow {
 		if states[dev] == nil {
-			states[dev] = &deviceState{id: dev, profile: "meter"}
+			states[dev] = newDeviceState(dev, "meter")
 		}
 		rng := rand.New(rand.NewPCG(uint64(i), uint64(len(dev)+int(dev[2]))))
 		flows := float64(3+rng.IntN(4)) * (1 + float64(i)/100)

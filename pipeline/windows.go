@@ -50,31 +50,53 @@ type ClosedWindow struct {
 	window *features.Window
 }
 
-// deviceState is everything kept per tracked device: its feature context
-// (destination history, recent first contacts), its behaviour baseline, its
-// incident state and, while one is open, its current window. All but the
-// window are checkpointed (devicecheckpoint.go).
-type deviceState struct {
-	id, profile string
-	feat        features.Device
-	baseline    models.DeviceBaseline
-	incident    incidents.State
-	dirty       bool // changed since the last checkpoint
-	win         *features.Window
-	start       int64 // open window's start, Unix ns
-	// closedThrough is the start of the device's newest closed window
-	// (Unix ns): its records were scored and are late from then on.
-	closedThrough int64
-	first, last   int64 // offsets of the open window's first and last record
+// deviceModel is what is known of a device beyond its current window: its
+// feature context (destination history, recent first contacts), its
+// behaviour baseline and its incident state, checkpointed together
+// (devicecheckpoint.go). The detection stage keeps one per device for all
+// the partitions it reads (DetectStage.deviceModel): a device whose records
+// arrive on several partitions — a victim's reply legs, or records not
+// keyed by device at all — is then one device, with one destination
+// history, one baseline and one incident, rather than a device per
+// partition each seeing part of it.
+type deviceModel struct {
+	feat     features.Device
+	baseline models.DeviceBaseline
+	incident incidents.State
+	dirty    bool // changed since the last checkpoint
 	// epoch is the detector's model epoch of the device's profile its
 	// baseline was learned under (not checkpointed: a restart keeps the
 	// baselines it restores).
 	epoch uint32
 }
 
-// partitionWindows tracks the devices of one partition. Devices are keyed to
-// partitions by the producers, so each device's windows live in exactly one
-// partitionWindows of one consumer-group member.
+// deviceState is a tracked device on one partition: its model, and its
+// current window there.
+type deviceState struct {
+	id, profile string
+	*deviceModel
+	// shared is set when the model was a state on another partition's
+	// first: it is not restored from the checkpoint over what that state
+	// has learnt since.
+	shared bool
+	win    *features.Window
+	start  int64 // open window's start, Unix ns
+	// closedThrough is the start of the device's newest closed window
+	// (Unix ns): its records were scored and are late from then on.
+	closedThrough int64
+	first, last   int64 // offsets of the open window's first and last record
+}
+
+// newDeviceState is a state with a model of its own.
+func newDeviceState(id, profile string) *deviceState {
+	return &deviceState{id: id, profile: profile, deviceModel: &deviceModel{}}
+}
+
+// partitionWindows tracks the devices of one partition: their windows, each
+// closed by the partition's watermark. Producers key devices to partitions,
+// so a device's windows mostly live in one partitionWindows; when they do
+// not (a victim's reply legs, records not keyed by device), the device's
+// states on this member's partitions share one deviceModel.
 type partitionWindows struct {
 	size, lateness int64
 	partition      int32
@@ -95,6 +117,9 @@ type partitionWindows struct {
 	resumedClosed map[string]int64
 	// restore fills a newly tracked device's state from a checkpoint.
 	restore func(d *deviceState)
+	// model returns a device's model and whether another state holds it
+	// already (nil: each state its own, as in a read of history).
+	model func(deviceID string) (*deviceModel, bool)
 	// lag is this partition's consumer-lag gauge (nil in unit tests).
 	lag prometheus.Gauge
 }
@@ -150,7 +175,10 @@ func (p *partitionWindows) Add(deviceID, profile string, t time.Time, offset int
 	start := ts - mod(ts, p.size)
 	d := p.devices[deviceID]
 	if d == nil {
-		d = &deviceState{id: deviceID, profile: profile}
+		d = newDeviceState(deviceID, profile)
+		if p.model != nil {
+			d.deviceModel, d.shared = p.model(deviceID)
+		}
 		if p.restore != nil {
 			p.restore(d)
 		}

@@ -85,14 +85,14 @@ func TestHistoryLearnsOnlyFromNormalWindows(t *testing.T) {
 func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	// A device checkpoint of this version, and a bare history as schema 1
 	// wrote it: both restore the destination history.
-	var saved deviceState
+	saved := newDeviceState("", "")
 	saved.feat.History.Add(7)
 	saved.baseline.Weight = 12
-	current := marshalDevice(&saved)
+	current := marshalDevice(saved)
 	bare, _ := saved.feat.History.MarshalBinary()
 	for _, raw := range [][]byte{current, bare} {
-		var d deviceState
-		if err := unmarshalDevice(raw, &d); err != nil || !d.feat.History.Contains(7) {
+		d := newDeviceState("", "")
+		if err := unmarshalDevice(raw, d); err != nil || !d.feat.History.Contains(7) {
 			t.Fatalf("checkpoint of %d bytes not restored: %v", len(raw), err)
 		}
 	}
@@ -110,25 +110,26 @@ func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	}
 }
 
-// A device whose records also arrive on a second partition (the reply legs
-// of traffic between registered devices go with the initiator's records)
-// gets its history and baseline there from its checkpoint, but not its open
-// incident: that one belongs to the state on the first partition, and a
-// copy would close it a second time under the same id. The partition that
-// wrote the checkpoint, or a restart, restores the incident as well.
+// A device restored from its checkpoint gets its history, baseline and open
+// incident — unless the checkpoint was written by its state on a partition
+// this instance no longer reads (another instance's now, which carries that
+// incident on; a copy here would close it a second time under the same id).
+// A second partition of this instance that sees the device shares its
+// model: nothing is restored over it, and there is one incident.
 func TestCheckpointedIncidentStaysWithItsPartition(t *testing.T) {
-	var saved deviceState
+	saved := newDeviceState("", "")
 	saved.feat.History.Add(7)
 	saved.baseline.Weight = 12
 	saved.incident.Observe(incidents.Rule{}, incidents.Window{Index: 100, Level: incidents.High, Score: 0.9}, nil)
 	if !saved.incident.Open() {
 		t.Fatal("an extreme window opened no incident")
 	}
-	raw := marshalDevice(&saved)
-	s := &DetectStage{histories: map[string][]byte{"a": raw}, historyFrom: map[string]int32{}, partitions: map[int]*partitionWindows{}}
-	restore := func(part int32) deviceState {
-		d := deviceState{id: "a", profile: "meter"}
-		s.restoreDevice(&d, part)
+	raw := marshalDevice(saved)
+	s := &DetectStage{histories: map[string][]byte{"a": raw}, historyFrom: map[string]int32{}, partitions: map[int]*partitionWindows{},
+		models: map[string]*deviceModel{}}
+	restore := func(part int32) *deviceState {
+		d := newDeviceState("a", "meter")
+		s.restoreDevice(d, part)
 		if !d.feat.History.Contains(7) || d.baseline.Weight != 12 {
 			t.Fatalf("partition %d: history or baseline not restored: %+v", part, d.baseline)
 		}
@@ -142,14 +143,19 @@ func TestCheckpointedIncidentStaysWithItsPartition(t *testing.T) {
 		t.Fatal("the partition that wrote the checkpoint lost its open incident")
 	}
 	if d := restore(2); d.incident.Open() {
-		t.Fatal("a second partition's state of the device took over the first one's open incident")
+		t.Fatal("a state on another partition took over the incident of a partition this instance no longer reads")
 	}
-	// Live on another partition of this instance, not yet checkpointed there.
+	// Two partitions of this instance: one model.
 	delete(s.historyFrom, "a")
-	s.partitions[3] = newPartitionWindows(WindowConfig{}, 3)
-	s.partitions[3].devices["a"] = &deviceState{id: "a"}
-	if d := restore(2); d.incident.Open() {
-		t.Fatal("a device live on partition 3 had its incident copied to partition 2")
+	first := newDeviceState("a", "meter")
+	first.deviceModel, first.shared = s.deviceModel("a")
+	s.restoreDevice(first, 3)
+	first.baseline.Weight = 40 // it learns on
+	second := newDeviceState("a", "meter")
+	second.deviceModel, second.shared = s.deviceModel("a")
+	s.restoreDevice(second, 2)
+	if !second.shared || second.deviceModel != first.deviceModel || second.baseline.Weight != 40 || !second.incident.Open() {
+		t.Fatalf("second partition's state: shared %v, baseline weight %v", second.shared, second.baseline.Weight)
 	}
 }
 
@@ -164,7 +170,7 @@ func TestRecordsNotKeyedByDeviceAreReported(t *testing.T) {
 	for part := range 4 {
 		s.partitions[part] = newPartitionWindows(WindowConfig{}, int32(part))
 	}
-	track := func(part int, id string) { s.partitions[part].devices[id] = &deviceState{id: id} }
+	track := func(part int, id string) { s.partitions[part].devices[id] = newDeviceState(id, "") }
 	// Keyed: 40 devices, ten per partition, and three victims of a scan
 	// from partition 0 seen there too.
 	for i := range 40 {
@@ -193,5 +199,40 @@ func TestRecordsNotKeyedByDeviceAreReported(t *testing.T) {
 	}
 	if c := strings.Count(logged.String(), "records are not keyed by device"); c != 1 {
 		t.Fatalf("said %d times, want once: %s", c, logged.String())
+	}
+}
+
+// A device whose records arrive on several partitions (records not keyed
+// by device, or a victim's reply legs) has one model in the stage: a
+// destination one partition's state learnt is known to another's.
+func TestDeviceModelIsSharedBetweenPartitions(t *testing.T) {
+	s := &DetectStage{models: map[string]*deviceModel{}, histories: map[string][]byte{}, historyFrom: map[string]int32{},
+		partitions: map[int]*partitionWindows{}}
+	var h features.History
+	bare, _ := h.MarshalBinary()
+	m, _ := s.deviceModel("a")
+	if err := m.feat.UnmarshalBinary(bare); err != nil { // a bare history restores a mature device
+		t.Fatal(err)
+	}
+	for part := range 2 {
+		p := newPartitionWindows(WindowConfig{}, int32(part))
+		p.model = s.deviceModel
+		s.partitions[part] = p
+	}
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	p0, p1 := s.partitions[0], s.partitions[1]
+	closed, _ := p0.Add("a", "meter", t0, 0, features.Flow{Dst: 7}, nil)
+	closed, _ = p0.Add("a", "meter", t0.Add(time.Minute), 1, features.Flow{Dst: 9}, closed[:0])
+	if closed[0].Vector[features.NewDst] != 1 {
+		t.Fatalf("new_dst %v on partition 0, want 1", closed[0].Vector[features.NewDst])
+	}
+	p0.Release(&closed[0], true) // normal: destination 7 is learnt
+	closed, _ = p1.Add("a", "meter", t0.Add(time.Minute), 0, features.Flow{Dst: 7}, closed[:0])
+	closed, _ = p1.Add("a", "meter", t0.Add(2*time.Minute), 1, features.Flow{Dst: 7}, closed[:0])
+	if len(closed) != 1 || closed[0].Vector[features.NewDst] != 0 {
+		t.Fatalf("partition 1 took the destination partition 0 learnt for new: %+v", closed)
+	}
+	if p0.devices["a"].deviceModel != p1.devices["a"].deviceModel {
+		t.Fatal("two models for one device")
 	}
 }

@@ -55,12 +55,15 @@ type Device struct {
 // Observe computes the window's vector for a device and advances the
 // device's context past it. index numbers windows (start / size), so that
 // gaps between a device's windows decay its damped counts correctly.
-// Windows must be observed in increasing index order.
+// Windows are observed in increasing index order, but for a device whose
+// records arrive on several partitions, whose windows there close each at
+// its partition's pace: a window older than the newest observed is judged
+// with the damped count as it stands, which is not decayed backwards.
 func (d *Device) Observe(w *Window, index int64) Vector {
 	if d.lastWindow != 0 && index > d.lastWindow {
 		d.firstContacts *= math.Pow(firstContactDecay, float64(index-d.lastWindow))
 	}
-	d.lastWindow = index
+	d.lastWindow = max(d.lastWindow, index)
 	mature := d.windows >= MatureWindows
 	if !mature {
 		d.windows++

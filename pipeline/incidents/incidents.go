@@ -182,16 +182,33 @@ func (s *State) Open() bool { return s.open }
 func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 	r = r.WithDefaults()
 	out = s.expire(r, w.Index-1, out)
-	if gap := w.Index - s.lastIndex; s.lastIndex == 0 || gap >= 16 {
+	// bit is the window's place among the last 16: 1 for the newest. A
+	// device seen on two partitions (a victim's reply legs, records not
+	// keyed by device) has its windows judged as each partition closes
+	// them, so one may come after a newer one, or with the same index; it
+	// takes its own place, and the rules are read as of the newest. Quiet
+	// is counted in places too: a quiet window where another of the same
+	// minute was seen already, or an older one, adds none.
+	bit, newer, older := uint16(1), true, false
+	switch gap := w.Index - s.lastIndex; {
+	case s.lastIndex == 0 || gap >= 16:
 		s.recent, s.elevated, s.persist = 0, 0, 0
-	} else if gap > 0 {
+		s.lastIndex = w.Index
+	case gap == 0:
+		newer = false
+	case gap > 0:
 		s.recent <<= uint(gap)
 		s.elevated <<= uint(gap)
 		s.persist <<= uint(gap)
+		s.lastIndex = w.Index
+	case gap <= -16:
+		return out // older than anything the rules look at
+	case gap < 0:
+		bit <<= uint(-gap)
+		newer, older = false, true
 	}
-	s.lastIndex = w.Index
 	if w.Level == Normal && !w.Elevated && !w.Persistent {
-		if s.open {
+		if s.open && newer {
 			s.quiet = min(s.quiet+1, math.MaxUint16)
 			if int(s.quiet) >= r.M {
 				s.open = false
@@ -203,10 +220,10 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 	}
 	s.quiet = 0
 	if w.Level != Normal || w.Elevated {
-		s.elevated |= 1
+		s.elevated |= bit
 	}
 	if w.Level != Normal || w.Persistent {
-		s.persist |= 1
+		s.persist |= bit
 	}
 	if w.Level == Normal {
 		// Elevated or persistent only: it continues an open incident as
@@ -214,11 +231,17 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 		// persistent rules.
 		w.Level = Low
 	} else {
-		s.recent |= 1
+		s.recent |= bit
 	}
 	window := uint16(1)<<uint(r.N) - 1
 	sustained := s.elevated & (uint16(1)<<uint(r.SN) - 1)
 	persistent := s.persist & (uint16(1)<<uint(r.PN) - 1)
+	if !s.open && older {
+		// It counts towards the next window's rules, but opens nothing
+		// in the past: an incident opened there could begin where the
+		// last one did, under its id.
+		return out
+	}
 	if !s.open {
 		// The run that may open an incident starts at the oldest anomalous
 		// window still among the last N (or, for a persistent or sustained
@@ -227,26 +250,26 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 		run := s.recent & window
 		var by Opening
 		switch {
-		case s.recent&1 == 1 && w.Level == High:
+		case s.recent&bit != 0 && w.Level == High:
 			by = OpenedExtreme
-		case s.recent&1 == 1 && bits.OnesCount16(run) >= r.K:
+		case s.recent&bit != 0 && bits.OnesCount16(run) >= r.K:
 			by = OpenedKOfN
-		case r.PK > 0 && s.persist&1 == 1 && bits.OnesCount16(persistent) >= r.PK:
+		case r.PK > 0 && s.persist&bit != 0 && bits.OnesCount16(persistent) >= r.PK:
 			run, by = persistent, OpenedPersistent
-		case r.SK > 0 && s.elevated&1 == 1 && bits.OnesCount16(sustained) >= r.SK:
+		case r.SK > 0 && s.elevated&bit != 0 && bits.OnesCount16(sustained) >= r.SK:
 			run, by = sustained, OpenedSustained
 		default:
 			return out
 		}
-		s.first = w.Index - int64(15-bits.LeadingZeros16(run))
+		s.first = s.lastIndex - int64(15-bits.LeadingZeros16(run))
 		s.open, s.seq, s.windows = true, 0, uint32(bits.OnesCount16(run))
-		s.last, s.peak, s.peakLevel = w.Index, float32(w.Score), w.Level
+		s.last, s.peak, s.peakLevel = s.lastIndex-int64(bits.TrailingZeros16(run)), float32(w.Score), w.Level
 		ev := s.event(Opened)
 		ev.OpenedBy = by
 		return append(out, ev)
 	}
 	s.windows++
-	s.last = w.Index
+	s.last = max(s.last, w.Index)
 	s.peak = max(s.peak, float32(w.Score))
 	if w.Level > s.peakLevel {
 		s.peakLevel = w.Level

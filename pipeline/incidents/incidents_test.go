@@ -211,3 +211,51 @@ func TestPersistentWindowsOpen(t *testing.T) {
 		t.Fatalf("opened on windows below the persistent level: %+v", ev)
 	}
 }
+
+// A device seen on two partitions has its windows judged as each partition
+// closes them: one may come after a newer one, or share its index. It
+// counts in its own place.
+func TestWindowsOutOfOrderCountInTheirPlace(t *testing.T) {
+	var s State
+	r := Rule{}
+	var ev []Event
+	ev = s.Observe(r, Window{Index: 100}, ev)
+	ev = s.Observe(r, Window{Index: 102, Level: Low, Score: 0.3}, ev)
+	ev = s.Observe(r, Window{Index: 101, Level: Low, Score: 0.4}, ev) // the other partition's, late
+	if len(ev) != 0 {
+		t.Fatalf("a late window opened %+v in the past", ev)
+	}
+	ev = s.Observe(r, Window{Index: 102, Level: Low, Score: 0.3}, ev) // the same minute, from the other partition
+	if len(ev) != 1 || ev[0].Status != Opened || ev[0].First != 101 || ev[0].Last != 102 || ev[0].Windows != 2 || ev[0].OpenedBy != OpenedKOfN {
+		t.Fatalf("events %+v, want an opening spanning 101–102", ev)
+	}
+	// The same index from both partitions is one window's place.
+	s = State{}
+	ev = s.Observe(r, Window{Index: 200, Level: Low, Score: 0.3}, nil)
+	ev = s.Observe(r, Window{Index: 200, Level: Low, Score: 0.3}, ev)
+	if len(ev) != 0 {
+		t.Fatalf("one anomalous minute seen twice opened %+v", ev)
+	}
+	// Far older than the rules look: ignored.
+	if ev = s.Observe(r, Window{Index: 150, Level: High, Score: 0.9}, nil); len(ev) != 0 || s.Open() {
+		t.Fatalf("a window 50 minutes old opened %+v", ev)
+	}
+}
+
+// Quiet is counted in windows' places: the same minute's windows from two
+// partitions are one quiet window, not two.
+func TestQuietCountsPlacesNotWindows(t *testing.T) {
+	var s State
+	r := Rule{M: 2}
+	ev := s.Observe(r, Window{Index: 10, Level: High, Score: 0.9}, nil)
+	for _, i := range []int64{11, 11, 11, 10} {
+		ev = s.Observe(r, Window{Index: i}, ev)
+	}
+	if len(ev) != 1 || !s.Open() {
+		t.Fatalf("closed after one quiet minute seen thrice: %+v", ev)
+	}
+	ev = s.Observe(r, Window{Index: 12}, ev)
+	if len(ev) != 2 || ev[1].Status != Closed {
+		t.Fatalf("events %+v, want a closing after the second quiet minute", ev)
+	}
+}

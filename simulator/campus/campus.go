@@ -64,6 +64,11 @@ type Config struct {
 	AttackEvery   time.Duration // default 6m
 	AttackLength  time.Duration // default 14m: lengths drawn from [7m, 14m)
 	GroundTruth   string        // CSV: device_id,profile,scenario,start,end,intensity
+	// Balancer spreads records over partitions. Default: by key, the
+	// initiating device's address, as goflow2 -transport.kafka.hashing
+	// keeps an exporter's flows together; kafka.RoundRobin plays a
+	// producer that keys nothing.
+	Balancer kafka.Balancer
 }
 
 // Device is one campus device, for registering it on the ledger.
@@ -219,7 +224,11 @@ type attack struct {
 func Run(ctx context.Context, cfg Config, fleet []*Device) (int64, error) {
 	cfg = cfg.withDefaults()
 	r := rand.New(rand.NewPCG(cfg.Seed, 0x6f10))
-	w := &kafka.Writer{Addr: cfg.Kafka.Addr(), Transport: cfg.Kafka.Transport(), Topic: cfg.Topic, Balancer: &kafka.Hash{},
+	balancer := cfg.Balancer
+	if balancer == nil {
+		balancer = &kafka.Hash{}
+	}
+	w := &kafka.Writer{Addr: cfg.Kafka.Addr(), Transport: cfg.Kafka.Transport(), Topic: cfg.Topic, Balancer: balancer,
 		BatchSize: 5000, BatchBytes: 16 << 20, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
 	var truth *csv.Writer
