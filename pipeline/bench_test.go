@@ -73,6 +73,8 @@ func BenchmarkAnchorLeaf(b *testing.B) {
 func TestMemoryPerTrackedDevice(t *testing.T) {
 	const n = 50_000
 	p := newPartitionWindows(WindowConfig{}, 0)
+	stage := &DetectStage{models: map[string]*deviceModel{}} // the models, one per device, as the stage keeps them
+	p.model = stage.deviceModel
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("camera-%06d", i)
@@ -106,4 +108,5 @@ func TestMemoryPerTrackedDevice(t *testing.T) {
 		t.Fatalf("implausible measurement: %.0f bytes per device", perDevice)
 	}
 	runtime.KeepAlive(p)
+	runtime.KeepAlive(stage)
 }
