@@ -57,8 +57,8 @@ type goflowV1JSON struct {
 	Proto         json.RawMessage `json:"Proto"`
 	SrcPort       uint16          `json:"SrcPort"`
 	DstPort       uint16          `json:"DstPort"`
-	SrcMac        string          `json:"SrcMac"`
-	DstMac        string          `json:"DstMac"`
+	SrcMac        json.RawMessage `json:"SrcMac"` // text, or the FlowMessage's number
+	DstMac        json.RawMessage `json:"DstMac"`
 	TCPFlags      uint8           `json:"TCPFlags"`
 }
 
@@ -114,8 +114,22 @@ func GoflowV1JSON(value []byte, rec *FlowRecord) error {
 	return fillGoflow(rec, goflowFields{
 		endNs: endNs, receivedNs: g.TimeReceived * uint64(time.Second), rate: g.SamplingRate,
 		bytes: g.Bytes, packets: g.Packets, src: src, dst: dst, proto: proto,
-		srcPort: g.SrcPort, dstPort: g.DstPort, srcMAC: g.SrcMac, dstMAC: g.DstMac, tcpFlags: g.TCPFlags,
+		srcPort: g.SrcPort, dstPort: g.DstPort, srcMAC: goflowMAC(g.SrcMac), dstMAC: goflowMAC(g.DstMac), tcpFlags: g.TCPFlags,
 	})
+}
+
+// goflowMAC reads a MAC written as text ("02:00:0a:14:00:07") or as the
+// FlowMessage's 64-bit number; anything else is no MAC.
+func goflowMAC(raw json.RawMessage) string {
+	var text string
+	if json.Unmarshal(raw, &text) == nil {
+		return text
+	}
+	var n uint64
+	if json.Unmarshal(raw, &n) == nil {
+		return macFromUint64(n)
+	}
+	return ""
 }
 
 // goflowProto reads a protocol given by name ("TCP") or number (6).

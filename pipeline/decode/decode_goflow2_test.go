@@ -121,6 +121,11 @@ func TestDecodeGoflowV1JSON(t *testing.T) {
 	if err := Flow([]byte(secondsOnly), &r); err != nil || !r.Time.Equal(time.Unix(1764000000, 0)) {
 		t.Fatalf("seconds only: %v, time %v", err, r.Time)
 	}
+	// A MAC as the FlowMessage's number.
+	numeric := strings.Replace(goflowV1JSONSample, `"SrcMac":"02:00:0a:14:00:07"`, `"SrcMac":2199192338439`, 1)
+	if err := Flow([]byte(numeric), &r); err != nil || r.SrcMAC != "02:00:0a:14:00:07" {
+		t.Fatalf("numeric MAC: %v, %q", err, r.SrcMAC)
+	}
 	// What is wrong is named.
 	bad := strings.Replace(goflowV1JSONSample, `"DstAddr":"52.16.0.3"`, `"DstAddr":"nowhere"`, 1)
 	if err := Flow([]byte(bad), &r); err == nil || !strings.Contains(err.Error(), "DstAddr") {
