@@ -33,15 +33,15 @@ type TelemetryConfig struct {
 // number not above the last one seen → bad-signature, firmware not approved
 // for the device's profile → firmware-mismatch.
 type TelemetryStage struct {
-	cfg TelemetryConfig
+	cfg      TelemetryConfig
+	registry *Registry
+	outbox   AlertQueue
+	dlq      *DeadLetter
+	metrics  *Metrics
+	log      *slog.Logger
 	// trustRetained is set once the first assignment has kept the
 	// restored trust episodes of this instance's partitions.
 	trustRetained bool
-	registry      *Registry
-	outbox        AlertQueue
-	dlq           *DeadLetter
-	metrics       *Metrics
-	log           *slog.Logger
 
 	consumer *groupConsumer
 	lastSeq  map[string]seenSequence
