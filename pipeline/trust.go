@@ -281,13 +281,7 @@ func (a *trustAlerts) assigned(recs map[string]*trustRecord, topic string, parts
 		mine[int32(tp.partition)] = true
 	}
 	if first {
-		a.mu.Lock()
-		for key, e := range a.open {
-			if e.evidence.Topic == topic && !mine[e.evidence.Partition] {
-				delete(a.open, key)
-			}
-		}
-		a.mu.Unlock()
+		a.drop(topic, func(p int32) bool { return !mine[p] })
 	}
 	return a.restore(recs, func(t string, p int32) bool { return t == topic && mine[p] })
 }
@@ -296,10 +290,16 @@ func (a *trustAlerts) assigned(recs map[string]*trustRecord, topic string, parts
 // this instance, without closing them: the partition's next owner restores
 // them and closes them in their time.
 func (a *trustAlerts) forget(topic string, partition int32) {
+	a.drop(topic, func(p int32) bool { return p == partition })
+}
+
+// drop forgets, without closing them, the open episodes found on topic's
+// partitions that match.
+func (a *trustAlerts) drop(topic string, match func(partition int32) bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for key, e := range a.open {
-		if e.evidence.Topic == topic && e.evidence.Partition == partition {
+		if e.evidence.Topic == topic && match(e.evidence.Partition) {
 			delete(a.open, key)
 		}
 	}
