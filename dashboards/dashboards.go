@@ -139,11 +139,13 @@ func Pipeline() *dashboard.DashboardBuilder {
 // Models shows each profile's active model, how the live traffic drifts
 // from its training data, and the score distributions.
 func Models() *dashboard.DashboardBuilder {
-	return base("chainwatch-models", "chainwatch · models", "The active model per profile, its age and threshold, feature drift (population stability index) and score distributions.").
+	return base("chainwatch-models", "chainwatch · models", "The active model per profile, its age and threshold, the false incidents it is expected to give, feature drift (population stability index) and score distributions.").
 		WithPanel(grid("Active models", "The active model of each profile: hash and algorithm.", 12,
 			instant(`chainwatch_model_info`))).
 		WithPanel(grid("Model age and threshold", "Hours since each active model was trained, and its alert threshold.", 12,
 			instant(`(time() - chainwatch_model_created_timestamp_seconds) / 3600`))).
+		WithPanel(grid("Expected false incidents", "False incidents per 1,000 device-hours each active model is to be expected to give, the error of its fitted thresholds counted: near the budget (detector.false_alerts_per_1000_device_hours, default 1) once trained on enough history; several times it after a short warm-up of a small fleet — promote a model retrained on more history.", 12,
+			instant(`chainwatch_model_expected_false_incidents_per_1000_device_hours`))).
 		WithPanel(series("Drift per profile", "Largest population stability index of any feature, per profile (0.1: moderate shift, 0.25: significant).", "short", 12,
 			query(`max by (profile) (chainwatch_feature_drift_psi)`, "{{profile}}"))).
 		WithPanel(grid("Most drifted features", "The ten features whose live distribution moved most from training.", 12,

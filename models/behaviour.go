@@ -114,6 +114,12 @@ import (
 //     evt.FitClusters). Counted window by window, one device that stays
 //     above the tail threshold for an hour would weigh as sixty
 //     exceedances and set the profile's levels alone.
+//
+//     The levels are placed on the plug-in fits, which hold the budget
+//     when the fits are exact. How far they are to be trusted is
+//     ExpectedFalseIncidents: the rate they give averaged over the fits'
+//     own error, several times the budget when a short warm-up of a small
+//     fleet leaves each rule a handful of episodes.
 
 // BaselineWindows is W above: the most windows a device baseline weighs,
 // about an hour of one-minute windows.
@@ -338,6 +344,29 @@ type Behaviour struct {
 	// trained before it: the rule is off.
 	PersistentTail  evt.Tail `json:"persistent_tail,omitzero"`
 	PersistentLevel float64  `json:"persistent_level,omitempty"`
+}
+
+// ExpectedFalseIncidents is the rate of false incidents per 1,000
+// device-hours that the model's levels are to be expected to give on
+// traffic like its training's, once the error of the tails they were placed
+// on is counted: the sum over the opening rules of each rule's tail's
+// posterior predictive rate at its level (evt.Tail.PredictiveSurvival).
+// The levels are placed on plug-in fits, which hold the budget only when
+// the fits are exact; a fit to the few dozen incidents' worth of episodes a
+// short warm-up of a small fleet holds is as likely low as high, and the
+// rate its thresholds give is on average higher than planned — about twice
+// the budget with 40 episodes per rule, six times with 10. More training
+// history (a longer warm-up, a larger fleet) brings it to the budget.
+func (bh *Behaviour) ExpectedFalseIncidents() float64 {
+	b := bh.Budget.WithDefaults()
+	rate := bh.LevelTail.PredictiveSurvival(bh.ExtremeLevel) + bh.OpeningTail.PredictiveSurvival(bh.AnomalousLevel)
+	if bh.PersistentLevel > 0 {
+		rate += bh.PersistentTail.PredictiveSurvival(bh.PersistentLevel)
+	}
+	if bh.SustainedLevel > 0 {
+		rate += bh.SustainedTail.PredictiveSurvival(bh.SustainedLevel)
+	}
+	return rate * 1000 * 3600 / b.WindowSeconds
 }
 
 // LevelScore maps an anomaly level L to the score L/(1 + L).
@@ -690,6 +719,9 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 			"train_level_max":     levels[len(levels)-1],
 			"train_flagged_share": float64(flagged) / float64(len(levels)),
 			"devices":             float64(len(series)),
+			// What the budget is to be expected to give, its fits' error
+			// counted (ExpectedFalseIncidents).
+			"expected_false_incidents_per_1000_device_hours": bh.ExpectedFalseIncidents(),
 		},
 		CreatedAt: createdAt(opts.Now),
 		Behaviour: bh,

@@ -290,3 +290,30 @@ func TestFeatureScalesAreUpperTailQuantiles(t *testing.T) {
 		t.Fatalf("scales %v, want 9.79, 1, 1, 1", s[:4])
 	}
 }
+
+// TestExpectedFalseIncidentsFallWithTrainingHistory: the same fleet's
+// traffic trained on a short history of a few devices and on a long one of
+// many gives levels placed for the same budget, but the few episodes of the
+// short history leave them uncertain, and the rate they are to be expected
+// to give is higher; with the long history it is near the budget.
+func TestExpectedFalseIncidentsFallWithTrainingHistory(t *testing.T) {
+	budget := Budget{FalseAlertsPer1000DeviceHours: 10}
+	expected := func(devices int, windows int64) float64 {
+		_, series := synthFleet(rand.New(rand.NewPCG(21, 22)), devices, windows)
+		m, _, err := TrainBehaviour(series, BehaviourOptions{Forest: iforest.Config{Seed: 3}, Profile: "synthetic", Budget: budget})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := m.Behaviour.ExpectedFalseIncidents()
+		if got := m.Metrics["expected_false_incidents_per_1000_device_hours"]; got != e {
+			t.Fatalf("model metric %v, want %v", got, e)
+		}
+		return e
+	}
+	short, long := expected(6, 150), expected(60, 1500)
+	t.Logf("expected false incidents per 1,000 device-hours, budget %v: 6 devices × 150 windows %.2f, 60 × 1,500 %.2f",
+		budget.FalseAlertsPer1000DeviceHours, short, long)
+	if !(short > 1.5*long) || long > 2*budget.FalseAlertsPer1000DeviceHours {
+		t.Fatalf("short history %v, long %v: want the short one well above the long, and the long within twice the budget", short, long)
+	}
+}

@@ -424,7 +424,7 @@ func (s *DetectStage) checkKeying() {
 	s.metrics.SplitDevices.Set(float64(split))
 	if split >= splitWarnDevices && 2*split >= len(s.seen) && !s.splitWarned {
 		s.splitWarned = true
-		s.log.Error("records are not keyed by device: the flows of most devices arrive on several partitions, so each device's windows are split (and, with several instances, its state) and detection is degraded; produce iot.flows keyed by device id or source address (goflow2: -transport.kafka.hashing)",
+		s.log.Error("records are not keyed by device: the flows of most devices arrive on several partitions, so each device's windows are split (and, with several instances, its state) and detection is degraded; produce iot.flows keyed by device id or source address (goflow2: -transport.kafka.hashing with a -mapping whose formatter.key is sampler_address; README, Flow input formats)",
 			"devices_on_several_partitions", split, "devices", len(s.seen))
 	}
 }

@@ -851,13 +851,27 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 		"profile", profile, "windows", rows, "training_refs", len(refs), "event_time_span", p.warmTo.Sub(p.warmFrom).String(),
 		"took", time.Since(started).Round(time.Millisecond).String(),
 		"levels", fmt.Sprintf("extreme %.2f, anomalous %.2f, persistent %.2f, elevated %.2f",
-			m.Behaviour.ExtremeLevel, m.Behaviour.AnomalousLevel, m.Behaviour.PersistentLevel, m.Behaviour.SustainedLevel))
+			m.Behaviour.ExtremeLevel, m.Behaviour.AnomalousLevel, m.Behaviour.PersistentLevel, m.Behaviour.SustainedLevel),
+		"expected_false_incidents_per_1000_device_hours", strconv.FormatFloat(m.Behaviour.ExpectedFalseIncidents(), 'f', 2, 64))
 	if span := p.warmTo.Sub(p.warmFrom); span < dailyCycle {
 		// Device baselines follow a gradual daily cycle; a step the
 		// warm-up never showed (business hours starting, a night-time
 		// backup) is judged anomalous on every device that takes it.
 		d.log.Warn("first model trained on less than a day of traffic: behaviour of other hours of the day that changes abruptly (business hours, scheduled jobs) will raise incidents until a model trained on a whole day is promoted",
 			"profile", profile, "event_time_span", span.String(), "setting", "detector.warmup")
+	}
+	if b := m.Behaviour; b != nil {
+		// The levels hold the budget if their tails are fitted exactly;
+		// fitted to the few episodes a short warm-up of a small fleet
+		// holds, they are on average several times too low (see
+		// models.Behaviour.ExpectedFalseIncidents). Twice the budget is
+		// where that error stops being a rounding matter.
+		budget := b.Budget.WithDefaults().FalseAlertsPer1000DeviceHours
+		if exp := b.ExpectedFalseIncidents(); exp > 2*budget {
+			d.log.Warn("first model's thresholds rest on little training history: expect more false incidents than the budget until a model trained on more history (a longer warm-up, a larger fleet) is promoted",
+				"profile", profile, "expected_per_1000_device_hours", strconv.FormatFloat(exp, 'f', 2, 64),
+				"budget", budget, "training_windows", rows, "setting", "detector.warmup")
+		}
 	}
 	p.warm, p.partTo = nil, nil
 	if active.Hash() == m.Hash() {
@@ -958,6 +972,9 @@ func (d *Detector) activate(profile string, p *profileState, m *models.Model, ho
 	d.metrics.ModelInfo.DeletePartialMatch(prometheus.Labels{"profile": profile}) // the model it replaces
 	d.metrics.ModelInfo.WithLabelValues(profile, m.Hash(), m.Algorithm).Set(1)
 	d.metrics.ModelThreshold.WithLabelValues(profile).Set(m.Calibration.Threshold)
+	if m.Behaviour != nil {
+		d.metrics.ModelExpected.WithLabelValues(profile).Set(m.Behaviour.ExpectedFalseIncidents())
+	}
 	d.metrics.ModelCreated.WithLabelValues(profile).Set(float64(m.CreatedAt.Unix()))
 	d.metrics.WarmupWindows.DeleteLabelValues(profile)
 	d.log.Info("model active", "profile", profile, "hash", m.Hash(), "algorithm", m.Algorithm,

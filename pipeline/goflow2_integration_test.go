@@ -45,16 +45,32 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // packet capture of a device's TCP conversations → softflowd (NetFlow v9
 // exporter) → goflow2 (collector, JSON or protobuf to Kafka) → the detection
 // stage, and checks the device's flows — both legs — reach its feature
-// windows.
+// windows. goflow2 runs as the README says (records hashed to partitions by
+// a mapping's key, the exporter's address), and the device's flows stay in
+// one of the topic's two partitions; run without -transport.kafka.hashing,
+// as goflow2 runs by default, it spreads them round-robin over both, and
+// the service reports the device split.
 func TestGoflow2RecordsReachFeatureWindows(t *testing.T) {
 	softflowd := requireTool(t, "softflowd", "apt-get install softflowd")
 	goflow2 := requireTool(t, "goflow2", "go install github.com/netsampler/goflow2/v2/cmd/goflow2@v2.2.6")
 	for _, format := range []string{"json", "bin"} {
-		t.Run(format, func(t *testing.T) { runExporterChain(t, softflowd, goflow2, format) })
+		t.Run(format, func(t *testing.T) {
+			if split := runExporterChain(t, softflowd, goflow2, format, true); split != 0 {
+				t.Errorf("keyed by exporter: %v devices on several partitions, want 0", split)
+			}
+		})
 	}
+	t.Run("json/round-robin", func(t *testing.T) {
+		if split := runExporterChain(t, softflowd, goflow2, "json", false); split != 1 {
+			t.Errorf("goflow2's default partitioning: %v devices on several partitions, want the device reported split", split)
+		}
+	})
 }
 
-func runExporterChain(t *testing.T, softflowd, goflow2, format string) {
+// runExporterChain runs the chain once, goflow2 keying records by exporter
+// when keyed is set, and returns chainwatch_devices_on_several_partitions
+// once every record is in.
+func runExporterChain(t *testing.T, softflowd, goflow2, format string, keyed bool) float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	env := startEmbeddedDefault(t, 2)
@@ -77,10 +93,17 @@ func runExporterChain(t *testing.T, softflowd, goflow2, format string) {
 	// the template packet that precedes it on the wire, and its flows are
 	// dropped ("template error") until softflowd resends the template.
 	port := freeUDPPort(t)
-	collector := exec.CommandContext(ctx, goflow2,
-		"-listen", fmt.Sprintf("netflow://127.0.0.1:%d?workers=1", port),
+	args := []string{"-listen", fmt.Sprintf("netflow://127.0.0.1:%d?workers=1", port),
 		"-transport", "kafka", "-transport.kafka.brokers", env.brokers[0], "-transport.kafka.topic", env.topics.Flows,
-		"-transport.kafka.hashing", "-transport.kafka.flushfreq", "100ms", "-format", format)
+		"-transport.kafka.flushfreq", "100ms", "-format", format}
+	if keyed {
+		mapping := filepath.Join(env.dir, "mapping.yaml")
+		if err := os.WriteFile(mapping, []byte("formatter:\n  key:\n    - sampler_address\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-transport.kafka.hashing", "-mapping", mapping)
+	}
+	collector := exec.CommandContext(ctx, goflow2, args...)
 	var collectorLog strings.Builder
 	collector.Stdout, collector.Stderr = &collectorLog, &collectorLog
 	if err := collector.Start(); err != nil {
@@ -115,7 +138,28 @@ func runExporterChain(t *testing.T, softflowd, goflow2, format string) {
 	if byKind := summary.AlertsByKind(); byKind[contract.AlertRogueDevice] != 0 {
 		t.Errorf("reply legs taken for rogue devices: %v", byKind)
 	}
-	t.Logf("format %s: %d flow records from %d conversations, %v camera windows", format, summary.RecordsConsumed.Load(), conversations, warmupWindows(t, reg, "camera"))
+	// The split gauge is refreshed at each commit.
+	split := gaugeValue(t, reg, "chainwatch_devices_on_several_partitions")
+	for deadline := time.Now().Add(3 * time.Second); split == 0 && !keyed && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		split = gaugeValue(t, reg, "chainwatch_devices_on_several_partitions")
+	}
+	t.Logf("format %s, keyed %v: %d flow records from %d conversations, %v camera windows, %v devices on several partitions",
+		format, keyed, summary.RecordsConsumed.Load(), conversations, warmupWindows(t, reg, "camera"), split)
+	return split
+}
+
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
 }
 
 func warmupWindows(t *testing.T, reg *prometheus.Registry, profile string) float64 {

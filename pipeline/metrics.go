@@ -33,6 +33,7 @@ type Metrics struct {
 	OpenWindows      prometheus.Gauge
 	ModelInfo        *prometheus.GaugeVec   // profile, hash, algorithm
 	ModelThreshold   *prometheus.GaugeVec   // profile
+	ModelExpected    *prometheus.GaugeVec   // profile
 	ModelCreated     *prometheus.GaugeVec   // profile
 	FeatureDrift     *prometheus.GaugeVec   // profile, feature
 	TopDevices       *prometheus.GaugeVec   // rank, device, profile
@@ -122,6 +123,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		OpenWindows:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "chainwatch_open_windows", Help: "Device windows not yet closed."}),
 		ModelInfo:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_info", Help: "The active model of each profile (value 1)."}, []string{"profile", "hash", "algorithm"}),
 		ModelThreshold: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_threshold", Help: "Alert threshold (score) of each profile's active model."}, []string{"profile"}),
+		ModelExpected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_expected_false_incidents_per_1000_device_hours",
+			Help: "False incidents per 1,000 device-hours each profile's active model is to be expected to give on traffic like its training's, the error of its fitted tails counted: near the budget (detector.false_alerts_per_1000_device_hours) when it was trained on enough history, several times it on a short warm-up of a small fleet."}, []string{"profile"}),
 		ModelCreated: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_model_created_timestamp_seconds",
 			Help: "When each profile's active model was trained (Unix seconds)."}, []string{"profile"}),
 		FeatureDrift: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chainwatch_feature_drift_psi",
@@ -148,7 +151,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts, m.AnomalousWindows, m.WindowsUnscored, m.Incidents,
 		m.Anchors, m.AnchoredRecords, m.AuditedRecords, m.AuditRounds, m.AuditLastRound, m.IntegrityFinds, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.SplitDevices, m.OpenWindows,
-		m.ModelInfo, m.ModelThreshold, m.ModelCreated, m.FeatureDrift, m.TopDevices,
+		m.ModelInfo, m.ModelThreshold, m.ModelExpected, m.ModelCreated, m.FeatureDrift, m.TopDevices,
 		m.DeviceScore, m.DeviceFeature, m.DeviceBaseline, m.DeviceAlerts, m.WarmupWindows, m.WindowsHeld, m.TrainingExcluded, m.ModelsRefused, m.LedgerTx)
 	return m
 }

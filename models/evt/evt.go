@@ -238,6 +238,30 @@ func (t *Tail) Quantile(p float64) float64 {
 	return t.U + t.Scale/t.Shape*(math.Pow(p/t.Zeta, -t.Shape)-1)
 }
 
+// PredictiveSurvival is Survival above U with the uncertainty of the
+// fitted exponential scale counted: with n excesses (cluster maxima for a
+// FitClusters tail) of mean σ̂ and Jeffreys' prior π(λ) ∝ 1/λ on the rate
+// λ = 1/σ, the rate's posterior is Gamma(n, nσ̂), and averaging e^(−λy)
+// over it gives the posterior predictive
+//
+//	P(Y > y) = (1 + y/(nσ̂))^(−n),
+//
+// a Lomax tail (Coles, An Introduction to Statistical Modeling of Extreme
+// Values, 2001, §9.1.2, on predictive inference for extremes). At a
+// threshold placed on the plug-in fit it says how often that threshold is
+// to be expected to be exceeded once the fit's own error is averaged over:
+// with 200 clusters about 1.1 times the planned rate at a threshold a
+// thousand times further out than the clusters' rate, with 10 about six
+// times. It is meaningful for exponential tails (Shape 0); for others, and
+// below U, it is Survival.
+func (t *Tail) PredictiveSurvival(x float64) float64 {
+	n := math.Round(t.Zeta * float64(t.N))
+	if x <= t.U || t.Shape != 0 || n < 1 {
+		return t.Survival(x)
+	}
+	return t.Zeta * math.Pow(1+(x-t.U)/(n*t.Scale), -n)
+}
+
 // FitClusters fits the tail of a statistic whose exceedances come in
 // clusters, as the exponential tail of its cluster maxima (runs
 // declustering; Coles, An Introduction to Statistical Modeling of Extreme

@@ -161,3 +161,45 @@ func TestFitClustersCountsEpisodes(t *testing.T) {
 		t.Fatal("a sequence past the scores was accepted")
 	}
 }
+
+// TestPredictiveSurvivalIsTheExpectedRateAtAPlugInThreshold checks
+// PredictiveSurvival against its closed form, and its meaning: for
+// exponential excesses, the probability that a threshold placed on a
+// plug-in fit of n of them is exceeded, averaged over the fits that n
+// excesses give (simulated here), is (1 + ln(ζ/p)/n)^(−n) times ζ — the
+// Gamma moment-generating function of nσ̂ — which is what the predictive
+// gives at that threshold.
+func TestPredictiveSurvivalIsTheExpectedRateAtAPlugInThreshold(t *testing.T) {
+	tail := Tail{U: 1, Zeta: 0.01, N: 1000, Scale: 0.5} // 10 excesses
+	x := tail.Quantile(1e-4)                            // 1 + 0.5 ln 100
+	want := 0.01 * math.Pow(1+math.Log(100)/10, -10)
+	if got := tail.PredictiveSurvival(x); math.Abs(got-want) > 1e-15 || math.Abs(got/1e-4-2.264) > 0.001 {
+		t.Fatalf("predictive at the plug-in 1e-4 quantile: %v, want %v (2.264 × 1e-4)", got, want)
+	}
+	if got := tail.PredictiveSurvival(0.5); got != tail.Survival(0.5) {
+		t.Fatalf("below U: %v, want Survival's %v", got, tail.Survival(0.5))
+	}
+	many := Tail{U: 1, Zeta: 0.01, N: 100_000, Scale: 0.5} // 1,000 excesses
+	if r := many.PredictiveSurvival(many.Quantile(1e-4)) / 1e-4; r < 1 || r > 1.02 {
+		t.Fatalf("with 1,000 excesses the predictive is the plug-in fit: ratio %v", r)
+	}
+	// Simulation: n = 10 unit exponential excesses per fit, the threshold
+	// at conditional probability q = 1e-3 on each fit; the true
+	// exceedance probability e^(−x) averaged over fits.
+	rng := rand.New(rand.NewPCG(7, 8))
+	const n, q, reps = 10, 1e-3, 200_000
+	sum := 0.0
+	for range reps {
+		m := 0.0
+		for range n {
+			m += rng.ExpFloat64()
+		}
+		sum += math.Exp(-m / n * math.Log(1/q))
+	}
+	sim := sum / reps
+	pred := Tail{U: 0, Zeta: 1e-2, N: n * 100, Scale: 1}
+	got := pred.PredictiveSurvival(math.Log(1/q)) / 1e-2
+	if math.Abs(sim/got-1) > 0.03 || math.Abs(got/q-5.24) > 0.01 {
+		t.Fatalf("expected exceedance at the plug-in threshold: simulated %v, predictive %v (%.2f × q)", sim, got, got/q)
+	}
+}
