@@ -104,6 +104,18 @@ import (
 //     together now and then but three rarely do; it takes the last
 //     quarter.
 //
+//     The persistent and sustained rules count windows as so many pieces
+//     of evidence, so they judge each window by its own: their level L'_t
+//     is L_t with the deviations of damped features (features.Spec.Damped:
+//     the first-contact count, whose half-life of half an hour is longer
+//     than either rule's span) left out of A and B. Otherwise one burst of
+//     two ordinary first contacts, held in the damped count for an hour,
+//     makes six of the next ten windows elevated and opens a sustained
+//     incident on its own, which nothing in a short warm-up's training
+//     sequences had calibrated. Their statistics are built from L' in
+//     training as well. The extreme and k-of-n rules keep the full L, and
+//     the damped count its say in a fan-out too slow for one window.
+//
 //     The levels' tails (of L and of the rules' statistics) are fitted
 //     with the shape fixed at ξ = 0: a level is a −log₁₀ tail probability,
 //     exponential in its upper tail by construction. And what the budget
@@ -482,11 +494,11 @@ type Judgement struct {
 	Score     float64 // L/(1 + L)
 	Anomalous bool
 	Extreme   bool
-	// Elevated: at or above the sustained rule's level (see
-	// Behaviour.SustainedLevel).
+	// Elevated: the window's own level (L' of step 6) at or above the
+	// sustained rule's level (see Behaviour.SustainedLevel).
 	Elevated bool
-	// Persistent: at or above the persistent rule's level (see
-	// Behaviour.PersistentLevel).
+	// Persistent: the window's own level at or above the persistent
+	// rule's level (see Behaviour.PersistentLevel).
 	Persistent bool
 	Confidence Confidence
 	// Learn is whether the window's destinations may join the device's
@@ -502,12 +514,29 @@ func (m *Model) level(r []float64, forestScore float64) float64 {
 	return max(l, 0)
 }
 
+// presentLevel is L' of step 6, the level of a window's own evidence: L
+// with the upward deviations of damped features left out.
+func (m *Model) presentLevel(r []float64, forestScore float64) float64 {
+	var own [ResidualDims]float64
+	copy(own[:], r)
+	for j, s := range features.Specs {
+		if s.Damped {
+			own[j] = min(own[j], 0)
+		}
+	}
+	return m.level(own[:], forestScore)
+}
+
 // Judge turns a window's residuals and forest score into a verdict.
 func (m *Model) Judge(r []float64, forestScore float64) Judgement {
 	bh := m.Behaviour
 	l := m.level(r, forestScore)
-	j := Judgement{Level: l, Score: LevelScore(l), Anomalous: l >= bh.AnomalousLevel, Extreme: l >= bh.ExtremeLevel,
-		Elevated: bh.SustainedLevel > 0 && l >= bh.SustainedLevel, Persistent: bh.PersistentLevel > 0 && l >= bh.PersistentLevel}
+	j := Judgement{Level: l, Score: LevelScore(l), Anomalous: l >= bh.AnomalousLevel, Extreme: l >= bh.ExtremeLevel}
+	if bh.SustainedLevel > 0 || bh.PersistentLevel > 0 {
+		own := m.presentLevel(r, forestScore)
+		j.Elevated = bh.SustainedLevel > 0 && own >= bh.SustainedLevel
+		j.Persistent = bh.PersistentLevel > 0 && own >= bh.PersistentLevel
+	}
 	j.Learn = !j.Anomalous && l < LearnLevel
 	switch {
 	case j.Extreme:
@@ -662,8 +691,12 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 		levels[i] = m.level(rows[i*ResidualDims:(i+1)*ResidualDims], scores[i])
 	}
 	opening := openingStatistic(levels, append(starts, len(levels)), budget.K, budget.N)
-	sustained := openingStatistic(levels, append(starts, len(levels)), SustainedK, SustainedN)
-	persistent := openingStatistic(levels, append(starts, len(levels)), PersistentK, PersistentN)
+	own := make([]float64, len(maxes)) // L' of step 6
+	for i := range maxes {
+		own[i] = m.presentLevel(rows[i*ResidualDims:(i+1)*ResidualDims], scores[i])
+	}
+	sustained := openingStatistic(own, append(starts, len(levels)), SustainedK, SustainedN)
+	persistent := openingStatistic(own, append(starts, len(levels)), PersistentK, PersistentN)
 	// Levels are −log₁₀ tail probabilities: their tails, and those of the
 	// rules' statistics built from them, are exponential; and what the
 	// budget counts is incidents, so each rule's tail is that of its

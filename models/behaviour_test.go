@@ -317,3 +317,36 @@ func TestExpectedFalseIncidentsFallWithTrainingHistory(t *testing.T) {
 		t.Fatalf("short history %v, long %v: want the short one well above the long, and the long within twice the budget", short, long)
 	}
 }
+
+// TestPersistenceRulesJudgeAWindowByItsOwnEvidence: a window whose only
+// deviation is the damped first-contact count — a past burst of first
+// contacts still held in it — counts for the extreme and k-of-n rules as
+// its level says, but is neither elevated nor persistent; the same
+// deviation of a feature of the window alone is both.
+func TestPersistenceRulesJudgeAWindowByItsOwnEvidence(t *testing.T) {
+	_, series := synthFleet(rand.New(rand.NewPCG(31, 32)), 20, 200)
+	m, _, err := TrainBehaviour(series, BehaviourOptions{Forest: iforest.Config{Seed: 3}, Profile: "synthetic",
+		Budget: Budget{FalseAlertsPer1000DeviceHours: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bh := m.Behaviour
+	if bh.SustainedLevel == 0 || bh.PersistentLevel == 0 {
+		t.Fatal("the rules are off")
+	}
+	judge := func(j int) Judgement {
+		r := make([]float64, ResidualDims)
+		r[j] = 6 * bh.Scales[j]
+		return m.Judge(r, 0.5)
+	}
+	damped, own := judge(features.FirstContactWindows1h), judge(features.NewDst)
+	if damped.Level < bh.SustainedLevel || damped.Level < bh.PersistentLevel {
+		t.Fatalf("the damped deviation's level %.2f is below the rules' levels %.2f, %.2f: the test shows nothing", damped.Level, bh.SustainedLevel, bh.PersistentLevel)
+	}
+	if damped.Elevated || damped.Persistent {
+		t.Errorf("a window held up by its damped count alone (level %.2f) is elevated %v, persistent %v; want neither", damped.Level, damped.Elevated, damped.Persistent)
+	}
+	if !own.Elevated || !own.Persistent || math.Abs(own.Level-damped.Level) > 1e-9 {
+		t.Errorf("a window feature's deviation (level %.2f, the damped one's %.2f): elevated %v, persistent %v; want both", own.Level, damped.Level, own.Elevated, own.Persistent)
+	}
+}

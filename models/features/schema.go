@@ -82,24 +82,28 @@ const (
 // alerts of windows that merely held fewer flows than usual.
 type Spec struct {
 	Scale Scale
+	// Damped marks a feature that carries past windows (a count damped
+	// over about an hour): its value in a window is not that window's
+	// evidence alone.
+	Damped bool
 }
 
 // Specs are the features' scales and directions, in Vector order.
 var Specs = [Count]Spec{
-	Flows:                 {ScaleCount},
-	BytesOut:              {ScaleLog},
-	BytesIn:               {ScaleLog},
-	Packets:               {ScaleCount},
-	DistinctDst:           {ScaleCount},
-	DistinctDstPorts:      {ScaleCount},
-	DstPortEntropy:        {ScaleEntropy},
-	NewDst:                {ScaleCount},
-	NewInternalDst:        {ScaleCount},
-	FailedFlows:           {ScaleCount},
-	SmallPacketFlows:      {ScaleCount},
-	BytesPerPacket:        {ScaleLog},
-	FirstContactWindows1h: {ScaleCount},
-	NewDstRecurrence:      {ScaleCount},
+	Flows:                 {Scale: ScaleCount},
+	BytesOut:              {Scale: ScaleLog},
+	BytesIn:               {Scale: ScaleLog},
+	Packets:               {Scale: ScaleCount},
+	DistinctDst:           {Scale: ScaleCount},
+	DistinctDstPorts:      {Scale: ScaleCount},
+	DstPortEntropy:        {Scale: ScaleEntropy},
+	NewDst:                {Scale: ScaleCount},
+	NewInternalDst:        {Scale: ScaleCount},
+	FailedFlows:           {Scale: ScaleCount},
+	SmallPacketFlows:      {Scale: ScaleCount},
+	BytesPerPacket:        {Scale: ScaleLog},
+	FirstContactWindows1h: {Scale: ScaleCount, Damped: true},
+	NewDstRecurrence:      {Scale: ScaleCount},
 }
 
 // Vector is one device-window's features, indexed by the constants above.
