@@ -112,9 +112,15 @@ import (
 //     two ordinary first contacts, held in the damped count for an hour,
 //     makes six of the next ten windows elevated and opens a sustained
 //     incident on its own, which nothing in a short warm-up's training
-//     sequences had calibrated. Their statistics are built from L' in
-//     training as well. The extreme and k-of-n rules keep the full L, and
-//     the damped count its say in a fan-out too slow for one window.
+//     sequences had calibrated. Their levels L_p and L_s stay fitted to
+//     the full L, so that judged on L' ≤ L the two rules open on a subset
+//     of the windows their fits counted and keep within their shares of
+//     the budget; refitted to L' they fell (the damped count's lingering
+//     had been part of the training statistics), and the persistent rule
+//     then opened on the bursts of devices whose records arrive split
+//     across partitions (docs/DETECTION.md). The extreme and k-of-n rules
+//     keep the full L, and the damped count its say in a fan-out too slow
+//     for one window.
 //
 //     The levels' tails (of L and of the rules' statistics) are fitted
 //     with the shape fixed at ξ = 0: a level is a −log₁₀ tail probability,
@@ -691,12 +697,8 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 		levels[i] = m.level(rows[i*ResidualDims:(i+1)*ResidualDims], scores[i])
 	}
 	opening := openingStatistic(levels, append(starts, len(levels)), budget.K, budget.N)
-	own := make([]float64, len(maxes)) // L' of step 6
-	for i := range maxes {
-		own[i] = m.presentLevel(rows[i*ResidualDims:(i+1)*ResidualDims], scores[i])
-	}
-	sustained := openingStatistic(own, append(starts, len(levels)), SustainedK, SustainedN)
-	persistent := openingStatistic(own, append(starts, len(levels)), PersistentK, PersistentN)
+	sustained := openingStatistic(levels, append(starts, len(levels)), SustainedK, SustainedN)
+	persistent := openingStatistic(levels, append(starts, len(levels)), PersistentK, PersistentN)
 	// Levels are −log₁₀ tail probabilities: their tails, and those of the
 	// rules' statistics built from them, are exponential; and what the
 	// budget counts is incidents, so each rule's tail is that of its
