@@ -368,8 +368,9 @@ type Behaviour struct {
 // device-hours that the model's levels are to be expected to give on
 // traffic like its training's, once the error of the tails they were placed
 // on is counted: the sum over the opening rules of each rule's tail's
-// posterior predictive rate at its level (evt.Tail.PredictiveSurvival).
-// The levels are placed on plug-in fits, which hold the budget only when
+// posterior predictive rate at its level (evt.Tail.PredictiveSurvival) —
+// for the persistent and sustained rules, which judge a window's own level
+// L' ≤ L against levels fitted to L, an upper bound. The levels are placed on plug-in fits, which hold the budget only when
 // the fits are exact; a fit to the few dozen incidents' worth of episodes a
 // short warm-up of a small fleet holds is as likely low as high, and the
 // rate its thresholds give is on average higher than planned — about twice
