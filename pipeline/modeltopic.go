@@ -43,7 +43,7 @@ func NewModelTopic(cluster *kafkaconn.Cluster, topic string) *ModelTopic {
 	return &ModelTopic{kafka: cluster, topic: topic, writer: &kafka.Writer{
 		Addr: cluster.Addr(), Topic: topic, Balancer: &kafka.Hash{},
 		Transport:    cluster.Transport(),
-		RequiredAcks: kafka.RequireAll, BatchSize: 64, BatchBytes: 4 << 20, BatchTimeout: time.Millisecond,
+		RequiredAcks: kafka.RequireAll, BatchSize: 64, BatchBytes: kafkaconn.MaxBatchBytes, BatchTimeout: time.Millisecond,
 	}}
 }
 

@@ -71,7 +71,7 @@ func NewStateStore(cluster *kafkaconn.Cluster, topic string) *StateStore {
 		// metadata for seconds, and may have cached it before the state
 		// topic was created, refusing writes to it until it refreshes.
 		Transport:    cluster.Transport(),
-		RequiredAcks: kafka.RequireAll, BatchSize: 10_000, BatchBytes: 16 << 20, BatchTimeout: time.Millisecond,
+		RequiredAcks: kafka.RequireAll, BatchSize: 10_000, BatchBytes: kafkaconn.MaxBatchBytes, BatchTimeout: time.Millisecond,
 	}}
 }
 

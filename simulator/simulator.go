@@ -292,7 +292,7 @@ func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 	cfg := s.cfg
 	w := &kafka.Writer{
 		Addr: cfg.Kafka.Addr(), Transport: cfg.Kafka.Transport(), Topic: cfg.Topic, Balancer: &kafka.Hash{},
-		BatchSize: 5000, BatchBytes: 16 << 20, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll,
+		BatchSize: 5000, BatchBytes: kafkaconn.MaxBatchBytes, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll,
 	}
 	defer w.Close()
 	defer func() {

@@ -333,6 +333,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("window.allowed_lateness: must not be negative, got %s", c.Window.AllowedLateness)
 	case c.Anchor.BatchRecords < 1:
 		return fmt.Errorf("anchor.batch_records: must be at least 1, got %d", c.Anchor.BatchRecords)
+	case c.Anchor.BatchRecords > maxBatchRecords:
+		return fmt.Errorf("anchor.batch_records: at most %d (a batch's leaf hashes, 32 bytes a record, are kept as one Kafka record, under the broker's default limit of about 1 MB), got %d",
+			maxBatchRecords, c.Anchor.BatchRecords)
 	case c.Anchor.BatchAge <= 0:
 		return fmt.Errorf("anchor.batch_age: must be positive, got %s", c.Anchor.BatchAge)
 	case c.Anchor.Period <= 0:
@@ -639,3 +642,7 @@ func (c Config) printable() ([]byte, error) {
 	}
 	return b.Bytes(), nil
 }
+
+// maxBatchRecords is the largest anchor batch whose leaf hashes (32 bytes a
+// record) fit one record of the leaf topic (kafkaconn.MaxBatchBytes).
+const maxBatchRecords = kafkaconn.MaxBatchBytes / 32

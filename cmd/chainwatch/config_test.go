@@ -51,6 +51,7 @@ func TestBadConfigurationNamesTheKey(t *testing.T) {
 		want string
 	}{
 		{file: "window:\n  size: -5s\n", want: "window.size"},
+		{file: "anchor:\n  batch_records: 100000\n", want: "anchor.batch_records: at most 31250"},
 		{file: "kafka:\n  brokers: [nohost]\n", want: "kafka.brokers[0]"},
 		{file: "detector:\n  false_alerts_per_1000_device_hours: -1\n", want: "detector.false_alerts_per_1000_device_hours"},
 		{file: "detector:\n  incident:\n    k: 5\n", want: "detector.incident.k"},

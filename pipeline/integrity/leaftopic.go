@@ -70,7 +70,7 @@ func NewLeafTopic(cluster *kafkaconn.Cluster, topic string) *LeafTopic {
 	return &LeafTopic{kafka: cluster, topic: topic, index: map[string]int64{},
 		seals: map[string]*sealInfo{}, partIdx: map[streamPartition]int32{}, writer: &kafka.Writer{
 			Addr: cluster.Addr(), Topic: topic, Balancer: &kafka.Hash{}, Transport: cluster.Transport(),
-			RequiredAcks: kafka.RequireAll, BatchSize: 16, BatchBytes: 8 << 20, BatchTimeout: time.Millisecond,
+			RequiredAcks: kafka.RequireAll, BatchSize: 16, BatchBytes: kafkaconn.MaxBatchBytes, BatchTimeout: time.Millisecond,
 		}}
 }
 

@@ -229,7 +229,7 @@ func Run(ctx context.Context, cfg Config, fleet []*Device) (int64, error) {
 		balancer = &kafka.Hash{}
 	}
 	w := &kafka.Writer{Addr: cfg.Kafka.Addr(), Transport: cfg.Kafka.Transport(), Topic: cfg.Topic, Balancer: balancer,
-		BatchSize: 5000, BatchBytes: 16 << 20, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll}
+		BatchSize: 5000, BatchBytes: kafkaconn.MaxBatchBytes, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
 	var truth *csv.Writer
 	if cfg.GroundTruth != "" {
