@@ -100,6 +100,11 @@ type DetectStage struct {
 	// alert closed, for the close-to-alert latency.
 	pendingClosedAt []time.Time
 	closed          []ClosedWindow
+	// asm joins the parts of a device's windows read on several partitions
+	// (assembly.go); ready holds the windows to score.
+	asm     assembler
+	ready   []ClosedWindow
+	fetched []kgo.FetchTopicPartition
 
 	stageRun
 }
@@ -193,6 +198,7 @@ func (s *DetectStage) partitionsRevoked(ctx context.Context, parts []topicPartit
 		}
 		delete(s.committed, tp.partition)
 		delete(s.restored, tp.partition)
+		s.dropPartition(int32(tp.partition))
 		s.trust.forget(s.cfg.Topics.Flows, int32(tp.partition))
 	}
 }
@@ -221,20 +227,31 @@ func (s *DetectStage) run(ctx context.Context) error {
 // processFetches runs a poll's records through the stage, then hands
 // their alerts to the outbox in one durable write.
 func (s *DetectStage) processFetches(ctx context.Context, fetches kgo.Fetches) error {
-	var err error
+	now := time.Now()
+	s.fetched = s.fetched[:0]
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-		if err != nil || len(fp.Records) == 0 {
-			return
-		}
-		for _, r := range fp.Records {
-			if err = s.process(ctx, asMessage(r)); err != nil {
-				return
-			}
-		}
-		if p := s.partitions[int(fp.Partition)]; p != nil {
-			p.lag.Set(float64(fp.HighWatermark - p.processed - 1))
+		if len(fp.Records) > 0 {
+			s.fetched = append(s.fetched, fp)
 		}
 	})
+	// The partitions' records are taken in the order of their timestamps
+	// rather than a partition at a time, so that a backlog's first poll
+	// does not run one partition hours ahead of the others: a device
+	// whose records are on several partitions is then seen on all of them
+	// before its first window closes, and its parts are joined from the
+	// start (assembly.go). Each partition's own order is kept.
+	err := interleave(s.fetched, func(r *kgo.Record) error { return s.process(ctx, asMessage(r)) })
+	for _, fp := range s.fetched {
+		if p := s.partitions[int(fp.Partition)]; p != nil {
+			p.lag.Set(float64(fp.HighWatermark - p.processed - 1))
+			p.lastRecord, p.caughtUp = now, p.processed >= fp.HighWatermark-1
+		}
+	}
+	if err == nil {
+		// Also after a poll that brought nothing: a partition gone
+		// idle stops holding windows back.
+		err = s.scoreAssembled(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -269,6 +286,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		part := int32(m.Partition)
 		p.restore = func(d *deviceState) { s.restoreDevice(d, part) }
 		p.model = s.deviceModel
+		p.deferVector = true
 		if cp, ok := s.restored[m.Partition]; ok {
 			p.resume(cp)
 			delete(s.restored, m.Partition)
@@ -329,22 +347,9 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 			s.metrics.RecordsLate.WithLabelValues(topic).Inc()
 		}
 		if len(s.closed) > 0 {
-			closedAt := time.Now()
-			verdicts, err := s.detector.ScoreWindows(ctx, s.closed, s.verdicts[:0])
-			s.verdicts = verdicts
-			for i := range s.closed {
-				learn := err == nil && verdicts[i].Learn
-				p.Release(&s.closed[i], learn)
-			}
-			if err != nil {
+			s.ready = s.route(s.closed, s.ready[:0])
+			if err := s.score(ctx, s.ready); err != nil {
 				return err
-			}
-			s.metrics.StageLatency.WithLabelValues("score").Observe(time.Since(closedAt).Seconds())
-			for _, v := range verdicts {
-				for _, a := range v.Alerts {
-					s.queue(a)
-					s.pendingClosedAt = append(s.pendingClosedAt, closedAt)
-				}
 			}
 		}
 	}
@@ -352,6 +357,41 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		return s.flushAlerts(ctx)
 	}
 	return nil
+}
+
+// score judges closed windows and queues their alerts.
+func (s *DetectStage) score(ctx context.Context, ws []ClosedWindow) error {
+	if len(ws) == 0 {
+		return nil
+	}
+	closedAt := time.Now()
+	verdicts, err := s.detector.ScoreWindows(ctx, ws, s.verdicts[:0])
+	s.verdicts = verdicts
+	for i := range ws {
+		learn := err == nil && verdicts[i].Learn
+		s.release(&ws[i], learn)
+	}
+	if err != nil {
+		return err
+	}
+	s.metrics.StageLatency.WithLabelValues("score").Observe(time.Since(closedAt).Seconds())
+	for _, v := range verdicts {
+		for _, a := range v.Alerts {
+			s.queue(a)
+			s.pendingClosedAt = append(s.pendingClosedAt, closedAt)
+		}
+	}
+	return nil
+}
+
+// scoreAssembled scores the waiting windows that are now complete
+// (assembly.go).
+func (s *DetectStage) scoreAssembled(ctx context.Context) error {
+	if s.asm.parts == 0 {
+		return nil
+	}
+	s.ready = s.drainAssembled(time.Now(), s.ready[:0])
+	return s.score(ctx, s.ready)
 }
 
 // revokedAt reports whether the device's certificate was revoked at event
@@ -399,13 +439,10 @@ func (s *DetectStage) flushAlerts(ctx context.Context) error {
 
 // checkKeying counts the devices tracked on more than one partition and
 // says, once, when they are most of them: the producers do not key records
-// by device, so each device's windows are split between partitions, each
-// holding part of its minute (judged against the device's one model), and
-// between instances when there are several, and detection is degraded (a
-// fleet produced round-robin raised 4–12 false incidents per 1,000
-// device-hours in the detection benchmark, where keyed it raises about 1;
-// ~900 before an instance kept one model per device for all its
-// partitions).
+// by device. This instance joins each device's parts from the partitions it
+// reads (assembly.go), at the cost of windows that wait for the slowest of
+// them; with several instances in the group a device's records are split
+// between them, and each judges its part.
 func (s *DetectStage) checkKeying() {
 	if s.seen == nil {
 		s.seen = map[string]bool{}
@@ -424,7 +461,7 @@ func (s *DetectStage) checkKeying() {
 	s.metrics.SplitDevices.Set(float64(split))
 	if split >= splitWarnDevices && 2*split >= len(s.seen) && !s.splitWarned {
 		s.splitWarned = true
-		s.log.Error("records are not keyed by device: the flows of most devices arrive on several partitions, so each device's windows are split (and, with several instances, its state) and detection is degraded; produce iot.flows keyed by device id or source address (goflow2: -transport.kafka.hashing with a -mapping whose formatter.key is sampler_address; README, Flow input formats)",
+		s.log.Warn("records are not keyed by device: the flows of most devices arrive on several partitions; this instance joins each device's parts into one window, which waits for the slowest partition, but with several instances a device's records are split between them and each judges only its part; produce iot.flows keyed by device id or source address (goflow2: -transport.kafka.hashing with a -mapping whose formatter.key is sampler_address; README, Flow input formats)",
 			"devices_on_several_partitions", split, "devices", len(s.seen))
 	}
 }
@@ -501,7 +538,7 @@ func (s *DetectStage) commit(ctx context.Context) {
 	}
 	var newest int64
 	for _, p := range s.partitions {
-		for _, a := range s.detector.ExpireIncidents(p, nil) {
+		for _, a := range s.detector.ExpireIncidents(p, s.asm.waiting, nil) {
 			s.queue(a)
 		}
 		newest = max(newest, p.watermark)
@@ -529,21 +566,26 @@ func (s *DetectStage) commit(ctx context.Context) {
 	next := map[topicPartition]int64{}
 	checkpoints := map[int]partitionCheckpoint{}
 	devices, open := 0, 0
+	waitingFirst, held := s.waitingFrom()
 	for part, p := range s.partitions {
 		devices += len(p.devices)
 		open += p.openWindows()
 		off := p.committable()
+		if first, ok := waitingFirst[int32(part)]; ok && first-1 < off {
+			off = first - 1
+		}
 		if last, ok := s.committed[part]; off < 0 || ok && off <= last {
 			continue
 		}
 		next[topicPartition{s.cfg.Topics.Flows, part}] = off + 1
-		cp := p.checkpoint()
+		cp := p.checkpoint(held[int32(part)])
 		cp.Stream = s.stream
 		checkpoints[part] = cp
 	}
 	s.metrics.TrackedDevices.Set(float64(devices))
 	s.checkKeying()
-	s.metrics.OpenWindows.Set(float64(open))
+	s.metrics.OpenWindows.Set(float64(open + s.asm.parts))
+
 	if len(next) == 0 {
 		return
 	}

@@ -209,6 +209,9 @@ type warmRow struct {
 	vector      features.Vector
 	partition   int32
 	first, last int64 // offsets of the window's records
+	// others are the window's records on other partitions
+	// (ClosedWindow.Others).
+	others []integrity.OffsetRange
 }
 
 // NewDetector returns a detector over the given model store. With a
@@ -516,6 +519,9 @@ func (d *Detector) incident(cw *ClosedWindow, m *models.Model, j models.Judgemen
 	for _, ev := range d.events {
 		a := d.incidentAlert(cw.DeviceID, cw.Profile, m.Hash(), ev)
 		a.Evidence.Partition, a.Evidence.Offsets = cw.Partition, []int64{cw.FirstOffset, cw.LastOffset}
+		for _, o := range cw.Others {
+			a.Evidence.More = append(a.Evidence.More, contract.PartitionOffsets{Partition: o.Partition, Offsets: []int64{o.First, o.Last}})
+		}
 		if ev.Status != incidents.Closed {
 			for _, c := range m.ExplainDeviation(&cw.state.baseline, &cw.Vector, r, d.cfg.TopFeatures) {
 				a.Features = append(a.Features, contract.Contribution(c))
@@ -571,12 +577,14 @@ func levelConfidence(l incidents.Level) models.Confidence {
 // have had M quiet windows by the partition's watermark, whether or not
 // they sent anything since: a device that falls silent still gets its
 // incident closed.
-func (d *Detector) ExpireIncidents(p *partitionWindows, out []*contract.Alert) []*contract.Alert {
+func (d *Detector) ExpireIncidents(p *partitionWindows, waiting func(deviceID string) bool, out []*contract.Alert) []*contract.Alert {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	closedThrough := (p.watermark-p.lateness)/p.size - 1 // newest window the watermark has closed
 	for _, st := range p.devices {
-		if !st.incident.Open() {
+		if !st.incident.Open() || waiting(st.id) {
+			// A device with windows waiting for its parts on other
+			// partitions is not quiet: they are judged first.
 			continue
 		}
 		d.events = st.incident.Expire(d.cfg.Incident, closedThrough, d.events[:0])
@@ -735,7 +743,7 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 		}
 	} else {
 		p.warm = append(p.warm, warmRow{start: cw.Start.UnixNano(), device: cw.DeviceID, vector: cw.Vector,
-			partition: cw.Partition, first: cw.FirstOffset, last: cw.LastOffset})
+			partition: cw.Partition, first: cw.FirstOffset, last: cw.LastOffset, others: cw.Others})
 		if p.warmFrom.IsZero() || cw.Start.Before(p.warmFrom) {
 			p.warmFrom = cw.Start
 		}
@@ -811,7 +819,7 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 				for _, w := range p.held {
 					if w.Start.Before(end) {
 						p.warm = append(p.warm, warmRow{start: w.Start.UnixNano(), device: w.DeviceID, vector: w.Vector,
-							partition: w.Partition, first: w.FirstOffset, last: w.LastOffset})
+							partition: w.Partition, first: w.FirstOffset, last: w.LastOffset, others: w.Others})
 					} else {
 						stillHeld = append(stillHeld, w)
 					}
@@ -939,6 +947,14 @@ func excludeRows(rows []warmRow, excluded []integrity.OffsetRange) []warmRow {
 				bad = true
 				break
 			}
+			for _, o := range r.others {
+				if x.Partition == o.Partition && o.First <= x.Last && x.First <= o.Last {
+					bad = true
+				}
+			}
+			if bad {
+				break
+			}
 		}
 		if !bad {
 			kept = append(kept, r)
@@ -950,13 +966,19 @@ func excludeRows(rows []warmRow, excluded []integrity.OffsetRange) []warmRow {
 // warmRanges covers the records of the warm-up windows, per partition.
 func warmRanges(rows []warmRow) []integrity.OffsetRange {
 	byPartition := map[int32]*integrity.OffsetRange{}
-	for _, r := range rows {
-		pr := byPartition[r.partition]
+	add := func(r integrity.OffsetRange) {
+		pr := byPartition[r.Partition]
 		if pr == nil {
-			byPartition[r.partition] = &integrity.OffsetRange{Partition: r.partition, First: r.first, Last: r.last}
-			continue
+			byPartition[r.Partition] = &r
+			return
 		}
-		pr.First, pr.Last = min(pr.First, r.first), max(pr.Last, r.last)
+		pr.First, pr.Last = min(pr.First, r.First), max(pr.Last, r.Last)
+	}
+	for _, r := range rows {
+		add(integrity.OffsetRange{Partition: r.partition, First: r.first, Last: r.last})
+		for _, o := range r.others {
+			add(o)
+		}
 	}
 	out := make([]integrity.OffsetRange, 0, len(byPartition))
 	for _, pr := range byPartition {

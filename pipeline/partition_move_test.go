@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
@@ -28,56 +29,79 @@ func TestPartitionsMovingBetweenInstancesChangeNoAlert(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	env := startEmbeddedDefault(t, 4)
-	log := testLogger(t)
-	models := filepath.Join(env.dir, "models")
-	start := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
-	simulate := func(cfg simulator.Config) {
-		t.Helper()
-		cfg.Kafka, cfg.Seed, cfg.Devices, cfg.Speed = env.kafka, 11, 16, -1
-		sim, err := simulator.New(cfg, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sim.Register(ctx, env.as(contract.RoleManufacturer), env.as(contract.RoleOperator)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := sim.Run(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	service := func(name string, topics pipeline.Topics) *pipeline.Service {
-		t.Helper()
-		topics.Alerts, topics.State = name+".alerts", name+".state"
-		svc := pipeline.NewService(pipeline.ServiceConfig{
-			Kafka: env.kafka, Topics: topics, ModelDir: models,
-			OutboxPath: filepath.Join(env.dir, fmt.Sprintf("outbox-%s-%d.db", name, time.Now().UnixNano())),
-			Detect:     pipeline.DetectConfig{GroupID: name + "-detect", CommitInterval: 100 * time.Millisecond},
-			Telemetry:  pipeline.TelemetryConfig{GroupID: name + "-telemetry"},
-			Detector:   pipeline.DetectorConfig{Warmup: 2 * time.Hour, Seed: 1},
-		}, env.as(contract.RoleService), prometheus.NewRegistry(), log)
-		if err := svc.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return svc
-	}
-	stop := func(svc *pipeline.Service) {
-		t.Helper()
-		sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer scancel()
-		if err := svc.Shutdown(sctx); err != nil {
-			t.Fatalf("shutdown: %v", err)
-		}
-	}
+	g := newGroupHarness(t, ctx, nil)
+	flows := pipeline.Topics{}
+	g.part(true)
+	first := g.service("moving", flows)
+	settle(t, ctx, first)
+	second := g.service("moving", flows) // takes half of the partitions over
+	settle(t, ctx, first, second)
+	g.part(false)
+	settle(t, ctx, first, second)
+	g.stop(first) // its partitions move to the second
+	settle(t, ctx, second)
+	g.part(false)
+	settle(t, ctx, second)
+	g.stop(second)
 
-	// Models for every profile, trained on three attack-free hours in a
-	// topic of their own and registered on the ledger.
+	reference := g.service("reference", flows)
+	settle(t, ctx, reference)
+	g.stop(reference)
+	sameAlerts(t, ctx, g.env.brokers[0], "reference.alerts", "moving.alerts")
+}
+
+// TestRestartsWithRecordsNotKeyedChangeNoAlert runs traffic produced
+// round-robin — every device's records on every partition — through one
+// instance stopped and started again twice, while devices' windows wait
+// for their parts from other partitions (assembly.go), and through one
+// instance that reads it all at once. The restarted instance resumes the
+// waiting windows from its checkpoints and must raise exactly the
+// reference's alerts, each once.
+func TestRestartsWithRecordsNotKeyedChangeNoAlert(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs four services")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	g := newGroupHarness(t, ctx, &kafka.RoundRobin{})
+	flows := pipeline.Topics{}
+	for i := range 3 {
+		g.part(i == 0)
+		svc := g.service("restarted", flows)
+		settle(t, ctx, svc)
+		g.stop(svc)
+	}
+	reference := g.service("reference", flows)
+	settle(t, ctx, reference)
+	if n := testutil.ToFloat64(reference.Metrics().SplitDevices); n < 16 {
+		t.Fatalf("%v devices on several partitions: the records were keyed after all", n)
+	}
+	g.stop(reference)
+	sameAlerts(t, ctx, g.env.brokers[0], "reference.alerts", "restarted.alerts")
+}
+
+// groupHarness runs simulated traffic through services sharing an
+// embedded default, with models for every profile trained beforehand on
+// three attack-free hours of their own topic and active on the ledger.
+type groupHarness struct {
+	t        *testing.T
+	ctx      context.Context
+	env      *embeddedDefault
+	models   string
+	balancer kafka.Balancer
+	start    time.Time
+}
+
+func newGroupHarness(t *testing.T, ctx context.Context, balancer kafka.Balancer) *groupHarness {
+	env := startEmbeddedDefault(t, 4)
+	g := &groupHarness{t: t, ctx: ctx, env: env, models: filepath.Join(env.dir, "models"), balancer: balancer,
+		start: time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)}
 	train := pipeline.Topics{Flows: "train.flows", Telemetry: "train.telemetry"}
 	if err := pipeline.EnsureTopics(ctx, env.kafka, 4, 1, train.Flows, train.Telemetry); err != nil {
 		t.Fatal(err)
 	}
-	simulate(simulator.Config{Topic: train.Flows, TelemetryTopic: train.Telemetry, Start: start.Add(-3 * time.Hour), History: 3 * time.Hour, Duration: time.Minute})
-	trainer := service("train", train)
+	g.simulate(simulator.Config{Topic: train.Flows, TelemetryTopic: train.Telemetry, Start: g.start.Add(-3 * time.Hour), History: 3 * time.Hour, Duration: time.Minute})
+	trainer := g.service("train", train)
 	for _, p := range simulator.Profiles {
 		for {
 			if m, err := env.as(contract.RoleAnalyst).GetActiveModel(ctx, p.Name); err == nil && m.Hash != "" {
@@ -89,57 +113,88 @@ func TestPartitionsMovingBetweenInstancesChangeNoAlert(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	stop(trainer)
+	g.stop(trainer)
+	return g
+}
 
-	// The traffic under test arrives in three parts, with attacks and
-	// trust scenarios.
-	part := func(first bool) {
-		cfg := simulator.Config{Start: start, History: -1, Duration: 40 * time.Minute, Resume: !first,
-			FirstAttackAfter: 4 * time.Minute, AttackEvery: 9 * time.Minute, FirstTrustAfter: 6 * time.Minute, TrustEvery: 9 * time.Minute}
-		simulate(cfg)
+// part produces 40 minutes of the traffic under test, with attacks and
+// trust scenarios, the first part or the next.
+func (g *groupHarness) part(first bool) {
+	g.simulate(simulator.Config{Start: g.start, History: -1, Duration: 40 * time.Minute, Resume: !first,
+		FirstAttackAfter: 4 * time.Minute, AttackEvery: 9 * time.Minute, FirstTrustAfter: 6 * time.Minute, TrustEvery: 9 * time.Minute})
+}
+
+// simulate produces a fleet of 16 devices, seed 11, as fast as it can.
+func (g *groupHarness) simulate(cfg simulator.Config) {
+	g.t.Helper()
+	cfg.Kafka, cfg.Seed, cfg.Devices, cfg.Speed, cfg.Balancer = g.env.kafka, 11, 16, -1, g.balancer
+	sim, err := simulator.New(cfg, testLogger(g.t))
+	if err != nil {
+		g.t.Fatal(err)
 	}
-	flows := pipeline.Topics{}
-	part(true)
-	first := service("moving", flows)
-	settle(t, ctx, first)
-	second := service("moving", flows) // takes half of the partitions over
-	settle(t, ctx, first, second)
-	part(false)
-	settle(t, ctx, first, second)
-	stop(first) // its partitions move to the second
-	settle(t, ctx, second)
-	part(false)
-	settle(t, ctx, second)
-	stop(second)
+	if err := sim.Register(g.ctx, g.env.as(contract.RoleManufacturer), g.env.as(contract.RoleOperator)); err != nil {
+		g.t.Fatal(err)
+	}
+	if _, err := sim.Run(g.ctx); err != nil {
+		g.t.Fatal(err)
+	}
+}
 
-	reference := service("reference", flows)
-	settle(t, ctx, reference)
-	stop(reference)
+// service starts an instance of the group name, writing its alerts and
+// state to topics of its own.
+func (g *groupHarness) service(name string, topics pipeline.Topics) *pipeline.Service {
+	g.t.Helper()
+	topics.Alerts, topics.State = name+".alerts", name+".state"
+	svc := pipeline.NewService(pipeline.ServiceConfig{
+		Kafka: g.env.kafka, Topics: topics, ModelDir: g.models,
+		OutboxPath: filepath.Join(g.env.dir, fmt.Sprintf("outbox-%s-%d.db", name, time.Now().UnixNano())),
+		Detect:     pipeline.DetectConfig{GroupID: name + "-detect", CommitInterval: 100 * time.Millisecond},
+		Telemetry:  pipeline.TelemetryConfig{GroupID: name + "-telemetry"},
+		Detector:   pipeline.DetectorConfig{Warmup: 2 * time.Hour, Seed: 1},
+	}, g.env.as(contract.RoleService), prometheus.NewRegistry(), testLogger(g.t))
+	if err := svc.Start(g.ctx); err != nil {
+		g.t.Fatal(err)
+	}
+	return svc
+}
 
-	want := alertIDs(t, ctx, env.brokers[0], "reference.alerts")
-	got := alertIDs(t, ctx, env.brokers[0], "moving.alerts")
-	for id, n := range got {
+func (g *groupHarness) stop(svc *pipeline.Service) {
+	g.t.Helper()
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	if err := svc.Shutdown(sctx); err != nil {
+		g.t.Fatalf("shutdown: %v", err)
+	}
+}
+
+// sameAlerts fails the test unless the alerts topic got holds each alert of
+// want exactly once, and nothing else.
+func sameAlerts(t *testing.T, ctx context.Context, broker, want, got string) {
+	t.Helper()
+	w := alertIDs(t, ctx, broker, want)
+	g := alertIDs(t, ctx, broker, got)
+	for id, n := range g {
 		if n > 1 {
-			t.Errorf("alert %s is on the moving group's alerts topic %d times", id, n)
+			t.Errorf("alert %s is on %s %d times", id, got, n)
 		}
 	}
 	missing, extra := 0, 0
-	for id := range want {
-		if _, ok := got[id]; !ok {
+	for id := range w {
+		if _, ok := g[id]; !ok {
 			missing++
 		}
 	}
-	for id := range got {
-		if _, ok := want[id]; !ok {
+	for id := range g {
+		if _, ok := w[id]; !ok {
 			extra++
 		}
 	}
-	t.Logf("reference: %d alerts; moving group: %d (%d missing, %d extra)", len(want), len(got), missing, extra)
-	if len(want) == 0 {
+	t.Logf("%s: %d alerts; %s: %d (%d missing, %d extra)", want, len(w), got, len(g), missing, extra)
+	if len(w) == 0 {
 		t.Fatal("the reference raised no alert: nothing was compared")
 	}
 	if missing > 0 || extra > 0 {
-		t.Fatalf("the moving group raised %d alerts the reference did not and missed %d of its %d", extra, missing, len(want))
+		t.Fatalf("%s raised %d alerts %s did not and missed %d of its %d", got, extra, want, missing, len(w))
 	}
 }
 

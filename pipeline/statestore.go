@@ -56,6 +56,12 @@ type partitionCheckpoint struct {
 	// own clock rather than by the watermark, that window's start (Unix
 	// ns): its records are read again but the window was scored already.
 	Closed map[string]int64 `json:"closed,omitempty"`
+	// Held holds, for devices whose records arrive on several partitions,
+	// the start (Unix ns) of the oldest window whose part on this
+	// partition was closed but still waited for the other parts, unscored
+	// (assembly.go): the next owner takes the device's records from that
+	// window on again, though the watermark has passed them.
+	Held map[string]int64 `json:"held,omitempty"`
 	// Stream is the topic's identity the offsets refer to (integrity.StreamOf): a
 	// checkpoint of a topic since deleted and created again is not
 	// resumed. Empty in checkpoints written before streams carried ids.

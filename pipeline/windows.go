@@ -9,6 +9,7 @@ import (
 	"github.com/chainwatch/chainwatch/models"
 	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/chainwatch/chainwatch/pipeline/incidents"
+	"github.com/chainwatch/chainwatch/pipeline/integrity"
 )
 
 // WindowConfig sets how flows are grouped. The zero value means 60 s
@@ -45,6 +46,11 @@ type ClosedWindow struct {
 	Partition   int32
 	FirstOffset int64
 	LastOffset  int64
+	// Others are the window's records on other partitions this instance
+	// reads, when the device's records arrive on several (records not
+	// keyed by device, a victim's reply legs) and its parts were joined
+	// into one window (assembly.go). Empty for a window of one partition.
+	Others []integrity.OffsetRange
 
 	state  *deviceState
 	window *features.Window
@@ -68,6 +74,9 @@ type deviceModel struct {
 	// baseline was learned under (not checkpointed: a restart keeps the
 	// baselines it restores).
 	epoch uint32
+	// scored is the index of the newest window handed to the detector
+	// (assembly.go; not checkpointed).
+	scored int64
 }
 
 // deviceState is a tracked device on one partition: its model, and its
@@ -122,6 +131,24 @@ type partitionWindows struct {
 	model func(deviceID string) (*deviceModel, bool)
 	// lag is this partition's consumer-lag gauge (nil in unit tests).
 	lag prometheus.Gauge
+
+	// deferVector leaves a closed window's vector to be computed when the
+	// detection stage has joined the device's parts from its other
+	// partitions (assembly.go); otherwise close computes it.
+	deferVector bool
+	// resumedHeld holds, from the checkpoint, the start of the oldest
+	// window of each device whose part here was closed but waited for
+	// the device's parts on other partitions: while the partition is read
+	// again up to replayedThrough, the device's records from that window on
+	// are taken again, although the watermark has passed them, so that the
+	// part is rebuilt and the joined window scored once.
+	resumedHeld map[string]int64
+	// lastRecord is when (wall clock) the partition last delivered a
+	// record, and caughtUp whether its last fetch reached the end of the
+	// log: a partition caught up and silent for idleAfter holds back no
+	// joined window (assembly.go).
+	lastRecord time.Time
+	caughtUp   bool
 }
 
 func newPartitionWindows(cfg WindowConfig, partition int32) *partitionWindows {
@@ -140,11 +167,32 @@ func (p *partitionWindows) resume(cp partitionCheckpoint) {
 	p.watermark = cp.Watermark
 	p.replayedThrough = cp.Processed
 	p.resumedClosed = cp.Closed
+	p.resumedHeld = cp.Held
 }
 
-// checkpoint is the partition's state for its next owner.
-func (p *partitionWindows) checkpoint() partitionCheckpoint {
+// replaying reports whether the partition is being read again up to the
+// offset its previous owner had processed.
+func (p *partitionWindows) replaying() bool { return p.processed < p.replayedThrough }
+
+// checkpoint is the partition's state for its next owner. held gives, per
+// device, the start of the oldest window whose part here is closed but not
+// yet scored (assembly.go).
+func (p *partitionWindows) checkpoint(held map[string]int64) partitionCheckpoint {
 	cp := partitionCheckpoint{Processed: p.processed, Watermark: p.watermark}
+	if p.replaying() {
+		// Not read again to the end yet: what waited then waits still.
+		for id, start := range p.resumedHeld {
+			if h, ok := held[id]; !ok || start < h {
+				if held == nil {
+					held = map[string]int64{}
+				}
+				held[id] = start
+			}
+		}
+	}
+	if len(held) > 0 {
+		cp.Held = held
+	}
 	for id, d := range p.devices {
 		// Windows the watermark has passed need no entry: their records
 		// are late by the watermark alone.
@@ -186,14 +234,24 @@ func (p *partitionWindows) Add(deviceID, profile string, t time.Time, offset int
 			d.closedThrough = start
 			delete(p.resumedClosed, deviceID)
 		}
+		if start, ok := p.resumedHeld[deviceID]; ok && p.replaying() {
+			d.closedThrough = start - p.size // scored up to the window before
+		}
 		p.devices[deviceID] = d
 	}
 	d.profile = profile
 
 	accepted := true
+	// A part that waited for the device's other partitions at the
+	// checkpoint is rebuilt from its records, though the watermark has
+	// passed it.
+	rebuild := false
+	if held, ok := p.resumedHeld[deviceID]; ok && start >= held && offset <= p.replayedThrough {
+		rebuild = true
+	}
 	switch {
 	case d.win != nil && start < d.start,
-		d.win == nil && start+p.size+p.lateness <= p.watermark,
+		d.win == nil && start+p.size+p.lateness <= p.watermark && !rebuild,
 		d.win == nil && d.closedThrough != 0 && start <= d.closedThrough:
 		accepted = false
 	case d.win != nil && start > d.start:
@@ -238,15 +296,23 @@ func (p *partitionWindows) close(d *deviceState) ClosedWindow {
 	cw := ClosedWindow{
 		DeviceID: d.id, Profile: d.profile,
 		Start: time.Unix(0, d.start).UTC(), End: time.Unix(0, d.start+p.size).UTC(),
-		Vector:    d.feat.Observe(d.win, d.start/p.size),
 		Index:     d.start / p.size,
 		Partition: p.partition, FirstOffset: d.first, LastOffset: d.last,
 		state: d, window: d.win,
+	}
+	if !p.deferVector {
+		cw.observe()
 	}
 	d.win = nil
 	d.closedThrough = d.start
 	d.dirty = true // its feature context, baseline and incident state move on
 	return cw
+}
+
+// observe computes the window's vector in its device's context, which it
+// moves on (features.Device.Observe): once per window, in window order.
+func (cw *ClosedWindow) observe() {
+	cw.Vector = cw.state.feat.Observe(cw.window, cw.Index)
 }
 
 // Release finishes with a closed window: when learn is set (the window was

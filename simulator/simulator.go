@@ -30,6 +30,11 @@ type Config struct {
 	// Kafka is the cluster the fleet produces to.
 	Kafka *kafkaconn.Cluster
 	Topic string // default iot.flows
+	// Balancer places flow records on partitions. Default kafka.Hash of
+	// the record key, the device id: each device on one partition, as the
+	// service wants. kafka.RoundRobin spreads them as a producer that keys
+	// nothing does.
+	Balancer kafka.Balancer
 	// Devices in the fleet. Default 48.
 	Devices int
 	// Seed makes the fleet, its traffic and the attack schedule
@@ -113,6 +118,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Devices == 0 {
 		c.Devices = 48
+	}
+	if c.Balancer == nil {
+		c.Balancer = &kafka.Hash{}
 	}
 	if c.Speed == 0 {
 		c.Speed = 60
@@ -291,7 +299,7 @@ type flow struct {
 func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 	cfg := s.cfg
 	w := &kafka.Writer{
-		Addr: cfg.Kafka.Addr(), Transport: cfg.Kafka.Transport(), Topic: cfg.Topic, Balancer: &kafka.Hash{},
+		Addr: cfg.Kafka.Addr(), Transport: cfg.Kafka.Transport(), Topic: cfg.Topic, Balancer: cfg.Balancer,
 		BatchSize: 5000, BatchBytes: kafkaconn.MaxBatchBytes, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll,
 	}
 	defer w.Close()

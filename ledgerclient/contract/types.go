@@ -77,11 +77,22 @@ type Contribution struct {
 
 // Evidence ties an alert to the records behind it.
 type Evidence struct {
-	Topic     string   `json:"topic,omitempty"`
-	Partition int32    `json:"partition"`
-	Offsets   []int64  `json:"offsets,omitempty"` // first and last offset of the window's records
-	AnchorIDs []string `json:"anchor_ids,omitempty"`
-	Detail    string   `json:"detail,omitempty"`
+	Topic     string  `json:"topic,omitempty"`
+	Partition int32   `json:"partition"`
+	Offsets   []int64 `json:"offsets,omitempty"` // first and last offset of the window's records
+	// More lists the window's records on other partitions of the topic,
+	// when the device's records were not keyed to one partition and its
+	// window was joined from several.
+	More      []PartitionOffsets `json:"more,omitempty"`
+	AnchorIDs []string           `json:"anchor_ids,omitempty"`
+	Detail    string             `json:"detail,omitempty"`
+}
+
+// PartitionOffsets is the first and last offset of records on one
+// partition.
+type PartitionOffsets struct {
+	Partition int32   `json:"partition"`
+	Offsets   []int64 `json:"offsets"`
 }
 
 // Alert is an anomaly or trust finding, as produced to Kafka and recorded on

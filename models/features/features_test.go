@@ -136,3 +136,22 @@ func TestYoungDeviceHasNoFirstContacts(t *testing.T) {
 		t.Fatalf("a new host after maturity: %v", v)
 	}
 }
+
+// A window read as parts from several partitions and merged has the vector
+// of the window read whole.
+func TestMergedPartsMakeTheWholeWindow(t *testing.T) {
+	whole := NewWindow()
+	parts := []*Window{NewWindow(), NewWindow(), NewWindow()}
+	for i := range 60 {
+		f := Flow{Dst: uint64(i % 7), DstPort: uint16(80 + i%5), Internal: i%3 == 0, BytesOut: uint64(100 + i), BytesIn: uint64(40 * i),
+			PacketsOut: 2, PacketsIn: uint64(i % 4), Failed: i%11 == 0, Inbound: i%13 == 0}
+		whole.Add(f)
+		parts[(i*7)%3].Add(f)
+	}
+	merged := parts[0]
+	merged.Merge(parts[2])
+	merged.Merge(parts[1])
+	if got, want := merged.vector(), whole.vector(); got != want {
+		t.Fatalf("merged parts give\n%v\nwant\n%v", got, want)
+	}
+}

@@ -81,6 +81,26 @@ func (w *Window) Add(f Flow) {
 	w.ports[f.DstPort]++
 }
 
+// Merge adds the flows of o, another part of the same device's window (its
+// records read from another partition), as if each had been added here:
+// every count of a window is a sum over its flows, and its destinations and
+// ports are sets, so the order in which parts are merged does not matter.
+func (w *Window) Merge(o *Window) {
+	w.flows += o.flows
+	w.failed += o.failed
+	w.small += o.small
+	w.bytesOut += o.bytesOut
+	w.bytesIn += o.bytesIn
+	w.packetsOut += o.packetsOut
+	w.packets += o.packets
+	for d, internal := range o.dsts {
+		w.dsts[d] = internal
+	}
+	for port, c := range o.ports {
+		w.ports[port] += c
+	}
+}
+
 // Flows is the number of flows added since the last Reset.
 func (w *Window) Flows() uint64 { return w.flows }
 
