@@ -1,11 +1,15 @@
 package pipeline
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chainwatch/chainwatch/models/features"
 )
@@ -228,5 +232,45 @@ func TestAPauseOfEveryPartitionForcesNoWindow(t *testing.T) {
 	a.drain(quiet.Add(time.Hour))
 	if got := a.flows[minute1]; got != 2 {
 		t.Fatalf("minute 1 scored with %d flows after the pause, want 2 (scored %v)", got, a.flows)
+	}
+}
+
+// A poll's partitions are taken in timestamp order, each partition's
+// records in their own order, and a record older than another partition's
+// next one is never held behind it.
+func TestInterleaveTakesPartitionsInTimestampOrder(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	mk := func(part int32, secs ...int) kgo.FetchTopicPartition {
+		fp := kgo.FetchTopicPartition{}
+		fp.Partition = part
+		for i, s := range secs {
+			fp.Records = append(fp.Records, &kgo.Record{Partition: part, Offset: int64(i), Timestamp: t0.Add(time.Duration(s) * time.Second)})
+		}
+		return fp
+	}
+	// Partition 2's records are out of order within it: its own order is
+	// kept. Equal timestamps go a partition at a time.
+	parts := []kgo.FetchTopicPartition{mk(0, 0, 10, 20, 30), mk(1, 5, 6, 25), mk(2, 1, 40, 2)}
+	var got []string
+	err := interleave(parts, func(r *kgo.Record) error {
+		got = append(got, fmt.Sprintf("%d/%d", r.Partition, r.Offset))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "0/0 2/0 1/0 1/1 0/1 0/2 1/2 0/3 2/1 2/2"
+	if s := strings.Join(got, " "); s != want {
+		t.Fatalf("order %s\nwant  %s", s, want)
+	}
+	stop := errors.New("stop")
+	n := 0
+	if err := interleave(parts, func(*kgo.Record) error {
+		if n++; n == 3 {
+			return stop
+		}
+		return nil
+	}); err != stop || n != 3 {
+		t.Fatalf("error after %d records: %v", n, err)
 	}
 }
