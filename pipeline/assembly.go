@@ -111,9 +111,13 @@ func (s *DetectStage) route(parts []ClosedWindow, ready []ClosedWindow) []Closed
 // whose partitions are all done with it, its parts joined.
 func (s *DetectStage) drainAssembled(now time.Time, ready []ClosedWindow) []ClosedWindow {
 	from := len(ready)
+	var newest int64 // the newest watermark of this instance's partitions
+	for _, p := range s.partitions {
+		newest = max(newest, p.watermark)
+	}
 	for id, ws := range s.asm.pending {
 		n := 0
-		for n < len(ws) && s.windowComplete(id, ws[n].start, now) {
+		for n < len(ws) && s.windowComplete(id, ws[n].start, now, newest) {
 			ready = append(ready, s.join(ws[n]))
 			n++
 		}
@@ -135,11 +139,7 @@ func (s *DetectStage) drainAssembled(now time.Time, ready []ClosedWindow) []Clos
 
 // windowComplete reports whether every partition this instance reads is
 // done with the device's window starting at start.
-func (s *DetectStage) windowComplete(id string, start int64, now time.Time) bool {
-	var newest int64
-	for _, p := range s.partitions {
-		newest = max(newest, p.watermark)
-	}
+func (s *DetectStage) windowComplete(id string, start int64, now time.Time, newest int64) bool {
 	for _, p := range s.partitions {
 		if !partDone(p, id, start, now, newest) {
 			return false
