@@ -362,6 +362,20 @@ type Behaviour struct {
 	// trained before it: the rule is off.
 	PersistentTail  evt.Tail `json:"persistent_tail,omitzero"`
 	PersistentLevel float64  `json:"persistent_level,omitempty"`
+	// Peers are the destinations two or more of the profile's training
+	// devices used (features.Peers): a device's first contact with one
+	// of them is no news. Absent in models trained before them, or
+	// from feature vectors alone: none are shared.
+	Peers features.Peers `json:"peers,omitempty"`
+}
+
+// SharedPeers returns the destinations the model's profile shares (nil
+// for a model without them).
+func (m *Model) SharedPeers() features.Peers {
+	if m == nil || m.Behaviour == nil {
+		return nil
+	}
+	return m.Behaviour.Peers
 }
 
 // ExpectedFalseIncidents is the rate of false incidents per 1,000
@@ -596,6 +610,9 @@ type BehaviourOptions struct {
 	Profile      string
 	TrainingData []string
 	Now          func() time.Time
+	// Peers are the profile's shared destinations, collected from the
+	// training windows (features.PeerCounter); stored in the artifact.
+	Peers features.Peers
 }
 
 // TrainBehaviour trains a profile's behaviour model on its devices'
@@ -606,7 +623,7 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	if err := budget.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("models: budget: %w", err)
 	}
-	bh := &Behaviour{Schema: features.SchemaVersion, Budget: budget, Floors: Floors[:],
+	bh := &Behaviour{Schema: features.SchemaVersion, Budget: budget, Floors: Floors[:], Peers: opts.Peers,
 		PriorMean: make([]float64, features.Count), PriorVar: make([]float64, features.Count)}
 	// Step 1 and the profile prior: pooled moments of the scaled features.
 	n := 0

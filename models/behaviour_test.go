@@ -3,6 +3,7 @@ package models
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -52,7 +53,7 @@ func (d *synthDevice) window(index int64, flood float64) (features.Vector, bool)
 	if d.win.Flows() == 0 {
 		return features.Vector{}, false
 	}
-	v := d.feat.Observe(d.win, index)
+	v := d.feat.Observe(d.win, index, nil)
 	d.win.Destinations(d.feat.History.Add)
 	return v, true
 }
@@ -256,7 +257,7 @@ func TestScoreRisesWithIntensityForEveryKind(t *testing.T) {
 					if d.win.Flows() == 0 {
 						continue
 					}
-					v := feat.Observe(d.win, int64(2000+k))
+					v := feat.Observe(d.win, int64(2000+k), nil)
 					m.Residuals(&b, &v, r)
 					sum += m.Judge(r, m.Forest().Score(r)).Score
 					n++
@@ -348,5 +349,34 @@ func TestPersistenceRulesJudgeAWindowByItsOwnEvidence(t *testing.T) {
 	}
 	if !own.Elevated || !own.Persistent || math.Abs(own.Level-damped.Level) > 1e-9 {
 		t.Errorf("a window feature's deviation (level %.2f, the damped one's %.2f): elevated %v, persistent %v; want both", own.Level, damped.Level, own.Elevated, own.Persistent)
+	}
+}
+
+// The profile's shared destinations travel in the artifact, keys of all 64
+// bits intact, and a model trained without them shares none.
+func TestSharedPeersTravelInTheArtifact(t *testing.T) {
+	_, series := synthFleet(rand.New(rand.NewPCG(31, 32)), 6, 40)
+	peers := features.Peers{7, 1 << 53, 1<<63 + 5}
+	m, _, err := TrainBehaviour(series, BehaviourOptions{Forest: iforest.Config{Seed: 3}, Profile: "synthetic", Peers: peers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Unmarshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := back.SharedPeers(); !slices.Equal(got, peers) || !got.Contains(1<<63+5) || got.Contains(1<<63+4) {
+		t.Fatalf("shared destinations %v after a round trip, want %v", got, peers)
+	}
+	none, _, err := TrainBehaviour(series, BehaviourOptions{Forest: iforest.Config{Seed: 3}, Profile: "synthetic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if none.SharedPeers() != nil || (*Model)(nil).SharedPeers() != nil {
+		t.Fatal("a model trained without shared destinations shares some")
 	}
 }

@@ -97,7 +97,6 @@ func (s *DetectStage) route(parts []ClosedWindow, ready []ClosedWindow) []Closed
 			s.metrics.RecordsLate.WithLabelValues(s.cfg.Topics.Flows).Add(float64(cw.window.Flows()))
 			s.release(&cw, false)
 		case !s.asm.waiting(cw.DeviceID) && !s.trackedElsewhere(cw.DeviceID, int(cw.Partition)):
-			cw.observe()
 			cw.state.scored = cw.Index
 			ready = append(ready, cw)
 		default:
@@ -187,7 +186,6 @@ func (s *DetectStage) join(w *pendingWindow) ClosedWindow {
 		s.release(o, false)
 	}
 	s.asm.parts -= len(w.parts)
-	cw.observe()
 	cw.state.scored = cw.Index
 	return cw
 }

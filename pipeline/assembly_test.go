@@ -64,6 +64,7 @@ func (a *assemblyStage) collect(ws []ClosedWindow) {
 			}
 			a.flows[cw.Index] = cw.window.Flows()
 		}
+		cw.observe(nil) // as the detector does before judging it
 		if cw.Vector[features.Flows] != float64(cw.window.Flows()) {
 			a.t.Fatalf("window %d: vector counts %v flows, window %d", cw.Index, cw.Vector[features.Flows], cw.window.Flows())
 		}

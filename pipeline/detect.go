@@ -287,6 +287,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		p.restore = func(d *deviceState) { s.restoreDevice(d, part) }
 		p.model = s.deviceModel
 		p.deferVector = true
+		p.shared = s.detector.SharedPeers
 		if cp, ok := s.restored[m.Partition]; ok {
 			p.resume(cp)
 			delete(s.restored, m.Partition)
@@ -368,8 +369,13 @@ func (s *DetectStage) score(ctx context.Context, ws []ClosedWindow) error {
 	verdicts, err := s.detector.ScoreWindows(ctx, ws, s.verdicts[:0])
 	s.verdicts = verdicts
 	for i := range ws {
-		learn := err == nil && verdicts[i].Learn
-		s.release(&ws[i], learn)
+		if i < len(verdicts) && verdicts[i].Held {
+			ws[i].window = nil // the detector's until it judges it
+			continue
+		}
+		// The detector taught the device's history as it judged the
+		// window (Verdict.Learn); the window is only recycled.
+		s.release(&ws[i], false)
 	}
 	if err != nil {
 		return err

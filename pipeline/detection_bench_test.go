@@ -85,13 +85,13 @@ func detectionFleets() []detectionFleet {
 	simAttacks, _ := rotation()
 	shift := seedShift()
 	day := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
-	simFleet := func(name, describe string, devices int, seed uint64, het float64, start time.Time, warmup, live time.Duration, balancer kafka.Balancer) detectionFleet {
-		return detectionFleet{name: name, describe: describe, warmup: warmup, live: live, devices: devices, start: start, optIn: balancer != nil,
+	simFleet := func(name, describe string, devices int, seed uint64, het float64, start time.Time, warmup, live time.Duration, balancer kafka.Balancer, rate float64) detectionFleet {
+		return detectionFleet{name: name, describe: describe, warmup: warmup, live: live, devices: devices, start: start, optIn: balancer != nil || rate != 0,
 			produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
 				sim, err := simulator.New(simulator.Config{Kafka: env.kafka, Devices: devices, Seed: seed + shift, Speed: -1,
 					History: warmup + 10*time.Minute, Duration: live - 10*time.Minute, Start: start, GroundTruth: truth,
 					Heterogeneity: het, Attacks: simAttacks, AttackEvery: 5 * time.Minute, FirstAttackAfter: 5 * time.Minute,
-					TrustEvery: -1, Balancer: balancer}, testLoggerB(nil))
+					TrustEvery: -1, Balancer: balancer, RateScale: rate}, testLoggerB(nil))
 				if err != nil {
 					return 0, err
 				}
@@ -103,16 +103,21 @@ func detectionFleets() []detectionFleet {
 			}}
 	}
 	return []detectionFleet{
-		simFleet("simulator-day", "simulator, 120 devices, seed 11, heterogeneity 0.5, a whole day of warm-up", 120, 11, 0.5, day, 24*time.Hour, 6*time.Hour, nil),
+		simFleet("simulator-day", "simulator, 120 devices, seed 11, heterogeneity 0.5, a whole day of warm-up", 120, 11, 0.5, day, 24*time.Hour, 6*time.Hour, nil, 0),
 		simFleet("simulator-morning", "simulator, 250 devices, seed 23, heterogeneity 1.0, 2 h 20 min warm-up from 04:00, then the morning rise", 250, 23, 1.0,
-			day.Add(4*time.Hour), 140*time.Minute, 4*time.Hour, nil),
+			day.Add(4*time.Hour), 140*time.Minute, 4*time.Hour, nil, 0),
 		campusFleet("campus", "campus generator (goflow2 JSON, reply legs, devices found by address), 240 devices, seed 5, 2 h 20 min warm-up from 08:00", nil),
 		// The same fleet from a producer that keys nothing: a degraded
 		// mode the service reports (README, "Key records by device"), run
 		// only when named.
 		campusFleet("campus-unkeyed", "the campus fleet produced round-robin, records not keyed by device", &kafka.RoundRobin{}),
 		simFleet("simulator-morning-unkeyed", "the simulator-morning fleet produced round-robin, records not keyed by device", 250, 23, 1.0,
-			day.Add(4*time.Hour), 140*time.Minute, 4*time.Hour, &kafka.RoundRobin{}),
+			day.Add(4*time.Hour), 140*time.Minute, 4*time.Hour, &kafka.RoundRobin{}, 0),
+		// Sparse devices, run only when named: every flow rate an eighth
+		// of the simulator's, so most windows of most devices are empty
+		// and a usual peer used one flow in ten may first show hours in.
+		simFleet("simulator-sparse", "the simulator-morning fleet with every flow rate an eighth (a meter's flow every 4 minutes, a PLC's every minute, each device's scale spread e^N(0,1))", 250, 23, 1.0,
+			day.Add(4*time.Hour), 140*time.Minute, 4*time.Hour, nil, 0.125),
 	}
 }
 
@@ -148,7 +153,8 @@ func campusFleet(name, describe string, balancer kafka.Balancer) detectionFleet 
 // there as Markdown (make bench-detection writes docs/bench/detection.md);
 // CHAINWATCH_DETECTION_FLEETS (comma-separated names) runs only those
 // fleets; "campus-unkeyed" and "simulator-morning-unkeyed", those fleets
-// from a producer that keys nothing, run only when named.
+// from a producer that keys nothing, and "simulator-sparse", a fleet of
+// sparse devices, run only when named.
 //
 //	go test ./pipeline -run '^$' -bench DetectionQuality -benchtime 1x -timeout 30m
 func BenchmarkDetectionQuality(b *testing.B) {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -138,6 +139,11 @@ type Detector struct {
 	// history again after verification could not run.
 	verifyRetry time.Duration
 
+	// shared maps each profile with an active model to the model's shared
+	// destinations (SharedPeers), copied on write under mu, read without
+	// it as windows are observed.
+	shared atomic.Pointer[map[string]features.Peers]
+
 	mu       sync.Mutex
 	profiles map[string]*profileState
 	// batch buffers, reused under mu
@@ -146,6 +152,7 @@ type Detector struct {
 	batchWindows  []*ClosedWindow
 	batchVerdicts []Verdict
 	batchSeen     map[*deviceModel]struct{}
+	segSeen       map[string]struct{}
 	events        []incidents.Event
 }
 
@@ -153,9 +160,12 @@ type profileState struct {
 	model *models.Model
 	// refused is why the ledger's active model cannot be used (another
 	// feature schema); the profile's windows are then counted, not scored.
-	refused  error
-	checked  bool // asked the ledger for an active model
-	warm     []warmRow
+	refused error
+	checked bool // asked the ledger for an active model
+	warm    []warmRow
+	// peers counts which destinations the warm-up's devices share
+	// (models.Behaviour.Peers).
+	peers    features.PeerCounter
 	warmFrom time.Time
 	warmTo   time.Time
 	// held are windows past the warm-up span, scored once the model exists.
@@ -212,6 +222,8 @@ type warmRow struct {
 	// others are the window's records on other partitions
 	// (ClosedWindow.Others).
 	others []integrity.OffsetRange
+	// peerRow numbers the window in the profile's PeerCounter.
+	peerRow int
 }
 
 // NewDetector returns a detector over the given model store. With a
@@ -257,6 +269,20 @@ func (d *Detector) Unscorable() map[string]string {
 type Verdict struct {
 	Alerts []*contract.Alert
 	Learn  bool
+	// Held is set when the window waits for its profile's first model:
+	// the detector keeps its window (the caller must not recycle it),
+	// observes and judges it once the model exists (scoreHeld).
+	Held bool
+}
+
+// observe computes a window's vector in its device's context, with its
+// profile's shared destinations, unless that was done already (a window
+// read from history, or given a vector in a test).
+func (d *Detector) observe(cw *ClosedWindow) {
+	if cw.window == nil || cw.observed {
+		return
+	}
+	cw.observe(d.SharedPeers)
 }
 
 // ScoreWindows judges closed windows, appending one Verdict per window to
@@ -265,6 +291,14 @@ type Verdict struct {
 // once, and scoring them in lockstep is several times faster than one by
 // one. Each window's device baseline and incident state live in the
 // window's device state and advance here.
+//
+// A device's windows are observed (features.Device.Observe), judged and,
+// when normal, taught to its destination history one after another: a
+// batch holding several windows of one device (a backlog, a device's
+// parts joined at once) is taken in runs of distinct devices, so that each
+// window is observed against the history its predecessors left, whatever
+// the batches were. The caller recycles the windows, but need not teach
+// the history again.
 func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out []Verdict) ([]Verdict, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -272,19 +306,56 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 	for range windows {
 		out = append(out, Verdict{Learn: true})
 	}
+	for lo := 0; lo < len(windows); {
+		hi := lo + d.distinctDevices(windows[lo:])
+		err := d.scoreDistinct(ctx, windows[lo:hi], out[first+lo:first+hi])
+		for i := lo; i < hi; i++ {
+			if v := out[first+i]; v.Learn && !v.Held && windows[i].window != nil && err == nil {
+				windows[i].window.Destinations(windows[i].state.feat.History.Add)
+			}
+		}
+		if err != nil {
+			return out, err
+		}
+		lo = hi
+	}
+	return out, nil
+}
+
+// distinctDevices returns the length of the longest prefix of ws in which
+// no device has two windows (at least 1).
+func (d *Detector) distinctDevices(ws []ClosedWindow) int {
+	if d.segSeen == nil {
+		d.segSeen = map[string]struct{}{}
+	}
+	clear(d.segSeen)
+	for i := range ws {
+		if _, ok := d.segSeen[ws[i].DeviceID]; ok {
+			return i
+		}
+		d.segSeen[ws[i].DeviceID] = struct{}{}
+	}
+	return len(ws)
+}
+
+// scoreDistinct is ScoreWindows for windows of distinct devices, filling
+// out (one verdict per window, preset to learn).
+func (d *Detector) scoreDistinct(ctx context.Context, windows []ClosedWindow, out []Verdict) error {
 	// Group the windows to score by profile; warm-up windows go their way.
 	byProfile := map[string][]int{}
 	for i := range windows {
 		cw := &windows[i]
 		p, err := d.profile(ctx, cw.Profile)
 		if err != nil {
-			return out, err
+			return err
 		}
 		if p.refused != nil {
+			d.observe(cw)
 			d.metrics.WindowsUnscored.WithLabelValues(cw.Profile, "model_refused").Inc()
 			continue
 		}
 		if p.unavailable != nil {
+			d.observe(cw)
 			d.metrics.WindowsUnscored.WithLabelValues(cw.Profile, "model_unavailable").Inc()
 			continue
 		}
@@ -293,29 +364,29 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 			// windows were held: they are judged now, in time order.
 			alerts, err := d.scoreHeld(ctx, p)
 			if err != nil {
-				return out, err
+				return err
 			}
-			out[first+i].Alerts = append(out[first+i].Alerts, alerts...)
+			out[i].Alerts = append(out[i].Alerts, alerts...)
 		}
 		if p.model == nil {
-			held, err := d.warmUp(ctx, cw, p)
+			held, kept, err := d.warmUp(ctx, cw, p)
+			// Held: observed and judged later, with the model; its
+			// destinations join the history only if it is then judged
+			// normal. Kept: the window is the detector's now.
+			out[i].Learn, out[i].Held = !held, kept
 			if err != nil {
-				return out, err
-			}
-			if held {
-				// Its destinations join the history only if it is
-				// judged normal, and it is judged later.
-				out[first+i].Learn = false
+				return err
 			}
 			if p.model != nil && len(p.held) > 0 {
 				alerts, err := d.scoreHeld(ctx, p)
 				if err != nil {
-					return out, err
+					return err
 				}
-				out[first+i].Alerts = append(out[first+i].Alerts, alerts...)
+				out[i].Alerts = append(out[i].Alerts, alerts...)
 			}
 			continue
 		}
+		d.observe(cw)
 		byProfile[cw.Profile] = append(byProfile[cw.Profile], i)
 	}
 	for profile, idx := range byProfile {
@@ -325,13 +396,13 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 		}
 		verdicts, err := d.judge(ctx, d.profiles[profile], d.batchWindows)
 		if err != nil {
-			return out, err
+			return err
 		}
 		for k, i := range idx {
-			out[first+i] = verdicts[k]
+			out[i] = verdicts[k]
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // judge scores windows of one profile that has a model, in order, with the
@@ -471,20 +542,41 @@ func (d *Detector) scoreHeld(ctx context.Context, p *profileState) ([]*contract.
 		}
 		return strings.Compare(a.DeviceID, b.DeviceID)
 	})
-	ws := make([]*ClosedWindow, len(held))
-	for i := range held {
-		ws[i] = &held[i]
-	}
-	verdicts, err := d.judge(ctx, p, ws)
-	if err != nil {
-		return nil, err
-	}
+	// Minute by minute: each device has at most one window in a minute,
+	// and its window of the next minute is observed after this one has
+	// been judged and, if normal, has taught the device's history, as
+	// live windows are.
 	var alerts []*contract.Alert
-	for _, v := range verdicts {
-		alerts = append(alerts, v.Alerts...)
+	ws := make([]*ClosedWindow, 0, 256)
+	for lo := 0; lo < len(held); {
+		hi := lo
+		ws = ws[:0]
+		for ; hi < len(held) && held[hi].Start.Equal(held[lo].Start); hi++ {
+			d.observe(&held[hi])
+			ws = append(ws, &held[hi])
+		}
+		verdicts, err := d.judge(ctx, p, ws)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range verdicts {
+			alerts = append(alerts, v.Alerts...)
+			d.learnHeld(ws[k], v.Learn)
+		}
+		lo = hi
 	}
 	d.log.Info("scored the windows held back past the warm-up span", "profile", held[0].Profile, "windows", len(held), "alerts", len(alerts))
 	return alerts, nil
+}
+
+// learnHeld finishes with a held window, whose window the detector kept:
+// when learn is set its destinations join the device's history, as the
+// stage's release does for the windows it scores.
+func (d *Detector) learnHeld(cw *ClosedWindow, learn bool) {
+	if learn && cw.window != nil {
+		cw.window.Destinations(cw.state.feat.History.Add)
+	}
+	cw.window = nil
 }
 
 // baseline returns the window's device baseline, started on first use from
@@ -719,7 +811,7 @@ func (d *Detector) profile(ctx context.Context, name string) (*profileState, err
 // read ahead of the others) is held back and reported as held: it is
 // scored, in time order, once the model exists, so neither does an attack
 // after the warm-up teach the model nor does it go unscored.
-func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState) (held bool, err error) {
+func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState) (held, kept bool, err error) {
 	if p.partTo == nil {
 		p.partTo = map[int32]time.Time{}
 	}
@@ -729,21 +821,28 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 	span := d.cfg.Warmup + p.extend
 	if !p.warmFrom.IsZero() && !cw.Start.Before(p.warmFrom.Add(span)) {
 		held = true
-		switch {
-		case len(p.held) < maxHeldWindows:
-			w := *cw
-			w.window = nil // recycled by the stage; the vector is what is scored
-			p.held = append(p.held, w)
+		if len(p.held) < maxHeldWindows {
+			// Observed when the model exists, so that its new
+			// destinations are judged against the profile's shared
+			// ones (a device's windows past the span are all held,
+			// so its windows are still observed in order).
+			kept = true
+			p.held = append(p.held, *cw)
 			d.metrics.WindowsHeld.WithLabelValues(cw.Profile).Inc()
 			d.metrics.Summary.WindowsHeld.Add(1)
-		case !p.heldFull:
-			p.heldFull = true
-			d.log.Warn("too many windows past the warm-up span while the first model waits for the slowest partition; later ones are not scored",
-				"profile", cw.Profile, "held", len(p.held))
+		} else {
+			d.observe(cw) // not scored, but its device's context moves on
+			if !p.heldFull {
+				p.heldFull = true
+				d.log.Warn("too many windows past the warm-up span while the first model waits for the slowest partition; later ones are not scored",
+					"profile", cw.Profile, "held", len(p.held))
+			}
 		}
 	} else {
+		d.observe(cw)
+		p.peers.Add(stableHash(cw.DeviceID), cw.window)
 		p.warm = append(p.warm, warmRow{start: cw.Start.UnixNano(), device: cw.DeviceID, vector: cw.Vector,
-			partition: cw.Partition, first: cw.FirstOffset, last: cw.LastOffset, others: cw.Others})
+			partition: cw.Partition, first: cw.FirstOffset, last: cw.LastOffset, others: cw.Others, peerRow: p.peers.Rows()})
 		if p.warmFrom.IsZero() || cw.Start.Before(p.warmFrom) {
 			p.warmFrom = cw.Start
 		}
@@ -752,7 +851,7 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 		}
 	}
 	d.metrics.WarmupWindows.WithLabelValues(cw.Profile).Set(float64(len(p.warm)))
-	return held, d.tryTrain(ctx, cw.Profile, p)
+	return held, kept, d.tryTrain(ctx, cw.Profile, p)
 }
 
 // tryTrain trains the profile's first model once its warm-up is complete
@@ -816,12 +915,19 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 				p.warm = kept
 				end := p.warmFrom.Add(d.cfg.Warmup + p.extend)
 				stillHeld := p.held[:0]
-				for _, w := range p.held {
+				for i := range p.held {
+					w := &p.held[i]
 					if w.Start.Before(end) {
+						// In arrival order, which is each device's
+						// window order; later windows of a device
+						// stay held, so none is observed before it.
+						d.observe(w)
+						p.peers.Add(stableHash(w.DeviceID), w.window)
+						d.learnHeld(w, true)
 						p.warm = append(p.warm, warmRow{start: w.Start.UnixNano(), device: w.DeviceID, vector: w.Vector,
-							partition: w.Partition, first: w.FirstOffset, last: w.LastOffset, others: w.Others})
+							partition: w.Partition, first: w.FirstOffset, last: w.LastOffset, others: w.Others, peerRow: p.peers.Rows()})
 					} else {
-						stillHeld = append(stillHeld, w)
+						stillHeld = append(stillHeld, *w)
 					}
 				}
 				d.metrics.Summary.WindowsHeld.Add(int64(len(stillHeld) - len(p.held)))
@@ -843,6 +949,7 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 		Budget:       d.cfg.Budget(),
 		Profile:      profile,
 		TrainingData: refs,
+		Peers:        p.peers.Shared(lastPeerRow(p.warm)),
 	})
 	if errors.Is(err, models.ErrTooFewWindows) {
 		d.log.Warn("first model not trained yet: too few windows; still warming up", "profile", profile, "err", err)
@@ -857,7 +964,7 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 	}
 	d.log.Info("trained first model on verified warm-up traffic",
 		"profile", profile, "windows", rows, "training_refs", len(refs), "event_time_span", p.warmTo.Sub(p.warmFrom).String(),
-		"took", time.Since(started).Round(time.Millisecond).String(),
+		"took", time.Since(started).Round(time.Millisecond).String(), "shared_destinations", len(m.SharedPeers()),
 		"levels", fmt.Sprintf("extreme %.2f, anomalous %.2f, persistent %.2f, elevated %.2f",
 			m.Behaviour.ExtremeLevel, m.Behaviour.AnomalousLevel, m.Behaviour.PersistentLevel, m.Behaviour.SustainedLevel),
 		"expected_false_incidents_per_1000_device_hours", strconv.FormatFloat(m.Behaviour.ExpectedFalseIncidents(), 'f', 2, 64))
@@ -881,12 +988,25 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 				"budget", budget, "training_windows", rows, "setting", "detector.warmup")
 		}
 	}
-	p.warm, p.partTo = nil, nil
+	p.warm, p.partTo, p.peers = nil, nil, features.PeerCounter{}
 	if active.Hash() == m.Hash() {
 		p.seeds = seeds
 	}
 	d.activate(profile, p, active, "registered and promoted on the ledger")
 	return nil
+}
+
+// lastPeerRow is the PeerCounter row of the newest training row: the
+// shared destinations are those of the windows up to it, the windows that
+// train (a window that arrived while the warm-up was being verified does
+// not). Windows left out as unverified in between still count: rare, and
+// they name destinations at worst.
+func lastPeerRow(rows []warmRow) int {
+	n := 0
+	for _, r := range rows {
+		n = max(n, r.peerRow)
+	}
+	return n
 }
 
 // warmSeries groups warm-up rows into each device's windows in time order,
@@ -990,6 +1110,12 @@ func warmRanges(rows []warmRow) []integrity.OffsetRange {
 
 func (d *Detector) activate(profile string, p *profileState, m *models.Model, how string) {
 	p.model = m
+	shared := map[string]features.Peers{}
+	if old := d.shared.Load(); old != nil {
+		maps.Copy(shared, *old)
+	}
+	shared[profile] = m.SharedPeers()
+	d.shared.Store(&shared)
 	p.drift = models.NewDriftTracker(m)
 	d.metrics.ModelInfo.DeletePartialMatch(prometheus.Labels{"profile": profile}) // the model it replaces
 	d.metrics.ModelInfo.WithLabelValues(profile, m.Hash(), m.Algorithm).Set(1)
@@ -1001,6 +1127,16 @@ func (d *Detector) activate(profile string, p *profileState, m *models.Model, ho
 	d.metrics.WarmupWindows.DeleteLabelValues(profile)
 	d.log.Info("model active", "profile", profile, "hash", m.Hash(), "algorithm", m.Algorithm,
 		"threshold", strconv.FormatFloat(m.Calibration.Threshold, 'f', 4, 64), "how", how)
+}
+
+// SharedPeers returns the destinations a profile's active model shares
+// (models.Model.SharedPeers): a device's first contact with one is no
+// news. Safe to call from any goroutine; nil before the profile has a model.
+func (d *Detector) SharedPeers(profile string) features.Peers {
+	if m := d.shared.Load(); m != nil {
+		return (*m)[profile]
+	}
+	return nil
 }
 
 // stableHash gives each profile its own forest seed.

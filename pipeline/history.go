@@ -62,6 +62,10 @@ type HistoryWindow struct {
 	// Anchors are the ids of the ledger anchors whose ranges hold the
 	// window's records.
 	Anchors []string
+
+	// window is the window's flows, valid during emit (TrainOnHistory
+	// counts the profile's shared destinations from it).
+	window *features.Window
 }
 
 // HistoryReport says what a read found.
@@ -137,7 +141,7 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 						rep.ExcludedWindows++
 					} else {
 						hw = HistoryWindow{Device: cw.DeviceID, Profile: cw.Profile, Start: cw.Start, End: cw.End, Partition: p,
-							FirstOffset: cw.FirstOffset, LastOffset: cw.LastOffset, Vector: cw.Vector, Anchors: ids}
+							FirstOffset: cw.FirstOffset, LastOffset: cw.LastOffset, Vector: cw.Vector, Anchors: ids, window: cw.window}
 						for _, id := range ids {
 							anchors[id] = true
 						}

@@ -119,9 +119,11 @@ func TrainOnHistory(ctx context.Context, req HistoryRequest, cfg DetectorConfig)
 	}
 	cfg = cfg.WithDefaults()
 	var rows []warmRow
+	var peers features.PeerCounter
 	rep, err := ReadHistory(ctx, req, func(w *HistoryWindow) error {
 		rows = append(rows, warmRow{start: w.Start.UnixNano(), device: w.Device, vector: w.Vector,
 			partition: w.Partition, first: w.FirstOffset, last: w.LastOffset})
+		peers.Add(stableHash(w.Device), w.window)
 		return nil
 	})
 	if err != nil {
@@ -142,6 +144,7 @@ func TrainOnHistory(ctx context.Context, req HistoryRequest, cfg DetectorConfig)
 		Profile:      req.Profile,
 		TrainingData: rep.Anchors,
 		Now:          func() time.Time { return until },
+		Peers:        peers.Shared(-1),
 	})
 	if err != nil {
 		return nil, nil, rep, fmt.Errorf("train %s on history: %w", req.Profile, err)

@@ -99,14 +99,7 @@ func TestFirstModelWaitsForVerifiedHistory(t *testing.T) {
 // they are scored, in time order, once the slower partition completes the
 // warm-up.
 func TestWindowsPastTheWarmupAreHeldAndScoredNotTrained(t *testing.T) {
-	led, err := embedded.Open(filepath.Join(t.TempDir(), "ledger"), embedded.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer led.Close()
-	store := &ModelStore{Dir: t.TempDir(), Ledger: ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))}
-	d := NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10}, store, nil, "iot.flows",
-		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d := warmingDetector(t)
 	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	rng := rand.New(rand.NewPCG(1, 2))
 	states := map[string]*deviceState{}
@@ -310,4 +303,19 @@ func TestBatchJudgesADevicesWindowsInTurn(t *testing.T) {
 			t.Errorf("%s: baseline one window at a time %+v, in one batch %+v", dev, oneStates[dev].baseline, batchStates[dev].baseline)
 		}
 	}
+}
+
+// warmingDetector is a detector on an embedded ledger without a model:
+// an hour's warm-up trains its first models, on 10 windows at least,
+// without verifying the history.
+func warmingDetector(t *testing.T) *Detector {
+	t.Helper()
+	led, err := embedded.Open(filepath.Join(t.TempDir(), "ledger"), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { led.Close() })
+	store := &ModelStore{Dir: t.TempDir(), Ledger: ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))}
+	return NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10}, store, nil, "iot.flows",
+		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
 }

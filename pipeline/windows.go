@@ -54,6 +54,8 @@ type ClosedWindow struct {
 
 	state  *deviceState
 	window *features.Window
+	// observed is set once Vector is computed (observe).
+	observed bool
 }
 
 // deviceModel is what is known of a device beyond its current window: its
@@ -136,6 +138,9 @@ type partitionWindows struct {
 	// detection stage has joined the device's parts from its other
 	// partitions (assembly.go); otherwise close computes it.
 	deferVector bool
+	// shared gives a profile's shared destinations, those of its active
+	// model (Detector.SharedPeers); nil: none, as in an export of history.
+	shared func(profile string) features.Peers
 	// resumedHeld holds, from the checkpoint, the start of the oldest
 	// window of each device whose part here was closed but waited for
 	// the device's parts on other partitions: while the partition is read
@@ -301,7 +306,7 @@ func (p *partitionWindows) close(d *deviceState) ClosedWindow {
 		state: d, window: d.win,
 	}
 	if !p.deferVector {
-		cw.observe()
+		cw.observe(p.shared)
 	}
 	d.win = nil
 	d.closedThrough = d.start
@@ -311,8 +316,14 @@ func (p *partitionWindows) close(d *deviceState) ClosedWindow {
 
 // observe computes the window's vector in its device's context, which it
 // moves on (features.Device.Observe): once per window, in window order.
-func (cw *ClosedWindow) observe() {
-	cw.Vector = cw.state.feat.Observe(cw.window, cw.Index)
+// shared gives a profile's shared destinations (nil: none).
+func (cw *ClosedWindow) observe(shared func(profile string) features.Peers) {
+	var peers features.Peers
+	if shared != nil {
+		peers = shared(cw.Profile)
+	}
+	cw.Vector = cw.state.feat.Observe(cw.window, cw.Index, peers)
+	cw.observed = true
 }
 
 // Release finishes with a closed window: when learn is set (the window was

@@ -85,6 +85,10 @@ type Config struct {
 	// traffic rate and flow sizes are its profile's times a factor
 	// e^(h·N(0,1)) of its own. Default 0: devices of a profile alike.
 	Heterogeneity float64
+	// RateScale multiplies every profile's flow rate (Profile.
+	// FlowsPerMinute): 0.125 plays a fleet of sparse devices, a flow every
+	// one to four minutes, whose windows are mostly empty. Default 1.
+	RateScale float64
 	// Attacks, when set, is the rotation of attacks played instead of
 	// Scenarios at their built-in strength: each an attack kind at an
 	// intensity relative to the attacked device's own normal traffic
@@ -113,6 +117,9 @@ type Shift struct {
 }
 
 func (c Config) withDefaults() Config {
+	if c.RateScale == 0 {
+		c.RateScale = 1
+	}
 	if c.Topic == "" {
 		c.Topic = "iot.flows"
 	}
@@ -168,6 +175,8 @@ func (c Config) Validate() error {
 		return errors.New("simulate: attack timings must be positive")
 	case c.Heterogeneity < 0:
 		return fmt.Errorf("simulate: heterogeneity must not be negative, got %v", c.Heterogeneity)
+	case c.RateScale < 0:
+		return fmt.Errorf("simulate: rate scale must not be negative, got %v", c.RateScale)
 	}
 	for i, a := range c.Attacks {
 		if !slices.Contains(Scenarios, a.Scenario) {
@@ -492,7 +501,7 @@ func (s *Simulator) minuteOfTraffic(minute time.Time, out []flow) []flow {
 func (s *Simulator) deviceTraffic(rng *rand.Rand, d *Device, minute time.Time, out []flow) []flow {
 	hour := float64(minute.Hour()) + float64(minute.Minute())/60
 	p := d.Profile
-	rate := d.scaled() * p.FlowsPerMinute * (1 + p.Diurnal*math.Sin(2*math.Pi*(hour-8)/24))
+	rate := d.scaled() * s.cfg.RateScale * p.FlowsPerMinute * (1 + p.Diurnal*math.Sin(2*math.Pi*(hour-8)/24))
 	shifted := false
 	if sh := s.cfg.Shift; sh != nil && p.Name == sh.Profile && !minute.Before(s.shiftFrom) {
 		rate *= sh.Factor

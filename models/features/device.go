@@ -59,7 +59,11 @@ type Device struct {
 // records arrive on several partitions, whose windows there close each at
 // its partition's pace: a window older than the newest observed is judged
 // with the damped count as it stands, which is not decayed backwards.
-func (d *Device) Observe(w *Window, index int64) Vector {
+//
+// shared are the destinations the device's profile shares (Peers; nil for
+// none): one missing from the device's history but shared is neither new
+// nor a first contact.
+func (d *Device) Observe(w *Window, index int64, shared Peers) Vector {
 	if d.lastWindow != 0 && index > d.lastWindow {
 		d.firstContacts *= math.Pow(firstContactDecay, float64(index-d.lastWindow))
 	}
@@ -75,7 +79,7 @@ func (d *Device) Observe(w *Window, index int64) Vector {
 	}
 	newDst, newInternal, recurrence, firstContact := 0, 0, int32(0), false
 	for dst, internal := range w.dsts {
-		known := d.History.Contains(dst)
+		known := d.History.Contains(dst) || mature && shared.Contains(dst)
 		if !known && mature { // a young device's peers are all new, and none is news
 			newDst++
 			if internal {

@@ -2,6 +2,7 @@ package features
 
 import (
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -16,7 +17,7 @@ func TestVectorOfKnownWindow(t *testing.T) {
 	d := Device{windows: MatureWindows}
 	d.History.Add(1)
 	d.History.Add(2)
-	v := d.Observe(w, 1000)
+	v := d.Observe(w, 1000, nil)
 	want := Vector{
 		Flows: 4, BytesOut: 320, BytesIn: 720, Packets: 11,
 		DistinctDst: 3, DistinctDstPorts: 3,
@@ -53,7 +54,7 @@ func TestRecurrenceAndDampedFirstContacts(t *testing.T) {
 	for i := int64(0); i < 5; i++ {
 		w.Reset()
 		w.Add(Flow{Dst: 99, DstPort: 4444, BytesOut: 300, PacketsOut: 4})
-		v := d.Observe(w, 100+i)
+		v := d.Observe(w, 100+i, nil)
 		wantNew := 0.0
 		if i == 0 {
 			wantNew = 1
@@ -65,13 +66,13 @@ func TestRecurrenceAndDampedFirstContacts(t *testing.T) {
 	}
 	w.Reset()
 	w.Add(Flow{Dst: 7, DstPort: 443, BytesOut: 300, PacketsOut: 4})
-	v := d.Observe(w, 100+RecentSpan/2)
+	v := d.Observe(w, 100+RecentSpan/2, nil)
 	if math.Abs(v[FirstContactWindows1h]-(0.5+1)) > 1e-9 {
 		t.Errorf("damped first contacts %v, want 1.5 (one halved, one new)", v[FirstContactWindows1h])
 	}
 	w.Reset()
 	w.Add(Flow{Dst: 99, DstPort: 4444, BytesOut: 300, PacketsOut: 4})
-	if v := d.Observe(w, 100+RecentSpan+1); v[NewDstRecurrence] != 0 {
+	if v := d.Observe(w, 100+RecentSpan+1, nil); v[NewDstRecurrence] != 0 {
 		t.Errorf("recurrence %v after the host's first contact expired", v[NewDstRecurrence])
 	}
 	b, _ := d.MarshalBinary()
@@ -124,7 +125,7 @@ func TestYoungDeviceHasNoFirstContacts(t *testing.T) {
 	for i := int64(1); i <= MatureWindows+5; i++ {
 		w.Reset()
 		w.Add(Flow{Dst: uint64(1 + i%3), DstPort: 443, BytesOut: 300, PacketsOut: 1})
-		v := d.Observe(w, i)
+		v := d.Observe(w, i, nil)
 		if v[NewDstRecurrence] != 0 || v[FirstContactWindows1h] != 0 || v[NewDst] != 0 {
 			t.Fatalf("window %d: new %v, recurrence %v, first contacts %v from the usual peers", i, v[NewDst], v[NewDstRecurrence], v[FirstContactWindows1h])
 		}
@@ -132,7 +133,7 @@ func TestYoungDeviceHasNoFirstContacts(t *testing.T) {
 	}
 	w.Reset()
 	w.Add(Flow{Dst: 99, DstPort: 4444, BytesOut: 300, PacketsOut: 1})
-	if v := d.Observe(w, MatureWindows+6); v[FirstContactWindows1h] != 1 || v[NewDst] != 1 {
+	if v := d.Observe(w, MatureWindows+6, nil); v[FirstContactWindows1h] != 1 || v[NewDst] != 1 {
 		t.Fatalf("a new host after maturity: %v", v)
 	}
 }
@@ -153,5 +154,80 @@ func TestMergedPartsMakeTheWholeWindow(t *testing.T) {
 	merged.Merge(parts[1])
 	if got, want := merged.vector(), whole.vector(); got != want {
 		t.Fatalf("merged parts give\n%v\nwant\n%v", got, want)
+	}
+}
+
+// A host the device has never used but its profile shares (two devices
+// used it in training) is no news; a host nobody shares still is.
+func TestSharedPeerIsNoFirstContact(t *testing.T) {
+	var c PeerCounter
+	w := NewWindow()
+	for dev, dsts := range [][]uint64{{1, 2, 123}, {1, 3, 123}, {4, 123}, {7}} {
+		w.Reset()
+		for _, dst := range dsts {
+			w.Add(Flow{Dst: dst, DstPort: 443, BytesOut: 300, PacketsOut: 1})
+		}
+		c.Add(uint64(100+dev), w)
+		c.Add(uint64(100+dev), w) // a device's second window adds no device
+	}
+	shared := c.Shared(-1)
+	if !slices.Equal(shared, Peers{1, 123}) {
+		t.Fatalf("shared %v, want [1 123]", shared)
+	}
+
+	var d Device
+	for i := int64(1); i <= MatureWindows; i++ {
+		w.Reset()
+		w.Add(Flow{Dst: 1, DstPort: 443, BytesOut: 300, PacketsOut: 1})
+		d.Observe(w, i, shared)
+		w.Destinations(d.History.Add)
+	}
+	w.Reset()
+	w.Add(Flow{Dst: 123, DstPort: 123, BytesOut: 76, PacketsOut: 1})
+	if v := d.Observe(w, MatureWindows+1, shared); v[NewDst] != 0 || v[FirstContactWindows1h] != 0 {
+		t.Fatalf("the profile's NTP server, first used: new %v, first contacts %v", v[NewDst], v[FirstContactWindows1h])
+	}
+	w.Reset()
+	w.Add(Flow{Dst: 7, DstPort: 4444, BytesOut: 300, PacketsOut: 1})
+	if v := d.Observe(w, MatureWindows+2, shared); v[NewDst] != 1 || v[FirstContactWindows1h] != 1 {
+		t.Fatalf("another device's own host: new %v, first contacts %v", v[NewDst], v[FirstContactWindows1h])
+	}
+}
+
+// Which destinations are shared does not depend on the order of the
+// windows; a prefix of them answers for itself; the cap keeps the lowest
+// keys.
+func TestSharedPeersAreOrderFreeAndCapped(t *testing.T) {
+	windows := func(order []int, n int) Peers {
+		var c PeerCounter
+		w := NewWindow()
+		for _, dev := range order {
+			w.Reset()
+			for dst := uint64(0); dst < 3*MaxPeers; dst++ {
+				if dst%uint64(dev+1) == 0 {
+					w.Add(Flow{Dst: dst, DstPort: 443, BytesOut: 1, PacketsOut: 1})
+				}
+			}
+			c.Add(uint64(dev), w)
+			c.Add(uint64(dev), nil)
+		}
+		return c.Shared(n)
+	}
+	a, b := windows([]int{0, 1, 2, 3}, -1), windows([]int{3, 2, 1, 0}, -1)
+	if !slices.Equal(a, b) {
+		t.Fatal("shared destinations depend on the order of the windows")
+	}
+	// Device 0 uses every host, device 1 the even ones, 2 the multiples
+	// of 3 and 3 those of 4: 8,192 shared; the cap keeps 0…8,191's.
+	if len(a) != MaxPeers || !a.Contains(0) || !a.Contains(3) || a.Contains(1) || a[len(a)-1] >= 2*MaxPeers {
+		t.Fatalf("%d shared, want the cap %d, lowest keys kept", len(a), MaxPeers)
+	}
+	// The first two windows are device 0's and a window without
+	// destinations: nothing shared yet; with device 1's, the even hosts.
+	if p := windows([]int{0, 1, 2, 3}, 2); len(p) != 0 {
+		t.Fatalf("%d shared after one device's windows", len(p))
+	}
+	if p := windows([]int{0, 1}, 3); !p.Contains(2) || p.Contains(3) {
+		t.Fatal("after devices 0 and 1: the even hosts are shared, the odd not")
 	}
 }

@@ -1,0 +1,97 @@
+package features
+
+import "slices"
+
+// Peers is a profile's shared destinations: hosts that at least two
+// devices of the profile talked to in its training history
+// (the NTP and DNS servers of a site, a vendor's cloud endpoints): one
+// device's host is its own habit, two devices using it make it the
+// profile's. A
+// destination a device has not talked to yet but its profile shares is no
+// news: it is neither a new destination nor a first contact (Observe).
+//
+// Why: a device learns its own peers from its own windows, and a device
+// that sends a flow every few minutes may take hours to show a peer it uses
+// one time in ten (its NTP server). Judged against its own history alone,
+// that peer's first appearance after the device's first MatureWindows
+// windows is a first contact with a new host — the evidence a beacon or an
+// exfiltration gives — and, its window anomalous and so not learnt, it stays
+// new at every later contact. Its profile, whose other devices use it, says
+// otherwise: peer-group baselines, as AWS IoT Device Defender's ML Detect
+// and UEBA products keep, are the standard remedy for a single entity's
+// short history.
+//
+// Peers is sorted ascending; its zero value shares nothing.
+type Peers []uint64
+
+// Contains reports whether dst is a shared destination.
+func (p Peers) Contains(dst uint64) bool {
+	_, ok := slices.BinarySearch(p, dst)
+	return ok
+}
+
+// MaxPeers bounds a profile's shared destinations (8 bytes each in the
+// model artifact). A profile sharing more keeps those of the lowest keys:
+// an arbitrary choice, but the same for the same windows.
+const MaxPeers = 4096
+
+// PeerCounter collects, from a profile's training windows, which
+// destinations are shared by two devices or more. Windows are numbered in
+// the order they are added, and Shared(n) answers for the first n — the
+// detector trains on a prefix of the windows it collected — with one entry
+// per destination: the device of its earliest window, and the earliest
+// window of any other device. Which destinations are shared depends only
+// on which windows were added, not on their order.
+type PeerCounter struct {
+	dsts map[uint64]peerUse
+	rows int
+}
+
+type peerUse struct {
+	first  uint64 // the device of the earliest window with it
+	second int    // the earliest window of another device with it, +1; 0: none yet
+}
+
+// Add counts the next window, of device (a stable key of its id); a nil
+// window counts as a window without destinations.
+func (c *PeerCounter) Add(device uint64, w *Window) {
+	c.rows++
+	if w == nil {
+		return
+	}
+	if c.dsts == nil {
+		c.dsts = make(map[uint64]peerUse, 64)
+	}
+	for dst := range w.dsts {
+		u, ok := c.dsts[dst]
+		switch {
+		case !ok:
+			c.dsts[dst] = peerUse{first: device}
+		case u.second == 0 && u.first != device:
+			u.second = c.rows
+			c.dsts[dst] = u
+		}
+	}
+}
+
+// Rows is how many windows were added.
+func (c *PeerCounter) Rows() int { return c.rows }
+
+// Shared returns the destinations that two devices or more used in the
+// first n windows added (n < 0: all of them), at most MaxPeers of them.
+func (c *PeerCounter) Shared(n int) Peers {
+	if n < 0 {
+		n = c.rows
+	}
+	var out Peers
+	for dst, u := range c.dsts {
+		if u.second > 0 && u.second <= n {
+			out = append(out, dst)
+		}
+	}
+	slices.Sort(out)
+	if len(out) > MaxPeers {
+		out = out[:MaxPeers]
+	}
+	return out
+}
