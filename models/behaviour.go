@@ -118,9 +118,17 @@ import (
 //     the budget; refitted to L' they fell (the damped count's lingering
 //     had been part of the training statistics), and the persistent rule
 //     then opened on the bursts of devices whose records arrive split
-//     across partitions (docs/DETECTION.md). The extreme and k-of-n rules
-//     keep the full L, and the damped count its say in a fan-out too slow
-//     for one window.
+//     across partitions (docs/DETECTION.md). The extreme rule keeps the
+//     full L, and the damped count its say in a fan-out too slow for one
+//     window. The k-of-n rule thresholds the full L too, but counts only
+//     windows anomalous by their own evidence as well — L' ≥ L_w, or a
+//     host new to the device in the window (a beacon's host again, a
+//     fan-out's next): one first contact, which the damped count holds
+//     for half an hour, otherwise makes every window after it anomalous
+//     and opens an incident on a device that never touched the host again
+//     (on sparse devices, whose tails have seen few first contacts, most
+//     of their false incidents). Its level, fitted to the full L, opens
+//     then on a subset of the windows the fit counted.
 //
 //     The levels' tails (of L and of the rules' statistics) are fitted
 //     with the shape fixed at ξ = 0: a level is a −log₁₀ tail probability,
@@ -521,7 +529,12 @@ type Judgement struct {
 	// Persistent: the window's own level at or above the persistent
 	// rule's level (see Behaviour.PersistentLevel).
 	Persistent bool
-	Confidence Confidence
+	// OwnAnomalous: anomalous by the window's own evidence too: its level
+	// L' of step 6 at or above the anomalous level, or a host new to the
+	// device in it. A window anomalous only by a damped count that an
+	// earlier event left in it counts towards no k-of-n opening.
+	OwnAnomalous bool
+	Confidence   Confidence
 	// Learn is whether the window's destinations may join the device's
 	// history: L below LearnLevel.
 	Learn bool
@@ -553,8 +566,13 @@ func (m *Model) Judge(r []float64, forestScore float64) Judgement {
 	bh := m.Behaviour
 	l := m.level(r, forestScore)
 	j := Judgement{Level: l, Score: LevelScore(l), Anomalous: l >= bh.AnomalousLevel, Extreme: l >= bh.ExtremeLevel}
-	if bh.SustainedLevel > 0 || bh.PersistentLevel > 0 {
+	j.OwnAnomalous = j.Anomalous
+	if j.Anomalous || bh.SustainedLevel > 0 || bh.PersistentLevel > 0 {
 		own := m.presentLevel(r, forestScore)
+		// A window that contacts a host new to the device (beyond its
+		// usual rate of them) brings evidence of its own about what the
+		// damped count remembers: a beacon's host again, a fan-out's next.
+		j.OwnAnomalous = j.Anomalous && (own >= bh.AnomalousLevel || r[features.NewDst] > 0)
 		j.Elevated = bh.SustainedLevel > 0 && own >= bh.SustainedLevel
 		j.Persistent = bh.PersistentLevel > 0 && own >= bh.PersistentLevel
 	}

@@ -350,6 +350,21 @@ func TestPersistenceRulesJudgeAWindowByItsOwnEvidence(t *testing.T) {
 	if !own.Elevated || !own.Persistent || math.Abs(own.Level-damped.Level) > 1e-9 {
 		t.Errorf("a window feature's deviation (level %.2f, the damped one's %.2f): elevated %v, persistent %v; want both", own.Level, damped.Level, own.Elevated, own.Persistent)
 	}
+	// The k-of-n rule counts only windows anomalous by their own
+	// evidence: a host new to the device in the window is some, its
+	// other features' deviations are some; a damped count is none.
+	if !damped.Anomalous || damped.OwnAnomalous {
+		t.Errorf("held up by its damped count alone (level %.2f, anomalous level %.2f): anomalous %v, by its own evidence %v; want true, false",
+			damped.Level, bh.AnomalousLevel, damped.Anomalous, damped.OwnAnomalous)
+	}
+	if !own.OwnAnomalous {
+		t.Error("a window anomalous by a host new to it is not anomalous by its own evidence")
+	}
+	r := make([]float64, ResidualDims)
+	r[features.FirstContactWindows1h], r[features.NewDst] = 6*bh.Scales[features.FirstContactWindows1h], 0.1
+	if j := m.Judge(r, 0.5); !j.OwnAnomalous {
+		t.Error("a window with the damped count high and a new host again (a beacon's) is not anomalous by its own evidence")
+	}
 }
 
 // The profile's shared destinations travel in the artifact, keys of all 64

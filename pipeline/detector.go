@@ -627,7 +627,10 @@ func (d *Detector) incident(cw *ClosedWindow, m *models.Model, j models.Judgemen
 // incidentWindow is a judged window as the incident rule sees it.
 func incidentWindow(index int64, j models.Judgement) incidents.Window {
 	level := incidents.Normal
-	if j.Anomalous {
+	// Anomalous only by a damped count an earlier window's event left
+	// (and not extreme): the event was counted in its own window.
+	lingering := j.Anomalous && !j.OwnAnomalous && !j.Extreme
+	if j.Anomalous && !lingering {
 		switch j.Confidence {
 		case models.ConfidenceHigh:
 			level = incidents.High
@@ -637,7 +640,7 @@ func incidentWindow(index int64, j models.Judgement) incidents.Window {
 			level = incidents.Low
 		}
 	}
-	return incidents.Window{Index: index, Level: level, Score: j.Score, Elevated: j.Elevated, Persistent: j.Persistent}
+	return incidents.Window{Index: index, Level: level, Score: j.Score, Elevated: j.Elevated, Persistent: j.Persistent, Lingering: lingering}
 }
 
 // incidentAlert is the alert that reports one incident event.

@@ -137,6 +137,12 @@ type Window struct {
 	// Persistent marks a window at or above the persistent level: PK of
 	// the last PN such windows open an incident.
 	Persistent bool
+	// Lingering marks a window anomalous only by what earlier windows
+	// left in it (a damped count of past events): it continues an open
+	// incident, as its weakest window, but counts towards no opening
+	// rule, so that one event is not counted again in every window that
+	// remembers it.
+	Lingering bool
 }
 
 // Event is something to tell the analyst about an incident.
@@ -207,7 +213,7 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 		bit <<= uint(-gap)
 		newer, older = false, true
 	}
-	if w.Level == Normal && !w.Elevated && !w.Persistent {
+	if w.Level == Normal && !w.Elevated && !w.Persistent && !w.Lingering {
 		if s.open && newer {
 			s.quiet = min(s.quiet+1, math.MaxUint16)
 			if int(s.quiet) >= r.M {
@@ -226,9 +232,9 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 		s.persist |= bit
 	}
 	if w.Level == Normal {
-		// Elevated or persistent only: it continues an open incident as
-		// its weakest window, and counts towards the sustained and
-		// persistent rules.
+		// Elevated, persistent or lingering only: it continues an open
+		// incident as its weakest window, and counts towards the
+		// sustained and persistent rules when elevated or persistent.
 		w.Level = Low
 	} else {
 		s.recent |= bit

@@ -259,3 +259,36 @@ func TestQuietCountsPlacesNotWindows(t *testing.T) {
 		t.Fatalf("events %+v, want a closing after the second quiet minute", ev)
 	}
 }
+
+// A lingering window (anomalous only by a damped count that an earlier
+// window's event left in it) opens nothing however many follow, but
+// continues an open incident until M quiet windows close it.
+func TestLingeringWindowsContinueButOpenNothing(t *testing.T) {
+	r := Rule{K: 2, N: 3, M: 5}
+	var s State
+	var ev []Event
+	for i := range 12 {
+		ev = s.Observe(r, Window{Index: int64(400 + i), Score: 0.8, Lingering: true}, ev)
+	}
+	if len(ev) != 0 {
+		t.Fatalf("lingering windows opened %+v", ev)
+	}
+	// Two anomalous windows open; lingering ones keep it open.
+	ev = s.Observe(r, Window{Index: 420, Level: Low, Score: 0.8}, nil)
+	ev = s.Observe(r, Window{Index: 421, Level: Low, Score: 0.8}, ev)
+	if len(ev) != 1 || ev[0].Status != Opened || ev[0].OpenedBy != OpenedKOfN {
+		t.Fatalf("want a k-of-n opening, got %+v", ev)
+	}
+	for i := range 8 {
+		if got := s.Observe(r, Window{Index: int64(422 + i), Score: 0.75, Lingering: true}, nil); len(got) != 0 {
+			t.Fatalf("a lingering window %d: %+v", i, got)
+		}
+	}
+	var closed []Event
+	for i := range 5 {
+		closed = s.Observe(r, Window{Index: int64(430 + i)}, closed)
+	}
+	if len(closed) != 1 || closed[0].Status != Closed || closed[0].Last != 429 {
+		t.Fatalf("want the incident closed after 5 quiet windows, its last window the last lingering one: %+v", closed)
+	}
+}
