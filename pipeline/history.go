@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,9 +57,13 @@ type HistoryWindow struct {
 	Start, End      time.Time
 	Partition       int32
 	// FirstOffset and LastOffset are the offsets of the window's first and
-	// last record.
+	// last record on Partition.
 	FirstOffset, LastOffset int64
-	Vector                  features.Vector
+	// Others are the window's records on other partitions, when the
+	// device's records arrive on several (records not keyed by device,
+	// a victim's reply legs): its parts were joined into one window.
+	Others []integrity.OffsetRange
+	Vector features.Vector
 	// Anchors are the ids of the ledger anchors whose ranges hold the
 	// window's records.
 	Anchors []string
@@ -81,10 +86,21 @@ type HistoryReport struct {
 	Anchors []string `json:"anchors"`
 }
 
-// ReadHistory reads the requested history partition by partition, in
-// order, and calls emit with each verified window, so that the same
-// history always yields the same windows in the same order. The window
-// passed to emit is reused after emit returns.
+// ReadHistory reads the requested history and calls emit with each
+// verified window, so that the same history always yields the same windows
+// in the same order. The window passed to emit is reused after emit
+// returns.
+//
+// It reads every partition at once, a record at a time from the partition
+// whose next record is oldest, and joins a device's parts of a window from
+// several partitions into one window, as the detection stage does
+// (assembly.go): on a topic whose records are not keyed by device each
+// partition holds part of every device's minute, and a window read from
+// one partition alone is not the window the service scored. A part is
+// complete once every partition still being read has passed the window by
+// its lateness; the joined windows are emitted minute by minute, devices in
+// order, each observed in its device's context after the device's previous
+// window.
 func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWindow) error) (HistoryReport, error) {
 	var rep HistoryReport
 	if !req.Until.After(req.Since) {
@@ -100,26 +116,21 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 	if err != nil {
 		return rep, err
 	}
-	// Where each partition's period starts and ends.
-	type span struct{ from, to int64 } // to is exclusive
-	spans := make([]span, len(parts))
+	hr := &historyRead{req: req, emit: emit, rep: &rep, anchors: map[string]bool{}, ranges: map[int32][]integrity.ReplayRange{},
+		models: map[string]*deviceModel{}, pending: map[int64]map[string][]ClosedWindow{},
+		size: int64(win.Size), lateness: int64(win.AllowedLateness)}
+	defer hr.close()
 	var total int64
-	for i, p := range parts {
+	for _, p := range parts {
 		from, to, err := offsetsBetween(ctx, req.Kafka, req.Topic, p, req.Since.Add(-lead), req.Until.Add(win.AllowedLateness))
 		if err != nil {
 			return rep, err
 		}
-		spans[i] = span{from, to}
-		total += to - from
-	}
-	anchors := map[string]bool{}
-	var hw HistoryWindow
-	for i, p := range parts {
-		sp := spans[i]
-		if sp.from >= sp.to {
+		if from >= to {
 			continue
 		}
-		ranges, err := integrity.Replay(ctx, req.Ledger, integrity.ReplayRequest{Kafka: req.Kafka, Topic: req.Topic, LeafTopic: req.LeafTopic, Partition: p, From: sp.from, To: sp.to - 1})
+		total += to - from
+		ranges, err := integrity.Replay(ctx, req.Ledger, integrity.ReplayRequest{Kafka: req.Kafka, Topic: req.Topic, LeafTopic: req.LeafTopic, Partition: p, From: from, To: to - 1})
 		if err != nil {
 			return rep, fmt.Errorf("history: verify %s/%d: %w", req.Topic, p, err)
 		}
@@ -128,58 +139,37 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 				rep.Excluded = append(rep.Excluded, r)
 			}
 		}
+		hr.ranges[p] = ranges
 		pw := newPartitionWindows(win, p)
-		var closed []ClosedWindow
-		handle := func(closed []ClosedWindow) error {
-			for k := range closed {
-				cw := &closed[k]
-				keep := !cw.Start.Before(req.Since) && !cw.End.After(req.Until) &&
-					(req.Profile == "" || cw.Profile == req.Profile) && (req.Device == "" || cw.DeviceID == req.Device)
-				if keep {
-					ids, ok := coveringAnchors(ranges, cw.FirstOffset, cw.LastOffset, hw.Anchors[:0])
-					if !ok {
-						rep.ExcludedWindows++
-					} else {
-						hw = HistoryWindow{Device: cw.DeviceID, Profile: cw.Profile, Start: cw.Start, End: cw.End, Partition: p,
-							FirstOffset: cw.FirstOffset, LastOffset: cw.LastOffset, Vector: cw.Vector, Anchors: ids, window: cw.window}
-						for _, id := range ids {
-							anchors[id] = true
-						}
-						rep.Windows++
-						if err := emit(&hw); err != nil {
-							return err
-						}
-					}
-				}
-				// As in warm-up: every window's destinations join the
-				// device's history.
-				pw.Release(cw, true)
-			}
-			return nil
-		}
+		pw.deferVector = true
+		pw.model = hr.model
 		r := req.Kafka.Reader(kafka.ReaderConfig{Topic: req.Topic, Partition: int(p), MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
-		if err := r.SetOffset(sp.from); err != nil {
-			r.Close()
+		src := &historySource{partition: p, reader: r, to: to, pw: pw}
+		hr.sources = append(hr.sources, src)
+		if err := r.SetOffset(from); err != nil {
 			return rep, err
 		}
-		var rec decode.FlowRecord
-		for off := sp.from; off < sp.to; {
-			m, err := r.ReadMessage(ctx)
-			if err != nil {
-				r.Close()
-				return rep, fmt.Errorf("history: read %s/%d at %d: %w", req.Topic, p, off, err)
-			}
-			off = m.Offset + 1
-			if m.Offset >= sp.to {
-				break
-			}
-			rep.Records++
-			if req.Progress != nil && rep.Records%4096 == 0 {
-				req.Progress(rep.Records, total)
-			}
-			if decode.Flow(m.Value, &rec) != nil {
-				continue // it went to the dead-letter topic then
-			}
+		if err := src.advance(ctx); err != nil {
+			return rep, err
+		}
+	}
+	var rec decode.FlowRecord
+	var closed []ClosedWindow
+	for {
+		src := hr.oldest()
+		if src == nil {
+			break
+		}
+		m := src.next
+		if err := src.advance(ctx); err != nil {
+			return rep, err
+		}
+		rep.Records++
+		if req.Progress != nil && rep.Records%4096 == 0 {
+			req.Progress(rep.Records, total)
+		}
+		closed = closed[:0]
+		if decode.Flow(m.Value, &rec) == nil { // else it went to the dead-letter topic then
 			dev := req.Registry.Resolve(&rec)
 			flow := rec.Feature()
 			if dev == nil && rec.DeviceID == "" {
@@ -187,30 +177,215 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 					dev, flow = to, rec.Inbound()
 				}
 			}
-			if dev == nil || revokedAt(dev, rec.Time) {
-				continue
-			}
-			closed, _ = pw.Add(dev.ID, dev.Profile, rec.Time, m.Offset, flow, closed[:0])
-			if err := handle(closed); err != nil {
-				r.Close()
-				return rep, err
+			if dev != nil && !revokedAt(dev, rec.Time) {
+				closed, _ = src.pw.Add(dev.ID, dev.Profile, rec.Time, m.Offset, flow, closed)
 			}
 		}
-		r.Close()
-		// The end of the period closes every window still open.
-		closed = pw.closeThrough(1<<62, closed[:0])
-		if err := handle(closed); err != nil {
+		if src.empty {
+			// The end of the partition's period closes its windows.
+			closed = src.pw.closeThrough(1<<62, closed)
+		}
+		hr.hold(closed)
+		if err := hr.flush(hr.watermark()); err != nil {
 			return rep, err
 		}
+	}
+	if err := hr.flush(1 << 62); err != nil {
+		return rep, err
 	}
 	if req.Progress != nil {
 		req.Progress(rep.Records, total)
 	}
-	for id := range anchors {
+	for id := range hr.anchors {
 		rep.Anchors = append(rep.Anchors, id)
 	}
 	slices.Sort(rep.Anchors)
 	return rep, nil
+}
+
+// historySource is one partition's period being read: its next record,
+// read ahead, and its windows.
+type historySource struct {
+	partition int32
+	reader    *kafka.Reader
+	to        int64 // the period's end, exclusive
+	next      kafka.Message
+	done      bool // no record left: next is the last one, or none
+	empty     bool // next holds nothing
+	pw        *partitionWindows
+}
+
+// advance reads the partition's next record of the period, if any.
+func (s *historySource) advance(ctx context.Context) error {
+	if s.done {
+		s.empty = true
+		return nil
+	}
+	m, err := s.reader.ReadMessage(ctx)
+	if err != nil {
+		return fmt.Errorf("history: read partition %d: %w", s.partition, err)
+	}
+	if m.Offset >= s.to {
+		s.done, s.empty = true, true
+		return nil
+	}
+	s.next, s.empty = m, false
+	s.done = m.Offset+1 >= s.to
+	return nil
+}
+
+// historyRead joins the parts of each device's windows from the partitions
+// of a history read and emits them.
+type historyRead struct {
+	req     HistoryRequest
+	emit    func(*HistoryWindow) error
+	rep     *HistoryReport
+	sources []*historySource
+	ranges  map[int32][]integrity.ReplayRange
+	anchors map[string]bool
+	// models is each device's one model across partitions, as the
+	// detection stage keeps it (DetectStage.deviceModel).
+	models map[string]*deviceModel
+	// pending holds closed parts by window start and device, until every
+	// partition has passed the window; starts are its keys, sorted.
+	pending        map[int64]map[string][]ClosedWindow
+	starts         []int64
+	size, lateness int64
+	hw             HistoryWindow
+	devices        []string
+}
+
+func (h *historyRead) model(id string) (*deviceModel, bool) {
+	if m, ok := h.models[id]; ok {
+		return m, true
+	}
+	m := &deviceModel{}
+	h.models[id] = m
+	return m, false
+}
+
+func (h *historyRead) close() {
+	for _, s := range h.sources {
+		s.reader.Close()
+	}
+}
+
+// oldest returns the source whose next record is oldest (the lowest
+// partition among equals), nil when every one is read.
+func (h *historyRead) oldest() *historySource {
+	var best *historySource
+	for _, s := range h.sources {
+		if s.empty {
+			continue
+		}
+		if best == nil || s.next.Time.Before(best.next.Time) {
+			best = s
+		}
+	}
+	return best
+}
+
+// watermark is how far every partition still being read has come: the
+// oldest of their watermarks. A window ending, with its lateness, at or
+// before it has all its parts.
+func (h *historyRead) watermark() int64 {
+	wm := int64(1 << 62)
+	for _, s := range h.sources {
+		if !s.empty {
+			wm = min(wm, s.pw.watermark)
+		}
+	}
+	return wm
+}
+
+// hold keeps closed parts until their window is complete.
+func (h *historyRead) hold(parts []ClosedWindow) {
+	for _, cw := range parts {
+		start := cw.Start.UnixNano()
+		byDevice, ok := h.pending[start]
+		if !ok {
+			byDevice = map[string][]ClosedWindow{}
+			h.pending[start] = byDevice
+			i, _ := slices.BinarySearch(h.starts, start)
+			h.starts = slices.Insert(h.starts, i, start)
+		}
+		byDevice[cw.DeviceID] = append(byDevice[cw.DeviceID], cw)
+	}
+}
+
+// flush emits, minute by minute, the windows that end with their lateness
+// at or before wm.
+func (h *historyRead) flush(wm int64) error {
+	for len(h.starts) > 0 && h.starts[0]+h.size+h.lateness <= wm {
+		start := h.starts[0]
+		byDevice := h.pending[start]
+		h.devices = h.devices[:0]
+		for id := range byDevice {
+			h.devices = append(h.devices, id)
+		}
+		slices.Sort(h.devices)
+		for _, id := range h.devices {
+			if err := h.join(byDevice[id]); err != nil {
+				return err
+			}
+		}
+		delete(h.pending, start)
+		h.starts = h.starts[1:]
+	}
+	return nil
+}
+
+// join makes one window of a device's parts, observes it, emits it when
+// the request keeps it and all its records verify, and lets it teach the
+// device's history (every window does, as in the warm-up).
+func (h *historyRead) join(parts []ClosedWindow) error {
+	slices.SortFunc(parts, func(a, b ClosedWindow) int { return cmp.Compare(a.Partition, b.Partition) })
+	cw := parts[0]
+	for k := 1; k < len(parts); k++ {
+		o := &parts[k]
+		cw.window.Merge(o.window)
+		cw.Others = append(cw.Others, integrity.OffsetRange{Partition: o.Partition, First: o.FirstOffset, Last: o.LastOffset})
+		h.sourceOf(o.Partition).pw.Release(o, false)
+	}
+	cw.observe(nil)
+	req := h.req
+	keep := !cw.Start.Before(req.Since) && !cw.End.After(req.Until) &&
+		(req.Profile == "" || cw.Profile == req.Profile) && (req.Device == "" || cw.DeviceID == req.Device)
+	if keep {
+		ids, ok := coveringAnchors(h.ranges[cw.Partition], cw.FirstOffset, cw.LastOffset, h.hw.Anchors[:0])
+		for _, o := range cw.Others {
+			if !ok {
+				break
+			}
+			ids, ok = coveringAnchors(h.ranges[o.Partition], o.First, o.Last, ids)
+		}
+		if !ok {
+			h.rep.ExcludedWindows++
+		} else {
+			slices.Sort(ids)
+			ids = slices.Compact(ids)
+			h.hw = HistoryWindow{Device: cw.DeviceID, Profile: cw.Profile, Start: cw.Start, End: cw.End, Partition: cw.Partition,
+				FirstOffset: cw.FirstOffset, LastOffset: cw.LastOffset, Others: cw.Others, Vector: cw.Vector, Anchors: ids, window: cw.window}
+			for _, id := range ids {
+				h.anchors[id] = true
+			}
+			h.rep.Windows++
+			if err := h.emit(&h.hw); err != nil {
+				return err
+			}
+		}
+	}
+	h.sourceOf(cw.Partition).pw.Release(&cw, true)
+	return nil
+}
+
+func (h *historyRead) sourceOf(p int32) *historySource {
+	for _, s := range h.sources {
+		if s.partition == p {
+			return s
+		}
+	}
+	return nil
 }
 
 // coveringAnchors appends to ids the verified anchors whose ranges overlap

@@ -133,8 +133,10 @@ func newFeaturesCommand(g *globals) *cobra.Command {
 		Long: `Re-reads the flows topic over a period, proves every record against its anchor
 on the ledger, and runs the records through exactly the decoding, identity and
 windowing code of the detection stage. Writes one row per device window: device,
-profile, window start and end, partition and offsets, the ids of the anchors that
-hold its records, a label (1 anomalous, 0 normal, empty when unknown) and the
+profile, window start and end, partition and offsets (of the window's records on
+its lowest partition, when a producer that keys nothing spread them over several
+and they were joined into one window, as the service joins them), the ids of the
+anchors that hold all its records, a label (1 anomalous, 0 normal, empty when unknown) and the
 feature schema's columns. Windows with a record in a range that does not verify
 are left out, and the ranges listed on stderr. Labels come from --ground-truth
 (simulated data) or from analysts' verdicts on the ledger. The same history
