@@ -287,7 +287,6 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		p.restore = func(d *deviceState) { s.restoreDevice(d, part) }
 		p.model = s.deviceModel
 		p.deferVector = true
-		p.shared = s.detector.SharedPeers
 		if cp, ok := s.restored[m.Partition]; ok {
 			p.resume(cp)
 			delete(s.restored, m.Partition)

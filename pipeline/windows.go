@@ -134,13 +134,12 @@ type partitionWindows struct {
 	// lag is this partition's consumer-lag gauge (nil in unit tests).
 	lag prometheus.Gauge
 
-	// deferVector leaves a closed window's vector to be computed when the
-	// detection stage has joined the device's parts from its other
-	// partitions (assembly.go); otherwise close computes it.
+	// deferVector leaves a closed window's vector to be computed once the
+	// device's parts from its other partitions are joined (assembly.go, a
+	// history read), by whoever judges it in the device's window order
+	// (the detector, with its profile's shared destinations); otherwise
+	// close computes it, with none.
 	deferVector bool
-	// shared gives a profile's shared destinations, those of its active
-	// model (Detector.SharedPeers); nil: none, as in an export of history.
-	shared func(profile string) features.Peers
 	// resumedHeld holds, from the checkpoint, the start of the oldest
 	// window of each device whose part here was closed but waited for
 	// the device's parts on other partitions: while the partition is read
@@ -306,7 +305,7 @@ func (p *partitionWindows) close(d *deviceState) ClosedWindow {
 		state: d, window: d.win,
 	}
 	if !p.deferVector {
-		cw.observe(p.shared)
+		cw.observe(nil)
 	}
 	d.win = nil
 	d.closedThrough = d.start
