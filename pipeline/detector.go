@@ -151,8 +151,7 @@ type Detector struct {
 	batchScores   []float64
 	batchWindows  []*ClosedWindow
 	batchVerdicts []Verdict
-	batchSeen     map[*deviceModel]struct{}
-	segSeen       map[string]struct{}
+	batchSeen     map[string]struct{}
 	events        []incidents.Event
 }
 
@@ -325,15 +324,15 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 // distinctDevices returns the length of the longest prefix of ws in which
 // no device has two windows (at least 1).
 func (d *Detector) distinctDevices(ws []ClosedWindow) int {
-	if d.segSeen == nil {
-		d.segSeen = map[string]struct{}{}
+	if d.batchSeen == nil {
+		d.batchSeen = map[string]struct{}{}
 	}
-	clear(d.segSeen)
+	clear(d.batchSeen)
 	for i := range ws {
-		if _, ok := d.segSeen[ws[i].DeviceID]; ok {
+		if _, ok := d.batchSeen[ws[i].DeviceID]; ok {
 			return i
 		}
-		d.segSeen[ws[i].DeviceID] = struct{}{}
+		d.batchSeen[ws[i].DeviceID] = struct{}{}
 	}
 	return len(ws)
 }
@@ -405,45 +404,20 @@ func (d *Detector) scoreDistinct(ctx context.Context, windows []ClosedWindow, ou
 	return nil
 }
 
-// judge scores windows of one profile that has a model, in order, with the
-// forest's batch scorer, and returns their verdicts (valid until the next
-// call). A device's windows are judged one after another as in training
-// (prequentially): a batch holding several windows of one device — a
-// backlog read faster than real time, or the windows held back during a
-// warm-up — is scored in runs in which each device appears once, so that
-// every window is judged against the baseline its device's earlier
-// windows taught.
+// judge scores windows of one profile that has a model, at most one per
+// device, with the forest's batch scorer, and returns their verdicts (valid
+// until the next call). A device's windows are judged one after another as
+// in training (prequentially): ScoreWindows and scoreHeld hand a batch over
+// in runs in which each device appears once, observed, judged and learnt
+// before its next window, so that every window is judged against the
+// baseline and history its device's earlier windows taught.
 func (d *Detector) judge(ctx context.Context, p *profileState, ws []*ClosedWindow) ([]Verdict, error) {
 	d.batchVerdicts = d.batchVerdicts[:0]
-	for len(ws) > 0 {
-		n := d.distinctRun(ws)
-		if err := d.judgeRun(ctx, p, ws[:n]); err != nil {
-			return nil, err
-		}
-		ws = ws[n:]
+	if err := d.judgeRun(ctx, p, ws); err != nil {
+		return nil, err
 	}
 	d.watch.publish(time.Now())
 	return d.batchVerdicts, nil
-}
-
-// distinctRun returns the length of the longest prefix of ws in which no
-// device has two windows.
-func (d *Detector) distinctRun(ws []*ClosedWindow) int {
-	if d.batchSeen == nil {
-		d.batchSeen = map[*deviceModel]struct{}{}
-	}
-	clear(d.batchSeen)
-	for i, cw := range ws {
-		if cw.state == nil { // a window scored on its own (tests): a state of its own
-			continue
-		}
-		// The device's windows on two partitions share its model.
-		if _, ok := d.batchSeen[cw.state.deviceModel]; ok {
-			return i
-		}
-		d.batchSeen[cw.state.deviceModel] = struct{}{}
-	}
-	return len(ws)
 }
 
 // judgeRun judges windows of distinct devices together, appending their
