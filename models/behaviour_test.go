@@ -1,6 +1,7 @@
 package models
 
 import (
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -386,6 +387,20 @@ func TestSharedPeersTravelInTheArtifact(t *testing.T) {
 	}
 	if got := back.SharedPeers(); !slices.Equal(got, peers) || !got.Contains(1<<63+5) || got.Contains(1<<63+4) {
 		t.Fatalf("shared destinations %v after a round trip, want %v", got, peers)
+	}
+	// One base64 string in the metadata; keys out of order are refused.
+	var meta struct {
+		Behaviour struct {
+			Peers json.RawMessage `json:"peers"`
+		} `json:"behaviour"`
+	}
+	raw, _ := json.Marshal(back.Metadata)
+	if err := json.Unmarshal(raw, &meta); err != nil || string(meta.Behaviour.Peers) != `"AAAAAAAAAAcAIAAAAAAAAIAAAAAAAAAF"` {
+		t.Fatalf("shared destinations encoded as %s (%v)", meta.Behaviour.Peers, err)
+	}
+	var bad features.Peers
+	if err := json.Unmarshal([]byte(`"AAAAAAAAAAIAAAAAAAAAAQ=="`), &bad); err == nil {
+		t.Fatal("keys out of order accepted")
 	}
 	none, _, err := TrainBehaviour(series, BehaviourOptions{Forest: iforest.Config{Seed: 3}, Profile: "synthetic"})
 	if err != nil {
