@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/chainwatch/chainwatch/pipeline/integrity"
 )
 
 // A device's records should arrive on one partition — producers key them
@@ -175,16 +173,10 @@ func partDone(p *partitionWindows, id string, start int64, now time.Time, newest
 	return p.caughtUp && now.Sub(p.lastRecord) >= idleAfter && p.watermark+p.size+p.lateness <= newest
 }
 
-// join sums a waiting window's parts into the first one's window and
-// observes it in the device's context.
+// join sums a waiting window's parts into the first one's window; the
+// detector observes it in the device's context as it judges it.
 func (s *DetectStage) join(w *pendingWindow) ClosedWindow {
-	cw := w.parts[0]
-	for k := 1; k < len(w.parts); k++ {
-		o := &w.parts[k]
-		cw.window.Merge(o.window)
-		cw.Others = append(cw.Others, integrity.OffsetRange{Partition: o.Partition, First: o.FirstOffset, Last: o.LastOffset})
-		s.release(o, false)
-	}
+	cw := mergeParts(w.parts, func(o *ClosedWindow) { s.release(o, false) })
 	s.asm.parts -= len(w.parts)
 	cw.state.scored = cw.Index
 	return cw

@@ -82,7 +82,7 @@ type DetectStage struct {
 	// checkpoint in this run (absent: read at start-up).
 	historyFrom map[string]int32
 	// models are the devices' models (deviceModel).
-	models map[string]*deviceModel
+	models deviceModels
 	// restored are the checkpoints of partitions assigned to this instance
 	// and not yet seen, applied when their first record arrives.
 	restored map[int]partitionCheckpoint
@@ -123,7 +123,7 @@ func NewDetectStage(cfg DetectConfig, registry *Registry, detector *Detector, tr
 func (s *DetectStage) Start(ctx context.Context) error {
 	s.histories, s.restored = map[string][]byte{}, map[int]partitionCheckpoint{}
 	s.historyFrom = map[string]int32{}
-	s.models = map[string]*deviceModel{}
+	s.models = deviceModels{}
 	var err error
 	// The client is created under the stage's profiler label so that its
 	// fetch goroutines are counted as the stage's CPU.
@@ -478,14 +478,7 @@ const splitWarnDevices = 10
 // deviceModel returns a device's model, one per device for all the
 // partitions this instance reads, and whether a state of the device holds
 // it already.
-func (s *DetectStage) deviceModel(id string) (*deviceModel, bool) {
-	if m, ok := s.models[id]; ok {
-		return m, true
-	}
-	m := &deviceModel{}
-	s.models[id] = m
-	return m, false
-}
+func (s *DetectStage) deviceModel(id string) (*deviceModel, bool) { return s.models.of(id) }
 
 // trackedElsewhere reports whether a partition other than part tracks the
 // device.

@@ -117,7 +117,7 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 		return rep, err
 	}
 	hr := &historyRead{req: req, emit: emit, rep: &rep, anchors: map[string]bool{}, ranges: map[int32][]integrity.ReplayRange{},
-		models: map[string]*deviceModel{}, pending: map[int64]map[string][]ClosedWindow{},
+		models: deviceModels{}, pending: map[int64]map[string][]ClosedWindow{},
 		size: int64(win.Size), lateness: int64(win.AllowedLateness)}
 	defer hr.close()
 	var total int64
@@ -142,7 +142,7 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 		hr.ranges[p] = ranges
 		pw := newPartitionWindows(win, p)
 		pw.deferVector = true
-		pw.model = hr.model
+		pw.model = hr.models.of
 		r := req.Kafka.Reader(kafka.ReaderConfig{Topic: req.Topic, Partition: int(p), MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
 		src := &historySource{partition: p, reader: r, to: to, pw: pw}
 		hr.sources = append(hr.sources, src)
@@ -244,8 +244,8 @@ type historyRead struct {
 	ranges  map[int32][]integrity.ReplayRange
 	anchors map[string]bool
 	// models is each device's one model across partitions, as the
-	// detection stage keeps it (DetectStage.deviceModel).
-	models map[string]*deviceModel
+	// detection stage keeps them.
+	models deviceModels
 	// pending holds closed parts by window start and device, until every
 	// partition has passed the window; starts are its keys, sorted.
 	pending        map[int64]map[string][]ClosedWindow
@@ -253,15 +253,6 @@ type historyRead struct {
 	size, lateness int64
 	hw             HistoryWindow
 	devices        []string
-}
-
-func (h *historyRead) model(id string) (*deviceModel, bool) {
-	if m, ok := h.models[id]; ok {
-		return m, true
-	}
-	m := &deviceModel{}
-	h.models[id] = m
-	return m, false
 }
 
 func (h *historyRead) close() {
@@ -340,13 +331,7 @@ func (h *historyRead) flush(wm int64) error {
 // device's history (every window does, as in the warm-up).
 func (h *historyRead) join(parts []ClosedWindow) error {
 	slices.SortFunc(parts, func(a, b ClosedWindow) int { return cmp.Compare(a.Partition, b.Partition) })
-	cw := parts[0]
-	for k := 1; k < len(parts); k++ {
-		o := &parts[k]
-		cw.window.Merge(o.window)
-		cw.Others = append(cw.Others, integrity.OffsetRange{Partition: o.Partition, First: o.FirstOffset, Last: o.LastOffset})
-		h.sourceOf(o.Partition).pw.Release(o, false)
-	}
+	cw := mergeParts(parts, func(o *ClosedWindow) { h.sourceOf(o.Partition).pw.Release(o, false) })
 	cw.observe(nil)
 	req := h.req
 	keep := !cw.Start.Before(req.Since) && !cw.End.After(req.Until) &&

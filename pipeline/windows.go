@@ -81,6 +81,36 @@ type deviceModel struct {
 	scored int64
 }
 
+// deviceModels keeps one model per device for all the partitions a reader
+// tracks (the detection stage, a read of history).
+type deviceModels map[string]*deviceModel
+
+// of returns the device's model, and whether it existed already (another
+// partition's state holds it).
+func (ms deviceModels) of(id string) (*deviceModel, bool) {
+	if m, ok := ms[id]; ok {
+		return m, true
+	}
+	m := &deviceModel{}
+	ms[id] = m
+	return m, false
+}
+
+// mergeParts sums a device's parts of one window into the first part's
+// window, naming the other parts' records in its Others, and hands each
+// other part to release. The detection stage (assembly.go) and a read of
+// history join parts with it.
+func mergeParts(parts []ClosedWindow, release func(*ClosedWindow)) ClosedWindow {
+	cw := parts[0]
+	for k := 1; k < len(parts); k++ {
+		o := &parts[k]
+		cw.window.Merge(o.window)
+		cw.Others = append(cw.Others, integrity.OffsetRange{Partition: o.Partition, First: o.FirstOffset, Last: o.LastOffset})
+		release(o)
+	}
+	return cw
+}
+
 // deviceState is a tracked device on one partition: its model, and its
 // current window there.
 type deviceState struct {
