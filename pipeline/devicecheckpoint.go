@@ -10,7 +10,7 @@ import (
 
 // deviceCheckpointVersion heads a device's checkpoint in the state store:
 //
-//	1 byte  version (5)
+//	1 byte  version (6)
 //	…       features.Device encoding (destination history, recent first contacts)
 //	…       models.DeviceBaseline encoding
 //	…       incidents.State encoding
@@ -19,8 +19,10 @@ import (
 // it restores the history and leaves the baseline to start afresh.
 // Version 3 added the incident state's elevated windows (2 bytes), version
 // 4 its persistent windows (2 bytes), version 5 its count of quiet windows
-// (2 bytes).
-const deviceCheckpointVersion = 5
+// (2 bytes), version 6 the gaps between the recent hosts' contacts to the
+// features' encoding (16 bytes; the features' length is what the other
+// parts leave, so version 5's shorter one reads with every gap 0).
+const deviceCheckpointVersion = 6
 
 func marshalDevice(d *deviceState) []byte {
 	feat, _ := d.feat.MarshalBinary()
@@ -39,7 +41,7 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 	}
 	incSize := incidents.EncodingSize
 	switch b[0] {
-	case deviceCheckpointVersion:
+	case deviceCheckpointVersion, 5:
 	case 4:
 		incSize = incidents.EncodingSizeV3
 	case 3:

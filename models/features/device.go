@@ -34,6 +34,7 @@ type recentDst struct {
 	dst     uint64
 	first   int64 // window index of the first contact
 	last    int64 // window index of the newest contact
+	gap     int64 // windows between its last two contacts (0: one contact so far)
 	repeats int32 // windows after the first in which it was contacted
 }
 
@@ -89,6 +90,7 @@ func (d *Device) Observe(w *Window, index int64, shared Peers) Vector {
 		if r := d.recentOf(dst, index); r != nil {
 			if r.last < index {
 				r.repeats++
+				r.gap = index - r.last
 				r.last = index
 			}
 			recurrence = max(recurrence, r.repeats)
@@ -109,6 +111,18 @@ func (d *Device) Observe(w *Window, index int64, shared Peers) Vector {
 	w.fresh = w.fresh[:0]
 	if firstContact {
 		d.firstContacts++
+	}
+	// A recurring host the device's history has not accepted (its
+	// contacts came in windows too unusual to learn), not contacted in
+	// this window but not yet overdue by the gap between its last two
+	// contacts, still recurs: a beacon every few minutes raises every
+	// window of its cadence, not one in a few, and stops raising them one
+	// gap after its last contact.
+	for i := range d.recent {
+		r := &d.recent[i]
+		if r.first != 0 && index-r.first < RecentSpan && r.gap > 0 && r.last < index && index-r.last < r.gap && !d.History.has(r.dst) {
+			recurrence = max(recurrence, r.repeats)
+		}
 	}
 	v[NewDst] = float64(newDst)
 	v[NewInternalDst] = float64(newInternal)
@@ -146,8 +160,15 @@ func (d *Device) remember(dst uint64, index int64) {
 }
 
 // deviceEncodingSize is the history, RecentSize × (8+8+8+4), the damped
-// count with its window index, and the windows observed.
-const deviceEncodingSize = historyEncodingSize + RecentSize*28 + 16 + 4
+// count with its window index, the windows observed, and RecentSize gaps
+// of 4 bytes.
+const deviceEncodingSize = deviceEncodingSizeV2 + RecentSize*4
+
+// deviceEncodingSizeV2 is the encoding before the recent hosts' gaps were
+// kept (device checkpoints before version 6); UnmarshalBinary reads it
+// with every gap 0, so a restored host is held again from its next
+// contact on.
+const deviceEncodingSizeV2 = historyEncodingSize + RecentSize*28 + 16 + 4
 
 // MarshalBinary encodes the device context for a checkpoint.
 func (d *Device) MarshalBinary() ([]byte, error) {
@@ -161,6 +182,9 @@ func (d *Device) MarshalBinary() ([]byte, error) {
 	b = binary.BigEndian.AppendUint64(b, math.Float64bits(d.firstContacts))
 	b = binary.BigEndian.AppendUint64(b, uint64(d.lastWindow))
 	b = binary.BigEndian.AppendUint32(b, d.windows)
+	for _, r := range d.recent {
+		b = binary.BigEndian.AppendUint32(b, uint32(r.gap))
+	}
 	return b, nil
 }
 
@@ -176,7 +200,7 @@ func (d *Device) UnmarshalBinary(b []byte) error {
 		*d = g
 		return nil
 	}
-	if len(b) != deviceEncodingSize {
+	if len(b) != deviceEncodingSize && len(b) != deviceEncodingSizeV2 {
 		return fmt.Errorf("features: device checkpoint of %d bytes is damaged", len(b))
 	}
 	if err := g.History.UnmarshalBinary(b[:historyEncodingSize]); err != nil {
@@ -195,6 +219,13 @@ func (d *Device) UnmarshalBinary(b []byte) error {
 	g.firstContacts = math.Float64frombits(binary.BigEndian.Uint64(b[off:]))
 	g.lastWindow = int64(binary.BigEndian.Uint64(b[off+8:]))
 	g.windows = binary.BigEndian.Uint32(b[off+16:])
+	if len(b) == deviceEncodingSize {
+		off += 20
+		for i := range g.recent {
+			g.recent[i].gap = int64(binary.BigEndian.Uint32(b[off:]))
+			off += 4
+		}
+	}
 	*d = g
 	return nil
 }

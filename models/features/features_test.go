@@ -86,6 +86,65 @@ func TestRecurrenceAndDampedFirstContacts(t *testing.T) {
 	}
 }
 
+// A beacon every 3 windows on a device that sends other traffic in
+// between, its windows too unusual to learn: its recurrence is held in the
+// windows between contacts while the next is not overdue by the gap
+// between the last two — none before its second contact (no gap yet), none
+// once a contact is missed — and the gaps survive a checkpoint. A
+// recurring host the history has accepted is not held.
+func TestRecurrenceHeldBetweenABeaconsContacts(t *testing.T) {
+	d := Device{windows: MatureWindows}
+	w := NewWindow()
+	observe := func(index int64, dst uint64) Vector {
+		w.Reset()
+		w.Add(Flow{Dst: 7, DstPort: 123, BytesOut: 90, PacketsOut: 1}) // its NTP server, every window
+		if dst != 0 {
+			w.Add(Flow{Dst: dst, DstPort: 4444, BytesOut: 300, PacketsOut: 4})
+		}
+		return d.Observe(w, index, nil)
+	}
+	d.History.Add(7)
+	// Contacts at 100, 103, 106, 109, then none: the recurrence each
+	// window should show.
+	want := map[int64]float64{100: 0, 101: 0, 102: 0, 103: 1, 104: 1, 105: 1, 106: 2, 107: 2, 108: 2, 109: 3, 110: 3, 111: 3, 112: 0, 113: 0}
+	for i := int64(100); i <= 113; i++ {
+		dst := uint64(0)
+		if i <= 109 && (i-100)%3 == 0 {
+			dst = 99
+		}
+		if i == 105 {
+			b, _ := d.MarshalBinary()
+			var g Device
+			if err := g.UnmarshalBinary(b); err != nil || g != d {
+				t.Fatalf("checkpoint with gaps did not round-trip (%v)", err)
+			}
+		}
+		if v := observe(i, dst); v[NewDstRecurrence] != want[i] {
+			t.Fatalf("window %d (contact %v): recurrence %v, want %v", i, dst != 0, v[NewDstRecurrence], want[i])
+		}
+	}
+	// Another host, its first contact's window learnt: it recurs where
+	// contacted, and is not held in between.
+	observe(200, 55)
+	d.History.Add(55)
+	observe(202, 55)
+	if v := observe(203, 0); v[NewDstRecurrence] != 0 {
+		t.Fatalf("a recurring host the history accepted is held (%v)", v[NewDstRecurrence])
+	}
+	// A checkpoint of schema 2, without gaps, is still read: the hosts
+	// are held again from their next contacts.
+	b, _ := d.MarshalBinary()
+	var g Device
+	if err := g.UnmarshalBinary(b[:deviceEncodingSizeV2]); err != nil {
+		t.Fatalf("schema-2 device checkpoint refused: %v", err)
+	}
+	for _, r := range g.recent {
+		if r.gap != 0 {
+			t.Fatal("a schema-2 checkpoint restored a gap")
+		}
+	}
+}
+
 func TestHistoryEvictsUnusedFirst(t *testing.T) {
 	var h History
 	for d := uint64(0); d < HistorySize; d++ {

@@ -31,6 +31,16 @@ func (h *History) Contains(dst uint64) bool {
 	return false
 }
 
+// has reports whether dst is remembered, without marking it used.
+func (h *History) has(dst uint64) bool {
+	for i := 0; i < h.n; i++ {
+		if h.dsts[i] == dst {
+			return true
+		}
+	}
+	return false
+}
+
 // Add remembers dst, evicting the first destination not used since the
 // clock hand last passed it.
 func (h *History) Add(dst uint64) {

@@ -8,6 +8,11 @@ package features
 // context (windows with first contacts over the last hour, recurring contact with newly
 // seen hosts, internal fan-out, small-packet flows) and records how each
 // feature is scaled before it is compared with a baseline (Scales).
+//
+// new_dst_recurrence has since been held between the contacts of a host the
+// device's history has not accepted (Device.Observe) without a new version:
+// training learns every window's destinations, so no training window holds,
+// and a model of version 2 was trained on exactly what this build computes.
 const SchemaVersion = 2
 
 // Feature indices into a Vector. The order is part of every trained model's
@@ -26,7 +31,7 @@ const (
 	SmallPacketFlows             // flows whose packets average under SmallPacketBytes (floods, scans)
 	BytesPerPacket               // mean bytes per packet, both directions
 	FirstContactWindows1h        // windows in which the device first contacted a host it never saw before, damped over about an hour (slow fan-out; a burst in one window counts once, new_dst sees its size)
-	NewDstRecurrence             // windows, within the last hour, in which a host first contacted in that hour was contacted again (beacons)
+	NewDstRecurrence             // windows, within the last hour, in which a host first contacted in that hour was contacted again (beacons); held between contacts of a host the history has not accepted
 
 	Count // number of features
 )
