@@ -81,17 +81,33 @@ func seedShift() uint64 {
 	return n
 }
 
+// simOptions are what a simulator fleet changes from the default
+// benchmark's: zero values keep the defaults.
+type simOptions struct {
+	balancer kafka.Balancer // nil: records keyed by device
+	rate     float64        // simulator.Config.RateScale; 0: 1
+	// attacks replace the sweep's rotation; attackEvery and attackLength
+	// the simulator's spacing (5 minutes) and length (its default).
+	attacks                   []simulator.AttackSpec
+	attackEvery, attackLength time.Duration
+	optIn                     bool
+}
+
 func detectionFleets() []detectionFleet {
 	simAttacks, _ := rotation()
 	shift := seedShift()
 	day := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
-	simFleet := func(name, describe string, devices int, seed uint64, het float64, start time.Time, warmup, live time.Duration, balancer kafka.Balancer, rate float64) detectionFleet {
-		return detectionFleet{name: name, describe: describe, warmup: warmup, live: live, devices: devices, start: start, optIn: balancer != nil || rate != 0,
+	simFleet := func(name, describe string, devices int, seed uint64, het float64, start time.Time, warmup, live time.Duration, o simOptions) detectionFleet {
+		attacks, every := simAttacks, 5*time.Minute
+		if o.attacks != nil {
+			attacks, every = o.attacks, o.attackEvery
+		}
+		return detectionFleet{name: name, describe: describe, warmup: warmup, live: live, devices: devices, start: start, optIn: o.optIn,
 			produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
 				sim, err := simulator.New(simulator.Config{Kafka: env.kafka, Devices: devices, Seed: seed + shift, Speed: -1,
 					History: warmup + 10*time.Minute, Duration: live - 10*time.Minute, Start: start, GroundTruth: truth,
-					Heterogeneity: het, Attacks: simAttacks, AttackEvery: 5 * time.Minute, FirstAttackAfter: 5 * time.Minute,
-					TrustEvery: -1, Balancer: balancer, RateScale: rate}, testLoggerB(nil))
+					Heterogeneity: het, Attacks: attacks, AttackEvery: every, AttackLength: o.attackLength, FirstAttackAfter: 5 * time.Minute,
+					TrustEvery: -1, Balancer: o.balancer, RateScale: o.rate}, testLoggerB(nil))
 				if err != nil {
 					return 0, err
 				}
@@ -102,32 +118,55 @@ func detectionFleets() []detectionFleet {
 				return st.Records, err
 			}}
 	}
+	morning, warm := day.Add(4*time.Hour), 140*time.Minute
 	return []detectionFleet{
-		simFleet("simulator-day", "simulator, 120 devices, seed 11, heterogeneity 0.5, a whole day of warm-up", 120, 11, 0.5, day, 24*time.Hour, 6*time.Hour, nil, 0),
+		simFleet("simulator-day", "simulator, 120 devices, seed 11, heterogeneity 0.5, a whole day of warm-up", 120, 11, 0.5, day, 24*time.Hour, 6*time.Hour, simOptions{}),
 		simFleet("simulator-morning", "simulator, 250 devices, seed 23, heterogeneity 1.0, 2 h 20 min warm-up from 04:00, then the morning rise", 250, 23, 1.0,
-			day.Add(4*time.Hour), 140*time.Minute, 4*time.Hour, nil, 0),
-		campusFleet("campus", "campus generator (goflow2 JSON, reply legs, devices found by address), 240 devices, seed 5, 2 h 20 min warm-up from 08:00", nil),
-		// The same fleet from a producer that keys nothing: a degraded
-		// mode the service reports (README, "Key records by device"), run
-		// only when named.
-		campusFleet("campus-unkeyed", "the campus fleet produced round-robin, records not keyed by device", &kafka.RoundRobin{}),
+			morning, warm, 4*time.Hour, simOptions{}),
+		campusFleet("campus", "campus generator (goflow2 JSON, reply legs, devices found by address), 240 devices, seed 5, 2 h 20 min warm-up from 08:00", nil, 8, false),
+		// The fleets below run only when named (CHAINWATCH_DETECTION_FLEETS).
+		//
+		// The same fleets from a producer that keys nothing: a degraded
+		// mode the service reports (README, "Key records by device").
+		campusFleet("campus-unkeyed", "the campus fleet produced round-robin, records not keyed by device", &kafka.RoundRobin{}, 8, true),
 		simFleet("simulator-morning-unkeyed", "the simulator-morning fleet produced round-robin, records not keyed by device", 250, 23, 1.0,
-			day.Add(4*time.Hour), 140*time.Minute, 4*time.Hour, &kafka.RoundRobin{}, 0),
-		// Sparse devices, run only when named: every flow rate an eighth
-		// of the simulator's, so most windows of most devices are empty
-		// and a usual peer used one flow in ten may first show hours in.
+			morning, warm, 4*time.Hour, simOptions{balancer: &kafka.RoundRobin{}, optIn: true}),
+		// Sparse devices: every flow rate an eighth of the simulator's, so
+		// most windows of most devices are empty and a usual peer used one
+		// flow in ten may first show hours in.
 		simFleet("simulator-sparse", "the simulator-morning fleet with every flow rate an eighth (a meter's flow every 4 minutes, a PLC's every minute, each device's scale spread e^N(0,1))", 250, 23, 1.0,
-			day.Add(4*time.Hour), 140*time.Minute, 4*time.Hour, nil, 0.125),
+			morning, warm, 4*time.Hour, simOptions{rate: 0.125, optIn: true}),
+		// Dense devices, four times the simulator's rates, from 06:00.
+		simFleet("simulator-dense", "simulator, 120 devices, seed 43, heterogeneity 0.7, every flow rate ×4, 2 h 20 min warm-up from 06:00", 120, 43, 0.7,
+			day.Add(6*time.Hour), warm, 4*time.Hour, simOptions{rate: 4, optIn: true}),
+		// Devices of a profile spread e^(2·N(0,1)) — a factor of 50
+		// between a profile's 5th and 95th percentile — through the
+		// afternoon.
+		simFleet("simulator-noon", "simulator, 150 devices, seed 41, heterogeneity 2.0, 2 h 20 min warm-up from 12:00", 150, 41, 2.0,
+			day.Add(12*time.Hour), warm, 4*time.Hour, simOptions{optIn: true}),
+		// A larger fleet through the evening decline.
+		simFleet("simulator-evening", "simulator, 600 devices, seed 47, heterogeneity 1.0, 2 h 20 min warm-up from 17:00, then the evening decline", 600, 47, 1.0,
+			day.Add(17*time.Hour), warm, 3*time.Hour, simOptions{optIn: true}),
+		// Beacons as C2 implants keep them: every 2, 5 and 10 minutes for
+		// 50 to 100 minutes, a new one every 10 minutes.
+		simFleet("simulator-slow-beacons", "simulator, 250 devices, seed 61, heterogeneity 1.0, 2 h 20 min warm-up from 06:00; only beacons, every 2, 5 and 10 minutes, each lasting 50–100 minutes", 250, 61, 1.0,
+			day.Add(6*time.Hour), warm, 4*time.Hour, simOptions{optIn: true, attackEvery: 10 * time.Minute, attackLength: 100 * time.Minute,
+				attacks: []simulator.AttackSpec{{Scenario: "c2_beacon", Intensity: 600}, {Scenario: "c2_beacon", Intensity: 300}, {Scenario: "c2_beacon", Intensity: 120}}}),
+		// The campus fleet from 05:00: a night-time warm-up, then the
+		// badge readers' business-hours step at 07:30 (a known failure,
+		// docs/DETECTION.md).
+		campusFleet("campus-early", "the campus fleet from 05:00: warm-up 05:00–07:20, then business hours", nil, 5, true),
 	}
 }
 
-// campusFleet is simulator/campus's fleet of 240 devices, its records
-// spread over partitions by balancer (nil: keyed by initiating device).
-func campusFleet(name, describe string, balancer kafka.Balancer) detectionFleet {
+// campusFleet is simulator/campus's fleet of 240 devices from hour on
+// the benchmark's day, its records spread over partitions by balancer
+// (nil: keyed by initiating device).
+func campusFleet(name, describe string, balancer kafka.Balancer, hour int, optIn bool) detectionFleet {
 	_, camAttacks := rotation()
 	shift := seedShift()
-	start := time.Date(2026, 11, 2, 8, 0, 0, 0, time.UTC)
-	return detectionFleet{name: name, describe: describe, optIn: balancer != nil,
+	start := time.Date(2026, 11, 2, hour, 0, 0, 0, time.UTC)
+	return detectionFleet{name: name, describe: describe, optIn: optIn,
 		warmup: 140 * time.Minute, live: 4 * time.Hour, devices: 240, start: start,
 		produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
 			cfg := campus.Config{Kafka: env.kafka, Devices: 240, Seed: 5 + shift, Start: start, Balancer: balancer,
@@ -152,9 +191,10 @@ func campusFleet(name, describe string, balancer kafka.Balancer) detectionFleet 
 // device-hours. With CHAINWATCH_DETECTION_REPORT set it writes the tables
 // there as Markdown (make bench-detection writes docs/bench/detection.md);
 // CHAINWATCH_DETECTION_FLEETS (comma-separated names) runs only those
-// fleets; "campus-unkeyed" and "simulator-morning-unkeyed", those fleets
-// from a producer that keys nothing, and "simulator-sparse", a fleet of
-// sparse devices, run only when named.
+// fleets; the fleets after the first three in detectionFleets (records not
+// keyed by device, sparse and dense devices, other hours and fleet sizes,
+// long slow beacons, a business-hours step after a night-time warm-up) run
+// only when named.
 //
 //	go test ./pipeline -run '^$' -bench DetectionQuality -benchtime 1x -timeout 30m
 func BenchmarkDetectionQuality(b *testing.B) {
