@@ -139,10 +139,10 @@ type Detector struct {
 	// history again after verification could not run.
 	verifyRetry time.Duration
 
-	// shared maps each profile with an active model to the model's shared
-	// destinations (SharedPeers), copied on write under mu, read without
-	// it as windows are observed.
-	shared atomic.Pointer[map[string]features.Peers]
+	// shared maps each profile with an active model to what the model
+	// tells the time features (profileView), copied on write under mu,
+	// read without it as windows are observed.
+	shared atomic.Pointer[map[string]*features.Profile]
 
 	mu       sync.Mutex
 	profiles map[string]*profileState
@@ -281,7 +281,7 @@ func (d *Detector) observe(cw *ClosedWindow) {
 	if cw.window == nil || cw.observed {
 		return
 	}
-	cw.observe(d.SharedPeers)
+	cw.observe(d.profileView)
 }
 
 // ScoreWindows judges closed windows, appending one Verdict per window to
@@ -656,17 +656,44 @@ func (d *Detector) ExpireIncidents(p *partitionWindows, waiting func(deviceID st
 			// partitions is not quiet: they are judged first.
 			continue
 		}
-		d.events = st.incident.Expire(d.cfg.Incident, closedThrough, d.events[:0])
-		for _, ev := range d.events {
-			hash := ""
-			if ps := d.profiles[st.profile]; ps != nil && ps.model != nil {
-				hash = ps.model.Hash()
-			}
-			a := d.incidentAlert(st.id, st.profile, hash, ev)
-			a.Evidence.Partition = p.partition
-			out = append(out, a)
-			st.dirty = true
+		out = d.expire(p, st, closedThrough, out)
+	}
+	// Devices whose incident was open when the partition was taken over,
+	// and which have sent nothing here since: restored only once the
+	// checkpointed incident has been silent long enough to close.
+	for id, profile := range p.resumedOpen {
+		if waiting(id) {
+			continue
 		}
+		probe := newDeviceState(id, profile)
+		if p.restore != nil {
+			p.restore(probe)
+		}
+		if !probe.incident.Open() {
+			delete(p.resumedOpen, id)
+			continue
+		}
+		if probe.incident.Expire(d.cfg.Incident, closedThrough, nil) == nil {
+			continue // not silent long enough yet
+		}
+		out = d.expire(p, p.track(id, profile), closedThrough, out)
+	}
+	return out
+}
+
+// expire closes st's incident if the device has been silent through
+// closedThrough, appending the closing alert.
+func (d *Detector) expire(p *partitionWindows, st *deviceState, closedThrough int64, out []*contract.Alert) []*contract.Alert {
+	d.events = st.incident.Expire(d.cfg.Incident, closedThrough, d.events[:0])
+	for _, ev := range d.events {
+		hash := ""
+		if ps := d.profiles[st.profile]; ps != nil && ps.model != nil {
+			hash = ps.model.Hash()
+		}
+		a := d.incidentAlert(st.id, st.profile, hash, ev)
+		a.Evidence.Partition = p.partition
+		out = append(out, a)
+		st.dirty = true
 	}
 	return out
 }
@@ -1087,11 +1114,11 @@ func warmRanges(rows []warmRow) []integrity.OffsetRange {
 
 func (d *Detector) activate(profile string, p *profileState, m *models.Model, how string) {
 	p.model = m
-	shared := map[string]features.Peers{}
+	shared := map[string]*features.Profile{}
 	if old := d.shared.Load(); old != nil {
 		maps.Copy(shared, *old)
 	}
-	shared[profile] = m.SharedPeers()
+	shared[profile] = &features.Profile{Shared: m.SharedPeers()}
 	d.shared.Store(&shared)
 	p.drift = models.NewDriftTracker(m)
 	d.metrics.ModelInfo.DeletePartialMatch(prometheus.Labels{"profile": profile}) // the model it replaces
@@ -1106,10 +1133,10 @@ func (d *Detector) activate(profile string, p *profileState, m *models.Model, ho
 		"threshold", strconv.FormatFloat(m.Calibration.Threshold, 'f', 4, 64), "how", how)
 }
 
-// SharedPeers returns the destinations a profile's active model shares
-// (models.Model.SharedPeers): a device's first contact with one is no
-// news. Safe to call from any goroutine; nil before the profile has a model.
-func (d *Detector) SharedPeers(profile string) features.Peers {
+// profileView is what a profile's active model tells the time features
+// (features.Profile: the destinations it shares, that it judges): nil
+// before the profile has a model. Safe to call from any goroutine.
+func (d *Detector) profileView(profile string) *features.Profile {
 	if m := d.shared.Load(); m != nil {
 		return (*m)[profile]
 	}

@@ -19,9 +19,10 @@ import (
 // it restores the history and leaves the baseline to start afresh.
 // Version 3 added the incident state's elevated windows (2 bytes), version
 // 4 its persistent windows (2 bytes), version 5 its count of quiet windows
-// (2 bytes), version 6 the gaps between the recent hosts' contacts to the
-// features' encoding (16 bytes; the features' length is what the other
-// parts leave, so version 5's shorter one reads with every gap 0).
+// (2 bytes), version 6 the gaps between the recent hosts' contacts and a
+// young device's settled windows to the features' encoding (20 bytes; the
+// features' length is what the other parts leave, so version 5's shorter
+// one reads with both 0).
 const deviceCheckpointVersion = 6
 
 func marshalDevice(d *deviceState) []byte {

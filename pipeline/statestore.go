@@ -62,6 +62,13 @@ type partitionCheckpoint struct {
 	// (assembly.go): the next owner takes the device's records from that
 	// window on again, though the watermark has passed them.
 	Held map[string]int64 `json:"held,omitempty"`
+	// Open holds the devices tracked on the partition whose incident was
+	// open (device → profile): the next owner closes those incidents when
+	// the devices have been silent long enough (incidents.Rule.Silence),
+	// whether or not they ever send again — a device that fell silent or
+	// was revoked across a restart would otherwise keep its incident open
+	// for good. Absent in checkpoints written before it.
+	Open map[string]string `json:"open,omitempty"`
 	// Stream is the topic's identity the offsets refer to (integrity.StreamOf): a
 	// checkpoint of a topic since deleted and created again is not
 	// resumed. Empty in checkpoints written before streams carried ids.

@@ -177,6 +177,10 @@ type partitionWindows struct {
 	// are taken again, although the watermark has passed them, so that the
 	// part is rebuilt and the joined window scored once.
 	resumedHeld map[string]int64
+	// resumedOpen holds the checkpoint's devices with an open incident
+	// (device → profile) not tracked here since: ExpireIncidents closes
+	// their incidents once they have been silent long enough.
+	resumedOpen map[string]string
 	// lastRecord is when (wall clock) the partition last delivered a
 	// record, and caughtUp whether its last fetch reached the end of the
 	// log: a partition caught up and silent for idleAfter holds back no
@@ -202,6 +206,7 @@ func (p *partitionWindows) resume(cp partitionCheckpoint) {
 	p.replayedThrough = cp.Processed
 	p.resumedClosed = cp.Closed
 	p.resumedHeld = cp.Held
+	p.resumedOpen = cp.Open
 }
 
 // replaying reports whether the partition is being read again up to the
@@ -245,7 +250,38 @@ func (p *partitionWindows) checkpoint(held map[string]int64) partitionCheckpoint
 			cp.Closed[id] = start
 		}
 	}
+	for id, d := range p.devices {
+		if d.incident.Open() && !d.shared {
+			if cp.Open == nil {
+				cp.Open = map[string]string{}
+			}
+			cp.Open[id] = d.profile
+		}
+	}
+	for id, profile := range p.resumedOpen {
+		if _, tracked := p.devices[id]; !tracked {
+			if cp.Open == nil {
+				cp.Open = map[string]string{}
+			}
+			cp.Open[id] = profile
+		}
+	}
 	return cp
+}
+
+// track returns the state of a device not seen on the partition since it
+// was taken over, restored from its checkpoint, and tracks it from now on.
+func (p *partitionWindows) track(deviceID, profile string) *deviceState {
+	d := newDeviceState(deviceID, profile)
+	if p.model != nil {
+		d.deviceModel, d.shared = p.model(deviceID)
+	}
+	if p.restore != nil {
+		p.restore(d)
+	}
+	delete(p.resumedOpen, deviceID)
+	p.devices[deviceID] = d
+	return d
 }
 
 // Add puts one flow into its device's window and appends to closed every
@@ -257,13 +293,7 @@ func (p *partitionWindows) Add(deviceID, profile string, t time.Time, offset int
 	start := ts - mod(ts, p.size)
 	d := p.devices[deviceID]
 	if d == nil {
-		d = newDeviceState(deviceID, profile)
-		if p.model != nil {
-			d.deviceModel, d.shared = p.model(deviceID)
-		}
-		if p.restore != nil {
-			p.restore(d)
-		}
+		d = p.track(deviceID, profile)
 		if start, ok := p.resumedClosed[deviceID]; ok {
 			d.closedThrough = start
 			delete(p.resumedClosed, deviceID)
@@ -271,7 +301,6 @@ func (p *partitionWindows) Add(deviceID, profile string, t time.Time, offset int
 		if start, ok := p.resumedHeld[deviceID]; ok && p.replaying() {
 			d.closedThrough = start - p.size // scored up to the window before
 		}
-		p.devices[deviceID] = d
 	}
 	d.profile = profile
 
@@ -345,13 +374,14 @@ func (p *partitionWindows) close(d *deviceState) ClosedWindow {
 
 // observe computes the window's vector in its device's context, which it
 // moves on (features.Device.Observe): once per window, in window order.
-// shared gives a profile's shared destinations (nil: none).
-func (cw *ClosedWindow) observe(shared func(profile string) features.Peers) {
-	var peers features.Peers
-	if shared != nil {
-		peers = shared(cw.Profile)
+// profile gives what a profile's model tells the time features (nil, or
+// a nil view: the profile has no model).
+func (cw *ClosedWindow) observe(profile func(name string) *features.Profile) {
+	var view *features.Profile
+	if profile != nil {
+		view = profile(cw.Profile)
 	}
-	cw.Vector = cw.state.feat.Observe(cw.window, cw.Index, peers)
+	cw.Vector = cw.state.feat.Observe(cw.window, cw.Index, view)
 	cw.observed = true
 }
 

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/chainwatch/chainwatch/pipeline/incidents"
 )
@@ -234,5 +236,53 @@ func TestDeviceModelIsSharedBetweenPartitions(t *testing.T) {
 	}
 	if p0.devices["a"].deviceModel != p1.devices["a"].deviceModel {
 		t.Fatal("two models for one device")
+	}
+}
+
+// A device whose incident was open when its partition was checkpointed, and
+// which never sends again (it fell silent, or was revoked) across a
+// restart: the partition's next owner closes the incident once the device
+// has been silent for Silence windows, once, and stops listing it as open.
+func TestIncidentOfADeviceSilentAcrossARestartCloses(t *testing.T) {
+	const size = int64(time.Minute)
+	rule := incidents.Rule{}.WithDefaults()
+	// The incident as the last owner left it: opened at window 1000 by an
+	// extreme window.
+	last := newDeviceState("meter-7", "meter")
+	if ev := last.incident.Observe(rule, incidents.Window{Index: 1000, Level: incidents.High, Score: 0.95}, nil); len(ev) != 1 {
+		t.Fatalf("no incident opened: %v", ev)
+	}
+	raw := marshalDevice(last)
+	d := NewDetector(DetectorConfig{}, nil, nil, "iot.flows", NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	p := newPartitionWindows(WindowConfig{Size: time.Minute, AllowedLateness: 10 * time.Second}, 3)
+	p.restore = func(ds *deviceState) {
+		if ds.id == "meter-7" {
+			if err := unmarshalDevice(raw, ds); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	p.resume(partitionCheckpoint{Watermark: 1001 * size, Processed: 10, Open: map[string]string{"meter-7": "meter"}})
+	none := func(string) bool { return false }
+	at := func(index int64) []*contract.Alert {
+		p.watermark = (index+1)*size + p.lateness // closes window index
+		return d.ExpireIncidents(p, none, nil)
+	}
+	if got := at(1000 + int64(rule.Silence) - 1); len(got) != 0 {
+		t.Fatalf("closed before %d silent windows: %v", rule.Silence, got)
+	}
+	if cp := p.checkpoint(nil); cp.Open["meter-7"] != "meter" {
+		t.Fatalf("a checkpoint before the incident closed drops it: %v", cp.Open)
+	}
+	got := at(1000 + int64(rule.Silence))
+	if len(got) != 1 || got[0].Incident == nil || got[0].Incident.Status != "closed" || got[0].DeviceID != "meter-7" || got[0].Evidence.Partition != 3 {
+		t.Fatalf("want one closing of meter-7's incident on partition 3, got %+v", got)
+	}
+	if again := at(1000 + int64(rule.Silence) + 5); len(again) != 0 {
+		t.Fatalf("closed twice: %+v", again)
+	}
+	if cp := p.checkpoint(nil); len(cp.Open) != 0 {
+		t.Fatalf("a closed incident still listed open: %v", cp.Open)
 	}
 }

@@ -24,6 +24,21 @@ const RecentSpan = 60
 // of them is news.
 const MatureWindows = 30
 
+// SettledWindows lets a device judged by a model mature sooner: once it
+// has shown SettledWindows windows, the last SettledWindows in a row with
+// no peer of its own it had not shown before (its profile's shared
+// destinations aside), it has shown its usual peers. This is a coverage
+// rule in the spirit of Good and Turing's estimate of unseen mass ("The
+// population frequencies of species", Biometrika 40, 1953): a run of
+// windows that found nothing new bounds the chance that the next finds
+// something. A device that sends a flow every 15 minutes reaches
+// MatureWindows only after 7 hours, blind to new hosts until then; a few
+// quiet windows show it settled. Training keeps the 30-window rule (its
+// windows have no model): applied there too, every device's rarely used
+// peers became first contacts in training and the novelty tails grew too
+// heavy for a new host to count (docs/DETECTION.md).
+const SettledWindows = 8
+
 // firstContactDecay is the per-window factor of the damped first-contact
 // count: a half-life of RecentSpan/2 windows, as Kitsune's damped window
 // statistics (Mirsky et al., NDSS 2018) weigh the past by 2^(−λΔt).
@@ -51,6 +66,26 @@ type Device struct {
 	lastWindow    int64
 	// windows counts the windows observed, up to MatureWindows.
 	windows uint32
+	// settled counts a young device's windows in a row, up to
+	// SettledWindows, that showed no peer of its own it had not shown
+	// before.
+	settled uint32
+}
+
+// Profile is what the model judging a device says of its profile that the
+// time features need. A nil *Profile is a profile without a model.
+type Profile struct {
+	// Shared are the destinations the profile shares (Peers): one missing
+	// from the device's history but shared is neither new nor a first
+	// contact.
+	Shared Peers
+}
+
+func (p *Profile) shared() Peers {
+	if p == nil {
+		return nil
+	}
+	return p.Shared
 }
 
 // Observe computes the window's vector for a device and advances the
@@ -61,14 +96,18 @@ type Device struct {
 // its partition's pace: a window older than the newest observed is judged
 // with the damped count as it stands, which is not decayed backwards.
 //
-// shared are the destinations the device's profile shares (Peers; nil for
-// none): one missing from the device's history but shared is neither new
-// nor a first contact.
-func (d *Device) Observe(w *Window, index int64, shared Peers) Vector {
+// profile is what the model that judges the device says of its profile;
+// nil while the profile has no model (its warm-up, a read of history to
+// train on): training sees every window that way.
+func (d *Device) Observe(w *Window, index int64, profile *Profile) Vector {
+	shared := profile.shared()
 	if d.lastWindow != 0 && index > d.lastWindow {
 		d.firstContacts *= math.Pow(firstContactDecay, float64(index-d.lastWindow))
 	}
 	d.lastWindow = max(d.lastWindow, index)
+	if profile != nil && d.windows >= SettledWindows && d.settled >= SettledWindows {
+		d.windows = MatureWindows // settled: mature from now on, with a model or without
+	}
 	mature := d.windows >= MatureWindows
 	if !mature {
 		d.windows++
@@ -78,9 +117,12 @@ func (d *Device) Observe(w *Window, index int64, shared Peers) Vector {
 		v[FirstContactWindows1h] = d.firstContacts
 		return v
 	}
-	newDst, newInternal, recurrence, firstContact := 0, 0, int32(0), false
+	newDst, newInternal, recurrence, firstContact, discovered := 0, 0, int32(0), false, false
 	for dst, internal := range w.dsts {
 		known := d.History.Contains(dst) || mature && shared.Contains(dst)
+		if !known && !mature && !shared.Contains(dst) {
+			discovered = true // a peer of its own it had not shown yet
+		}
 		if !known && mature { // a young device's peers are all new, and none is news
 			newDst++
 			if internal {
@@ -111,6 +153,12 @@ func (d *Device) Observe(w *Window, index int64, shared Peers) Vector {
 	w.fresh = w.fresh[:0]
 	if firstContact {
 		d.firstContacts++
+	}
+	if !mature {
+		d.settled = min(d.settled+1, SettledWindows)
+		if discovered {
+			d.settled = 0
+		}
 	}
 	// A recurring host the device's history has not accepted (its
 	// contacts came in windows too unusual to learn), not contacted in
@@ -160,14 +208,15 @@ func (d *Device) remember(dst uint64, index int64) {
 }
 
 // deviceEncodingSize is the history, RecentSize × (8+8+8+4), the damped
-// count with its window index, the windows observed, and RecentSize gaps
-// of 4 bytes.
-const deviceEncodingSize = deviceEncodingSizeV2 + RecentSize*4
+// count with its window index, the windows observed, RecentSize gaps of 4
+// bytes and the settled windows (4 bytes).
+const deviceEncodingSize = deviceEncodingSizeV2 + RecentSize*4 + 4
 
-// deviceEncodingSizeV2 is the encoding before the recent hosts' gaps were
-// kept (device checkpoints before version 6); UnmarshalBinary reads it
-// with every gap 0, so a restored host is held again from its next
-// contact on.
+// deviceEncodingSizeV2 is the encoding before the recent hosts' gaps and
+// the settled windows were kept (device checkpoints before version 6);
+// UnmarshalBinary reads it with every gap and the settled count 0, so a
+// restored host is held again from its next contact on, and a young
+// device settles afresh.
 const deviceEncodingSizeV2 = historyEncodingSize + RecentSize*28 + 16 + 4
 
 // MarshalBinary encodes the device context for a checkpoint.
@@ -185,6 +234,7 @@ func (d *Device) MarshalBinary() ([]byte, error) {
 	for _, r := range d.recent {
 		b = binary.BigEndian.AppendUint32(b, uint32(r.gap))
 	}
+	b = binary.BigEndian.AppendUint32(b, d.settled)
 	return b, nil
 }
 
@@ -225,6 +275,7 @@ func (d *Device) UnmarshalBinary(b []byte) error {
 			g.recent[i].gap = int64(binary.BigEndian.Uint32(b[off:]))
 			off += 4
 		}
+		g.settled = binary.BigEndian.Uint32(b[off:])
 	}
 	*d = g
 	return nil

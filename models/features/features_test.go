@@ -145,6 +145,53 @@ func TestRecurrenceHeldBetweenABeaconsContacts(t *testing.T) {
 	}
 }
 
+// A sparse device judged by a model: its two peers in its first windows,
+// then SettledWindows windows in a row with nothing it had not shown, and it
+// is mature long before MatureWindows — a new host counts. A window with a
+// peer of its own it had not shown starts the run again; the profile's
+// shared destinations do not. Without a model (training's view) it stays
+// young until MatureWindows. The settled count survives a checkpoint.
+func TestJudgedDeviceMaturesOnceSettled(t *testing.T) {
+	w := NewWindow()
+	profile := &Profile{Shared: Peers{123}}
+	run := func(p *Profile, dsts []uint64) (Device, Vector) {
+		var d Device
+		var v Vector
+		for i, dst := range dsts {
+			w.Reset()
+			w.Add(Flow{Dst: dst, DstPort: 443, BytesOut: 300, PacketsOut: 1})
+			v = d.Observe(w, int64(100+i), p)
+			w.Destinations(d.History.Add)
+		}
+		return d, v
+	}
+	// Peers 1 and 2, then 1, 2 and the shared 123 in turn for
+	// SettledWindows windows, then a stranger.
+	dsts := []uint64{1, 2}
+	for i := range SettledWindows {
+		dsts = append(dsts, []uint64{1, 2, 123}[i%3])
+	}
+	dsts = append(dsts, 99)
+	d, v := run(profile, dsts)
+	if v[NewDst] != 1 || v[FirstContactWindows1h] != 1 {
+		t.Fatalf("after %d settled windows a stranger is no news: new %v, first contacts %v", SettledWindows, v[NewDst], v[FirstContactWindows1h])
+	}
+	if _, v := run(nil, dsts); v[NewDst] != 0 {
+		t.Fatal("without a model the device matured before MatureWindows")
+	}
+	// A peer of its own first shown in the run: the run starts again.
+	late := slices.Clone(dsts)
+	late[len(late)-3] = 3
+	if _, v := run(profile, late); v[NewDst] != 0 {
+		t.Fatal("matured although a peer of its own showed two windows before")
+	}
+	b, _ := d.MarshalBinary()
+	var g Device
+	if err := g.UnmarshalBinary(b); err != nil || g != d || g.settled == 0 {
+		t.Fatalf("settled count lost in a checkpoint (%v, %d)", err, g.settled)
+	}
+}
+
 func TestHistoryEvictsUnusedFirst(t *testing.T) {
 	var h History
 	for d := uint64(0); d < HistorySize; d++ {
@@ -235,20 +282,21 @@ func TestSharedPeerIsNoFirstContact(t *testing.T) {
 	}
 
 	var d Device
+	profile := &Profile{Shared: shared}
 	for i := int64(1); i <= MatureWindows; i++ {
 		w.Reset()
 		w.Add(Flow{Dst: 1, DstPort: 443, BytesOut: 300, PacketsOut: 1})
-		d.Observe(w, i, shared)
+		d.Observe(w, i, profile)
 		w.Destinations(d.History.Add)
 	}
 	w.Reset()
 	w.Add(Flow{Dst: 123, DstPort: 123, BytesOut: 76, PacketsOut: 1})
-	if v := d.Observe(w, MatureWindows+1, shared); v[NewDst] != 0 || v[FirstContactWindows1h] != 0 {
+	if v := d.Observe(w, MatureWindows+1, profile); v[NewDst] != 0 || v[FirstContactWindows1h] != 0 {
 		t.Fatalf("the profile's NTP server, first used: new %v, first contacts %v", v[NewDst], v[FirstContactWindows1h])
 	}
 	w.Reset()
 	w.Add(Flow{Dst: 7, DstPort: 4444, BytesOut: 300, PacketsOut: 1})
-	if v := d.Observe(w, MatureWindows+2, shared); v[NewDst] != 1 || v[FirstContactWindows1h] != 1 {
+	if v := d.Observe(w, MatureWindows+2, profile); v[NewDst] != 1 || v[FirstContactWindows1h] != 1 {
 		t.Fatalf("another device's own host: new %v, first contacts %v", v[NewDst], v[FirstContactWindows1h])
 	}
 }
