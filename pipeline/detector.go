@@ -665,18 +665,26 @@ func (d *Detector) ExpireIncidents(p *partitionWindows, waiting func(deviceID st
 		if waiting(id) {
 			continue
 		}
-		probe := newDeviceState(id, profile)
-		if p.restore != nil {
-			p.restore(probe)
+		probe, ok := p.resumedProbes[id]
+		if !ok {
+			// The checkpointed incident, read once.
+			probe = newDeviceState(id, profile)
+			if p.restore != nil {
+				p.restore(probe)
+			}
+			if p.resumedProbes == nil {
+				p.resumedProbes = map[string]*deviceState{}
+			}
+			p.resumedProbes[id] = probe
 		}
 		if !probe.incident.Open() {
 			delete(p.resumedOpen, id)
+			delete(p.resumedProbes, id)
 			continue
 		}
-		if probe.incident.Expire(d.cfg.Incident, closedThrough, nil) == nil {
-			continue // not silent long enough yet
+		if probe.incident.Silent(d.cfg.Incident, closedThrough) {
+			out = d.expire(p, p.track(id, profile), closedThrough, out)
 		}
-		out = d.expire(p, p.track(id, profile), closedThrough, out)
 	}
 	return out
 }

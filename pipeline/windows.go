@@ -181,6 +181,8 @@ type partitionWindows struct {
 	// (device → profile) not tracked here since: ExpireIncidents closes
 	// their incidents once they have been silent long enough.
 	resumedOpen map[string]string
+	// resumedProbes are resumedOpen's checkpointed states, each read once.
+	resumedProbes map[string]*deviceState
 	// lastRecord is when (wall clock) the partition last delivered a
 	// record, and caughtUp whether its last fetch reached the end of the
 	// log: a partition caught up and silent for idleAfter holds back no
@@ -280,6 +282,7 @@ func (p *partitionWindows) track(deviceID, profile string) *deviceState {
 		p.restore(d)
 	}
 	delete(p.resumedOpen, deviceID)
+	delete(p.resumedProbes, deviceID)
 	p.devices[deviceID] = d
 	return d
 }

@@ -292,6 +292,12 @@ func (s *State) Expire(r Rule, index int64, out []Event) []Event {
 	return s.expire(r.WithDefaults(), index, out)
 }
 
+// Silent reports whether Expire through index would close the open
+// incident, without closing it.
+func (s *State) Silent(r Rule, index int64) bool {
+	return s.open && index-s.lastIndex >= int64(r.WithDefaults().Silence)
+}
+
 func (s *State) expire(r Rule, index int64, out []Event) []Event {
 	if s.open && index-s.lastIndex >= int64(r.Silence) {
 		s.open = false
