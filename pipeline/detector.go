@@ -661,29 +661,9 @@ func (d *Detector) ExpireIncidents(p *partitionWindows, waiting func(deviceID st
 	// Devices whose incident was open when the partition was taken over,
 	// and which have sent nothing here since: restored only once the
 	// checkpointed incident has been silent long enough to close.
-	for id, profile := range p.resumedOpen {
-		if waiting(id) {
-			continue
-		}
-		probe, ok := p.resumedProbes[id]
-		if !ok {
-			// The checkpointed incident, read once.
-			probe = newDeviceState(id, profile)
-			if p.restore != nil {
-				p.restore(probe)
-			}
-			if p.resumedProbes == nil {
-				p.resumedProbes = map[string]*deviceState{}
-			}
-			p.resumedProbes[id] = probe
-		}
-		if !probe.incident.Open() {
-			delete(p.resumedOpen, id)
-			delete(p.resumedProbes, id)
-			continue
-		}
-		if probe.incident.Silent(d.cfg.Incident, closedThrough) {
-			out = d.expire(p, p.track(id, profile), closedThrough, out)
+	for id, o := range p.resumedOpen {
+		if !waiting(id) && d.cfg.Incident.Silent(o.Last, closedThrough) {
+			out = d.expire(p, p.track(id, o.Profile), closedThrough, out)
 		}
 	}
 	return out

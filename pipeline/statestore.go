@@ -41,6 +41,14 @@ type StateStore struct {
 	writer *kafka.Writer
 }
 
+// openIncident is a device's open incident in a partition checkpoint: the
+// device's profile, and the index of its newest judged window, from which
+// its silence is counted.
+type openIncident struct {
+	Profile string `json:"profile"`
+	Last    int64  `json:"last"`
+}
+
 // partitionCheckpoint is what a partition's next owner needs besides the
 // histories to process the records after the committed offset exactly as
 // the last owner would have.
@@ -63,12 +71,13 @@ type partitionCheckpoint struct {
 	// window on again, though the watermark has passed them.
 	Held map[string]int64 `json:"held,omitempty"`
 	// Open holds the devices tracked on the partition whose incident was
-	// open (device → profile): the next owner closes those incidents when
-	// the devices have been silent long enough (incidents.Rule.Silence),
+	// open, with their profile and newest judged window: the next owner
+	// closes those incidents once the devices have been silent long
+	// enough (incidents.Rule.Silence),
 	// whether or not they ever send again — a device that fell silent or
 	// was revoked across a restart would otherwise keep its incident open
 	// for good. Absent in checkpoints written before it.
-	Open map[string]string `json:"open,omitempty"`
+	Open map[string]openIncident `json:"open,omitempty"`
 	// Stream is the topic's identity the offsets refer to (integrity.StreamOf): a
 	// checkpoint of a topic since deleted and created again is not
 	// resumed. Empty in checkpoints written before streams carried ids.

@@ -178,11 +178,9 @@ type partitionWindows struct {
 	// part is rebuilt and the joined window scored once.
 	resumedHeld map[string]int64
 	// resumedOpen holds the checkpoint's devices with an open incident
-	// (device → profile) not tracked here since: ExpireIncidents closes
-	// their incidents once they have been silent long enough.
-	resumedOpen map[string]string
-	// resumedProbes are resumedOpen's checkpointed states, each read once.
-	resumedProbes map[string]*deviceState
+	// not tracked here since: ExpireIncidents closes their incidents once
+	// they have been silent long enough.
+	resumedOpen map[string]openIncident
 	// lastRecord is when (wall clock) the partition last delivered a
 	// record, and caughtUp whether its last fetch reached the end of the
 	// log: a partition caught up and silent for idleAfter holds back no
@@ -255,18 +253,16 @@ func (p *partitionWindows) checkpoint(held map[string]int64) partitionCheckpoint
 	for id, d := range p.devices {
 		if d.incident.Open() && !d.shared {
 			if cp.Open == nil {
-				cp.Open = map[string]string{}
+				cp.Open = map[string]openIncident{}
 			}
-			cp.Open[id] = d.profile
+			cp.Open[id] = openIncident{Profile: d.profile, Last: d.incident.LastWindow()}
 		}
 	}
-	for id, profile := range p.resumedOpen {
-		if _, tracked := p.devices[id]; !tracked {
-			if cp.Open == nil {
-				cp.Open = map[string]string{}
-			}
-			cp.Open[id] = profile
+	for id, o := range p.resumedOpen { // not tracked here since
+		if cp.Open == nil {
+			cp.Open = map[string]openIncident{}
 		}
+		cp.Open[id] = o
 	}
 	return cp
 }
@@ -282,7 +278,6 @@ func (p *partitionWindows) track(deviceID, profile string) *deviceState {
 		p.restore(d)
 	}
 	delete(p.resumedOpen, deviceID)
-	delete(p.resumedProbes, deviceID)
 	p.devices[deviceID] = d
 	return d
 }

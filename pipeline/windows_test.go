@@ -263,7 +263,7 @@ func TestIncidentOfADeviceSilentAcrossARestartCloses(t *testing.T) {
 			}
 		}
 	}
-	p.resume(partitionCheckpoint{Watermark: 1001 * size, Processed: 10, Open: map[string]string{"meter-7": "meter"}})
+	p.resume(partitionCheckpoint{Watermark: 1001 * size, Processed: 10, Open: map[string]openIncident{"meter-7": {Profile: "meter", Last: 1000}}})
 	none := func(string) bool { return false }
 	at := func(index int64) []*contract.Alert {
 		p.watermark = (index+1)*size + p.lateness // closes window index
@@ -272,7 +272,7 @@ func TestIncidentOfADeviceSilentAcrossARestartCloses(t *testing.T) {
 	if got := at(1000 + int64(rule.Silence) - 1); len(got) != 0 {
 		t.Fatalf("closed before %d silent windows: %v", rule.Silence, got)
 	}
-	if cp := p.checkpoint(nil); cp.Open["meter-7"] != "meter" {
+	if cp := p.checkpoint(nil); cp.Open["meter-7"] != (openIncident{Profile: "meter", Last: 1000}) {
 		t.Fatalf("a checkpoint before the incident closed drops it: %v", cp.Open)
 	}
 	got := at(1000 + int64(rule.Silence))

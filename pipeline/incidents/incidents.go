@@ -292,14 +292,17 @@ func (s *State) Expire(r Rule, index int64, out []Event) []Event {
 	return s.expire(r.WithDefaults(), index, out)
 }
 
-// Silent reports whether Expire through index would close the open
-// incident, without closing it.
-func (s *State) Silent(r Rule, index int64) bool {
-	return s.open && index-s.lastIndex >= int64(r.WithDefaults().Silence)
+// Silent reports whether a device whose newest judged window was last has
+// been silent long enough, through window index, for its incident to close.
+func (r Rule) Silent(last, index int64) bool {
+	return index-last >= int64(r.WithDefaults().Silence)
 }
 
+// LastWindow is the index of the device's newest judged window.
+func (s *State) LastWindow() int64 { return s.lastIndex }
+
 func (s *State) expire(r Rule, index int64, out []Event) []Event {
-	if s.open && index-s.lastIndex >= int64(r.Silence) {
+	if s.open && r.Silent(s.lastIndex, index) {
 		s.open = false
 		s.seq++
 		return append(out, s.event(Closed))
