@@ -151,7 +151,7 @@ func detectionFleets() []detectionFleet {
 		// 50 to 100 minutes, a new one every 10 minutes.
 		simFleet("simulator-slow-beacons", "simulator, 250 devices, seed 61, heterogeneity 1.0, 2 h 20 min warm-up from 06:00; only beacons, every 2, 5 and 10 minutes, each lasting 50–100 minutes", 250, 61, 1.0,
 			day.Add(6*time.Hour), warm, 4*time.Hour, simOptions{optIn: true, attackEvery: 10 * time.Minute, attackLength: 100 * time.Minute,
-				attacks: []simulator.AttackSpec{{Scenario: "c2_beacon", Intensity: 600}, {Scenario: "c2_beacon", Intensity: 300}, {Scenario: "c2_beacon", Intensity: 120}}}),
+				attacks: []simulator.AttackSpec{{Scenario: simulator.ScenarioC2Beacon, Intensity: 600}, {Scenario: simulator.ScenarioC2Beacon, Intensity: 300}, {Scenario: simulator.ScenarioC2Beacon, Intensity: 120}}}),
 		// The campus fleet from 05:00: a night-time warm-up, then the
 		// badge readers' business-hours step at 07:30 (a known failure,
 		// docs/DETECTION.md).
