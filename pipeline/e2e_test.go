@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"encoding/csv"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
@@ -57,7 +59,10 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 		// concurrent stages under the race detector.
 		t.Skip("too slow under the race detector")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	// A guard against a hang, not a timing: alone the test takes about
+	// 70 s; beside the other packages of `make test` on two cores, several
+	// times that.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	env := startEmbeddedDefault(t, 4)
 	dir, brokers, topics, log := env.dir, env.brokers, env.topics, testLogger(t)
@@ -91,9 +96,13 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	summary := &svc.Metrics().Summary
-	for (summary.RecordsConsumed.Load() < stats.Records || summary.WindowsHeld.Load() > 0) && ctx.Err() == nil {
+	for summary.RecordsConsumed.Load() < stats.Records || summary.WindowsHeld.Load() > 0 {
+		if ctx.Err() != nil {
+			t.Fatalf("deadline: consumed %d of %d records, %d windows held", summary.RecordsConsumed.Load(), stats.Records, summary.WindowsHeld.Load())
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	consumedAt := time.Now()
 	// The audit finds tampered history in its own time: wait until every
 	// tampering has an integrity alert over its span (one tampering can
 	// raise several, one per anchored range it touched, so a count of
@@ -104,18 +113,27 @@ func TestEndToEndDetectsInjectedAttacks(t *testing.T) {
 			tampered = append(tampered, g)
 		}
 	}
-	for ctx.Err() == nil {
+	for {
 		found, err := service.ListAlerts(ctx, contract.ListAlertsArgs{Kind: contract.AlertIntegrity})
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			t.Fatal(err)
 		}
-		if !slices.ContainsFunc(tampered, func(g groundTruth) bool {
-			return !slices.ContainsFunc(found, func(a contract.Alert) bool { return g.overlaps(a) })
-		}) {
+		var missing []string
+		for _, g := range tampered {
+			if !slices.ContainsFunc(found, func(a contract.Alert) bool { return g.overlaps(a) }) {
+				missing = append(missing, fmt.Sprintf("%s %s–%s", g.device, g.start.Format("15:04"), g.end.Format("15:04")))
+			}
+		}
+		if len(missing) == 0 {
 			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("deadline: %s after the last record was consumed, the audit (%.0f rounds) had not found the tamperings of %v; integrity alerts %d",
+				time.Since(consumedAt).Round(time.Second), testutil.ToFloat64(svc.Metrics().AuditRounds), missing, len(found))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	t.Logf("the audit found every tampering %s after the last record was consumed", time.Since(consumedAt).Round(time.Millisecond))
 	time.Sleep(500 * time.Millisecond) // let the last alerts reach the sinks
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancelShutdown()
