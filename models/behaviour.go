@@ -51,7 +51,12 @@ import (
 //     feature's own upper tail in training — the 98th percentile of its
 //     upward deviations, at least 1 — so that features with heavy tails in
 //     ordinary traffic and features that never move count in commensurate
-//     units in step 4.
+//     units in step 4. A count (or port entropy) that took one value in
+//     every training window has no upper tail to measure; its s_j puts its
+//     first step past that value where the training history does: at
+//     probability 1/(2(n + 1)) over n training windows in A or B (step
+//     4), Jeffreys' predictive for an event never seen
+//     (calibrateConstantFeatures).
 //     z grows without bound with the feature, so unlike an isolation score
 //     it keeps rising past anything training saw. Time context longer than
 //     a window comes from the features themselves (first contacts over the
@@ -484,7 +489,8 @@ const ScaleQuantile = 1 - evt.DefaultTailShare
 // three or four deviations) against a feature that never moves (contact
 // recurring with a new host) — and the pooled tail, fitted to the heavy
 // ones, hides a large move of a light one. The floor of 1 keeps a feature
-// that never moved in training from being magnified. It is the usual
+// that seldom moved in training from being magnified; one that never moved
+// is scaled by calibrateConstantFeatures instead. It is the usual
 // robust standardisation of heterogeneous scores before they are combined
 // (a quantile in place of a standard deviation, which heavy tails
 // inflate).
@@ -700,13 +706,34 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	}
 	// Step 3's scales, from the raw deviations; then every training row in
 	// those units, as Residuals gives live rows from now on.
+	// A feature constant in training gets its scale once the tails of A
+	// and B are known (calibrateConstantFeatures); its deviations there,
+	// rounding alone, add nothing to A and B, and the forest is grown on
+	// rows in the final scales, as live rows will be.
 	bh.Scales = featureScales(rows)
+	constant, constants := constantFeatures(series)
 	for i := range maxes {
 		row := rows[i*ResidualDims : (i+1)*ResidualDims]
 		for j := range row {
 			row[j] /= bh.Scales[j]
 		}
 		maxes[i], sums[i] = statistics(row)
+	}
+	// Step 5 for A and B, which the constant features' scales need.
+	var err error
+	if bh.MaxTail, err = evt.Fit(maxes, 0); err == nil {
+		bh.SumTail, err = evt.Fit(sums, 0)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("models: tail fit: %w", err)
+	}
+	bh.calibrateConstantFeatures(constant, constants, len(maxes))
+	for j, c := range constant {
+		if c {
+			for i := range maxes {
+				rows[i*ResidualDims+j] /= bh.Scales[j]
+			}
+		}
 	}
 	forest, err := iforest.Fit(rows, ResidualDims, opts.Forest)
 	if err != nil {
@@ -716,14 +743,9 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	if err := forest.ScoreBatchParallel(scores, rows, max(opts.Forest.Workers, 1)); err != nil {
 		return nil, nil, err
 	}
-	// Step 5.
-	for _, f := range []struct {
-		tail *evt.Tail
-		x    []float64
-	}{{&bh.MaxTail, maxes}, {&bh.SumTail, sums}, {&bh.ForestTail, scores}} {
-		if *f.tail, err = evt.Fit(f.x, 0); err != nil {
-			return nil, nil, fmt.Errorf("models: tail fit: %w", err)
-		}
+	// Step 5 for C.
+	if bh.ForestTail, err = evt.Fit(scores, 0); err != nil {
+		return nil, nil, fmt.Errorf("models: tail fit: %w", err)
 	}
 	m.forest = forest
 	// Step 6: the fused levels of the training windows, and the statistic
@@ -913,4 +935,66 @@ func (b *DeviceBaseline) UnmarshalBinary(in []byte) error {
 	g.Weight = get()
 	*b = g
 	return nil
+}
+
+// constantFeatures reports, per feature, whether it took one value in
+// every training window, and that value.
+func constantFeatures(series []DeviceSeries) (constant [features.Count]bool, value features.Vector) {
+	for j := range features.Count {
+		constant[j] = true
+		seen := false
+		for _, s := range series {
+			for i := range s.Vectors {
+				switch x := s.Vectors[i][j]; {
+				case !seen:
+					value[j], seen = x, true
+				case x != value[j]:
+					constant[j] = false
+				}
+			}
+		}
+		constant[j] = constant[j] && seen
+	}
+	return constant, value
+}
+
+// calibrateConstantFeatures sets the scale s_j of each count or entropy
+// feature that was constant in training (step 3) so that its first step
+// alone, one unit past the constant c, has the tail probability
+// p = 1/(2(n + 1)) in A or in B, whichever it reaches first: z_j of the
+// step is min(A's quantile at p, √(B's quantile at p)).
+//
+// Seen in none of n training windows, an event's probability per window
+// has Jeffreys' posterior Beta(1/2, n + 1/2) (Jeffreys' prior Beta(1/2,
+// 1/2) on a binomial proportion), whose mean — the posterior predictive
+// probability that the next window shows it — is 1/(2(n + 1)) (Gelman et
+// al., Bayesian Data Analysis, 3rd ed., 2013, §2.8). The upper-tail scale
+// of the other features has nothing to say about such a feature: its 98th
+// percentile is zero, and with s_j = 1 its first step would sit at
+// (y(c+1) − y(c))/f_j — three deviations for a count from 0 — which the
+// tail of A, made by the other features, maps to a level of 3 in a profile
+// whose features are heavy-tailed and of 8 in one whose features are
+// light: a badge reader's first small-packet flow extreme, a thermostat's
+// first extra flows, ports and failures not even anomalous. Calibrated,
+// the first step stands where its training history puts it in every
+// profile, and further steps — or several such features moving at once,
+// which B adds up — grow along the tails beyond it. Volumes (ScaleLog)
+// have no unit step and keep s_j.
+func (bh *Behaviour) calibrateConstantFeatures(constant [features.Count]bool, value features.Vector, n int) {
+	p := 0.5 / float64(n+1)
+	q := min(bh.MaxTail.Quantile(p), math.Sqrt(bh.SumTail.Quantile(p)))
+	if !(q > 0) {
+		return
+	}
+	for j, spec := range features.Specs {
+		if !constant[j] || spec.Scale == features.ScaleLog {
+			continue
+		}
+		c := value[j]
+		next := c + 1
+		if spec.Scale == features.ScaleEntropy {
+			next = math.Log2(math.Exp2(c) + 1) // one more port in use, as much as the others
+		}
+		bh.Scales[j] = (scaled(j, next) - scaled(j, c)) / bh.Floors[j] / q
+	}
 }

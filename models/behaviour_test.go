@@ -410,3 +410,71 @@ func TestSharedPeersTravelInTheArtifact(t *testing.T) {
 		t.Fatal("a model trained without shared destinations shares some")
 	}
 }
+
+// TestFirstStepOfAConstantFeatureIsAsRareAsTrainingSays: a count that never
+// moved in training (the synthetic fleets send no failed flow, to no
+// internal host and to one port only) is scaled so that its first step — one
+// failed flow, one more port — stands in the statistics A and B where
+// Jeffreys' predictive puts an event seen in none of n windows: probability
+// 1/(2(n+1)). The same first event then means the same in a profile whose
+// other features are heavy-tailed and in one whose are light: its level is
+// set by the training history's length, not by the tails of A and B.
+func TestFirstStepOfAConstantFeatureIsAsRareAsTrainingSays(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		devices int
+		windows int64
+	}{{"short history", 8, 60}, {"long history", 30, 300}} {
+		_, series := synthFleet(rand.New(rand.NewPCG(5, uint64(tc.devices))), tc.devices, tc.windows)
+		m, _, err := TrainBehaviour(series, BehaviourOptions{Forest: iforest.Config{Trees: 50, Seed: 3}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bh := m.Behaviour
+		want := -math.Log10(0.5 / float64(m.TrainingRows+1))
+		constant := 0
+		for j, spec := range features.Specs {
+			c := series[0].Vectors[0][j]
+			if spec.Scale == features.ScaleLog || !everyWindowHas(series, j, c) {
+				continue
+			}
+			constant++
+			next := c + 1
+			if features.Specs[j].Scale == features.ScaleEntropy {
+				next = math.Log2(math.Exp2(c) + 1)
+			}
+			var b DeviceBaseline
+			m.StartBaseline(&b)   // a constant feature's prior: its constant, no variance
+			var v features.Vector // the profile's typical window …
+			for k := range v {
+				v[k] = unscaled(k, bh.PriorMean[k])
+			}
+			r := make([]float64, ResidualDims)
+			v[j] = next // … with one step past the constant
+			m.Residuals(&b, &v, r)
+			maxDev, sumSq := statistics(r)
+			if got := max(bh.MaxTail.Level(maxDev), bh.SumTail.Level(sumSq)); math.Abs(got-want) > 1e-6 {
+				t.Errorf("%s: %s one step past its constant %g: level %.6f in A and B, want %.6f (n = %d)", tc.name, features.Names[j], c, got, want, m.TrainingRows)
+			}
+		}
+		if constant < 3 {
+			t.Fatalf("%s: %d constant features, want the fleet's failed flows, internal hosts and ports at least", tc.name, constant)
+		}
+		// A feature that moved keeps its upper-tail scale.
+		if s := bh.Scales[features.Flows]; s < 1 {
+			t.Errorf("%s: flows moved in training but its scale is %v", tc.name, s)
+		}
+	}
+}
+
+// everyWindowHas reports whether feature j is x in every training window.
+func everyWindowHas(series []DeviceSeries, j int, x float64) bool {
+	for _, s := range series {
+		for i := range s.Vectors {
+			if s.Vectors[i][j] != x {
+				return false
+			}
+		}
+	}
+	return true
+}
