@@ -345,7 +345,10 @@ type Behaviour struct {
 	PriorVar  []float64 `json:"prior_var"`
 	Floors    []float64 `json:"floors"`
 	// Scales are s_j of step 3: each feature's upper-tail scale in
-	// training. Absent (models trained before them): all 1.
+	// training, or for a count constant in training the scale that puts
+	// its first step where the training history does
+	// (calibrateConstantFeatures). Absent (models trained before them):
+	// all 1.
 	Scales []float64 `json:"scales,omitempty"`
 	// Drift is each scaled feature's training distribution, against
 	// which live windows' population stability index is measured
