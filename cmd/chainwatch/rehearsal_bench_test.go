@@ -209,8 +209,14 @@ func scoreRehearsal(b *testing.B, truthPath string, alerts []contract.Alert) reh
 	}
 	var truth []span
 	for _, r := range rows[1:] {
-		s, _ := time.Parse(time.RFC3339, r[3])
-		e, _ := time.Parse(time.RFC3339, r[4])
+		s, err := time.Parse(time.RFC3339, r[3])
+		if err != nil {
+			b.Fatalf("ground truth %s: %v", truthPath, err)
+		}
+		e, err := time.Parse(time.RFC3339, r[4])
+		if err != nil {
+			b.Fatalf("ground truth %s: %v", truthPath, err)
+		}
 		truth = append(truth, span{device: r[0], scenario: r[2], start: s, end: e})
 	}
 	type incident struct {
@@ -228,7 +234,12 @@ func scoreRehearsal(b *testing.B, truthPath string, alerts []contract.Alert) reh
 			in = &incident{device: a.DeviceID, first: a.WindowStart, last: a.WindowEnd}
 			incidents[a.Incident.ID] = in
 		}
-		in.first, in.last = minTime(in.first, a.WindowStart), maxTime(in.last, a.WindowEnd)
+		if a.WindowStart.Before(in.first) {
+			in.first = a.WindowStart
+		}
+		if a.WindowEnd.After(in.last) {
+			in.last = a.WindowEnd
+		}
 		if a.Incident.Status == contract.IncidentOpened {
 			in.opened = a.WindowEnd
 		}
@@ -267,18 +278,4 @@ func scoreRehearsal(b *testing.B, truthPath string, alerts []contract.Alert) reh
 	}
 	out.delays = strings.Join(delays, ", ")
 	return out
-}
-
-func minTime(a, b time.Time) time.Time {
-	if a.IsZero() || b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
