@@ -76,7 +76,14 @@ import (
 //  5. Tail probabilities. Each statistic's training distribution — computed
 //     prequentially, each window judged before it teaches the baseline, as
 //     live windows are — is fitted above its 98th percentile with a
-//     generalised Pareto tail (package evt; SPOT, Siffer et al. KDD 2017).
+//     generalised Pareto tail (package evt; SPOT, Siffer et al. KDD 2017),
+//     and S_i is the tail's posterior predictive over its shape ("Predictive
+//     tails" in package evt). A short warm-up leaves each tail a few
+//     dozen excesses, and a fit that happens to come out light puts a
+//     window a little past the training maximum at a level its data cannot
+//     support; averaged over the shapes those excesses allow, such a
+//     window stays moderate while one far past them still rises without
+//     bound.
 //     The window's anomaly level is L = max_i(−log₁₀ S_i(stat_i)) − log₁₀ 3:
 //     the smallest of the three tail probabilities, Bonferroni-corrected for
 //     taking the smallest. Its score in [0, 1) is L/(1 + L), monotone in L.

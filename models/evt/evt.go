@@ -43,6 +43,29 @@
 // excess, its maximum-likelihood estimate). That makes the tail heavier than
 // fitted, which only raises the thresholds placed on it. ξ is capped at
 // MaxShape, where the estimators' variance grows without bound.
+//
+// # Predictive tails
+//
+// A point estimate of ξ from a few dozen excesses is uncertain by ±0.15 or
+// more, and far past the data that uncertainty dominates: a sample that
+// happened to come out light (ξ̂ ≈ 0, a small σ̂) puts a score a little past
+// its largest excess at a probability orders of magnitude smaller than a
+// tail with ξ = 0.2, as compatible with the same excesses, does. Fit therefore
+// keeps, besides (ξ̂, σ̂), the posterior of ξ over a grid of shapes in
+// [0, MaxShape] — a flat prior, each shape weighted by its profile
+// likelihood, with σ at its conditional maximum (the usual approximation to
+// integrating σ out; on profile likelihood, Coles 2001, §2.6.6) —
+// and Survival, Level and Quantile above U are the posterior predictive
+//
+//	S(x) = ζ · Σ_k w_k (1 + ξ_k (x − u)/σ_k)^(−1/ξ_k),
+//
+// the distribution of a new score averaged over what the excesses leave
+// uncertain (Coles 2001, §9.1.2; Coles & Tawn, "A Bayesian analysis of
+// extreme rainfall data", Applied Statistics 45, 1996, on predictive return
+// levels). With many excesses the posterior concentrates on ξ̂ and the
+// predictive is the plug-in tail; with few it is heavier exactly where the
+// data say least. FitExponential and FitClusters tails, whose shape is 0 by
+// construction, keep the plug-in and have PredictiveSurvival for σ.
 package evt
 
 import (
@@ -72,6 +95,12 @@ type Tail struct {
 	Shape float64 `json:"shape"` // ξ ≥ 0
 	Scale float64 `json:"scale"` // σ > 0
 	N     int     `json:"n"`     // training scores
+	// Posterior is the posterior of the shape over a grid (see "Predictive
+	// tails"); when it is set, the tail above U is the posterior predictive
+	// mixture, and Shape and Scale are kept as the point estimates. Empty
+	// in tails fitted with the shape fixed, and in artifacts written before
+	// it existed, whose tail above U stays the plug-in one.
+	Posterior []Component `json:"posterior,omitempty"`
 	// Body holds quantiles of the training scores at probabilities
 	// 0, 1/(len−1), …, 1 − Zeta, for survival below U.
 	Body []float64 `json:"body"`
@@ -81,7 +110,23 @@ type Tail struct {
 // (0: DefaultTailShare) as excesses. It needs at least 20 scores, so that
 // the tail holds a few of them.
 func Fit(scores []float64, tailShare float64) (Tail, error) {
-	return fit(scores, tailShare, fitGPD)
+	t, err := fit(scores, tailShare, fitGPD)
+	if err != nil {
+		return t, err
+	}
+	t.Posterior = shapePosterior(excesses(scores, t.U))
+	return t, nil
+}
+
+// excesses returns the scores above u, less u.
+func excesses(scores []float64, u float64) []float64 {
+	var y []float64
+	for _, s := range scores {
+		if s > u {
+			y = append(y, s-u)
+		}
+	}
+	return y
 }
 
 // FitExponential is Fit with the shape fixed at ξ = 0: the excesses are
@@ -186,6 +231,9 @@ func fitGPD(y []float64) (shape, scale float64) {
 // quantiles below it. It is non-increasing in x, and strictly decreasing
 // above U, however far past the training scores x lies.
 func (t *Tail) Survival(x float64) float64 {
+	if x > t.U && len(t.Posterior) > 0 {
+		return math.Pow(10, -t.Level(x))
+	}
 	if x > t.U {
 		z := (x - t.U) / t.Scale
 		if t.Shape == 0 {
@@ -215,6 +263,9 @@ func (t *Tail) Survival(x float64) float64 {
 // growing where Survival itself underflows to zero: the detector's anomaly
 // level, unbounded above.
 func (t *Tail) Level(x float64) float64 {
+	if x > t.U && len(t.Posterior) > 0 {
+		return -(math.Log(t.Zeta) + logMixture(t.Posterior, x-t.U)) / math.Ln10
+	}
 	if x > t.U {
 		z := (x - t.U) / t.Scale
 		lz := math.Log(t.Zeta)
@@ -231,6 +282,9 @@ func (t *Tail) Level(x float64) float64 {
 func (t *Tail) Quantile(p float64) float64 {
 	if p >= t.Zeta {
 		return t.U
+	}
+	if len(t.Posterior) > 0 {
+		return t.U + mixtureQuantile(t.Posterior, p/t.Zeta)
 	}
 	if t.Shape == 0 {
 		return t.U + t.Scale*math.Log(t.Zeta/p)
@@ -322,4 +376,161 @@ func FitClusters(scores []float64, starts []int, run int, tailShare float64) (Ta
 	t.Scale = mean / float64(len(maxima))
 	t.Zeta = float64(len(maxima)) / float64(len(scores))
 	return t, nil
+}
+
+// Component is one shape of a Tail's posterior: its weight, the shape ξ
+// and the scale σ that maximises the likelihood at that shape.
+type Component struct {
+	Weight float64 `json:"w"`
+	Shape  float64 `json:"shape"`
+	Scale  float64 `json:"scale"`
+}
+
+// posteriorShapes is how many shapes, evenly spaced over [0, MaxShape],
+// the posterior is computed on; posteriorFloor is the weight below which
+// a shape is dropped (and the rest renormalised), so that a concentrated
+// posterior costs a level no more than the plug-in tail.
+const (
+	posteriorShapes = 11
+	posteriorFloor  = 1e-6
+)
+
+// shapePosterior returns the posterior of the shape for excesses y (see
+// "Predictive tails"), nil when there are too few to say anything.
+func shapePosterior(y []float64) []Component {
+	if len(y) < 3 {
+		return nil
+	}
+	mean := 0.0
+	for _, v := range y {
+		mean += v
+	}
+	mean /= float64(len(y))
+	if !(mean > 0) {
+		return nil
+	}
+	comps := make([]Component, posteriorShapes)
+	ll := make([]float64, posteriorShapes)
+	for k := range comps {
+		xi := MaxShape * float64(k) / float64(posteriorShapes-1)
+		sigma := mean // the exponential's maximum-likelihood scale
+		if xi > 0 {
+			sigma = gpdScaleMLE(y, xi, mean)
+		}
+		comps[k] = Component{Shape: xi, Scale: sigma}
+		ll[k] = gpdLogLikelihood(y, xi, sigma)
+	}
+	top := slices.Max(ll)
+	sum := 0.0
+	for k := range comps {
+		comps[k].Weight = math.Exp(ll[k] - top)
+		sum += comps[k].Weight
+	}
+	out := comps[:0]
+	kept := 0.0
+	for _, c := range comps {
+		if c.Weight/sum >= posteriorFloor {
+			out = append(out, c)
+			kept += c.Weight
+		}
+	}
+	for k := range out {
+		out[k].Weight /= kept
+	}
+	return out
+}
+
+// gpdLogLikelihood is the log-likelihood of excesses y under GPD(ξ, σ).
+func gpdLogLikelihood(y []float64, xi, sigma float64) float64 {
+	ll := -float64(len(y)) * math.Log(sigma)
+	for _, v := range y {
+		if xi == 0 {
+			ll -= v / sigma
+		} else {
+			ll -= (1 + 1/xi) * math.Log1p(xi*v/sigma)
+		}
+	}
+	return ll
+}
+
+// gpdScaleMLE returns the σ that maximises the likelihood at a fixed
+// ξ > 0. With t = ξ/σ the likelihood equation is
+//
+//	g(t) = Σ t·y_i/(1 + t·y_i) = n·ξ/(1 + ξ),
+//
+// and g rises from 0 to n and is concave in t, so Newton's method from a
+// point below the root climbs to it monotonically (Grimshaw, "Computing
+// maximum likelihood estimates for the generalized Pareto distribution",
+// Technometrics 35, 1993, reduces the two-parameter problem the same way).
+// It starts from the exponential's t = ξ/mean, below the root because the
+// GPD's mean is σ/(1 − ξ) > σ.
+func gpdScaleMLE(y []float64, xi, mean float64) float64 {
+	target := float64(len(y)) * xi / (1 + xi)
+	t := xi / mean
+	for range 50 {
+		var g, dg float64
+		for _, v := range y {
+			d := 1 + t*v
+			g += t * v / d
+			dg += v / (d * d)
+		}
+		step := (target - g) / dg
+		if t+step <= 0 { // only from above the root: halve towards it instead
+			step = -t / 2
+		}
+		t += step
+		if math.Abs(step) <= 1e-12*t {
+			break
+		}
+	}
+	return xi / t
+}
+
+// logMixture returns ln Σ_k w_k S_k(y) for an excess y ≥ 0, in log space so
+// that it keeps falling where the survival itself underflows.
+func logMixture(comps []Component, y float64) float64 {
+	top := math.Inf(-1)
+	var logs [posteriorShapes]float64
+	for k, c := range comps {
+		l := math.Log(c.Weight)
+		if c.Shape == 0 {
+			l -= y / c.Scale
+		} else {
+			l -= math.Log1p(c.Shape*y/c.Scale) / c.Shape
+		}
+		logs[k] = l
+		top = max(top, l)
+	}
+	sum := 0.0
+	for k := range comps {
+		sum += math.Exp(logs[k] - top)
+	}
+	return top + math.Log(sum)
+}
+
+// mixtureQuantile returns the excess y with Σ_k w_k S_k(y) = q (0 < q < 1):
+// the mixture's survival lies between its components' smallest and largest,
+// so the excess lies between their quantiles at q, and bisection on the
+// log survival finds it.
+func mixtureQuantile(comps []Component, q float64) float64 {
+	lo, hi := math.Inf(1), 0.0
+	for _, c := range comps {
+		var y float64
+		if c.Shape == 0 {
+			y = -c.Scale * math.Log(q)
+		} else {
+			y = c.Scale / c.Shape * (math.Pow(q, -c.Shape) - 1)
+		}
+		lo, hi = min(lo, y), max(hi, y)
+	}
+	target := math.Log(q)
+	for range 100 {
+		mid := (lo + hi) / 2
+		if logMixture(comps, mid) > target {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return (lo + hi) / 2
 }

@@ -203,3 +203,67 @@ func TestPredictiveSurvivalIsTheExpectedRateAtAPlugInThreshold(t *testing.T) {
 		t.Fatalf("expected exceedance at the plug-in threshold: simulated %v, predictive %v (%.2f × q)", sim, got, got/q)
 	}
 }
+
+// A two-shape posterior by hand: S(u + y) = ζ (½ e^(−y) + ½ (1 + y/2)^(−2)).
+func TestPredictiveMixtureKnownValues(t *testing.T) {
+	tail := Tail{U: 1, Zeta: 0.02, Shape: 0, Scale: 1, Posterior: []Component{
+		{Weight: 0.5, Shape: 0, Scale: 1}, {Weight: 0.5, Shape: 0.5, Scale: 1},
+	}}
+	for _, y := range []float64{0.5, 2, 10, 200} {
+		want := 0.02 * (0.5*math.Exp(-y) + 0.5*math.Pow(1+y/2, -2))
+		if got := tail.Survival(1 + y); math.Abs(got-want)/want > 1e-12 {
+			t.Errorf("S(u+%v) = %v, want %v", y, got, want)
+		}
+		if got := tail.Level(1 + y); math.Abs(got+math.Log10(want)) > 1e-12 {
+			t.Errorf("L(u+%v) = %v, want %v", y, got, -math.Log10(want))
+		}
+		if got := tail.Quantile(want); math.Abs(got-(1+y)) > 1e-9*(1+y) {
+			t.Errorf("Quantile(%v) = %v, want %v", want, got, 1+y)
+		}
+	}
+}
+
+// With few excesses the predictive tail is heavier than the plug-in far
+// past the data (a light sample's ξ̂ = 0 is not believed past what it
+// shows); with many it is the plug-in tail.
+func TestPredictiveTailWidensOnlyWhereTheDataAreFew(t *testing.T) {
+	for _, tc := range []struct {
+		n       int
+		minGain float64 // predictive quantile at 1e-6 over the plug-in's, at least
+		maxGain float64 // … and at most
+	}{{2_000, 1.5, 5}, {500_000, 1, 1.05}} {
+		rng := rand.New(rand.NewPCG(7, uint64(tc.n)))
+		tail, err := Fit(gpdSample(rng, tc.n, 0, 1), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tail.Posterior) == 0 {
+			t.Fatal("no posterior")
+		}
+		plugIn := tail
+		plugIn.Posterior = nil
+		p := 1e-6
+		gain := (tail.Quantile(p) - tail.U) / (plugIn.Quantile(p) - plugIn.U)
+		if gain < tc.minGain || gain > tc.maxGain {
+			t.Errorf("n=%d: predictive excess at %v is %.3f× the plug-in's, want [%v, %v]", tc.n, p, gain, tc.minGain, tc.maxGain)
+		}
+		if s := tail.Survival(tail.Quantile(p)); math.Abs(s-p)/p > 1e-9 {
+			t.Errorf("n=%d: Survival(Quantile(p)) = %v, want %v", tc.n, s, p)
+		}
+	}
+}
+
+// The posterior of ξ centres on the true shape of a large GPD sample.
+func TestShapePosteriorCentresOnTheTruth(t *testing.T) {
+	for _, shape := range []float64{0, 0.2, 0.4} {
+		rng := rand.New(rand.NewPCG(11, uint64(shape*10)))
+		y := gpdSample(rng, 20_000, shape, 1)
+		mean := 0.0
+		for _, c := range shapePosterior(y) {
+			mean += c.Weight * c.Shape
+		}
+		if math.Abs(mean-shape) > 0.04 {
+			t.Errorf("ξ = %v: posterior mean %v", shape, mean)
+		}
+	}
+}
