@@ -487,23 +487,27 @@ func gpdScaleMLE(y []float64, xi, mean float64) float64 {
 }
 
 // logMixture returns ln Σ_k w_k S_k(y) for an excess y ≥ 0, in log space so
-// that it keeps falling where the survival itself underflows.
+// that it keeps falling where the survival itself underflows: a running
+// log-sum-exp, one pass and no buffer, whatever the number of shapes an
+// artifact holds.
 func logMixture(comps []Component, y float64) float64 {
-	top := math.Inf(-1)
-	var logs [posteriorShapes]float64
-	for k, c := range comps {
+	top, sum := math.Inf(-1), 0.0
+	for _, c := range comps {
+		if !(c.Weight > 0) {
+			continue
+		}
 		l := math.Log(c.Weight)
 		if c.Shape == 0 {
 			l -= y / c.Scale
 		} else {
 			l -= math.Log1p(c.Shape*y/c.Scale) / c.Shape
 		}
-		logs[k] = l
-		top = max(top, l)
-	}
-	sum := 0.0
-	for k := range comps {
-		sum += math.Exp(logs[k] - top)
+		if l > top {
+			sum = sum*math.Exp(top-l) + 1
+			top = l
+		} else {
+			sum += math.Exp(l - top)
+		}
 	}
 	return top + math.Log(sum)
 }
