@@ -107,26 +107,11 @@ type Tail struct {
 }
 
 // Fit estimates the tail of scores, taking the top tailShare of them
-// (0: DefaultTailShare) as excesses. It needs at least 20 scores, so that
-// the tail holds a few of them.
+// (0: DefaultTailShare) as excesses, and keeps the posterior of its shape
+// (see "Predictive tails"). It needs at least 20 scores, so that the tail
+// holds a few of them.
 func Fit(scores []float64, tailShare float64) (Tail, error) {
-	t, err := fit(scores, tailShare, fitGPD)
-	if err != nil {
-		return t, err
-	}
-	t.Posterior = shapePosterior(excesses(scores, t.U))
-	return t, nil
-}
-
-// excesses returns the scores above u, less u.
-func excesses(scores []float64, u float64) []float64 {
-	var y []float64
-	for _, s := range scores {
-		if s > u {
-			y = append(y, s-u)
-		}
-	}
-	return y
+	return fit(scores, tailShare, fitGPD, true)
 }
 
 // FitExponential is Fit with the shape fixed at ξ = 0: the excesses are
@@ -149,10 +134,13 @@ func FitExponential(scores []float64, tailShare float64) (Tail, error) {
 			m += v
 		}
 		return 0, m / float64(len(y))
-	})
+	}, false)
 }
 
-func fit(scores []float64, tailShare float64, fitTail func([]float64) (shape, scale float64)) (Tail, error) {
+// fit takes the top tailShare of scores as excesses over u, fits their
+// tail with fitTail and, when posterior is set, keeps the posterior of the
+// shape (see "Predictive tails").
+func fit(scores []float64, tailShare float64, fitTail func([]float64) (shape, scale float64), posterior bool) (Tail, error) {
 	if tailShare == 0 {
 		tailShare = DefaultTailShare
 	}
@@ -181,6 +169,9 @@ func fit(scores []float64, tailShare float64, fitTail func([]float64) (shape, sc
 	}
 	t := Tail{U: u, N: n, Zeta: float64(len(y)) / float64(n)}
 	t.Shape, t.Scale = fitTail(y)
+	if posterior {
+		t.Posterior = shapePosterior(y)
+	}
 	if t.Scale <= 0 { // no excess at all (ties): a tiny scale keeps S decreasing
 		t.Scale = 1e-9 * max(1, math.Abs(u))
 		t.Zeta = max(t.Zeta, 1/float64(n))
