@@ -379,8 +379,9 @@ type Component struct {
 
 // posteriorShapes is how many shapes, evenly spaced over [0, MaxShape],
 // the posterior is computed on; posteriorFloor is the weight below which
-// a shape is dropped (and the rest renormalised), so that a concentrated
-// posterior costs a level no more than the plug-in tail.
+// a shape is dropped (and the rest renormalised), so that where the
+// excesses leave little doubt a window's level takes hardly more work than
+// the plug-in tail's: one term per shape kept.
 const (
 	posteriorShapes = 11
 	posteriorFloor  = 1e-6
