@@ -90,19 +90,19 @@ import (
 //
 //  6. Thresholds from a false-alert budget. A budget of b false incidents
 //     per 1,000 device-hours, with windows of length Δ, is a rate
-//     r = b·Δ/(1000 h) per window, split four ways. A quarter goes to
+//     r = b·Δ/(1000 h) per window, split five ways. A fifth goes to
 //     single extreme windows: L_ext is the level exceeded with probability
-//     r/4 under the exponential tail fitted to the training
-//     windows' L, and at least −log₁₀(r/4), the level L's own calibration
-//     gives. A quarter goes to incidents opened by k anomalous windows among
+//     r/5 under the exponential tail fitted to the training
+//     windows' L, and at least −log₁₀(r/5), the level L's own calibration
+//     gives. A fifth goes to incidents opened by k anomalous windows among
 //     n. Anomalous windows cluster (a device off its baseline stays off
 //     for a while), so the independence formula C(n, k)·p^k understates
 //     how often k of n coincide — on our fleets by 6 to 14 times. Instead
 //     the statistic the rule thresholds, O_t = min(L_t, k-th largest of the
 //     last n levels), is computed along each training device's sequence,
 //     dependence and all, its tail fitted the same way, and the anomalous
-//     level L_w is the one O exceeds with probability r/4 (at least
-//     MinAnomalousLevel). Another quarter goes to the sustained rule
+//     level L_w is the one O exceeds with probability r/5 (at least
+//     MinAnomalousLevel). Another fifth goes to the sustained rule
 //     (SustainedK windows among the last SustainedN at or above L_s): the
 //     same construction with its own statistic gives L_s ≤ L_w, so a
 //     moderate anomaly that lasts opens an incident although no single
@@ -113,19 +113,23 @@ import (
 //     rule (PersistentK windows among the last PersistentN at or above
 //     L_p, fitted the same way): an anomaly held for three or four
 //     minutes at a level that two windows of ordinary traffic reach
-//     together now and then but three rarely do; it takes the last
-//     quarter.
+//     together now and then but three rarely do. The last fifth goes to
+//     the evidence rule (EvidenceN): the sum of the last EvidenceN levels,
+//     each a −log₁₀ probability, at or above L_e, the newest window
+//     holding at least its even share (E_t = min(Σ L, EvidenceN·L_t),
+//     fitted the same way) — a few windows each just short of the
+//     anomalous level, weighed together rather than counted.
 //
-//     The persistent and sustained rules count windows as so many pieces
-//     of evidence, so they judge each window by its own: their level L'_t
-//     is L_t with the deviations of damped features (features.Spec.Damped:
+//     The persistent, sustained and evidence rules count windows as so
+//     many pieces of evidence, so they judge each window by its own: their
+//     level L'_t is L_t with the deviations of damped features (features.Spec.Damped:
 //     the first-contact count, whose half-life of half an hour is longer
-//     than either rule's span) left out of A and B. Otherwise one burst of
+//     than any of their spans) left out of A and B. Otherwise one burst of
 //     two ordinary first contacts, held in the damped count for an hour,
 //     makes six of the next ten windows elevated and opens a sustained
 //     incident on its own, which nothing in a short warm-up's training
-//     sequences had calibrated. Their levels L_p and L_s stay fitted to
-//     the full L, so that judged on L' ≤ L the two rules open on a subset
+//     sequences had calibrated. Their levels L_p, L_s and L_e stay fitted
+//     to the full L, so that judged on L' ≤ L the three rules open on a subset
 //     of the windows their fits counted and keep within their shares of
 //     the budget; refitted to L' they fell (the damped count's lingering
 //     had been part of the training statistics), and the persistent rule
@@ -292,8 +296,7 @@ const LearnLevel = 2
 // pace, a beacon), which the k-of-n rule's three windows cannot see. Its
 // level is fitted like the k-of-n rule's (step 6), to the SustainedK-th
 // largest of the last SustainedN levels along the training sequences, and
-// the budget is split four ways: extreme windows, k of n, persistent,
-// sustained.
+// the budget is split among the opening rules (openingRules).
 const (
 	SustainedK = 6
 	SustainedN = 10
@@ -308,9 +311,25 @@ const (
 	PersistentN = 4
 )
 
+// EvidenceN is the span of the evidence opening rule: the levels of a
+// device's last EvidenceN windows, summed, at or above EvidenceLevel open
+// an incident, provided the newest window carries at least its even share
+// of that sum. The count rules ask each window to clear a level of its own;
+// the sum weighs the windows by how rare each was, so three windows that
+// each fall just short of the anomalous level — a new host, the host
+// again, and again — are judged together for what they are. A level is
+// −log₁₀ of a tail probability, so the sum is −log₁₀ of the product of the
+// windows' probabilities: Fisher's method of combining independent tests
+// (Statistical Methods for Research Workers, 1925, §21.1), over a
+// scan window of EvidenceN, like a scan statistic (Naus, JASA 77, 1982).
+// The windows of one device are not independent, so the level is not read
+// from Fisher's χ² but fitted, like every rule's, to the statistic along
+// the training sequences (step 6). Its span is the k-of-n rule's default N.
+const EvidenceN = 3
+
 // openingRules is how many ways the budget is split: single extreme
-// windows, k of n, persistent, sustained.
-const openingRules = 4
+// windows, k of n, persistent, sustained, evidence.
+const openingRules = 5
 
 // MinAnomalousLevel bounds the anomalous level from below whatever the
 // training data: no window with a tail probability above 1 % is anomalous.
@@ -336,6 +355,26 @@ func openingStatistic(levels []float64, starts []int, k, n int) []float64 {
 				kth = last[len(last)-k]
 			}
 			out[t] = min(levels[t], kth)
+		}
+	}
+	return out
+}
+
+// evidenceStatistic returns, for each window of each device's sequence
+// (rows starts[d] to starts[d+1]), the statistic that the evidence rule
+// compares with a level τ: the rule opens at window t exactly when the
+// sum of the last n levels is ≥ τ and n·L_t ≥ τ (the newest window
+// carries at least an even share), that is when
+// min(Σ L_{t−n+1..t}, n·L_t) ≥ τ.
+func evidenceStatistic(levels []float64, starts []int, n int) []float64 {
+	out := make([]float64, len(levels))
+	for d := 0; d+1 < len(starts); d++ {
+		for t := starts[d]; t < starts[d+1]; t++ {
+			sum := 0.0
+			for u := max(starts[d], t-n+1); u <= t; u++ {
+				sum += levels[u]
+			}
+			out[t] = min(sum, float64(n)*levels[t])
 		}
 	}
 	return out
@@ -385,6 +424,12 @@ type Behaviour struct {
 	// trained before it: the rule is off.
 	PersistentTail  evt.Tail `json:"persistent_tail,omitzero"`
 	PersistentLevel float64  `json:"persistent_level,omitempty"`
+	// EvidenceTail and EvidenceLevel are the tail of the evidence rule's
+	// statistic (the sum of the last EvidenceN levels, see
+	// evidenceStatistic) and the level it places. Absent (0) in models
+	// trained before it: the rule is off.
+	EvidenceTail  evt.Tail `json:"evidence_tail,omitzero"`
+	EvidenceLevel float64  `json:"evidence_level,omitempty"`
 	// Peers are the destinations two or more of the profile's training
 	// devices used (features.Peers): a device's first contact with one
 	// of them is no news. Absent in models trained before them, or
@@ -421,6 +466,9 @@ func (bh *Behaviour) ExpectedFalseIncidents() float64 {
 	}
 	if bh.SustainedLevel > 0 {
 		rate += bh.SustainedTail.PredictiveSurvival(bh.SustainedLevel)
+	}
+	if bh.EvidenceLevel > 0 {
+		rate += bh.EvidenceTail.PredictiveSurvival(bh.EvidenceLevel)
 	}
 	return rate * 1000 * 3600 / b.WindowSeconds
 }
@@ -545,6 +593,11 @@ type Judgement struct {
 	// Persistent: the window's own level at or above the persistent
 	// rule's level (see Behaviour.PersistentLevel).
 	Persistent bool
+	// Evidence is the window's share of the evidence rule's level: its own
+	// level L' (step 6) over Behaviour.EvidenceLevel; 0 when the model has
+	// no evidence rule. EvidenceN windows whose shares sum to 1 open an
+	// incident if the newest holds at least 1/EvidenceN.
+	Evidence float64
 	// OwnAnomalous: anomalous by the window's own evidence too: its level
 	// L' of step 6 at or above the anomalous level, or a host new to the
 	// device in it. A window anomalous only by a damped count that an
@@ -583,7 +636,7 @@ func (m *Model) Judge(r []float64, forestScore float64) Judgement {
 	l := m.level(r, forestScore)
 	j := Judgement{Level: l, Score: LevelScore(l), Anomalous: l >= bh.AnomalousLevel, Extreme: l >= bh.ExtremeLevel}
 	j.OwnAnomalous = j.Anomalous
-	if j.Anomalous || bh.SustainedLevel > 0 || bh.PersistentLevel > 0 {
+	if j.Anomalous || bh.SustainedLevel > 0 || bh.PersistentLevel > 0 || bh.EvidenceLevel > 0 {
 		own := m.presentLevel(r, forestScore)
 		// A window that contacts a host new to the device (beyond its
 		// usual rate of them) brings evidence of its own about what the
@@ -591,6 +644,9 @@ func (m *Model) Judge(r []float64, forestScore float64) Judgement {
 		j.OwnAnomalous = j.Anomalous && (own >= bh.AnomalousLevel || r[features.NewDst] > 0)
 		j.Elevated = bh.SustainedLevel > 0 && own >= bh.SustainedLevel
 		j.Persistent = bh.PersistentLevel > 0 && own >= bh.PersistentLevel
+		if bh.EvidenceLevel > 0 {
+			j.Evidence = own / bh.EvidenceLevel
+		}
 	}
 	j.Learn = !j.Anomalous && l < LearnLevel
 	switch {
@@ -767,6 +823,7 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	opening := openingStatistic(levels, append(starts, len(levels)), budget.K, budget.N)
 	sustained := openingStatistic(levels, append(starts, len(levels)), SustainedK, SustainedN)
 	persistent := openingStatistic(levels, append(starts, len(levels)), PersistentK, PersistentN)
+	evidence := evidenceStatistic(levels, append(starts, len(levels)), EvidenceN)
 	// Levels are −log₁₀ tail probabilities: their tails, and those of the
 	// rules' statistics built from them, are exponential; and what the
 	// budget counts is incidents, so each rule's tail is that of its
@@ -777,7 +834,9 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	if bh.LevelTail, err = fitRule(levels); err == nil {
 		if bh.OpeningTail, err = fitRule(opening); err == nil {
 			if bh.SustainedTail, err = fitRule(sustained); err == nil {
-				bh.PersistentTail, err = fitRule(persistent)
+				if bh.PersistentTail, err = fitRule(persistent); err == nil {
+					bh.EvidenceTail, err = fitRule(evidence)
+				}
 			}
 		}
 	}
@@ -793,6 +852,9 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	bh.AnomalousLevel = min(max(bh.OpeningTail.Quantile(share), MinAnomalousLevel), bh.ExtremeLevel)
 	bh.PersistentLevel = min(max(bh.PersistentTail.Quantile(share), MinAnomalousLevel), bh.AnomalousLevel)
 	bh.SustainedLevel = min(max(bh.SustainedTail.Quantile(share), MinAnomalousLevel), bh.AnomalousLevel)
+	// The evidence of EvidenceN windows is at least that of one anomalous
+	// window.
+	bh.EvidenceLevel = max(bh.EvidenceTail.Quantile(share), bh.AnomalousLevel)
 	flagged := 0
 	for _, l := range levels {
 		if l >= bh.AnomalousLevel {

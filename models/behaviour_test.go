@@ -182,6 +182,62 @@ func TestOpeningStatistic(t *testing.T) {
 	}
 }
 
+func TestEvidenceStatistic(t *testing.T) {
+	// Two devices: levels 3 1 4 | 5 0.5. Over n=3 the rule holds at τ
+	// when the sum of the window's span reaches τ and the window itself
+	// τ/3: min(Σ, 3·L_t).
+	e := evidenceStatistic([]float64{3, 1, 4, 5, 0.5}, []int{0, 3, 5}, 3)
+	want := []float64{3, 3, 8, 5, 1.5}
+	for i := range want {
+		if math.Abs(e[i]-want[i]) > 1e-12 {
+			t.Fatalf("evidence statistic %v, want %v", e, want)
+		}
+	}
+}
+
+// trainSynthetic trains a behaviour model on synthFleet's devices (PCG
+// seeds seed and seed+1) with a budget of 100, loose enough for the rules'
+// levels to be fitted on a small fleet.
+func trainSynthetic(t *testing.T, seed uint64, devices int, windows int64) *Model {
+	t.Helper()
+	_, series := synthFleet(rand.New(rand.NewPCG(seed, seed+1)), devices, windows)
+	m, _, err := TrainBehaviour(series, BehaviourOptions{Forest: iforest.Config{Seed: 3}, Profile: "synthetic",
+		Budget: Budget{FalseAlertsPer1000DeviceHours: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestEvidenceShareIsTheOwnLevel: a trained model places the evidence
+// rule's level at or above the anomalous level, and a window's share of it
+// is its own level L' (the damped count left out) over that level.
+func TestEvidenceShareIsTheOwnLevel(t *testing.T) {
+	m := trainSynthetic(t, 41, 20, 200)
+	bh := m.Behaviour
+	if bh.EvidenceLevel < bh.AnomalousLevel || bh.EvidenceLevel == 0 {
+		t.Fatalf("evidence level %.2f, anomalous level %.2f: want one at least the other", bh.EvidenceLevel, bh.AnomalousLevel)
+	}
+	r := make([]float64, ResidualDims)
+	r[features.NewDst] = 3 * bh.Scales[features.NewDst]
+	j := m.Judge(r, 0.5)
+	if math.Abs(j.Evidence-m.presentLevel(r, 0.5)/bh.EvidenceLevel) > 1e-12 || j.Evidence <= 0 {
+		t.Fatalf("share %v, want the own level %v over %v", j.Evidence, m.presentLevel(r, 0.5), bh.EvidenceLevel)
+	}
+	r[features.FirstContactWindows1h] = 6 * bh.Scales[features.FirstContactWindows1h]
+	if j2 := m.Judge(r, 0.5); j2.Evidence != j.Evidence || j2.Level <= j.Level {
+		t.Fatalf("the damped count added to the share (%v → %v) or not to the level (%v → %v)", j.Evidence, j2.Evidence, j.Level, j2.Level)
+	}
+	// A model trained before the rule has none: no share.
+	old := *m
+	oldBh := *bh
+	oldBh.EvidenceLevel = 0
+	old.Behaviour = &oldBh
+	if j := old.Judge(r, 0.5); j.Evidence != 0 {
+		t.Fatalf("a model without the evidence rule gave a share %v", j.Evidence)
+	}
+}
+
 // TestScoreRisesWithIntensityForEveryKind is a paired sweep: the same
 // devices, the same base windows and the same baselines, with each attack
 // kind added at rising intensity (simulator.AttackSpec's meanings). The
@@ -326,12 +382,7 @@ func TestExpectedFalseIncidentsFallWithTrainingHistory(t *testing.T) {
 // its level says, but is neither elevated nor persistent; the same
 // deviation of a feature of the window alone is both.
 func TestPersistenceRulesJudgeAWindowByItsOwnEvidence(t *testing.T) {
-	_, series := synthFleet(rand.New(rand.NewPCG(31, 32)), 20, 200)
-	m, _, err := TrainBehaviour(series, BehaviourOptions{Forest: iforest.Config{Seed: 3}, Profile: "synthetic",
-		Budget: Budget{FalseAlertsPer1000DeviceHours: 100}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := trainSynthetic(t, 31, 20, 200)
 	bh := m.Behaviour
 	if bh.SustainedLevel == 0 || bh.PersistentLevel == 0 {
 		t.Fatal("the rules are off")

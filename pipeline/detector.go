@@ -614,7 +614,8 @@ func incidentWindow(index int64, j models.Judgement) incidents.Window {
 			level = incidents.Low
 		}
 	}
-	return incidents.Window{Index: index, Level: level, Score: j.Score, Elevated: j.Elevated, Persistent: j.Persistent, Lingering: lingering}
+	return incidents.Window{Index: index, Level: level, Score: j.Score, Elevated: j.Elevated, Persistent: j.Persistent,
+		Evidence: j.Evidence, Lingering: lingering}
 }
 
 // incidentAlert is the alert that reports one incident event.
@@ -957,8 +958,9 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 	d.log.Info("trained first model on verified warm-up traffic",
 		"profile", profile, "windows", rows, "training_refs", len(refs), "event_time_span", p.warmTo.Sub(p.warmFrom).String(),
 		"took", time.Since(started).Round(time.Millisecond).String(), "shared_destinations", len(m.SharedPeers()),
-		"levels", fmt.Sprintf("extreme %.2f, anomalous %.2f, persistent %.2f, elevated %.2f",
-			m.Behaviour.ExtremeLevel, m.Behaviour.AnomalousLevel, m.Behaviour.PersistentLevel, m.Behaviour.SustainedLevel),
+		"levels", fmt.Sprintf("extreme %.2f, anomalous %.2f, persistent %.2f, elevated %.2f, evidence of %d windows %.2f",
+			m.Behaviour.ExtremeLevel, m.Behaviour.AnomalousLevel, m.Behaviour.PersistentLevel, m.Behaviour.SustainedLevel,
+			models.EvidenceN, m.Behaviour.EvidenceLevel),
 		"expected_false_incidents_per_1000_device_hours", strconv.FormatFloat(m.Behaviour.ExpectedFalseIncidents(), 'f', 2, 64))
 	if span := p.warmTo.Sub(p.warmFrom); span < dailyCycle {
 		// Device baselines follow a gradual daily cycle; a step the

@@ -10,7 +10,7 @@ import (
 
 // deviceCheckpointVersion heads a device's checkpoint in the state store:
 //
-//	1 byte  version (6)
+//	1 byte  version (7)
 //	…       features.Device encoding (destination history, recent first contacts)
 //	…       models.DeviceBaseline encoding
 //	…       incidents.State encoding
@@ -22,8 +22,9 @@ import (
 // (2 bytes), version 6 the gaps between the recent hosts' contacts and a
 // young device's settled windows to the features' encoding (20 bytes; the
 // features' length is what the other parts leave, so version 5's shorter
-// one reads with both 0).
-const deviceCheckpointVersion = 6
+// one reads with both 0), version 7 the incident state's evidence of its
+// last windows (16 bytes).
+const deviceCheckpointVersion = 7
 
 func marshalDevice(d *deviceState) []byte {
 	feat, _ := d.feat.MarshalBinary()
@@ -42,7 +43,9 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 	}
 	incSize := incidents.EncodingSize
 	switch b[0] {
-	case deviceCheckpointVersion, 5:
+	case deviceCheckpointVersion:
+	case 6, 5:
+		incSize = incidents.EncodingSizeV4
 	case 4:
 		incSize = incidents.EncodingSizeV3
 	case 3:

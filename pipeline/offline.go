@@ -42,13 +42,14 @@ type OfflineJudgement struct {
 }
 
 // IncidentRule is the rule the detector configured by cfg groups windows
-// with. The sustained and persistent rules' levels are fitted by the model
-// to exactly their statistics, so their window counts come from there, not
-// from configuration.
+// with. The sustained, persistent and evidence rules' levels are fitted by
+// the model to exactly their statistics, so their window counts come from
+// there, not from configuration.
 func IncidentRule(cfg DetectorConfig) incidents.Rule {
 	r := cfg.WithDefaults().Incident
 	r.SK, r.SN = models.SustainedK, models.SustainedN
 	r.PK, r.PN = models.PersistentK, models.PersistentN
+	r.EN = models.EvidenceN
 	return r.WithDefaults()
 }
 

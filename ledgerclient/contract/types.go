@@ -138,7 +138,8 @@ type Incident struct {
 	// OpenedBy, on an opening, names the rule that opened it: "extreme"
 	// (one window at the extreme level), "k_of_n" (K anomalous windows
 	// among the last N), "persistent" or "sustained" (a lower level held
-	// for several windows); "finding" for a trust finding.
+	// for several windows), "evidence" (the last few windows' levels
+	// adding up); "finding" for a trust finding.
 	OpenedBy string `json:"opened_by,omitempty"`
 }
 

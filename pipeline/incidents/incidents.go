@@ -3,7 +3,8 @@
 // Defender's datapoints-to-alarm and datapoints-to-clear: an incident opens
 // when K of the last N windows are anomalous, or at once on one extreme
 // window, or when a lower level is held for longer (the persistent and
-// sustained rules: PK of the last PN windows, SK of the last SN); it is
+// sustained rules: PK of the last PN windows, SK of the last SN), or when
+// the last EN windows' evidence adds up (the evidence rule); it is
 // updated while it lasts, when its peak confidence rises; and
 // it closes after M of the device's windows judged quiet in a row, or once
 // the device has sent nothing for Silence windows.
@@ -52,7 +53,14 @@ type Rule struct {
 	// (models.PersistentK, models.PersistentN). Zero turns it off.
 	PK int `yaml:"-"`
 	PN int `yaml:"-"`
+	// EN windows whose Window.Evidence shares sum to at least 1 open an
+	// incident too, if the newest holds at least 1/EN of it (the evidence
+	// rule; models.EvidenceN). At most EvidenceSlots; zero turns it off.
+	EN int `yaml:"-"`
 }
+
+// EvidenceSlots is the longest span the evidence rule can sum over.
+const EvidenceSlots = 4
 
 // WithDefaults fills zero fields.
 func (r Rule) WithDefaults() Rule {
@@ -87,6 +95,8 @@ func (r Rule) Validate() error {
 		return fmt.Errorf("sustained rule: %d of %d windows is not a rule", r.SK, r.SN)
 	case r.PK < 0 || r.PK > r.PN || r.PN > 16:
 		return fmt.Errorf("persistent rule: %d of %d windows is not a rule", r.PK, r.PN)
+	case r.EN < 0 || r.EN > EvidenceSlots:
+		return fmt.Errorf("evidence rule: a span of %d windows is not in [0, %d]", r.EN, EvidenceSlots)
 	}
 	return nil
 }
@@ -123,6 +133,7 @@ const (
 	OpenedKOfN       Opening = "k_of_n"     // K anomalous windows among the last N
 	OpenedPersistent Opening = "persistent" // PK windows at the persistent level among the last PN
 	OpenedSustained  Opening = "sustained"  // SK windows at the elevated level among the last SN
+	OpenedEvidence   Opening = "evidence"   // the last EN windows' evidence adding up
 )
 
 // Window is one judged window of the device.
@@ -137,6 +148,10 @@ type Window struct {
 	// Persistent marks a window at or above the persistent level: PK of
 	// the last PN such windows open an incident.
 	Persistent bool
+	// Evidence is the window's own evidence as a share of the evidence
+	// rule's level: the rule opens when the last EN windows' shares sum to
+	// at least 1 and the newest window's is at least 1/EN.
+	Evidence float64
 	// Lingering marks a window anomalous only by what earlier windows
 	// left in it (a damped count of past events): it continues an open
 	// incident, as its weakest window, but counts towards no opening
@@ -175,6 +190,9 @@ type State struct {
 	peakLevel Level
 	seq       uint16
 	quiet     uint16 // windows judged quiet since last (saturating)
+	// evidence[i] is the Window.Evidence of the window i before lastIndex
+	// (the largest, when a window's minute was judged twice).
+	evidence [EvidenceSlots]float32
 }
 
 // Open reports whether an incident is open.
@@ -199,6 +217,7 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 	switch gap := w.Index - s.lastIndex; {
 	case s.lastIndex == 0 || gap >= 16:
 		s.recent, s.elevated, s.persist = 0, 0, 0
+		s.evidence = [EvidenceSlots]float32{}
 		s.lastIndex = w.Index
 	case gap == 0:
 		newer = false
@@ -206,6 +225,12 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 		s.recent <<= uint(gap)
 		s.elevated <<= uint(gap)
 		s.persist <<= uint(gap)
+		for i := EvidenceSlots - 1; i >= 0; i-- {
+			s.evidence[i] = 0
+			if i >= int(gap) {
+				s.evidence[i] = s.evidence[i-int(gap)]
+			}
+		}
 		s.lastIndex = w.Index
 	case gap <= -16:
 		return out // older than anything the rules look at
@@ -213,7 +238,21 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 		bit <<= uint(-gap)
 		newer, older = false, true
 	}
-	if w.Level == Normal && !w.Elevated && !w.Persistent && !w.Lingering {
+	place := bits.TrailingZeros16(bit)
+	if place < EvidenceSlots {
+		s.evidence[place] = max(s.evidence[place], float32(w.Evidence))
+	}
+	// The evidence rule's windows: its span's shares add up to 1, the
+	// newest holding at least its even share of it.
+	evident := false
+	if r.EN > 0 && newer && w.Evidence*float64(r.EN) >= 1 {
+		sum := 0.0
+		for _, e := range s.evidence[:r.EN] {
+			sum += float64(e)
+		}
+		evident = sum >= 1
+	}
+	if w.Level == Normal && !w.Elevated && !w.Persistent && !w.Lingering && !evident {
 		if s.open && newer {
 			s.quiet = min(s.quiet+1, math.MaxUint16)
 			if int(s.quiet) >= r.M {
@@ -232,8 +271,8 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 		s.persist |= bit
 	}
 	if w.Level == Normal {
-		// Elevated, persistent or lingering only: it continues an open
-		// incident as its weakest window, and counts towards the
+		// Elevated, persistent, evident or lingering only: it continues an
+		// open incident as its weakest window, and counts towards the
 		// sustained and persistent rules when elevated or persistent.
 		w.Level = Low
 	} else {
@@ -264,6 +303,8 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 			run, by = persistent, OpenedPersistent
 		case r.SK > 0 && s.elevated&bit != 0 && bits.OnesCount16(sustained) >= r.SK:
 			run, by = sustained, OpenedSustained
+		case evident:
+			run, by = s.evidentRun(r.EN), OpenedEvidence
 		default:
 			return out
 		}
@@ -283,6 +324,14 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 		return append(out, s.event(Updated))
 	}
 	return out
+}
+
+// evidentRun is the run an evidence opening starts with: the newest
+// window and those among the last en that were elevated (or anomalous),
+// as bits of the last 16 like s.recent. A window of ordinary traffic adds
+// a little to every sum; it is not where the episode began.
+func (s *State) evidentRun(en int) uint16 {
+	return 1 | s.elevated&(uint16(1)<<uint(en)-1)
 }
 
 // Expire closes the open incident if the device has sent nothing in the
@@ -316,15 +365,17 @@ func (s *State) event(st Status) Event {
 }
 
 // EncodingSize is the length of MarshalBinary's output.
-const EncodingSize = 2 + 8 + 1 + 8 + 8 + 4 + 4 + 1 + 2 + 2 + 2 + 2
+const EncodingSize = 2 + 8 + 1 + 8 + 8 + 4 + 4 + 1 + 2 + 2 + 2 + 2 + 4*EvidenceSlots
 
-// EncodingSizeV1, EncodingSizeV2 and EncodingSizeV3 are the sizes before
-// the elevated windows, the persistent windows and the quiet count were
-// kept; UnmarshalBinary still reads them.
+// EncodingSizeV1, EncodingSizeV2, EncodingSizeV3 and EncodingSizeV4 are
+// the sizes before the elevated windows, the persistent windows, the quiet
+// count and the windows' evidence were kept; UnmarshalBinary still reads
+// them (a restored state's evidence starts at none).
 const (
-	EncodingSizeV1 = EncodingSize - 6
-	EncodingSizeV2 = EncodingSize - 4
-	EncodingSizeV3 = EncodingSize - 2
+	EncodingSizeV4 = EncodingSize - 4*EvidenceSlots
+	EncodingSizeV1 = EncodingSizeV4 - 6
+	EncodingSizeV2 = EncodingSizeV4 - 4
+	EncodingSizeV3 = EncodingSizeV4 - 2
 )
 
 // MarshalBinary encodes the state for a checkpoint.
@@ -346,12 +397,17 @@ func (s *State) MarshalBinary() ([]byte, error) {
 	b = binary.BigEndian.AppendUint16(b, s.elevated)
 	b = binary.BigEndian.AppendUint16(b, s.persist)
 	b = binary.BigEndian.AppendUint16(b, s.quiet)
+	for _, e := range s.evidence {
+		b = binary.BigEndian.AppendUint32(b, math.Float32bits(e))
+	}
 	return b, nil
 }
 
 // UnmarshalBinary restores a checkpointed state.
 func (s *State) UnmarshalBinary(b []byte) error {
-	if len(b) != EncodingSize && len(b) != EncodingSizeV1 && len(b) != EncodingSizeV2 && len(b) != EncodingSizeV3 {
+	switch len(b) {
+	case EncodingSize, EncodingSizeV1, EncodingSizeV2, EncodingSizeV3, EncodingSizeV4:
+	default:
 		return fmt.Errorf("incidents: state checkpoint of %d bytes is damaged", len(b))
 	}
 	*s = State{
@@ -371,8 +427,13 @@ func (s *State) UnmarshalBinary(b []byte) error {
 	if len(b) >= EncodingSizeV3 {
 		s.persist = binary.BigEndian.Uint16(b[40:])
 	}
-	if len(b) == EncodingSize {
+	if len(b) >= EncodingSizeV4 {
 		s.quiet = binary.BigEndian.Uint16(b[42:])
+	}
+	if len(b) == EncodingSize {
+		for i := range s.evidence {
+			s.evidence[i] = math.Float32frombits(binary.BigEndian.Uint32(b[44+4*i:]))
+		}
 	}
 	return nil
 }

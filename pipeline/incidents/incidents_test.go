@@ -149,6 +149,7 @@ func TestSustainedElevatedWindowsOpen(t *testing.T) {
 	// count were kept (6, 4 and 2 bytes shorter) restore with no such
 	// history.
 	s.elevated, s.persist, s.quiet = 0x3ff, 0x7, 3
+	s.evidence = [EvidenceSlots]float32{0.25, 0.5}
 	b, _ := s.MarshalBinary()
 	var old State
 	if err := old.UnmarshalBinary(b[:EncodingSizeV1]); err != nil || old.elevated != 0 || old.persist != 0 || old.lastIndex != s.lastIndex {
@@ -162,9 +163,81 @@ func TestSustainedElevatedWindowsOpen(t *testing.T) {
 	if err := v3.UnmarshalBinary(b[:EncodingSizeV3]); err != nil || v3.persist != 0x7 || v3.quiet != 0 {
 		t.Fatalf("v3 checkpoint: %v, %+v", err, v3)
 	}
+	var v4 State
+	if err := v4.UnmarshalBinary(b[:EncodingSizeV4]); err != nil || v4.quiet != 3 || v4.evidence != ([EvidenceSlots]float32{}) {
+		t.Fatalf("v4 checkpoint: %v, %+v", err, v4)
+	}
 	var back State
 	if err := back.UnmarshalBinary(b); err != nil || back != s {
 		t.Fatalf("round trip: %v, %+v != %+v", err, back, s)
+	}
+}
+
+// TestEvidenceAddsUp: the evidence rule opens when the last EN windows'
+// shares of its level sum to at least 1 and the newest holds at least
+// 1/EN of it — three windows each below every other rule's level, a new
+// host and the host again twice — and not when the newest is the weak
+// one, nor across a gap that pushes a window out of the span, nor while
+// the rule is off. The incident begins at the oldest elevated window of
+// the span. Its state survives a checkpoint.
+func TestEvidenceAddsUp(t *testing.T) {
+	r := Rule{EN: 3}
+	var s State
+	var ev []Event
+	ev = s.Observe(r, Window{Index: 500, Score: 0.7, Evidence: 0.30, Elevated: true}, ev)
+	ev = s.Observe(r, Window{Index: 501, Score: 0.7, Evidence: 0.33, Elevated: true}, ev)
+	if len(ev) != 0 {
+		t.Fatalf("0.63 of the evidence opened %+v", ev)
+	}
+	ev = s.Observe(r, Window{Index: 502, Score: 0.72, Evidence: 0.38}, ev)
+	if len(ev) != 1 || ev[0].Status != Opened || ev[0].OpenedBy != OpenedEvidence || ev[0].First != 500 || ev[0].Windows != 3 || ev[0].PeakLevel != Low {
+		t.Fatalf("events %+v, want one evidence opening from window 500 with 3 windows", ev)
+	}
+	// The newest window must hold its even share: 0.45 + 0.45 then 0.2
+	// sums past 1, but the evidence was in the windows before.
+	var weak State
+	ev = nil
+	for i, e := range []float64{0.45, 0.45, 0.2} {
+		ev = weak.Observe(r, Window{Index: int64(600 + i), Score: 0.6, Evidence: e}, ev)
+	}
+	if len(ev) != 0 {
+		t.Fatalf("a weak newest window opened %+v", ev)
+	}
+	// Windows without traffic in between: the span is in windows of
+	// time, so 0.5 at 700 has left it by 703.
+	var gap State
+	ev = nil
+	ev = gap.Observe(r, Window{Index: 700, Score: 0.6, Evidence: 0.5, Elevated: true}, ev)
+	ev = gap.Observe(r, Window{Index: 702, Score: 0.6, Evidence: 0.3, Elevated: true}, ev)
+	ev = gap.Observe(r, Window{Index: 703, Score: 0.6, Evidence: 0.4}, ev)
+	if len(ev) != 0 {
+		t.Fatalf("evidence from outside the span opened %+v", ev)
+	}
+	ev = gap.Observe(r, Window{Index: 704, Score: 0.6, Evidence: 0.35}, ev)
+	if len(ev) != 1 || ev[0].OpenedBy != OpenedEvidence || ev[0].First != 702 || ev[0].Windows != 2 {
+		t.Fatalf("events %+v, want an evidence opening from window 702 with 2 (elevated) windows", ev)
+	}
+	// Off (EN 0), the same windows open nothing.
+	var off State
+	ev = nil
+	for i := range 4 {
+		ev = off.Observe(Rule{}, Window{Index: int64(800 + i), Score: 0.6, Evidence: 0.5}, ev)
+	}
+	if len(ev) != 0 {
+		t.Fatalf("the evidence rule opened %+v while off", ev)
+	}
+	// The last windows' evidence is checkpointed: restored after two
+	// windows, the third opens.
+	var a State
+	a.Observe(r, Window{Index: 900, Score: 0.6, Evidence: 0.4}, nil)
+	a.Observe(r, Window{Index: 901, Score: 0.6, Evidence: 0.4}, nil)
+	b, _ := a.MarshalBinary()
+	var back State
+	if err := back.UnmarshalBinary(b); err != nil || back != a {
+		t.Fatalf("round trip: %v, %+v != %+v", err, back, a)
+	}
+	if ev := back.Observe(r, Window{Index: 902, Score: 0.6, Evidence: 0.4}, nil); len(ev) != 1 || ev[0].OpenedBy != OpenedEvidence {
+		t.Fatalf("restored state: events %+v, want an evidence opening", ev)
 	}
 }
 
