@@ -243,9 +243,10 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 		s.evidence[place] = max(s.evidence[place], float32(w.Evidence))
 	}
 	// The evidence rule's windows: its span's shares add up to 1, the
-	// newest holding at least its even share of it.
+	// newest holding at least its even share of it (of the newest minute's
+	// parts, the largest).
 	evident := false
-	if r.EN > 0 && newer && w.Evidence*float64(r.EN) >= 1 {
+	if r.EN > 0 && !older && float64(s.evidence[0])*float64(r.EN) >= 1 {
 		sum := 0.0
 		for _, e := range s.evidence[:r.EN] {
 			sum += float64(e)

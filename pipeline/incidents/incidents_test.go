@@ -217,6 +217,22 @@ func TestEvidenceAddsUp(t *testing.T) {
 	if len(ev) != 1 || ev[0].OpenedBy != OpenedEvidence || ev[0].First != 702 || ev[0].Windows != 2 {
 		t.Fatalf("events %+v, want an evidence opening from window 702 with 2 (elevated) windows", ev)
 	}
+	// A device judged on two partitions has a minute's parts judged apart:
+	// the minute's evidence is its largest part's, and an older minute's
+	// part adds to its own place.
+	var split State
+	ev = nil
+	ev = split.Observe(r, Window{Index: 750, Score: 0.6, Evidence: 0.2}, ev)
+	ev = split.Observe(r, Window{Index: 751, Score: 0.6, Evidence: 0.4, Elevated: true}, ev)
+	ev = split.Observe(r, Window{Index: 750, Score: 0.6, Evidence: 0.3, Elevated: true}, ev)
+	ev = split.Observe(r, Window{Index: 751, Score: 0.6, Evidence: 0.1}, ev)
+	if len(ev) != 0 {
+		t.Fatalf("0.3 + 0.4 opened %+v", ev)
+	}
+	ev = split.Observe(r, Window{Index: 752, Score: 0.6, Evidence: 0.34}, ev)
+	if len(ev) != 1 || ev[0].OpenedBy != OpenedEvidence || ev[0].First != 750 {
+		t.Fatalf("events %+v, want an evidence opening from window 750", ev)
+	}
 	// Off (EN 0), the same windows open nothing.
 	var off State
 	ev = nil
