@@ -393,6 +393,9 @@ func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 		}
 		if live && cfg.TrustEvery > 0 && !minute.Before(nextTrust) {
 			if err := s.scheduleTrust(ctx, minute); err != nil {
+				if ctx.Err() != nil { // stopped while a scenario read the ledger or the broker
+					return s.stats, nil
+				}
 				return s.stats, err
 			}
 			nextTrust = nextTrust.Add(cfg.TrustEvery)
