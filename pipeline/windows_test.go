@@ -85,17 +85,24 @@ func TestHistoryLearnsOnlyFromNormalWindows(t *testing.T) {
 }
 
 func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
-	// A device checkpoint of this version, and a bare history as schema 1
-	// wrote it: both restore the destination history.
+	// A device checkpoint of this version, one of version 6 (before the
+	// incident state kept its windows' evidence) and a bare history as
+	// schema 1 wrote it: all restore the destination history, the first
+	// two the open incident too.
 	saved := newDeviceState("", "")
 	saved.feat.History.Add(7)
 	saved.baseline.Weight = 12
+	saved.incident.Observe(incidents.Rule{}, incidents.Window{Index: 100, Level: incidents.High, Score: 0.9}, nil)
 	current := marshalDevice(saved)
+	v6 := append([]byte{6}, current[1:len(current)-4*incidents.EvidenceSlots]...)
 	bare, _ := saved.feat.History.MarshalBinary()
-	for _, raw := range [][]byte{current, bare} {
+	for _, raw := range [][]byte{current, v6, bare} {
 		d := newDeviceState("", "")
 		if err := unmarshalDevice(raw, d); err != nil || !d.feat.History.Contains(7) {
 			t.Fatalf("checkpoint of %d bytes not restored: %v", len(raw), err)
+		}
+		if len(raw) != len(bare) && (!d.incident.Open() || d.baseline.Weight != 12) {
+			t.Fatalf("checkpoint of %d bytes: incident open %v, baseline weight %v", len(raw), d.incident.Open(), d.baseline.Weight)
 		}
 	}
 	p := newPartitionWindows(WindowConfig{}, 0)
