@@ -173,6 +173,15 @@ func TestSustainedElevatedWindowsOpen(t *testing.T) {
 	}
 }
 
+// observeAll feeds s the windows ws in turn and returns their events.
+func observeAll(s *State, r Rule, ws ...Window) []Event {
+	var ev []Event
+	for _, w := range ws {
+		ev = s.Observe(r, w, ev)
+	}
+	return ev
+}
+
 // TestEvidenceAddsUp: the evidence rule opens when the last EN windows'
 // shares of its level sum to at least 1 and the newest holds at least
 // 1/EN of it — three windows each below every other rule's level, a new
@@ -206,10 +215,8 @@ func TestEvidenceAddsUp(t *testing.T) {
 	// Windows without traffic in between: the span is in windows of
 	// time, so 0.5 at 700 has left it by 703.
 	var gap State
-	ev = nil
-	ev = gap.Observe(r, Window{Index: 700, Score: 0.6, Evidence: 0.5, Elevated: true}, ev)
-	ev = gap.Observe(r, Window{Index: 702, Score: 0.6, Evidence: 0.3, Elevated: true}, ev)
-	ev = gap.Observe(r, Window{Index: 703, Score: 0.6, Evidence: 0.4}, ev)
+	ev = observeAll(&gap, r, Window{Index: 700, Score: 0.6, Evidence: 0.5, Elevated: true},
+		Window{Index: 702, Score: 0.6, Evidence: 0.3, Elevated: true}, Window{Index: 703, Score: 0.6, Evidence: 0.4})
 	if len(ev) != 0 {
 		t.Fatalf("evidence from outside the span opened %+v", ev)
 	}
@@ -221,11 +228,8 @@ func TestEvidenceAddsUp(t *testing.T) {
 	// the minute's evidence is its largest part's, and an older minute's
 	// part adds to its own place.
 	var split State
-	ev = nil
-	ev = split.Observe(r, Window{Index: 750, Score: 0.6, Evidence: 0.2}, ev)
-	ev = split.Observe(r, Window{Index: 751, Score: 0.6, Evidence: 0.4, Elevated: true}, ev)
-	ev = split.Observe(r, Window{Index: 750, Score: 0.6, Evidence: 0.3, Elevated: true}, ev)
-	ev = split.Observe(r, Window{Index: 751, Score: 0.6, Evidence: 0.1}, ev)
+	ev = observeAll(&split, r, Window{Index: 750, Score: 0.6, Evidence: 0.2}, Window{Index: 751, Score: 0.6, Evidence: 0.4, Elevated: true},
+		Window{Index: 750, Score: 0.6, Evidence: 0.3, Elevated: true}, Window{Index: 751, Score: 0.6, Evidence: 0.1})
 	if len(ev) != 0 {
 		t.Fatalf("0.3 + 0.4 opened %+v", ev)
 	}
