@@ -261,6 +261,9 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 	if err != nil {
 		return err
 	}
+	if s.recreatedDuring(ctx, tp, stream, verdicts) {
+		return nil
+	}
 	var alerts []contract.Alert
 	for _, v := range verdicts {
 		switch v.Status {
@@ -304,6 +307,29 @@ func (s *AuditStage) auditPartition(ctx context.Context, tp topicPartition, budg
 	}
 	s.cursor[tp] = last + 1
 	return nil
+}
+
+// recreatedDuring reports whether the topic stopped being stream while a
+// round read it, when the round found anything: a topic deleted and created
+// again between the round's look at its id and its reads serves the new
+// topic's records (or none) in place of the old stream's, which reads as
+// history deleted or changed. Such a round's verdicts are dropped and its
+// cursor left; the next round sees the new stream and audits its own
+// anchors from the start, the old stream's staying on the ledger for replay
+// against a copy of its records.
+func (s *AuditStage) recreatedDuring(ctx context.Context, tp topicPartition, stream string, verdicts []integrity.ReplayRange) bool {
+	if !slices.ContainsFunc(verdicts, func(v integrity.ReplayRange) bool {
+		return v.Status == integrity.RangeMismatched || v.Status == integrity.RangeUnanchored
+	}) {
+		return false
+	}
+	now, err := integrity.TopicStream(ctx, s.kafka, tp.topic)
+	if err == nil && now == stream {
+		return false
+	}
+	s.log.Warn("topic deleted or created again while the audit read it: its findings are dropped and the next round starts over",
+		"topic", tp.topic, "partition", tp.partition, "stream", stream, "now", now, "err", err)
+	return true
 }
 
 // coversAnchor reports whether the verdict covers its whole anchor (the
