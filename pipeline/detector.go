@@ -151,6 +151,8 @@ type Detector struct {
 	batchScores   []float64
 	batchWindows  []*ClosedWindow
 	batchVerdicts []Verdict
+	batchJudged   []models.Judgement
+	batchIndex    []int64
 	batchSeen     map[string]struct{}
 	events        []incidents.Event
 }
@@ -170,6 +172,8 @@ type profileState struct {
 	// held are windows past the warm-up span, scored once the model exists.
 	held     []ClosedWindow
 	heldFull bool // maxHeldWindows reached, and said so
+	// fleet groups what most of the profile's devices do at once.
+	fleet fleetJudge
 	// partTo is, per partition, the end of its newest window.
 	// Partitions are read at their own pace — one can be an hour of
 	// event time ahead of another when the service starts on a backlog —
@@ -433,9 +437,12 @@ func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWi
 	if err := m.Forest().ScoreBatch(d.batchScores, d.batchData); err != nil {
 		return err
 	}
+	d.batchJudged = slices.Grow(d.batchJudged[:0], len(ws))[:len(ws)]
+	d.batchIndex = slices.Grow(d.batchIndex[:0], len(ws))[:len(ws)]
 	for k, cw := range ws {
 		r := d.batchData[k*dims : (k+1)*dims]
 		j := m.Judge(r, d.batchScores[k])
+		d.batchJudged[k], d.batchIndex[k] = j, cw.Index
 		d.metrics.WindowsScored.WithLabelValues(cw.Profile).Inc()
 		d.metrics.Scores.WithLabelValues(cw.Profile).Observe(j.Score)
 		d.metrics.Summary.WindowsScored.Add(1)
@@ -455,12 +462,26 @@ func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWi
 		if j.Anomalous || d.watch.watching(cw.DeviceID) {
 			d.watch.window(cw.DeviceID, cw.Profile, j.Score, j.Anomalous, m.ExplainDeviation(&cw.state.baseline, &cw.Vector, r, 3), time.Now())
 		}
+	}
+	// The profile's fleet episode is tallied over the whole run before any
+	// device's incident moves, so that whether the profile moved as a
+	// whole does not depend on the order the run's devices come in.
+	var fleet []*contract.Alert
+	p.fleet.tally(d.cfg.Incident, d.batchIndex, d.batchData, d.batchJudged, func(k int, ev incidents.Event) {
+		fleet = append(fleet, d.fleetAlert(p, ws[k], m.Hash(), d.batchJudged[k].Score, ev))
+	})
+	for k, cw := range ws {
+		r, j := d.batchData[k*dims:(k+1)*dims], d.batchJudged[k]
 		// The incident's explanation is against the baseline the window
 		// was judged by, before the window teaches it.
-		alerts := d.incident(cw, m, j, r)
+		alerts, learn := d.incident(p, cw, m, j, r)
+		if k == 0 {
+			alerts = append(fleet, alerts...)
+		}
 		if j.Anomalous {
 			d.metrics.AnomalousWindows.WithLabelValues(cw.Profile).Inc()
-		} else {
+		}
+		if learn {
 			m.Learn(&cw.state.baseline, &cw.Vector)
 		}
 		d.batchVerdicts = append(d.batchVerdicts, Verdict{Alerts: alerts, Learn: j.Learn})
@@ -578,11 +599,17 @@ func (d *Detector) baseline(p *profileState, cw *ClosedWindow) *models.DeviceBas
 }
 
 // incident advances the device's incident state with a judged window and
-// returns the alerts its events raise.
-func (d *Detector) incident(cw *ClosedWindow, m *models.Model, j models.Judgement, r []float64) []*contract.Alert {
-	d.events = cw.state.incident.Observe(d.cfg.Incident, incidentWindow(cw.Index, j), d.events[:0])
+// returns the alerts its events raise, and whether the window is to teach
+// the device's baseline. A device incident that opens while the profile's
+// fleet episode is open, on a window the episode explains, is absorbed into
+// the episode: none of its events is reported (fleetJudge.advance).
+func (d *Detector) incident(p *profileState, cw *ClosedWindow, m *models.Model, j models.Judgement, r []float64) ([]*contract.Alert, bool) {
 	var out []*contract.Alert
-	for _, ev := range d.events {
+	events, joined, learn := p.fleet.advance(d.cfg.Incident, m, &cw.state.incident, incidentWindow(cw.Index, j), j, r, d.events[:0])
+	if joined {
+		d.metrics.FleetAbsorbed.WithLabelValues(cw.Profile).Inc()
+	}
+	for _, ev := range events {
 		a := d.incidentAlert(cw.DeviceID, cw.Profile, m.Hash(), ev)
 		a.Evidence.Partition, a.Evidence.Offsets = cw.Partition, []int64{cw.FirstOffset, cw.LastOffset}
 		for _, o := range cw.Others {
@@ -595,7 +622,32 @@ func (d *Detector) incident(cw *ClosedWindow, m *models.Model, j models.Judgemen
 		}
 		out = append(out, a)
 	}
-	return out
+	return out, learn
+}
+
+// FleetDevice is the device id a fleet episode's alerts carry: the
+// profile, marked as one.
+func FleetDevice(profile string) string { return "profile:" + profile }
+
+// fleetAlert is the alert that reports a fleet episode's opening or
+// closing (incidents.Fleet), made by the window cw (its score score) that
+// tipped the count.
+func (d *Detector) fleetAlert(p *profileState, cw *ClosedWindow, modelHash string, score float64, ev incidents.Event) *contract.Alert {
+	a := d.incidentAlert(FleetDevice(cw.Profile), cw.Profile, modelHash, ev)
+	a.Score, a.Confidence = score, string(models.ConfidenceMedium)
+	a.Evidence.Partition, a.Evidence.Offsets = cw.Partition, []int64{cw.FirstOffset, cw.LastOffset}
+	switch ev.Status {
+	case incidents.Opened:
+		a.Evidence.Detail = fmt.Sprintf("%d of %d %s devices judged in one window were raised together: the profile as a whole changed behaviour (a schedule, a change pushed to every device, or an attack on all of them). Device incidents opened while this lasts are grouped here, not reported one by one; an extreme window still opens its own",
+			p.fleet.Raised, p.fleet.Judged, cw.Profile)
+		a.Incident.OpenedBy = "fleet"
+	case incidents.Closed:
+		a.Evidence.Detail = fmt.Sprintf("no more than a quarter of the %s devices raised for %d windows in a row; %d device incidents were grouped in this episode",
+			cw.Profile, d.cfg.Incident.WithDefaults().M, ev.Windows)
+	}
+	d.log.Info("fleet episode "+string(ev.Status), "profile", cw.Profile, "raised", p.fleet.Raised, "judged", p.fleet.Judged,
+		"absorbed", ev.Windows, "first_window", time.Unix(0, ev.First*int64(d.cfg.WindowSize)).UTC())
+	return a
 }
 
 // incidentWindow is a judged window as the incident rule sees it.
@@ -673,7 +725,12 @@ func (d *Detector) ExpireIncidents(p *partitionWindows, waiting func(deviceID st
 // expire closes st's incident if the device has been silent through
 // closedThrough, appending the closing alert.
 func (d *Detector) expire(p *partitionWindows, st *deviceState, closedThrough int64, out []*contract.Alert) []*contract.Alert {
+	absorbed := st.incident.Absorbed()
 	d.events = st.incident.Expire(d.cfg.Incident, closedThrough, d.events[:0])
+	if absorbed && len(d.events) > 0 {
+		st.dirty = true
+		return out // part of a fleet episode: not reported
+	}
 	for _, ev := range d.events {
 		hash := ""
 		if ps := d.profiles[st.profile]; ps != nil && ps.model != nil {

@@ -20,6 +20,7 @@ type Metrics struct {
 	AnomalousWindows *prometheus.CounterVec   // profile
 	WindowsUnscored  *prometheus.CounterVec   // profile, reason
 	Incidents        *prometheus.CounterVec   // kind, status, severity
+	FleetAbsorbed    *prometheus.CounterVec   // profile
 	Anchors          *prometheus.CounterVec   // topic
 	AnchoredRecords  *prometheus.CounterVec   // topic
 	AuditedRecords   *prometheus.CounterVec   // topic, result (verified, mismatched, expired)
@@ -105,6 +106,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Closed windows not scored, by reason (model_refused: the ledger's active model is of another feature schema)."}, []string{"profile", "reason"}),
 		Incidents: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_incident_events_total",
 			Help: "Incident events (opened, updated, closed) by alert kind and severity."}, []string{"kind", "status", "severity"}),
+		FleetAbsorbed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_fleet_absorbed_incidents_total",
+			Help: "Device incidents grouped into their profile's fleet episode (most of the profile raised at once) instead of reported one by one."}, []string{"profile"}),
 		Anchors:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anchors_total", Help: "Batches anchored on the ledger."}, []string{"topic"}),
 		AnchoredRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_anchored_records_total", Help: "Records covered by ledger anchors."}, []string{"topic"}),
 		AuditedRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chainwatch_audited_records_total",
@@ -149,7 +152,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LedgerTx: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "chainwatch_ledger_tx_seconds", Help: "Ledger transaction latency.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}, []string{"function", "result"}),
 	}
-	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts, m.AnomalousWindows, m.WindowsUnscored, m.Incidents,
+	reg.MustRegister(m.RecordsConsumed, m.RecordsRejected, m.RecordsLate, m.WindowsScored, m.Scores, m.Alerts, m.AnomalousWindows, m.WindowsUnscored, m.Incidents, m.FleetAbsorbed,
 		m.Anchors, m.AnchoredRecords, m.AuditedRecords, m.AuditRounds, m.AuditLastRound, m.IntegrityFinds, m.StageLatency, m.ConsumerLag, m.TrackedDevices, m.SplitDevices, m.OpenWindows,
 		m.ModelInfo, m.ModelThreshold, m.ModelExpected, m.ModelCreated, m.FeatureDrift, m.TopDevices,
 		m.DeviceScore, m.DeviceFeature, m.DeviceBaseline, m.DeviceAlerts, m.WarmupWindows, m.WindowsHeld, m.TrainingExcluded, m.ModelsRefused, m.LedgerTx)

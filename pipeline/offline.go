@@ -1,18 +1,18 @@
 package pipeline
 
 import (
-	"math"
-
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"github.com/chainwatch/chainwatch/models/eval"
+	"math"
+	"slices"
 	"time"
 
-	"github.com/chainwatch/chainwatch/models/iforest"
-
 	"github.com/chainwatch/chainwatch/models"
+	"github.com/chainwatch/chainwatch/models/eval"
 	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/models/iforest"
 	"github.com/chainwatch/chainwatch/pipeline/incidents"
 )
 
@@ -58,48 +58,100 @@ func IncidentRule(cfg DetectorConfig) incidents.Rule {
 // device's baseline starts from seeds (the baseline m's training left it,
 // models.TrainedBaseline) when it has one there, else from its lead-in
 // windows (the profile prior without any).
+//
+// The windows are judged as the detector judges them: each device's in
+// turn, all devices' windows of one index together, tallied in the
+// profile's fleet episode before any of them moves its device's incident
+// (fleetJudge). A fleet episode counts as one incident, holding the windows
+// of the device incidents it absorbed.
 func JudgeOffline(m *models.Model, rule incidents.Rule, series []OfflineSeries, seeds map[string]models.DeviceBaseline) ([]OfflineJudgement, int, error) {
 	if err := m.CheckSchema(); err != nil {
 		return nil, 0, err
 	}
-	var out []OfflineJudgement
-	r := make([]float64, models.ResidualDims)
-	score := make([]float64, 1)
-	var events []incidents.Event
-	opened := 0
-	for _, s := range series {
+	const dims = models.ResidualDims
+	// Every window, by index and then series: (series, window) pairs.
+	type at struct{ k, i int }
+	var order []at
+	first := make([]int, len(series)) // where each series starts in out
+	baselines := make([]models.DeviceBaseline, len(series))
+	total := 0
+	for k, s := range series {
 		if len(s.Index) != len(s.Vectors) {
 			return nil, 0, fmt.Errorf("offline judgement: %s has %d windows and %d indices", s.Device, len(s.Vectors), len(s.Index))
 		}
+		first[k] = total
+		total += len(s.Vectors)
 		b, ok := seeds[s.Device]
 		if !ok {
 			b = m.WarmBaseline(s.LeadIn)
 		}
-		var st incidents.State
-		current := -1
+		baselines[k] = b
 		for i := range s.Vectors {
-			v := &s.Vectors[i]
-			m.Residuals(&b, v, r)
-			if err := m.Forest().ScoreBatch(score, r); err != nil {
-				return nil, 0, err
+			order = append(order, at{k, i})
+		}
+	}
+	slices.SortStableFunc(order, func(a, b at) int { return cmp.Compare(series[a.k].Index[a.i], series[b.k].Index[b.i]) })
+	out := make([]OfflineJudgement, total)
+	var (
+		fleet   fleetJudge
+		fleetID = -1 // the newest episode's incident number
+		states  = make([]incidents.State, len(series))
+		current = make([]int, len(series)) // each device's incident number
+		rows    []float64
+		scores  []float64
+		js      []models.Judgement
+		index   []int64
+		events  []incidents.Event
+		opened  int
+	)
+	for g := 0; g < len(order); {
+		h := g
+		for h < len(order) && series[order[h].k].Index[order[h].i] == series[order[g].k].Index[order[g].i] {
+			h++
+		}
+		group := order[g:h]
+		rows = slices.Grow(rows[:0], len(group)*dims)[:len(group)*dims]
+		for n, w := range group {
+			m.Residuals(&baselines[w.k], &series[w.k].Vectors[w.i], rows[n*dims:(n+1)*dims])
+		}
+		scores = slices.Grow(scores[:0], len(group))[:len(group)]
+		if err := m.Forest().ScoreBatch(scores, rows); err != nil {
+			return nil, 0, err
+		}
+		js, index = js[:0], index[:0]
+		for n, w := range group {
+			js = append(js, m.Judge(rows[n*dims:(n+1)*dims], scores[n]))
+			index = append(index, series[w.k].Index[w.i])
+		}
+		fleet.tally(rule, index, rows, js, func(_ int, ev incidents.Event) {
+			if ev.Status == incidents.Opened {
+				fleetID = opened
+				opened++
 			}
-			j := m.Judge(r, score[0])
-			if !j.Anomalous {
-				m.Learn(&b, v)
-			}
-			events = st.Observe(rule, incidentWindow(s.Index[i], j), events[:0])
+		})
+		for n, w := range group {
+			j, r := js[n], rows[n*dims:(n+1)*dims]
+			var joined, learn bool
+			events, joined, learn = fleet.advance(rule, m, &states[w.k], incidentWindow(index[n], j), j, r, events[:0])
 			for _, ev := range events {
 				if ev.Status == incidents.Opened {
-					current = opened
+					current[w.k] = opened
 					opened++
 				}
 			}
-			oj := OfflineJudgement{Score: j.Score, Anomalous: j.Anomalous, Incident: -1}
-			if st.Open() && (j.Anomalous || len(events) > 0) {
-				oj.Incident = current
+			if joined {
+				current[w.k] = fleetID
 			}
-			out = append(out, oj)
+			if learn {
+				m.Learn(&baselines[w.k], &series[w.k].Vectors[w.i])
+			}
+			oj := OfflineJudgement{Score: j.Score, Anomalous: j.Anomalous, Incident: -1}
+			if states[w.k].Open() && (j.Anomalous || len(events) > 0 || joined) {
+				oj.Incident = current[w.k]
+			}
+			out[first[w.k]+w.i] = oj
 		}
+		g = h
 	}
 	return out, opened, nil
 }

@@ -55,6 +55,7 @@ func TestBadConfigurationNamesTheKey(t *testing.T) {
 		{file: "kafka:\n  brokers: [nohost]\n", want: "kafka.brokers[0]"},
 		{file: "detector:\n  false_alerts_per_1000_device_hours: -1\n", want: "detector.false_alerts_per_1000_device_hours"},
 		{file: "detector:\n  incident:\n    k: 5\n", want: "detector.incident.k"},
+		{file: "detector:\n  incident:\n    fleet_min_devices: 1\n", want: "detector.incident.fleet_min_devices"},
 		{file: "topics:\n  flows: 'bad topic'\n", want: "topics.flows"},
 		{file: "ledger:\n  backend: oracle\n", want: "ledger.backend"},
 		{file: "windw:\n  size: 1m\n", want: "windw"},

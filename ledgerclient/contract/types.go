@@ -139,7 +139,10 @@ type Incident struct {
 	// (one window at the extreme level), "k_of_n" (K anomalous windows
 	// among the last N), "persistent" or "sustained" (a lower level held
 	// for several windows), "evidence" (the last few windows' levels
-	// adding up); "finding" for a trust finding.
+	// adding up); "fleet" for a profile's fleet episode (most of its
+	// devices raised at once; the device is "profile:<name>", and Windows
+	// counts, on its closing, the device incidents it grouped); "finding"
+	// for a trust finding.
 	OpenedBy string `json:"opened_by,omitempty"`
 }
 

@@ -18,6 +18,10 @@
 // opened a new one — a second alert for the same episode — at its next
 // window.
 //
+// What most of a profile's devices do at once is one fleet episode
+// (Fleet, fleet.go): device incidents that open while it lasts, on windows
+// it explains, join it and are not reported one by one.
+//
 // The state kept per device is a fixed-size value, checkpointed with the
 // device, so a restart or a partition move carries an open incident on
 // under the same deterministic id.
@@ -57,6 +61,10 @@ type Rule struct {
 	// incident too, if the newest holds at least 1/EN of it (the evidence
 	// rule; models.EvidenceN). At most EvidenceSlots; zero turns it off.
 	EN int `yaml:"-"`
+	// FleetMin is the fewest devices of a profile judged in one window for
+	// a majority of them raised together to open a fleet episode (Fleet).
+	// Default DefaultFleetMin (8); negative turns fleet episodes off.
+	FleetMin int `yaml:"fleet_min_devices"`
 }
 
 // EvidenceSlots is the longest span the evidence rule can sum over.
@@ -75,6 +83,9 @@ func (r Rule) WithDefaults() Rule {
 	}
 	if r.Silence == 0 {
 		r.Silence = DefaultSilence
+	}
+	if r.FleetMin == 0 {
+		r.FleetMin = DefaultFleetMin
 	}
 	return r
 }
@@ -95,6 +106,8 @@ func (r Rule) Validate() error {
 		return fmt.Errorf("sustained rule: %d of %d windows is not a rule", r.SK, r.SN)
 	case r.PK < 0 || r.PK > r.PN || r.PN > 16:
 		return fmt.Errorf("persistent rule: %d of %d windows is not a rule", r.PK, r.PN)
+	case r.FleetMin > 0 && r.FleetMin < 2:
+		return fmt.Errorf("fleet_min_devices: a majority of %d device is not a fleet; at least 2, or negative for off", r.FleetMin)
 	case r.EN < 0 || r.EN > EvidenceSlots:
 		return fmt.Errorf("evidence rule: a span of %d windows is not in [0, %d]", r.EN, EvidenceSlots)
 	}
@@ -193,10 +206,37 @@ type State struct {
 	// evidence[i] is the Window.Evidence of the window i before lastIndex
 	// (the largest, when a window's minute was judged twice).
 	evidence [EvidenceSlots]float32
+	// absorbed marks the open incident as part of a fleet episode (Fleet):
+	// its events are not reported.
+	absorbed bool
 }
 
 // Open reports whether an incident is open.
 func (s *State) Open() bool { return s.open }
+
+// Absorb marks the open incident as part of a fleet episode: it goes on as
+// any other, so the device does not open again while the episode lasts,
+// but the caller reports none of its events (Absorbed). Closing it ends
+// the mark.
+func (s *State) Absorb() {
+	if s.open {
+		s.absorbed = true
+	}
+}
+
+// Absorbed reports whether the open incident belongs to a fleet episode.
+func (s *State) Absorbed() bool { return s.open && s.absorbed }
+
+// Release ends an absorbed incident without a report, once the episode
+// that explained it is over: the device is judged on its own again, and
+// windows still raised open an incident of its own (the windows of its
+// last N, PN, SN and EN still count).
+func (s *State) Release() {
+	if s.open && s.absorbed {
+		s.open, s.absorbed = false, false
+		s.seq++
+	}
+}
 
 // Observe takes the device's next judged window and returns the event it
 // causes, if any: an opening, an update (a higher peak level) or a closing
@@ -257,7 +297,7 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 		if s.open && newer {
 			s.quiet = min(s.quiet+1, math.MaxUint16)
 			if int(s.quiet) >= r.M {
-				s.open = false
+				s.open, s.absorbed = false, false
 				s.seq++
 				out = append(out, s.event(Closed))
 			}
@@ -310,7 +350,7 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 			return out
 		}
 		s.first = s.lastIndex - int64(15-bits.LeadingZeros16(run))
-		s.open, s.seq, s.windows = true, 0, uint32(bits.OnesCount16(run))
+		s.open, s.absorbed, s.seq, s.windows = true, false, 0, uint32(bits.OnesCount16(run))
 		s.last, s.peak, s.peakLevel = s.lastIndex-int64(bits.TrailingZeros16(run)), float32(w.Score), w.Level
 		ev := s.event(Opened)
 		ev.OpenedBy = by
@@ -353,7 +393,7 @@ func (s *State) LastWindow() int64 { return s.lastIndex }
 
 func (s *State) expire(r Rule, index int64, out []Event) []Event {
 	if s.open && r.Silent(s.lastIndex, index) {
-		s.open = false
+		s.open, s.absorbed = false, false
 		s.seq++
 		return append(out, s.event(Closed))
 	}
@@ -385,7 +425,10 @@ func (s *State) MarshalBinary() ([]byte, error) {
 	b = binary.BigEndian.AppendUint16(b, s.recent)
 	b = binary.BigEndian.AppendUint64(b, uint64(s.lastIndex))
 	open := byte(0)
-	if s.open {
+	switch {
+	case s.open && s.absorbed:
+		open = 2
+	case s.open:
 		open = 1
 	}
 	b = append(b, open)
@@ -414,7 +457,8 @@ func (s *State) UnmarshalBinary(b []byte) error {
 	*s = State{
 		recent:    binary.BigEndian.Uint16(b),
 		lastIndex: int64(binary.BigEndian.Uint64(b[2:])),
-		open:      b[10] == 1,
+		open:      b[10] == 1 || b[10] == 2,
+		absorbed:  b[10] == 2,
 		first:     int64(binary.BigEndian.Uint64(b[11:])),
 		last:      int64(binary.BigEndian.Uint64(b[19:])),
 		windows:   binary.BigEndian.Uint32(b[27:]),

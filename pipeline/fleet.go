@@ -1,0 +1,121 @@
+package pipeline
+
+import (
+	"github.com/chainwatch/chainwatch/models"
+	"github.com/chainwatch/chainwatch/pipeline/incidents"
+)
+
+// fleetJudge is one profile's fleet episode (incidents.Fleet) with what
+// the detector needs to decide which device incidents the episode explains:
+// the direction the profile moved in. The detector and the offline
+// judgement share it, so that both group alike.
+//
+// A device whose deviations went where its peers' went is explained by the
+// episode, however far it went; one that also moved elsewhere — an upload
+// on a badge reader whose flows rose with every other badge reader's — is
+// not. The test projects the window's deviations r (step 3 of
+// models/behaviour.go) off the episode's direction u, the mean deviation of
+// the raised windows that made and fed the episode, and judges what is left,
+// r − (r·u)u/|u|², with the model like any window: explained when that is not
+// anomalous. It is the peer-group comparison of Bolton & Hand (2001) made
+// along the one direction the peers share, so that a device judged on a
+// shifted profile is judged on everything but the shift.
+type fleetJudge struct {
+	incidents.Fleet
+	// dir sums the deviations of the raised windows of the newest
+	// episode's opening batch, and of its absorbed devices' raised
+	// windows while it is open; n counts them.
+	dir [models.ResidualDims]float64
+	n   int
+
+	rest   [models.ResidualDims]float64
+	score  [1]float64
+	events []incidents.Event
+}
+
+// raised is whether a judged window counts as raised for the fleet
+// episode: anomalous, or elevated to the sustained rule's level.
+func raised(j models.Judgement) bool { return j.Anomalous || j.Elevated }
+
+// tally counts the windows of a batch (rows: their deviations, ResidualDims
+// each; js: their judgements) in the episode, in order, and returns the
+// episode's events with, for each, the batch row that made it. An opening
+// sets the episode's direction from the batch's raised windows of the
+// window it opened on: the whole batch is judged before it is tallied.
+func (f *fleetJudge) tally(rule incidents.Rule, index []int64, rows []float64, js []models.Judgement, emit func(k int, ev incidents.Event)) {
+	const dims = models.ResidualDims
+	for k, j := range js {
+		f.events = f.Observe(rule, index[k], raised(j), f.events[:0])
+		for _, ev := range f.events {
+			if ev.Status == incidents.Opened {
+				f.dir, f.n = [dims]float64{}, 0
+				for i, oj := range js {
+					if raised(oj) && index[i] == ev.First {
+						f.add(rows[i*dims : (i+1)*dims])
+					}
+				}
+			}
+			emit(k, ev)
+		}
+	}
+}
+
+func (f *fleetJudge) add(r []float64) {
+	for i := range f.dir {
+		f.dir[i] += r[i]
+	}
+	f.n++
+}
+
+// explained reports whether the episode explains a window with deviations
+// r: its deviations off the episode's direction are not anomalous. Without
+// a direction (none opened since a restart) nothing is explained.
+func (f *fleetJudge) explained(m *models.Model, r []float64) bool {
+	norm, dot := 0.0, 0.0
+	for i, u := range f.dir {
+		norm += u * u
+		dot += r[i] * u
+	}
+	if f.n == 0 || norm == 0 {
+		return false
+	}
+	for i, u := range f.dir {
+		f.rest[i] = r[i] - dot/norm*u
+	}
+	if err := m.Forest().ScoreBatch(f.score[:], f.rest[:]); err != nil {
+		return false
+	}
+	return !m.Judge(f.rest[:], f.score[0]).Anomalous
+}
+
+// advance moves a device's incident state st with its window (w, judged
+// j, deviations r) and returns the events to report, whether the window's
+// incident joined the episode, and whether the window is to teach the
+// device's baseline. An absorbed incident whose window the episode no
+// longer explains, or whose window is extreme, is released from it (closed
+// without a report; the window's rules may open one of the device's own at
+// once); an incident the window opens while the episode is open joins it
+// if the episode explains the window and the extreme rule did not open it.
+// An extreme window is always reported: it is the one rule that stands
+// on a single window, and a profile-wide attack (every camera flooding) is
+// then reported device by device as well as by the episode. The window teaches the baseline if it is not
+// anomalous or, while the episode is open, if its incident is absorbed:
+// the peers vouch for it, and the device follows the profile's new normal
+// while the episode lasts rather than for hours after it.
+func (f *fleetJudge) advance(rule incidents.Rule, m *models.Model, st *incidents.State, w incidents.Window, j models.Judgement, r []float64, out []incidents.Event) (events []incidents.Event, joined, learn bool) {
+	released := false
+	if st.Absorbed() && (w.Level == incidents.High || !f.explained(m, r)) {
+		st.Release()
+		released = true
+	}
+	absorbed := st.Absorbed()
+	out = st.Observe(rule, w, out)
+	join := !released && f.Open() && len(out) > 0 && out[len(out)-1].Status == incidents.Opened &&
+		out[len(out)-1].OpenedBy != incidents.OpenedExtreme && f.explained(m, r)
+	events, joined = f.Reported(st, absorbed, join, out)
+	inEpisode := f.Open() && st.Absorbed()
+	if inEpisode && raised(j) {
+		f.add(r)
+	}
+	return events, joined, !j.Anomalous || inEpisode
+}

@@ -1,0 +1,226 @@
+package pipeline
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chainwatch/chainwatch/ledgerclient"
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
+	"github.com/chainwatch/chainwatch/models"
+	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/pipeline/incidents"
+)
+
+// fleetRun is what a detector reported on a fleet of meters: the device
+// incidents opened, by the rule that opened them, and the fleet episodes.
+type fleetRun struct {
+	opened   map[string][]opening // device → the incidents it reported
+	episodes []*contract.Alert
+	// model and series are the trained model and the devices' windows
+	// (the warm-up as lead-in), for the offline judgement.
+	model  *models.Model
+	series []OfflineSeries
+}
+
+// opening is a device incident reported: the rule that opened it, its
+// first window and the window that reported it (minutes from the start).
+type opening struct {
+	by        string
+	first, at int
+}
+
+// runFleet trains a detector on 20 meters' hour of ordinary traffic, then
+// scores 49 more minutes in which change(dev, i) multiplies device dev's
+// flows and its bytes per flow in minute i.
+func runFleet(t *testing.T, rule incidents.Rule, change func(dev, i int) (flows, bytes float64)) fleetRun {
+	t.Helper()
+	led, err := embedded.Open(filepath.Join(t.TempDir(), "ledger"), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { led.Close() })
+	store := &ModelStore{Dir: t.TempDir(), Ledger: ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))}
+	d := NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10, Seed: 1, Incident: rule}, store, nil, "iot.flows",
+		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	const devices = 20
+	states := make([]*deviceState, devices)
+	for k := range states {
+		states[k] = newDeviceState("m-"+string(rune('a'+k)), "meter")
+	}
+	run := fleetRun{opened: map[string][]opening{}, series: make([]OfflineSeries, devices)}
+	ctx := context.Background()
+	for i := range 110 {
+		minute := make([]ClosedWindow, 0, devices)
+		for k, st := range states {
+			rng := rand.New(rand.NewPCG(uint64(i), uint64(k)))
+			flows, bytes := float64(3+rng.IntN(4)), 900.0
+			if i >= 61 {
+				fx, bx := change(k, i)
+				flows, bytes = flows*fx, bytes*bx
+			}
+			var v features.Vector
+			v[features.Flows] = flows
+			v[features.BytesOut] = flows * bytes * math.Exp(0.2*rng.NormFloat64())
+			v[features.Packets] = flows * 2
+			start := t0.Add(time.Duration(i) * time.Minute)
+			run.series[k].Device = st.id
+			if i < 61 {
+				run.series[k].LeadIn = append(run.series[k].LeadIn, v)
+			} else {
+				run.series[k].Vectors = append(run.series[k].Vectors, v)
+				run.series[k].Index = append(run.series[k].Index, start.Unix()/60)
+			}
+			minute = append(minute, ClosedWindow{DeviceID: st.id, Profile: "meter", Start: start, End: start.Add(time.Minute),
+				Index: start.Unix() / 60, Vector: v, state: st})
+		}
+		verdicts, err := d.ScoreWindows(ctx, minute, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range verdicts {
+			for _, a := range v.Alerts {
+				switch {
+				case a.DeviceID == FleetDevice("meter"):
+					run.episodes = append(run.episodes, a)
+				case a.Incident != nil && a.Incident.Status == string(incidents.Opened):
+					run.opened[a.DeviceID] = append(run.opened[a.DeviceID],
+						opening{by: a.Incident.OpenedBy, first: int(a.WindowStart.Sub(t0) / time.Minute), at: i})
+				}
+			}
+		}
+	}
+	if run.model = d.Model("meter"); run.model == nil {
+		t.Fatal("no model after the warm-up")
+	}
+	return run
+}
+
+// TestFleetEpisodeGroupsAProfileWideStep: when every meter's flows rise
+// by half together at minute 70, the detector reports one fleet episode,
+// and no device incident opened after it but by the extreme rule, where
+// with fleet episodes off every device opens its own; a meter that, during
+// the episode, also sends twenty times the bytes per flow is reported on
+// its own; a rise on two meters of twenty is reported device by device,
+// the same with fleet episodes on or off.
+func TestFleetEpisodeGroupsAProfileWideStep(t *testing.T) {
+	step := func(dev, i int) (float64, float64) {
+		if i < 70 {
+			return 1, 1
+		}
+		return 1.5, 1
+	}
+	off := runFleet(t, incidents.Rule{FleetMin: -1}, step)
+	if len(off.opened) < 15 || len(off.episodes) != 0 {
+		t.Fatalf("fleet episodes off: %d of 20 devices opened an incident, %d episodes", len(off.opened), len(off.episodes))
+	}
+	on := runFleet(t, incidents.Rule{}, step)
+	if len(on.episodes) == 0 || on.episodes[0].Incident.Status != string(incidents.Opened) || on.episodes[0].Incident.OpenedBy != "fleet" {
+		t.Fatalf("no fleet episode opened: %+v", on.episodes)
+	}
+	if len(on.episodes) > 2 {
+		t.Errorf("%d fleet events for one step, want an opening and at most a closing", len(on.episodes))
+	}
+	episode := int(on.episodes[0].WindowStart.Sub(time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)) / time.Minute)
+	for dev, os := range on.opened {
+		for _, o := range os {
+			if o.first >= episode && o.by != string(incidents.OpenedExtreme) {
+				t.Errorf("%s reported an incident opened by %s at minute %d, in the episode opened at minute %d", dev, o.by, o.first, episode)
+			}
+		}
+	}
+	if 4*len(on.opened) > len(off.opened) {
+		t.Errorf("fleet episodes on: %d devices reported incidents of their own (%v), against %d off", len(on.opened), on.opened, len(off.opened))
+	}
+	t.Logf("step on all 20: %d devices reported incidents with fleet episodes off, %d on (before the episode opened at minute %d), %d fleet events; episode: %s",
+		len(off.opened), len(on.opened), episode, len(on.episodes), on.episodes[0].Evidence.Detail)
+
+	// The same step, and from minute 80 an upload on every device
+	// the step left unreported.
+	uploader := -1
+	for k := 19; k >= 0; k-- {
+		if _, ok := on.opened["m-"+string(rune('a'+k))]; !ok {
+			uploader = k
+		}
+	}
+	if uploader < 0 {
+		t.Fatal("every meter reported an incident of its own")
+	}
+	upload := func(dev, i int) (float64, float64) {
+		f, b := step(dev, i)
+		if dev == uploader && i >= 80 {
+			b = 20
+		}
+		return f, b
+	}
+	up := runFleet(t, incidents.Rule{}, upload)
+	name := "m-" + string(rune('a'+uploader))
+	found := false
+	for _, o := range up.opened[name] {
+		found = found || o.at >= 80
+	}
+	if !found || len(up.episodes) == 0 {
+		t.Errorf("an upload on %s during the episode: it reported %v (%d fleet events); want an incident reported from minute 80", name, up.opened[name], len(up.episodes))
+	}
+	if len(up.opened) > len(on.opened)+1 {
+		t.Errorf("an upload on %s: %d devices reported, against %d without it", name, len(up.opened), len(on.opened))
+	}
+	t.Logf("upload on %s during the episode: it reported %v", name, up.opened[name])
+
+	// The offline judgement groups the same way: one incident for the
+	// episode, and fewer in all than with fleet episodes off.
+	_, offlineOff, err := JudgeOffline(on.model, IncidentRule(DetectorConfig{Incident: incidents.Rule{FleetMin: -1}}), on.series, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, offlineOn, err := JudgeOffline(on.model, IncidentRule(DetectorConfig{}), on.series, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if offlineOff < 15 || offlineOn >= offlineOff {
+		t.Errorf("offline: %d incidents with fleet episodes on, %d off", offlineOn, offlineOff)
+	}
+	// The episode's incident holds the windows of the devices it absorbed.
+	devicesOf := map[int]map[int]bool{}
+	for k, s := range on.series {
+		first := len(s.Vectors) * k // the judgements come series after series
+		for i := range s.Vectors {
+			if j := js[first+i]; j.Incident >= 0 {
+				if devicesOf[j.Incident] == nil {
+					devicesOf[j.Incident] = map[int]bool{}
+				}
+				devicesOf[j.Incident][k] = true
+			}
+		}
+	}
+	most := 0
+	for _, devs := range devicesOf {
+		most = max(most, len(devs))
+	}
+	if most < 5 {
+		t.Errorf("offline: no incident holds the windows of 5 devices or more (at most %d): the episode absorbed none", most)
+	}
+	t.Logf("offline: %d incidents with fleet episodes off, %d on; the episode holds the windows of %d devices", offlineOff, offlineOn, most)
+
+	two := func(dev, i int) (float64, float64) {
+		if dev < 2 {
+			return step(dev, i)
+		}
+		return 1, 1
+	}
+	offTwo := runFleet(t, incidents.Rule{FleetMin: -1}, two)
+	onTwo := runFleet(t, incidents.Rule{}, two)
+	if len(onTwo.episodes) != 0 || len(onTwo.opened) != len(offTwo.opened) || len(onTwo.opened) != 2 {
+		t.Errorf("a rise on two meters: %d device incidents and %d fleet events, against %d with fleet episodes off; want 2, 0, 2",
+			len(onTwo.opened), len(onTwo.episodes), len(offTwo.opened))
+	}
+}

@@ -1,0 +1,159 @@
+package incidents
+
+// Fleet groups what a whole profile does at once: when most of a profile's
+// devices are raised in the same window, the cause is one thing the
+// profile shares — a business-hours schedule, a configuration pushed to
+// every device, a network change, or an attack on all of them at once —
+// and the analyst's unit is that one episode, not one incident per device.
+//
+// The per-device rules judge a device against its own normal and its
+// profile's as training saw them. A step every device of a profile takes
+// together (badge readers going from a report every few minutes at night
+// to several a minute at 07:30) moves the profile's normal itself, and
+// each device then opens an incident until its baseline has followed: dozens of
+// pages for one change. Peer-group analysis judges a device against its
+// peers at the same time instead (Bolton & Hand, "Unsupervised profiling
+// methods for fraud detection", 2001); the median of the peers, the usual
+// reference, is moved only when more than half of them move (its
+// breakdown point), so a majority raised at once is where the peers no
+// longer vouch for the old normal.
+//
+// The rule: a fleet episode opens when, in one window, more than half of
+// the profile's devices judged in it so far — at least Rule.FleetMin of
+// them, and at least half as many as were judged in the window before —
+// are raised (anomalous, or elevated to the sustained level). While
+// it is open, a device incident that opens on a window the episode
+// explains joins it (Reported; the caller decides what is explained — the
+// detector asks whether the window's deviations off the direction the
+// profile moved in are anomalous): it goes on as any other, so that the
+// device does not open again while its baseline catches up, but is not
+// reported on its own. The episode closes after M windows in a row in which
+// no more than a quarter of the profile's judged devices are raised (the
+// hysteresis of datapoints-to-clear, at half the opening share). A window
+// is counted once it is two windows behind the newest seen, when the
+// partitions read at their own pace have judged it.
+//
+// Fewer than FleetMin devices judged in a window are too few to tell a
+// shared cause from a coincidence of two or three devices: a small profile
+// is never grouped. The state is in memory: after a restart a profile
+// still shifted opens its episode again under the id of its new first
+// window; the device incidents it had absorbed stay absorbed (their state
+// is checkpointed) until the caller releases them (State.Release).
+type Fleet struct {
+	counts  [fleetSlots]fleetCount
+	newest  int64
+	open    bool
+	first   int64 // window the episode opened on
+	last    int64 // newest window counted raised by a majority or by more than a quarter
+	checked int64 // newest window the closing rule has counted
+	quiet   int
+	seq     int
+	// Absorbed counts the device incidents absorbed into the open episode.
+	Absorbed int
+	// Raised and Judged are the opening window's counts when it opened.
+	Raised, Judged int
+}
+
+type fleetCount struct {
+	index          int64
+	judged, raised int
+}
+
+// fleetSlots is how many recent windows the tally keeps: the window being
+// judged, the one before it (an opening looks at both) and the ones the
+// closing rule has still to count.
+const fleetSlots = 8
+
+// DefaultFleetMin is Rule.FleetMin's default.
+const DefaultFleetMin = 8
+
+// Open reports whether an episode is open: device incidents opened now, but
+// by the extreme rule, are absorbed into it.
+func (f *Fleet) Open() bool { return f.open }
+
+func (f *Fleet) count(index int64) fleetCount {
+	c := f.counts[uint64(index)%fleetSlots]
+	if c.index != index {
+		return fleetCount{index: index}
+	}
+	return c
+}
+
+// Observe tallies one judged window of a device of the profile — raised
+// when anomalous or elevated — and returns the episode's opening or closing,
+// if this window makes one. Events carry First (the episode's first window)
+// and Last; Windows is the number of device incidents absorbed.
+func (f *Fleet) Observe(r Rule, index int64, raised bool, out []Event) []Event {
+	r = r.WithDefaults()
+	if r.FleetMin < 0 || index <= f.newest-fleetSlots+2 {
+		return out // off, or older than the windows still counted
+	}
+	slot := &f.counts[uint64(index)%fleetSlots]
+	if slot.index != index {
+		*slot = fleetCount{index: index}
+	}
+	slot.judged++
+	if raised {
+		slot.raised++
+	}
+	f.newest = max(f.newest, index)
+	if !f.open {
+		for _, m := range []int64{index - 1, index} {
+			// A majority of what has been judged of window m so far,
+			// once that is at least FleetMin devices and half as many
+			// as the window before had: a window's first partition
+			// alone does not speak for the profile.
+			c := f.count(m)
+			if c.judged >= r.FleetMin && 2*c.judged >= f.count(m-1).judged && 2*c.raised > c.judged {
+				f.open, f.first, f.last, f.checked, f.quiet = true, m, m, m, 0
+				f.seq, f.Absorbed, f.Raised, f.Judged = 0, 0, c.raised, c.judged
+				return append(out, f.event(Opened))
+			}
+		}
+		return out
+	}
+	for m := f.checked + 1; m <= f.newest-2; m++ {
+		f.checked = m
+		c := f.count(m)
+		if c.judged == 0 {
+			continue // no device judged: no evidence either way
+		}
+		if 4*c.raised > c.judged {
+			f.quiet, f.last = 0, m
+			continue
+		}
+		if f.quiet++; f.quiet >= r.M {
+			f.open = false
+			f.seq++
+			return append(out, f.event(Closed))
+		}
+	}
+	return out
+}
+
+func (f *Fleet) event(st Status) Event {
+	return Event{Status: st, Seq: f.seq, First: f.first, Last: f.last, Windows: f.Absorbed}
+}
+
+// Reported returns, of the events a device's window gave (st.Observe),
+// those to report: the events of an incident absorbed into an episode
+// before the window (absorbed: st.Absorbed() before Observe) are left out,
+// through its closing; and an incident the window opens while f's episode
+// is open joins the episode if join is true — the caller found the window
+// explained by the episode — counted in Absorbed (joined true), and is left
+// out too.
+func (f *Fleet) Reported(st *State, absorbed, join bool, events []Event) (reported []Event, joined bool) {
+	if absorbed {
+		i := 0
+		for i < len(events) && events[i].Status != Closed {
+			i++
+		}
+		events = events[min(i+1, len(events)):]
+	}
+	if join && f.open && len(events) > 0 && events[0].Status == Opened && st.Open() {
+		st.Absorb()
+		f.Absorbed++
+		return nil, true
+	}
+	return events, false
+}
