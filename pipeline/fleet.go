@@ -116,6 +116,7 @@ func (f *fleetJudge) advance(rule incidents.Rule, m *models.Model, st *incidents
 	inEpisode := f.Open() && st.Absorbed()
 	if inEpisode && raised(j) {
 		f.add(r)
+		f.Hold(w.Index)
 	}
 	return events, joined, !j.Anomalous || inEpisode
 }

@@ -29,9 +29,10 @@ package incidents
 // device does not open again while its baseline catches up, but is not
 // reported on its own. The episode closes after M windows in a row in which
 // no more than a quarter of the profile's judged devices are raised (the
-// hysteresis of datapoints-to-clear, at half the opening share). A window
-// is counted once it is two windows behind the newest seen, when the
-// partitions read at their own pace have judged it.
+// hysteresis of datapoints-to-clear, at half the opening share), once none
+// of the incidents it absorbed has had a raised window for M windows
+// (Hold). A window is counted once it is two windows behind the newest
+// seen, when the partitions read at their own pace have judged it.
 //
 // Fewer than FleetMin devices judged in a window are too few to tell a
 // shared cause from a coincidence of two or three devices: a small profile
@@ -46,6 +47,7 @@ type Fleet struct {
 	first   int64 // window the episode opened on
 	last    int64 // newest window counted raised by a majority or by more than a quarter
 	checked int64 // newest window the closing rule has counted
+	held    int64 // newest window of a joined incident that was raised
 	quiet   int
 	seq     int
 	// Absorbed counts the device incidents absorbed into the open episode.
@@ -105,7 +107,7 @@ func (f *Fleet) Observe(r Rule, index int64, raised bool, out []Event) []Event {
 			// alone does not speak for the profile.
 			c := f.count(m)
 			if c.judged >= r.FleetMin && 2*c.judged >= f.count(m-1).judged && 2*c.raised > c.judged {
-				f.open, f.first, f.last, f.checked, f.quiet = true, m, m, m, 0
+				f.open, f.first, f.last, f.checked, f.held, f.quiet = true, m, m, m, m, 0
 				f.seq, f.Absorbed, f.Raised, f.Judged = 0, 0, c.raised, c.judged
 				return append(out, f.event(Opened))
 			}
@@ -122,7 +124,7 @@ func (f *Fleet) Observe(r Rule, index int64, raised bool, out []Event) []Event {
 			f.quiet, f.last = 0, m
 			continue
 		}
-		if f.quiet++; f.quiet >= r.M {
+		if f.quiet++; f.quiet >= r.M && m-f.held >= int64(r.M) {
 			f.open = false
 			f.seq++
 			return append(out, f.event(Closed))
@@ -131,8 +133,18 @@ func (f *Fleet) Observe(r Rule, index int64, raised bool, out []Event) []Event {
 	return out
 }
 
+// Hold tells the open episode that a device incident it absorbed had a
+// raised window: the episode lasts while its devices are raised, so that a
+// device slower than its peers to settle is not left to open an incident
+// of its own the minute the rest of the profile is quiet.
+func (f *Fleet) Hold(index int64) {
+	if f.open {
+		f.held = max(f.held, index)
+	}
+}
+
 func (f *Fleet) event(st Status) Event {
-	return Event{Status: st, Seq: f.seq, First: f.first, Last: f.last, Windows: f.Absorbed}
+	return Event{Status: st, Seq: f.seq, First: f.first, Last: max(f.last, f.held), Windows: f.Absorbed}
 }
 
 // Reported returns, of the events a device's window gave (st.Observe),

@@ -155,3 +155,28 @@ func TestFleetWaitsForHalfTheWindow(t *testing.T) {
 		t.Fatalf("11 of 20: %+v (judged %d), want %+v", ev, f.Judged, want)
 	}
 }
+
+// TestFleetLastsWhileItsDevicesAreRaised: the episode does not close while
+// an incident it absorbed has had a raised window within the last M
+// windows, however quiet the rest of the profile.
+func TestFleetLastsWhileItsDevicesAreRaised(t *testing.T) {
+	var f Fleet
+	r := Rule{M: 2}
+	tally(&f, r, 400, 10, 9)
+	if !f.Open() {
+		t.Fatal("9 of 10 did not open")
+	}
+	var ev []Event
+	for i := int64(401); i <= 410; i++ {
+		if i <= 405 {
+			f.Hold(i) // a straggler raised through window 405
+		}
+		ev = append(ev, tally(&f, r, i, 10, 0)...)
+	}
+	// Windows 401… are quiet; 405 is the straggler's last, so the first
+	// window that can close it is 407, counted when 409 arrives.
+	want := []Event{{Status: Closed, Seq: 1, First: 400, Last: 405}}
+	if !reflect.DeepEqual(ev, want) {
+		t.Fatalf("events %+v, want %+v", ev, want)
+	}
+}
