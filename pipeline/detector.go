@@ -605,9 +605,12 @@ func (d *Detector) baseline(p *profileState, cw *ClosedWindow) *models.DeviceBas
 // the episode: none of its events is reported (fleetJudge.advance).
 func (d *Detector) incident(p *profileState, cw *ClosedWindow, m *models.Model, j models.Judgement, r []float64) ([]*contract.Alert, bool) {
 	var out []*contract.Alert
-	events, joined, learn := p.fleet.advance(d.cfg.Incident, m, &cw.state.incident, incidentWindow(cw.Index, j), j, r, d.events[:0])
+	events, joined, opening, learn := p.fleet.advance(d.cfg.Incident, m, &cw.state.incident, incidentWindow(cw.Index, j), j, r, d.events[:0])
 	if joined {
 		d.metrics.FleetAbsorbed.WithLabelValues(cw.Profile).Inc()
+	}
+	if opening {
+		out = append(out, d.fleetAlert(p, cw, m.Hash(), j.Score, p.fleet.Opening()))
 	}
 	for _, ev := range events {
 		a := d.incidentAlert(cw.DeviceID, cw.Profile, m.Hash(), ev)

@@ -38,23 +38,26 @@ type fleetJudge struct {
 func raised(j models.Judgement) bool { return j.Anomalous || j.Elevated }
 
 // tally counts the windows of a batch (rows: their deviations, ResidualDims
-// each; js: their judgements) in the episode, in order, and returns the
-// episode's events with, for each, the batch row that made it. An opening
-// sets the episode's direction from the batch's raised windows of the
-// window it opened on: the whole batch is judged before it is tallied.
+// each; js: their judgements) in the episode, in order, and hands emit the
+// episode's closings (incidents.Fleet.Observe) with the batch row that made
+// each. An opening sets the episode's direction from the batch's raised
+// windows of the window it opened on: the whole batch is judged before it
+// is tallied.
 func (f *fleetJudge) tally(rule incidents.Rule, index []int64, rows []float64, js []models.Judgement, emit func(k int, ev incidents.Event)) {
 	const dims = models.ResidualDims
 	for k, j := range js {
+		wasOpen := f.Open()
 		f.events = f.Observe(rule, index[k], raised(j), f.events[:0])
-		for _, ev := range f.events {
-			if ev.Status == incidents.Opened {
-				f.dir, f.n = [dims]float64{}, 0
-				for i, oj := range js {
-					if raised(oj) && index[i] == ev.First {
-						f.add(rows[i*dims : (i+1)*dims])
-					}
+		if !wasOpen && f.Open() {
+			first := f.Opening().First
+			f.dir, f.n = [dims]float64{}, 0
+			for i, oj := range js {
+				if raised(oj) && index[i] == first {
+					f.add(rows[i*dims : (i+1)*dims])
 				}
 			}
+		}
+		for _, ev := range f.events {
 			emit(k, ev)
 		}
 	}
@@ -90,8 +93,9 @@ func (f *fleetJudge) explained(m *models.Model, r []float64) bool {
 
 // advance moves a device's incident state st with its window (w, judged
 // j, deviations r) and returns the events to report, whether the window's
-// incident joined the episode, and whether the window is to teach the
-// device's baseline. An absorbed incident whose window the episode no
+// incident joined the episode (and, opening, whether it was the first to,
+// so that the episode's opening is to be reported now), and whether the
+// window is to teach the device's baseline. An absorbed incident whose window the episode no
 // longer explains, or whose window is extreme, is released from it (closed
 // without a report; the window's rules may open one of the device's own at
 // once); an incident the window opens while the episode is open joins it
@@ -102,7 +106,7 @@ func (f *fleetJudge) explained(m *models.Model, r []float64) bool {
 // anomalous or, while the episode is open, if its incident is absorbed:
 // the peers vouch for it, and the device follows the profile's new normal
 // while the episode lasts rather than for hours after it.
-func (f *fleetJudge) advance(rule incidents.Rule, m *models.Model, st *incidents.State, w incidents.Window, j models.Judgement, r []float64, out []incidents.Event) (events []incidents.Event, joined, learn bool) {
+func (f *fleetJudge) advance(rule incidents.Rule, m *models.Model, st *incidents.State, w incidents.Window, j models.Judgement, r []float64, out []incidents.Event) (events []incidents.Event, joined, opening, learn bool) {
 	released := false
 	if st.Absorbed() && (w.Level == incidents.High || !f.explained(m, r)) {
 		st.Release()
@@ -112,11 +116,11 @@ func (f *fleetJudge) advance(rule incidents.Rule, m *models.Model, st *incidents
 	out = st.Observe(rule, w, out)
 	join := !released && f.Open() && len(out) > 0 && out[len(out)-1].Status == incidents.Opened &&
 		out[len(out)-1].OpenedBy != incidents.OpenedExtreme && f.explained(m, r)
-	events, joined = f.Reported(st, absorbed, join, out)
+	events, joined, opening = f.Reported(st, absorbed, join, out)
 	inEpisode := f.Open() && st.Absorbed()
 	if inEpisode && raised(j) {
 		f.add(r)
 		f.Hold(w.Index)
 	}
-	return events, joined, !j.Anomalous || inEpisode
+	return events, joined, opening, !j.Anomalous || inEpisode
 }

@@ -123,16 +123,15 @@ func JudgeOffline(m *models.Model, rule incidents.Rule, series []OfflineSeries, 
 			js = append(js, m.Judge(rows[n*dims:(n+1)*dims], scores[n]))
 			index = append(index, series[w.k].Index[w.i])
 		}
-		fleet.tally(rule, index, rows, js, func(_ int, ev incidents.Event) {
-			if ev.Status == incidents.Opened {
+		fleet.tally(rule, index, rows, js, func(int, incidents.Event) {})
+		for n, w := range group {
+			j, r := js[n], rows[n*dims:(n+1)*dims]
+			var joined, opening, learn bool
+			events, joined, opening, learn = fleet.advance(rule, m, &states[w.k], incidentWindow(index[n], j), j, r, events[:0])
+			if opening {
 				fleetID = opened
 				opened++
 			}
-		})
-		for n, w := range group {
-			j, r := js[n], rows[n*dims:(n+1)*dims]
-			var joined, learn bool
-			events, joined, learn = fleet.advance(rule, m, &states[w.k], incidentWindow(index[n], j), j, r, events[:0])
 			for _, ev := range events {
 				if ev.Status == incidents.Opened {
 					current[w.k] = opened

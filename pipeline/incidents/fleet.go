@@ -82,9 +82,13 @@ func (f *Fleet) count(index int64) fleetCount {
 }
 
 // Observe tallies one judged window of a device of the profile — raised
-// when anomalous or elevated — and returns the episode's opening or closing,
-// if this window makes one. Events carry First (the episode's first window)
-// and Last; Windows is the number of device incidents absorbed.
+// when anomalous or elevated — opening or closing the episode if this
+// window does, and returns the closing of an episode that was reported
+// (one that absorbed an incident: Reported). An episode that absorbs no
+// incident is not reported at all: most of a profile raised for a minute,
+// with no device opening an incident, is nothing to work on. Events carry
+// First (the episode's first window) and Last; Windows is the number of
+// device incidents absorbed.
 func (f *Fleet) Observe(r Rule, index int64, raised bool, out []Event) []Event {
 	r = r.WithDefaults()
 	if r.FleetMin < 0 || index <= f.newest-fleetSlots+2 {
@@ -109,7 +113,7 @@ func (f *Fleet) Observe(r Rule, index int64, raised bool, out []Event) []Event {
 			if c.judged >= r.FleetMin && 2*c.judged >= f.count(m-1).judged && 2*c.raised > c.judged {
 				f.open, f.first, f.last, f.checked, f.held, f.quiet = true, m, m, m, m, 0
 				f.seq, f.Absorbed, f.Raised, f.Judged = 0, 0, c.raised, c.judged
-				return append(out, f.event(Opened))
+				return out
 			}
 		}
 		return out
@@ -126,6 +130,9 @@ func (f *Fleet) Observe(r Rule, index int64, raised bool, out []Event) []Event {
 		}
 		if f.quiet++; f.quiet >= r.M && m-f.held >= int64(r.M) {
 			f.open = false
+			if f.Absorbed == 0 {
+				return out // never reported
+			}
 			f.seq++
 			return append(out, f.event(Closed))
 		}
@@ -147,14 +154,18 @@ func (f *Fleet) event(st Status) Event {
 	return Event{Status: st, Seq: f.seq, First: f.first, Last: max(f.last, f.held), Windows: f.Absorbed}
 }
 
+// Opening is the event that reports the open episode's opening.
+func (f *Fleet) Opening() Event { return f.event(Opened) }
+
 // Reported returns, of the events a device's window gave (st.Observe),
 // those to report: the events of an incident absorbed into an episode
 // before the window (absorbed: st.Absorbed() before Observe) are left out,
 // through its closing; and an incident the window opens while f's episode
 // is open joins the episode if join is true — the caller found the window
 // explained by the episode — counted in Absorbed (joined true), and is left
-// out too.
-func (f *Fleet) Reported(st *State, absorbed, join bool, events []Event) (reported []Event, joined bool) {
+// out too. The first incident to join makes the episode reported: opening
+// is then true, and the caller reports Opening.
+func (f *Fleet) Reported(st *State, absorbed, join bool, events []Event) (reported []Event, joined, opening bool) {
 	if absorbed {
 		i := 0
 		for i < len(events) && events[i].Status != Closed {
@@ -165,7 +176,7 @@ func (f *Fleet) Reported(st *State, absorbed, join bool, events []Event) (report
 	if join && f.open && len(events) > 0 && events[0].Status == Opened && st.Open() {
 		st.Absorb()
 		f.Absorbed++
-		return nil, true
+		return nil, true, f.Absorbed == 1
 	}
-	return events, false
+	return events, false, false
 }

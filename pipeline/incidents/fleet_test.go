@@ -32,11 +32,18 @@ func TestFleetOpensOnAMajorityAndClosesAfterMQuarterWindows(t *testing.T) {
 	// 11 of 20: it opens as soon as the devices judged so far (at least
 	// 8) are a majority raised: 6 of the first 11.
 	ev := tally(&f, r, 103, 20, 11)
-	want := []Event{{Status: Opened, First: 103, Last: 103}}
-	if !reflect.DeepEqual(ev, want) || !f.Open() || f.Raised != 6 || f.Judged != 11 {
-		t.Fatalf("11 of 20: %+v (raised %d of %d), want %+v", ev, f.Raised, f.Judged, want)
+	want := Event{Status: Opened, First: 103, Last: 103}
+	if len(ev) != 0 || !f.Open() || f.Opening() != want || f.Raised != 6 || f.Judged != 11 {
+		t.Fatalf("11 of 20: %+v, opening %+v (raised %d of %d), want %+v", ev, f.Opening(), f.Raised, f.Judged, want)
 	}
-	f.Absorbed = 3
+	// Three device incidents join it (the first reports its opening).
+	for i := range 3 {
+		var st State
+		opened := run(t, &st, r, 1, 1)
+		if rep, joined, opening := f.Reported(&st, false, true, opened[:1]); len(rep) != 0 || !joined || opening != (i == 0) || !st.Absorbed() {
+			t.Fatalf("incident %d: reported %+v, joined %v, opening %v", i, rep, joined, opening)
+		}
+	}
 	// 6 of 20 (more than a quarter) keeps it open; 5 of 20 is quiet.
 	shares := []int{6, 5, 5, 5, 5, 6, 5, 5, 5, 5, 5}
 	var got []Event
@@ -51,9 +58,9 @@ func TestFleetOpensOnAMajorityAndClosesAfterMQuarterWindows(t *testing.T) {
 	}
 	got = tally(&f, r, 115, 20, 0)
 	got = append(got, tally(&f, r, 116, 20, 0)...)
-	want = []Event{{Status: Closed, Seq: 1, First: 103, Last: 109, Windows: 3}}
-	if !reflect.DeepEqual(got, want) || f.Open() {
-		t.Fatalf("closing: %+v, want %+v", got, want)
+	wantClosed := []Event{{Status: Closed, Seq: 1, First: 103, Last: 109, Windows: 3}}
+	if !reflect.DeepEqual(got, wantClosed) || f.Open() {
+		t.Fatalf("closing: %+v, want %+v", got, wantClosed)
 	}
 }
 
@@ -70,9 +77,10 @@ func TestFleetOpensOnTheWindowBefore(t *testing.T) {
 		t.Fatalf("opened early: %+v", ev)
 	}
 	ev = tally(&f, r, 200, 1, 1) // the fourth device of window 200
-	if want := []Event{{Status: Opened, First: 200, Last: 200}}; !reflect.DeepEqual(ev, want) {
-		t.Fatalf("late part of window 200: %+v, want %+v", ev, want)
+	if want := (Event{Status: Opened, First: 200, Last: 200}); len(ev) != 0 || !f.Open() || f.Opening() != want {
+		t.Fatalf("late part of window 200: %+v, open %v, opening %+v, want %+v", ev, f.Open(), f.Opening(), want)
 	}
+	f.Absorbed = 1 // reported
 	// 201 (0 of 1) is quiet once 203 arrives; 202 has no device judged
 	// and counts neither way; 203 (1 of 4) is the second quiet window,
 	// counted once 205 arrives.
@@ -83,7 +91,7 @@ func TestFleetOpensOnTheWindowBefore(t *testing.T) {
 		t.Fatalf("a window older than the tally was counted: %+v", ev)
 	}
 	ev = tally(&f, r, 205, 4, 0)
-	if want := []Event{{Status: Closed, Seq: 1, First: 200, Last: 200}}; !reflect.DeepEqual(ev, want) {
+	if want := []Event{{Status: Closed, Seq: 1, First: 200, Last: 200, Windows: 1}}; !reflect.DeepEqual(ev, want) {
 		t.Fatalf("closing: %+v, want %+v", ev, want)
 	}
 }
@@ -150,9 +158,9 @@ func TestFleetWaitsForHalfTheWindow(t *testing.T) {
 	if ev := tally(&f, r, 301, 10, 8); len(ev) != 0 || f.Open() {
 		t.Fatalf("8 of the first 10 of a window of 40 opened: %+v", ev)
 	}
-	ev := tally(&f, r, 301, 10, 3) // 11 of 20: half the window before, a majority
-	if want := []Event{{Status: Opened, First: 301, Last: 301}}; !reflect.DeepEqual(ev, want) || f.Judged != 20 {
-		t.Fatalf("11 of 20: %+v (judged %d), want %+v", ev, f.Judged, want)
+	tally(&f, r, 301, 10, 3) // 11 of 20: half the window before, a majority
+	if want := (Event{Status: Opened, First: 301, Last: 301}); !f.Open() || f.Opening() != want || f.Judged != 20 {
+		t.Fatalf("11 of 20: open %v, opening %+v (judged %d), want %+v", f.Open(), f.Opening(), f.Judged, want)
 	}
 }
 
@@ -166,6 +174,7 @@ func TestFleetLastsWhileItsDevicesAreRaised(t *testing.T) {
 	if !f.Open() {
 		t.Fatal("9 of 10 did not open")
 	}
+	f.Absorbed = 1 // reported
 	var ev []Event
 	for i := int64(401); i <= 410; i++ {
 		if i <= 405 {
@@ -175,8 +184,27 @@ func TestFleetLastsWhileItsDevicesAreRaised(t *testing.T) {
 	}
 	// Windows 401… are quiet; 405 is the straggler's last, so the first
 	// window that can close it is 407, counted when 409 arrives.
-	want := []Event{{Status: Closed, Seq: 1, First: 400, Last: 405}}
+	want := []Event{{Status: Closed, Seq: 1, First: 400, Last: 405, Windows: 1}}
 	if !reflect.DeepEqual(ev, want) {
 		t.Fatalf("events %+v, want %+v", ev, want)
+	}
+}
+
+// TestFleetThatAbsorbsNothingIsNotReported: most of a profile raised for a
+// minute, with no device incident joining, opens and closes an episode
+// without an event.
+func TestFleetThatAbsorbsNothingIsNotReported(t *testing.T) {
+	var f Fleet
+	r := Rule{M: 2}
+	var ev []Event
+	ev = append(ev, tally(&f, r, 500, 10, 10)...)
+	if !f.Open() {
+		t.Fatal("10 of 10 did not open")
+	}
+	for i := int64(501); i <= 506; i++ {
+		ev = append(ev, tally(&f, r, i, 10, 0)...)
+	}
+	if len(ev) != 0 || f.Open() {
+		t.Fatalf("an episode that absorbed nothing: events %+v, still open %v", ev, f.Open())
 	}
 }
