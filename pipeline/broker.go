@@ -68,7 +68,9 @@ type BrokerConfig struct {
 	// RetentionBytes bounds each partition's log, oldest segments deleted
 	// first, as Kafka's log.retention.bytes does: the broker keeps its log
 	// in memory, so this bounds its memory. Topics created compacted
-	// (EnsureStateTopic) keep everything. Zero means no bound.
+	// (EnsureStateTopic) keep everything. Zero means no bound. There is no
+	// time retention: records are kept however old their timestamps
+	// (brokerConfigs).
 	RetentionBytes int64
 }
 
@@ -122,9 +124,14 @@ func StartEmbeddedBroker(cfg BrokerConfig, log *slog.Logger) (*EmbeddedBroker, e
 // brokerConfigs are the broker-wide settings: compacted topics
 // (chainwatch.state) cleaned every minute rather than kfake's hourly
 // default, so the state a partition's next owner reads back stays about
-// one record per device; retention applied on the same tick.
+// one record per device; retention applied on the same tick, by size
+// only. Kafka's default time retention (log.retention.ms, 7 days) is off:
+// it judges a record's age by its timestamp, and the embedded broker is
+// where history is replayed — a fleet's flows of last month produced
+// today, a simulator's past days — which it would delete within a minute
+// of their arrival (the cleaning tick), unanchored and unread.
 func brokerConfigs(cfg BrokerConfig) map[string]string {
-	c := map[string]string{"log.cleaner.backoff.ms": "60000"}
+	c := map[string]string{"log.cleaner.backoff.ms": "60000", "log.retention.ms": "-1"}
 	if cfg.RetentionBytes > 0 {
 		c["log.retention.bytes"] = strconv.FormatInt(cfg.RetentionBytes, 10)
 	}

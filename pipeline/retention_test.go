@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -209,5 +210,141 @@ func TestEmbeddedBrokerAppliesRetention(t *testing.T) {
 	}
 	if stateStart.Offset != 0 {
 		t.Errorf("the compacted state topic lost its first %d records to retention", stateStart.Offset)
+	}
+}
+
+// TestEmbeddedBrokerKeepsOldRecords: records whose timestamps are a month
+// old — history replayed today — are kept through the broker's cleaning,
+// which Kafka's default time retention (seven days by record timestamp)
+// would have deleted: the embedded broker bounds its log by size only.
+func TestEmbeddedBrokerKeepsOldRecords(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topics := pipeline.Topics{}.WithDefaults()
+	broker, err := pipeline.StartEmbeddedBroker(pipeline.BrokerConfig{Listen: "127.0.0.1:0", Topics: topics.All(), Partitions: 1}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := pipeline.EnsureStateTopic(ctx, kafkaconn.Plain(broker.Addr()), 1, topics.State); err != nil {
+		t.Fatal(err) // a compacted topic: the broker's cleaning runs
+	}
+	old := time.Now().Add(-30 * 24 * time.Hour)
+	var recs []*kgo.Record
+	for i := range 50 {
+		recs = append(recs, &kgo.Record{Topic: topics.Flows, Value: []byte("flow"), Timestamp: old.Add(time.Duration(i) * time.Second)})
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	broker.ApplyRetention()
+	starts, err := kadm.NewClient(cl).ListStartOffsets(ctx, topics.Flows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if start, _ := starts.Lookup(topics.Flows, 0); start.Offset != 0 {
+		t.Fatalf("records a month old deleted through offset %d", start.Offset-1)
+	}
+}
+
+// TestRetentionCutsThroughTransactions: a transactional producer's commit
+// markers take offsets that hold no record, so an anchored range spans more
+// offsets than records. Retention cutting through such a range leaves its
+// surviving records verified against the anchor's last leaves — they were
+// once matched by offset, which found the wrong leaves, or ran past them.
+func TestRetentionCutsThroughTransactions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the service")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	env := startEmbeddedDefault(t, 1)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.brokers...), kgo.TransactionalID("replayer"), kgo.DefaultProduceTopic(env.topics.Flows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for txn := range 40 { // 40 transactions of 10 records, each closed by a marker
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 10 {
+			cl.Produce(ctx, &kgo.Record{Value: []byte(fmt.Sprintf(`{"not":"a flow","txn":%d,"i":%d}`, txn, i))}, nil)
+		}
+		if err := cl.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env.startService(t, ctx, pipeline.ServiceConfig{Partitions: 1,
+		Anchor:   pipeline.AnchorConfig{BatchRecords: 100, BatchAge: 100 * time.Millisecond, Period: 200 * time.Millisecond},
+		Audit:    pipeline.AuditConfig{Interval: -1},
+		Detector: pipeline.DetectorConfig{Warmup: 24 * time.Hour}})
+	end := countPartition(t, env.brokers[0], env.topics.Flows, 0)
+	anchored := env.anchors(t, contract.RoleAnalyst)
+	var anchors []integrity.Anchor
+	for ctx.Err() == nil {
+		anchors, err = anchored.List(ctx, flowStream(t, ctx, env), 0, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(anchors) > 0 && anchors[len(anchors)-1].Count > 0 && anchors[len(anchors)-1].LastOffset >= end-2 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(anchors) < 3 {
+		t.Fatalf("%d anchors over %d offsets", len(anchors), end)
+	}
+	cut := anchors[1]
+	if span := cut.LastOffset - cut.FirstOffset + 1; span <= cut.Count {
+		t.Fatalf("anchor %d-%d holds %d records: no commit marker inside it", cut.FirstOffset, cut.LastOffset, cut.Count)
+	}
+	deleteTo := cut.LastOffset - 15 // keeps the range's last records, and a marker or two
+	offsets := kadm.Offsets{}
+	offsets.AddOffset(env.topics.Flows, 0, deleteTo, -1)
+	res, err := kadm.NewClient(cl).DeleteRecords(ctx, offsets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Error(); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := integrity.Replay(ctx, env.as(contract.RoleAnalyst), integrity.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: 0, From: 0, To: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept *integrity.ReplayRange
+	last := anchors[len(anchors)-1].LastOffset
+	for i := range rs {
+		t.Logf("%s %d-%d (%d records) %s", rs[i].Status, rs[i].FirstOffset, rs[i].LastOffset, rs[i].Records, rs[i].Detail)
+		if rs[i].Status == integrity.RangeMismatched {
+			t.Errorf("range %d-%d mismatched after retention: %s", rs[i].FirstOffset, rs[i].LastOffset, rs[i].Detail)
+		}
+		if rs[i].Status == integrity.RangeUnanchored && rs[i].LastOffset < last {
+			// Between anchored ranges: what the audit alerts on.
+			t.Errorf("offsets %d-%d between anchored ranges reported unanchored: they hold a commit marker, no record", rs[i].FirstOffset, rs[i].LastOffset)
+		}
+		if rs[i].AnchorID == cut.ID && rs[i].FirstOffset == deleteTo {
+			kept = &rs[i]
+		}
+	}
+	if kept == nil || kept.Status != integrity.RangeVerified || kept.Records == 0 || kept.Records > cut.LastOffset-deleteTo {
+		t.Fatalf("the surviving records of the range cut through: %+v, want verified, fewer records than its %d offsets", kept, cut.LastOffset-deleteTo+1)
+	}
+	// A surviving record of it is provable, at its place among the leaves.
+	proof, err := integrity.Prove(ctx, env.as(contract.RoleAnalyst), env.kafka, "", env.topics.Flows, "", 0, cut.LastOffset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proof.MerkleRoot != cut.MerkleRoot || proof.Check() != nil || proof.LeafIndex != int(cut.Count)-1 {
+		t.Fatalf("proof of the range's last record: leaf %d of %d, root %s (anchored %s), check %v", proof.LeafIndex, cut.Count, proof.MerkleRoot, cut.MerkleRoot, proof.Check())
 	}
 }

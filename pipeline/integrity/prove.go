@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
@@ -71,7 +70,10 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.
 	if a.Broken != "" {
 		return nil, fmt.Errorf("offset %d of %s/%d cannot be proven: %s", offset, stream, partition, a.Broken)
 	}
-	r := cluster.Reader(kafka.ReaderConfig{Topic: topic, Partition: int(partition), MinBytes: 1, MaxBytes: ReadMaxBytes, MaxWait: 100 * time.Millisecond})
+	r, err := newPartitionReader(cluster, topic, partition)
+	if err != nil {
+		return nil, err
+	}
 	defer r.Close()
 	p := &RecordProof{Stream: stream, Partition: partition, Offset: offset, AnchorID: a.ID, AnchoredTx: a.TxID, MerkleRoot: a.MerkleRoot, LeafIndex: -1}
 	if a.Seal != "" {
@@ -104,12 +106,10 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.
 		// leaf hashes, which must hash to the anchored root.
 		return proveFromKeptLeaves(ctx, r, index, a.Anchor, p)
 	}
-	if err := r.SetOffset(a.FirstOffset); err != nil {
-		return nil, err
-	}
+	r.SeekTo(a.FirstOffset)
 	var leaves [][32]byte
 	for {
-		m, err := r.ReadMessage(ctx)
+		m, err := r.Next(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("read %s/%d offset %d: %w", topic, partition, a.FirstOffset+int64(len(leaves)), err)
 		}
@@ -117,9 +117,9 @@ func Prove(ctx context.Context, ledger *ledgerclient.Client, cluster *kafkaconn.
 			break
 		}
 		if m.Offset == offset {
-			p.LeafIndex, p.TimestampMs, p.Key, p.Value = len(leaves), m.Time.UnixMilli(), m.Key, m.Value
+			p.LeafIndex, p.TimestampMs, p.Key, p.Value = len(leaves), m.Timestamp.UnixMilli(), m.Key, m.Value
 		}
-		leaves = append(leaves, LeafHash(m.Offset, m.Time.UnixMilli(), m.Key, m.Value))
+		leaves = append(leaves, LeafHash(m.Offset, m.Timestamp.UnixMilli(), m.Key, m.Value))
 		if m.Offset == a.LastOffset {
 			break
 		}
@@ -145,7 +145,7 @@ func (p *RecordProof) complete(leaves [][32]byte, a contract.Anchor) (*RecordPro
 
 // proveFromKeptLeaves proves a surviving record of an anchored range whose
 // first records were deleted, with the range's kept leaf hashes.
-func proveFromKeptLeaves(ctx context.Context, r *kafka.Reader, lt *LeafTopic, a contract.Anchor, p *RecordProof) (*RecordProof, error) {
+func proveFromKeptLeaves(ctx context.Context, r *partitionReader, lt *LeafTopic, a contract.Anchor, p *RecordProof) (*RecordProof, error) {
 	leaves, err := lt.Leaves(ctx, a.ID)
 	if err != nil {
 		return nil, fmt.Errorf("the first records of anchor %s were deleted: %w", a.ID, err)
@@ -153,14 +153,31 @@ func proveFromKeptLeaves(ctx context.Context, r *kafka.Reader, lt *LeafTopic, a 
 	if root := MerkleRoot(leaves); int64(len(leaves)) != a.Count || hex.EncodeToString(root[:]) != a.MerkleRoot {
 		return nil, fmt.Errorf("the kept leaf hashes of anchor %s do not hash to its root", a.ID)
 	}
-	if err := r.SetOffset(p.Offset); err != nil {
-		return nil, err
-	}
-	m, err := r.ReadMessage(ctx)
+	// The record's place among the anchor's leaves is counted from the
+	// end — the records from it to the anchor's last — since retention
+	// deleted the front and offsets need not all hold records (a
+	// transactional producer's markers take some).
+	r.SeekTo(p.Offset)
+	m, err := r.Next(ctx)
 	if err != nil || m.Offset != p.Offset {
 		return nil, fmt.Errorf("read %s/%d offset %d: %v", a.Stream, a.Partition, p.Offset, err)
 	}
-	p.LeafIndex, p.TimestampMs, p.Key, p.Value = int(p.Offset-a.FirstOffset), m.Time.UnixMilli(), m.Key, m.Value
+	p.TimestampMs, p.Key, p.Value = m.Timestamp.UnixMilli(), m.Key, m.Value
+	after := 1
+	for o := m.Offset; o < a.LastOffset; after++ {
+		n, err := r.Next(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read %s/%d after offset %d: %w", a.Stream, a.Partition, o, err)
+		}
+		if n.Offset > a.LastOffset {
+			break
+		}
+		o = n.Offset
+	}
+	if after > len(leaves) {
+		return nil, fmt.Errorf("anchor %s holds %d records, and %d follow offset %d in it", a.ID, len(leaves), after, p.Offset)
+	}
+	p.LeafIndex = len(leaves) - after
 	return p.complete(leaves, a)
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
@@ -148,7 +147,10 @@ func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequ
 		return nil, 0, err
 	}
 
-	r := req.Kafka.Reader(kafka.ReaderConfig{Topic: req.Topic, Partition: int(req.Partition), MinBytes: 1, MaxBytes: ReadMaxBytes, MaxWait: 100 * time.Millisecond})
+	r, err := newPartitionReader(req.Kafka, req.Topic, req.Partition)
+	if err != nil {
+		return nil, 0, err
+	}
 	defer r.Close()
 	var out []ReplayRange
 	next := max(listFrom, firstAvail)
@@ -170,9 +172,17 @@ func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequ
 			out = append(out, base)
 			continue
 		}
-		// Offsets before this anchor that no anchor covers.
+		// Offsets before this anchor that no anchor covers, if they
+		// hold records: a transactional producer's markers take offsets
+		// between anchored ranges that hold none.
 		if a.FirstOffset > next && next <= to {
-			out = append(out, ReplayRange{Partition: req.Partition, FirstOffset: next, LastOffset: min(a.FirstOffset-1, to), Status: RangeUnanchored})
+			held, err := holdsRecords(ctx, r, next, a.FirstOffset-1)
+			if err != nil {
+				return nil, 0, err
+			}
+			if held {
+				out = append(out, ReplayRange{Partition: req.Partition, FirstOffset: next, LastOffset: min(a.FirstOffset-1, to), Status: RangeUnanchored})
+			}
 		}
 		next = max(next, a.LastOffset+1)
 		if a.LastOffset >= end {
@@ -214,11 +224,18 @@ func replayOnce(ctx context.Context, ledger *ledgerclient.Client, req ReplayRequ
 // deleted: the deleted part is expired; the surviving records are checked
 // leaf by leaf against the anchor's kept leaf hashes, which must themselves
 // hash to the anchored root.
-func replayCut(ctx context.Context, r *kafka.Reader, leaves LeafSource, a contract.Anchor, base ReplayRange, firstAvail int64) ([]ReplayRange, error) {
+//
+// An anchored range's offsets need not all hold records — a transactional
+// producer's commit markers take offsets no consumer sees — so the records
+// that survive are matched with the last leaves of the anchor, as many as
+// there are: retention deletes from the front, and what is left of the
+// range is the end of what was anchored. (Counting leaves by offset found
+// the wrong ones, or none: an index past the end of the kept leaves.)
+func replayCut(ctx context.Context, r *partitionReader, leaves LeafSource, a contract.Anchor, base ReplayRange, firstAvail int64) ([]ReplayRange, error) {
 	gone, kept := base, base
-	gone.LastOffset, gone.Records, gone.Status = firstAvail-1, firstAvail-a.FirstOffset, RangeExpired
+	gone.LastOffset, gone.Status = firstAvail-1, RangeExpired
 	gone.Detail = fmt.Sprintf("deleted: the partition now starts at offset %d", firstAvail)
-	kept.FirstOffset, kept.Records = firstAvail, a.LastOffset-firstAvail+1
+	kept.FirstOffset = firstAvail
 	stored, err := leaves.Leaves(ctx, a.ID)
 	if errors.Is(err, ErrLeavesMissing) {
 		kept.Status = RangeExpired
@@ -237,13 +254,14 @@ func replayCut(ctx context.Context, r *kafka.Reader, leaves LeafSource, a contra
 	if err != nil {
 		return nil, err
 	}
-	kept.Records, kept.Status = int64(len(got)), RangeVerified
-	kept.Detail = fmt.Sprintf("%d earlier records of the anchored range were deleted; these match its root", firstAvail-a.FirstOffset)
-	want := stored[firstAvail-a.FirstOffset:]
-	if len(got) != len(want) {
-		kept.Status, kept.Detail = RangeMismatched, fmt.Sprintf("%d surviving records where %d were anchored", len(got), len(want))
+	kept.Records, gone.Records = int64(len(got)), max(a.Count-int64(len(got)), 0)
+	if len(got) > len(stored) {
+		kept.Status, kept.Detail = RangeMismatched, fmt.Sprintf("%d surviving records where %d were anchored in all", len(got), len(stored))
 		return []ReplayRange{gone, kept}, nil
 	}
+	kept.Status = RangeVerified
+	kept.Detail = fmt.Sprintf("%d earlier records of the anchored range were deleted; these match its root", gone.Records)
+	want := stored[len(stored)-len(got):]
 	for i := range got {
 		if got[i] != want[i] {
 			kept.Status = RangeMismatched
@@ -254,23 +272,33 @@ func replayCut(ctx context.Context, r *kafka.Reader, leaves LeafSource, a contra
 	return []ReplayRange{gone, kept}, nil
 }
 
+// holdsRecords reports whether offsets first..last of the reader's
+// partition hold a record; a record after last must exist (the caller's
+// next anchored range), so the read ends.
+func holdsRecords(ctx context.Context, r *partitionReader, first, last int64) (bool, error) {
+	r.SeekTo(first)
+	m, err := r.Next(ctx)
+	if err != nil {
+		return false, fmt.Errorf("read offset %d..%d: %w", first, last, err)
+	}
+	return m.Offset <= last, nil
+}
+
 // readLeaves reads offsets first..last of the reader's partition and
 // returns their leaf hashes.
-func readLeaves(ctx context.Context, r *kafka.Reader, first, last int64) ([][32]byte, error) {
-	if err := r.SetOffset(first); err != nil {
-		return nil, err
-	}
+func readLeaves(ctx context.Context, r *partitionReader, first, last int64) ([][32]byte, error) {
+	r.SeekTo(first)
 	var leaves [][32]byte
 	var h LeafHasher
 	for {
-		m, err := r.ReadMessage(ctx)
+		m, err := r.Next(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("read offset %d..%d: %w", first, last, err)
 		}
 		if m.Offset > last {
 			return leaves, nil
 		}
-		leaves = append(leaves, h.Hash(m.Offset, m.Time.UnixMilli(), m.Key, m.Value))
+		leaves = append(leaves, h.Hash(m.Offset, m.Timestamp.UnixMilli(), m.Key, m.Value))
 		if m.Offset == last {
 			return leaves, nil
 		}

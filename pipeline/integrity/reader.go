@@ -1,0 +1,70 @@
+package integrity
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
+)
+
+// partitionReader reads one partition's records in offset order, from an
+// offset it is told, for the verifiers (replay, proofs, the audit). It reads
+// through franz-go, as the anchoring stage's consumer does, so that both see
+// the same records: a transactional producer's commit and abort markers take
+// offsets but are no records, and franz-go hides them as the Kafka protocol
+// asks of clients. kafka-go's Reader hands them over as empty messages
+// (segmentio/kafka-go#1446), which read as records the anchors never held:
+// every range of a transactional producer's topic mismatched.
+type partitionReader struct {
+	cl        *kgo.Client
+	topic     string
+	partition int32
+	buf       []*kgo.Record
+}
+
+func newPartitionReader(cluster *kafkaconn.Cluster, topic string, partition int32) (*partitionReader, error) {
+	opts := append(cluster.ClientOpts(),
+		kgo.FetchMaxBytes(ReadMaxBytes), kgo.FetchMaxPartitionBytes(ReadMaxBytes), kgo.FetchMaxWait(100*time.Millisecond))
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%d: %w", topic, partition, err)
+	}
+	return &partitionReader{cl: cl, topic: topic, partition: partition}, nil
+}
+
+// SeekTo makes the next record read the first at or after offset.
+func (r *partitionReader) SeekTo(offset int64) {
+	r.cl.RemoveConsumePartitions(map[string][]int32{r.topic: {r.partition}})
+	r.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{r.topic: {r.partition: kgo.NewOffset().At(offset)}})
+	r.buf = r.buf[:0]
+}
+
+// Next returns the next record, waiting for one if the partition has none
+// yet.
+func (r *partitionReader) Next(ctx context.Context) (*kgo.Record, error) {
+	for len(r.buf) == 0 {
+		fs := r.cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return nil, ferr
+		}
+		fs.EachRecord(func(rec *kgo.Record) {
+			if rec.Topic == r.topic && rec.Partition == r.partition {
+				r.buf = append(r.buf, rec)
+			}
+		})
+	}
+	rec := r.buf[0]
+	r.buf = r.buf[1:]
+	return rec, nil
+}
+
+// Close releases the reader's connections.
+func (r *partitionReader) Close() { r.cl.Close() }
