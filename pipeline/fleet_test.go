@@ -6,15 +6,12 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
-	"github.com/chainwatch/chainwatch/ledgerclient/embedded"
 	"github.com/chainwatch/chainwatch/models"
 	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/chainwatch/chainwatch/pipeline/incidents"
@@ -43,13 +40,7 @@ type opening struct {
 // flows and its bytes per flow in minute i.
 func runFleet(t *testing.T, rule incidents.Rule, change func(dev, i int) (flows, bytes float64)) fleetRun {
 	t.Helper()
-	led, err := embedded.Open(filepath.Join(t.TempDir(), "ledger"), embedded.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { led.Close() })
-	store := &ModelStore{Dir: t.TempDir(), Ledger: ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))}
-	d := NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10, Seed: 1, Incident: rule}, store, nil, "iot.flows",
+	d := NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10, Seed: 1, Incident: rule}, ledgerModelStore(t), nil, "iot.flows",
 		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	const devices = 20

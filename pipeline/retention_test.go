@@ -63,15 +63,7 @@ func TestRetentionIsNotTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	offsets := kadm.Offsets{}
-	offsets.AddOffset(env.topics.Flows, 0, deleteTo, -1)
-	res, err := kadm.NewClient(cl).DeleteRecords(ctx, offsets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := res.Error(); err != nil {
-		t.Fatal(err)
-	}
+	deleteRecordsBefore(t, ctx, cl, env.topics.Flows, deleteTo)
 
 	replay := func() []integrity.ReplayRange {
 		t.Helper()
@@ -308,15 +300,7 @@ func TestRetentionCutsThroughTransactions(t *testing.T) {
 		t.Fatalf("anchor %d-%d holds %d records: no commit marker inside it", cut.FirstOffset, cut.LastOffset, cut.Count)
 	}
 	deleteTo := cut.LastOffset - 15 // keeps the range's last records, and a marker or two
-	offsets := kadm.Offsets{}
-	offsets.AddOffset(env.topics.Flows, 0, deleteTo, -1)
-	res, err := kadm.NewClient(cl).DeleteRecords(ctx, offsets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := res.Error(); err != nil {
-		t.Fatal(err)
-	}
+	deleteRecordsBefore(t, ctx, cl, env.topics.Flows, deleteTo)
 	rs, err := integrity.Replay(ctx, env.as(contract.RoleAnalyst), integrity.ReplayRequest{Kafka: env.kafka, Topic: env.topics.Flows, Partition: 0, From: 0, To: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -346,5 +330,20 @@ func TestRetentionCutsThroughTransactions(t *testing.T) {
 	}
 	if proof.MerkleRoot != cut.MerkleRoot || proof.Check() != nil || proof.LeafIndex != int(cut.Count)-1 {
 		t.Fatalf("proof of the range's last record: leaf %d of %d, root %s (anchored %s), check %v", proof.LeafIndex, cut.Count, proof.MerkleRoot, cut.MerkleRoot, proof.Check())
+	}
+}
+
+// deleteRecordsBefore deletes partition 0 of topic up to offset, as
+// retention dropping a segment does.
+func deleteRecordsBefore(t *testing.T, ctx context.Context, cl *kgo.Client, topic string, offset int64) {
+	t.Helper()
+	offsets := kadm.Offsets{}
+	offsets.AddOffset(topic, 0, offset, -1)
+	res, err := kadm.NewClient(cl).DeleteRecords(ctx, offsets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Error(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -215,13 +215,7 @@ func TestBatchJudgesADevicesWindowsInTurn(t *testing.T) {
 	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	devices := []string{"m-1", "m-2"}
 	newDetector := func() (*Detector, map[string]*deviceState) {
-		led, err := embedded.Open(filepath.Join(t.TempDir(), "ledger"), embedded.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { led.Close() })
-		store := &ModelStore{Dir: t.TempDir(), Ledger: ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))}
-		d := NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10, Seed: 1}, store, nil, "iot.flows",
+		d := NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10, Seed: 1}, ledgerModelStore(t), nil, "iot.flows",
 			NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
 		return d, map[string]*deviceState{}
 	}
@@ -310,12 +304,18 @@ func TestBatchJudgesADevicesWindowsInTurn(t *testing.T) {
 // without verifying the history.
 func warmingDetector(t *testing.T) *Detector {
 	t.Helper()
+	return NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10}, ledgerModelStore(t), nil, "iot.flows",
+		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// ledgerModelStore is a model store on a fresh embedded ledger, as the
+// service's own identity sees it.
+func ledgerModelStore(t *testing.T) *ModelStore {
+	t.Helper()
 	led, err := embedded.Open(filepath.Join(t.TempDir(), "ledger"), embedded.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { led.Close() })
-	store := &ModelStore{Dir: t.TempDir(), Ledger: ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))}
-	return NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10}, store, nil, "iot.flows",
-		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return &ModelStore{Dir: t.TempDir(), Ledger: ledgerclient.New(led.Client(embedded.LocalCaller(contract.RoleService)))}
 }
