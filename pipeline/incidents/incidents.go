@@ -227,8 +227,9 @@ func (s *State) Absorb() {
 // Absorbed reports whether the open incident belongs to a fleet episode.
 func (s *State) Absorbed() bool { return s.open && s.absorbed }
 
-// Release ends an absorbed incident without a report, once the episode
-// that explained it is over: the device is judged on its own again, and
+// Release ends an absorbed incident without a report, once its episode no
+// longer explains the device's windows (an extreme one, or one that moved
+// where its peers did not): the device is judged on its own again, and
 // windows still raised open an incident of its own (the windows of its
 // last N, PN, SN and EN still count).
 func (s *State) Release() {
