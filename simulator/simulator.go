@@ -98,6 +98,12 @@ type Config struct {
 	// AttackLength bounds an attack's duration: each lasts a whole number
 	// of minutes drawn from [AttackLength/2, AttackLength). Default 16m.
 	AttackLength time.Duration
+	// Outbreak, when positive, makes each attack strike that share of the
+	// chosen device's profile at once, every struck device with the same
+	// target and length: a botnet's flood from every camera, a worm's
+	// spread through a profile's firmware. Each struck device has its own
+	// ground-truth row. Default 0: one device an attack.
+	Outbreak float64
 	// Shift, when set, changes a profile's normal behaviour part-way
 	// through the live phase, as a firmware update does: the drift that
 	// retraining answers. It is not an attack and has no ground-truth row.
@@ -177,6 +183,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("simulate: heterogeneity must not be negative, got %v", c.Heterogeneity)
 	case c.RateScale < 0:
 		return fmt.Errorf("simulate: rate scale must not be negative, got %v", c.RateScale)
+	case c.Outbreak < 0 || c.Outbreak > 1:
+		return fmt.Errorf("simulate: outbreak must be a share in [0, 1], got %v", c.Outbreak)
 	}
 	for i, a := range c.Attacks {
 		if !slices.Contains(Scenarios, a.Scenario) {
@@ -203,6 +211,9 @@ type Simulator struct {
 	rng     *rand.Rand
 	log     *slog.Logger
 	attacks []*Attack
+	// scheduled counts the attacks scheduled (an outbreak is one), which
+	// the rotation steps through.
+	scheduled int
 	// trust scenarios draw from their own stream, so that adding them
 	// leaves the behaviour traffic of a seed unchanged.
 	trust    []*trustEvent
@@ -433,12 +444,14 @@ func (s *Simulator) Run(ctx context.Context) (Stats, error) {
 	return s.stats, nil
 }
 
-// schedule starts the next attack in the rotation at minute.
+// schedule starts the next attack in the rotation at minute: on one
+// device, or with Outbreak on a share of its profile.
 func (s *Simulator) schedule(minute time.Time) error {
-	spec := AttackSpec{Scenario: Scenarios[len(s.attacks)%len(Scenarios)]}
+	spec := AttackSpec{Scenario: Scenarios[s.scheduled%len(Scenarios)]}
 	if len(s.cfg.Attacks) > 0 {
-		spec = s.cfg.Attacks[len(s.attacks)%len(s.cfg.Attacks)]
+		spec = s.cfg.Attacks[s.scheduled%len(s.cfg.Attacks)]
 	}
+	s.scheduled++
 	d := s.Fleet[s.rng.IntN(len(s.Fleet))]
 	if len(s.cfg.Attacks) > 0 {
 		// One attack at a time per device, and none on a retired one.
@@ -448,16 +461,42 @@ func (s *Simulator) schedule(minute time.Time) error {
 	}
 	half := max(int(s.cfg.AttackLength/time.Minute)/2, 1)
 	length := time.Duration(half+s.rng.IntN(half)) * time.Minute
-	a := newAttack(s.rng, spec, d, s.Fleet, minute, length)
-	s.attacks = append(s.attacks, a)
-	s.stats.Attacks++
-	s.log.Info("simulated attack scheduled", "scenario", spec.Scenario, "intensity", spec.Intensity, "device", d.ID,
-		"start", a.Start.Format(time.RFC3339), "end", a.End.Format(time.RFC3339))
+	first := newAttack(s.rng, spec, d, s.Fleet, minute, length)
+	struck := []*Attack{first}
+	if s.cfg.Outbreak > 0 {
+		var peers []*Device
+		size := 0
+		for _, p := range s.Fleet {
+			if p.Profile.Name != d.Profile.Name {
+				continue
+			}
+			size++
+			if p != d && !p.retired && !s.underAttack(p, minute) {
+				peers = append(peers, p)
+			}
+		}
+		s.rng.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+		n := min(int(math.Ceil(s.cfg.Outbreak*float64(size)))-1, len(peers))
+		for _, p := range peers[:max(n, 0)] {
+			a := *first
+			a.Device = p
+			struck = append(struck, &a)
+		}
+	}
 	intensity := ""
 	if spec.Intensity > 0 {
 		intensity = strconv.FormatFloat(spec.Intensity, 'g', -1, 64)
 	}
-	return s.writeTruth(d.ID, d.Profile.Name, spec.Scenario, a.Start, a.End, intensity)
+	for _, a := range struck {
+		s.attacks = append(s.attacks, a)
+		s.stats.Attacks++
+		s.log.Info("simulated attack scheduled", "scenario", spec.Scenario, "intensity", spec.Intensity, "device", a.Device.ID,
+			"start", a.Start.Format(time.RFC3339), "end", a.End.Format(time.RFC3339))
+		if err := s.writeTruth(a.Device.ID, a.Device.Profile.Name, spec.Scenario, a.Start, a.End, intensity); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Simulator) underAttack(d *Device, t time.Time) bool {
