@@ -8,14 +8,20 @@ import (
 	"time"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/pipeline"
+	"github.com/chainwatch/chainwatch/pipeline/incidents"
 )
 
 // attackTruth is one ground-truth attack, with the intensity it was
 // played at (1 when the generator has no intensity knob).
 type attackTruth struct {
 	device, scenario string
-	intensity        float64
-	start, end       time.Time
+	// profile is the device's; a fleet episode of the profile
+	// (pipeline.FleetDevice) that meets the attack is the attack's, not
+	// false, but counts in no recall: it names no device.
+	profile    string
+	intensity  float64
+	start, end time.Time
 	// victim marks a device the attack probed: its incidents are the
 	// attack's, not false, but it counts in no recall.
 	victim bool
@@ -100,7 +106,10 @@ type detectionReport struct {
 // evaluate matches incidents to attacks. An incident belongs to an attack
 // of its device when its span meets the attack or the tail after it
 // (tail: the windows an incident may take to close after the attack ends);
-// every other incident is false.
+// a fleet episode belongs to the attacks on its profile if it opened while
+// at least incidents.DefaultFleetMin devices of the profile were under
+// attack (an outbreak: fewer cannot open one). Every other incident is
+// false.
 func evaluate(alerts []contract.Alert, truth []attackTruth, window, tail time.Duration, runEnd time.Time, deviceHours float64) detectionReport {
 	incs := incidentsOf(alerts, runEnd)
 	rep := detectionReport{incidents: len(incs), deviceHours: deviceHours}
@@ -116,7 +125,14 @@ func evaluate(alerts []contract.Alert, truth []attackTruth, window, tail time.Du
 			}
 		}
 		for _, s := range incs {
-			if s.device != g.device || !s.first.Before(g.end.Add(tail)) || !s.last.After(g.start) {
+			if !s.first.Before(g.end.Add(tail)) || !s.last.After(g.start) {
+				continue
+			}
+			if g.profile != "" && s.device == pipeline.FleetDevice(g.profile) {
+				s.matchedAttack = s.matchedAttack || outbreak(truth, g.profile, s.first)
+				continue
+			}
+			if s.device != g.device {
 				continue
 			}
 			s.matchedAttack = true
@@ -143,6 +159,18 @@ func evaluate(alerts []contract.Alert, truth []attackTruth, window, tail time.Du
 		}
 	}
 	return rep
+}
+
+// outbreak reports whether at least incidents.DefaultFleetMin devices of
+// profile were under attack at t.
+func outbreak(truth []attackTruth, profile string, t time.Time) bool {
+	n := 0
+	for _, g := range truth {
+		if g.profile == profile && !t.Before(g.start) && t.Before(g.end) {
+			n++
+		}
+	}
+	return n >= incidents.DefaultFleetMin
 }
 
 // perThousand is a count per 1,000 device-hours.
