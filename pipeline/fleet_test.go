@@ -36,9 +36,9 @@ type opening struct {
 }
 
 // runFleet trains a detector on 20 meters' hour of ordinary traffic, then
-// scores 49 more minutes in which change(dev, i) multiplies device dev's
-// flows and its bytes per flow in minute i.
-func runFleet(t *testing.T, rule incidents.Rule, change func(dev, i int) (flows, bytes float64)) fleetRun {
+// scores 49 more minutes in which change(dev, i, v) changes device dev's
+// window v of minute i.
+func runFleet(t *testing.T, rule incidents.Rule, change func(dev, i int, v *features.Vector)) fleetRun {
 	t.Helper()
 	d := NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10, Seed: 1, Incident: rule}, ledgerModelStore(t), nil, "iot.flows",
 		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -54,15 +54,21 @@ func runFleet(t *testing.T, rule incidents.Rule, change func(dev, i int) (flows,
 		minute := make([]ClosedWindow, 0, devices)
 		for k, st := range states {
 			rng := rand.New(rand.NewPCG(uint64(i), uint64(k)))
-			flows, bytes := float64(3+rng.IntN(4)), 900.0
-			if i >= 61 {
-				fx, bx := change(k, i)
-				flows, bytes = flows*fx, bytes*bx
-			}
+			flows := float64(3 + rng.IntN(4))
 			var v features.Vector
 			v[features.Flows] = flows
-			v[features.BytesOut] = flows * bytes * math.Exp(0.2*rng.NormFloat64())
+			v[features.BytesOut] = flows * 900 * math.Exp(0.2*rng.NormFloat64())
 			v[features.Packets] = flows * 2
+			v[features.DistinctDst] = 1
+			if rng.Float64() < 0.05 { // now and then a host new to the meter
+				v[features.NewDst], v[features.DistinctDst] = 1, 2
+			}
+			if rng.Float64() < 0.1 { // and a time-server query
+				v[features.SmallPacketFlows] = 1
+			}
+			if i >= 61 {
+				change(k, i, &v)
+			}
 			start := t0.Add(time.Duration(i) * time.Minute)
 			run.series[k].Device = st.id
 			if i < 61 {
@@ -96,6 +102,14 @@ func runFleet(t *testing.T, rule incidents.Rule, change func(dev, i int) (flows,
 	return run
 }
 
+// scale multiplies a meter's window's flows by flows and their bytes by
+// flows·bytes: bytes is the change in bytes per flow.
+func scale(v *features.Vector, flows, bytes float64) {
+	v[features.Flows] *= flows
+	v[features.Packets] *= flows
+	v[features.BytesOut] *= flows * bytes
+}
+
 // TestFleetEpisodeGroupsAProfileWideStep: when every meter's flows rise
 // by half together at minute 70, the detector reports one fleet episode,
 // and no device incident opened after it but by the extreme rule, where
@@ -104,11 +118,10 @@ func runFleet(t *testing.T, rule incidents.Rule, change func(dev, i int) (flows,
 // its own; a rise on two meters of twenty is reported device by device,
 // the same with fleet episodes on or off.
 func TestFleetEpisodeGroupsAProfileWideStep(t *testing.T) {
-	step := func(dev, i int) (float64, float64) {
-		if i < 70 {
-			return 1, 1
+	step := func(dev, i int, v *features.Vector) {
+		if i >= 70 {
+			scale(v, 1.5, 1)
 		}
-		return 1.5, 1
 	}
 	off := runFleet(t, incidents.Rule{FleetMin: -1}, step)
 	if len(off.opened) < 15 || len(off.episodes) != 0 {
@@ -146,12 +159,11 @@ func TestFleetEpisodeGroupsAProfileWideStep(t *testing.T) {
 	if uploader < 0 {
 		t.Fatal("every meter reported an incident of its own")
 	}
-	upload := func(dev, i int) (float64, float64) {
-		f, b := step(dev, i)
+	upload := func(dev, i int, v *features.Vector) {
+		step(dev, i, v)
 		if dev == uploader && i >= 80 {
-			b = 20
+			scale(v, 1, 20)
 		}
-		return f, b
 	}
 	up := runFleet(t, incidents.Rule{}, upload)
 	name := "m-" + string(rune('a'+uploader))
@@ -202,16 +214,53 @@ func TestFleetEpisodeGroupsAProfileWideStep(t *testing.T) {
 	}
 	t.Logf("offline: %d incidents with fleet episodes off, %d on; the episode holds the windows of %d devices", offlineOff, offlineOn, most)
 
-	two := func(dev, i int) (float64, float64) {
+	two := func(dev, i int, v *features.Vector) {
 		if dev < 2 {
-			return step(dev, i)
+			step(dev, i, v)
 		}
-		return 1, 1
 	}
 	offTwo := runFleet(t, incidents.Rule{FleetMin: -1}, two)
 	onTwo := runFleet(t, incidents.Rule{}, two)
 	if len(onTwo.episodes) != 0 || len(onTwo.opened) != len(offTwo.opened) || len(onTwo.opened) != 2 {
 		t.Errorf("a rise on two meters: %d device incidents and %d fleet events, against %d with fleet episodes off; want 2, 0, 2",
 			len(onTwo.opened), len(onTwo.episodes), len(offTwo.opened))
+	}
+}
+
+// TestFleetEpisodeLeavesAnOutbreakReported: when 14 of 20 meters flood
+// together from minute 70 — twenty times their flows, in small packets —
+// every flooding meter is reported on its own, as with fleet episodes off:
+// its peers doing the same vouches for how much a device does, never for
+// hosts it has not met or for flood- and scan-shaped traffic (fleetJudge).
+// Both a flood on a host new to the meters and one on a host they know
+// are reported.
+func TestFleetEpisodeLeavesAnOutbreakReported(t *testing.T) {
+	for _, newHost := range []bool{true, false} {
+		flood := func(dev, i int, v *features.Vector) {
+			if dev >= 14 || i < 70 {
+				return
+			}
+			extra := v[features.Flows] / 2
+			v[features.Flows] += extra
+			v[features.SmallPacketFlows] += extra
+			v[features.Packets] += 3 * extra
+			v[features.BytesOut] += 3 * 64 * extra
+			v[features.DistinctDst]++
+			if newHost {
+				v[features.NewDst] = 1
+			}
+		}
+		off := runFleet(t, incidents.Rule{FleetMin: -1}, flood)
+		on := runFleet(t, incidents.Rule{}, flood)
+		for k := range 14 {
+			dev := "m-" + string(rune('a'+k))
+			if len(on.opened[dev]) == 0 {
+				t.Errorf("new host %v: flooding meter %s was not reported with fleet episodes on (off: %v)", newHost, dev, off.opened[dev])
+			}
+		}
+		if len(on.opened) != len(off.opened) {
+			t.Errorf("new host %v: %d meters reported with fleet episodes on, %d off", newHost, len(on.opened), len(off.opened))
+		}
+		t.Logf("new host %v: %d meters reported with fleet episodes on, %d off; %d fleet events %v", newHost, len(on.opened), len(off.opened), len(on.episodes), on.opened)
 	}
 }

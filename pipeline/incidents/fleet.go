@@ -25,7 +25,9 @@ package incidents
 // it is open, a device incident that opens on a window the episode
 // explains joins it (Reported; the caller decides what is explained — the
 // detector asks whether the window's deviations off the direction the
-// profile moved in are anomalous): it goes on as any other, so that the
+// profile moved in would count towards an incident, and never explains
+// hosts new to a device or flood- and scan-shaped flows, pipeline/fleet.go):
+// it goes on as any other, so that the
 // device does not open again while its baseline catches up, but is not
 // reported on its own. The episode closes after M windows in a row in which
 // no more than a quarter of the profile's judged devices are raised (the
