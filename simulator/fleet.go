@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"time"
 )
 
 // Profile is a device type and its normal behaviour.
@@ -67,6 +68,7 @@ type Device struct {
 	Firmware   string         // hex SHA-256 of its firmware image
 	peers      [][]netip.Addr // per Profile.Peers entry, the addresses this device uses
 	retired    bool           // taken off the network after its revocation
+	joins      time.Time      // installed then (Config.Joining); zero: from the start
 	scale      float64        // its traffic relative to its profile's (0: 1)
 }
 

@@ -104,6 +104,12 @@ type Config struct {
 	// spread through a profile's firmware. Each struck device has its own
 	// ground-truth row. Default 0: one device an attack.
 	Outbreak float64
+	// Joining, when positive, is the share of the fleet installed during
+	// the live phase: registered with the others, each such device sends
+	// nothing until a time drawn evenly over the first half of Duration
+	// (the first hour when Duration is zero), and is attacked only after
+	// it. Default 0: every device sends from the start.
+	Joining float64
 	// Shift, when set, changes a profile's normal behaviour part-way
 	// through the live phase, as a firmware update does: the drift that
 	// retraining answers. It is not an attack and has no ground-truth row.
@@ -185,6 +191,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("simulate: rate scale must not be negative, got %v", c.RateScale)
 	case c.Outbreak < 0 || c.Outbreak > 1:
 		return fmt.Errorf("simulate: outbreak must be a share in [0, 1], got %v", c.Outbreak)
+	case c.Joining < 0 || c.Joining > 1:
+		return fmt.Errorf("simulate: joining must be a share in [0, 1], got %v", c.Joining)
 	}
 	for i, a := range c.Attacks {
 		if !slices.Contains(Scenarios, a.Scenario) {
@@ -249,6 +257,19 @@ func New(cfg Config, log *slog.Logger) (*Simulator, error) {
 		hr := rand.New(rand.NewPCG(cfg.Seed, 0x4e7e))
 		for _, d := range fleet {
 			d.scale = math.Exp(cfg.Heterogeneity * hr.NormFloat64())
+		}
+	}
+	if cfg.Joining > 0 {
+		// Its own stream too: the same seed plays the same traffic for
+		// every device that is on the network.
+		jr := rand.New(rand.NewPCG(cfg.Seed, 0x101e))
+		span := cfg.Duration / 2
+		if span <= 0 {
+			span = time.Hour
+		}
+		live := cfg.Start.Add(cfg.History)
+		for _, i := range jr.Perm(len(fleet))[:int(math.Round(cfg.Joining*float64(len(fleet))))] {
+			fleet[i].joins = live.Add(time.Duration(jr.Int64N(int64(span))).Truncate(time.Minute))
 		}
 	}
 	return &Simulator{cfg: cfg, Fleet: fleet, rng: rand.New(rand.NewPCG(cfg.Seed, 0x51a7)),
@@ -455,7 +476,7 @@ func (s *Simulator) schedule(minute time.Time) error {
 	d := s.Fleet[s.rng.IntN(len(s.Fleet))]
 	if len(s.cfg.Attacks) > 0 {
 		// One attack at a time per device, and none on a retired one.
-		for tries := 0; tries < 100 && (d.retired || s.underAttack(d, minute)); tries++ {
+		for tries := 0; tries < 100 && (d.retired || s.underAttack(d, minute) || minute.Before(d.joins)); tries++ {
 			d = s.Fleet[s.rng.IntN(len(s.Fleet))]
 		}
 	}
@@ -471,7 +492,7 @@ func (s *Simulator) schedule(minute time.Time) error {
 				continue
 			}
 			size++
-			if p != d && !p.retired && !s.underAttack(p, minute) {
+			if p != d && !p.retired && !s.underAttack(p, minute) && !minute.Before(p.joins) {
 				peers = append(peers, p)
 			}
 		}
@@ -522,13 +543,14 @@ func (s *Simulator) writeTruth(device, profile, scenario string, start, end time
 
 // minuteOfTraffic generates every device's flows for one simulated minute.
 // Fleet traffic draws from the behaviour stream, rogue devices' from the
-// trust stream, and a retired device's traffic is drawn and dropped: so a
-// seed's behaviour traffic never depends on the trust scenarios.
+// trust stream, and the traffic of a retired device, or of one not yet
+// installed (Config.Joining), is drawn and dropped: so a seed's behaviour
+// traffic never depends on the trust scenarios.
 func (s *Simulator) minuteOfTraffic(minute time.Time, out []flow) []flow {
 	for _, d := range s.Fleet {
 		n := len(out)
 		out = s.deviceTraffic(s.rng, d, minute, out)
-		if d.retired {
+		if d.retired || minute.Before(d.joins) {
 			out = out[:n]
 		}
 	}

@@ -121,3 +121,65 @@ func TestOutbreakStrikesAShareOfAProfile(t *testing.T) {
 		t.Fatalf("outbreak 1.5: %v, want an error naming outbreak", err)
 	}
 }
+
+// TestJoiningDevicesStaySilentUntilInstalled: with Joining 0.25 a quarter
+// of the fleet sends nothing before its installation time, within the
+// first half of the live phase, and its usual traffic after it; the
+// devices on the network from the start send what they send without
+// Joining.
+func TestJoiningDevicesStaySilentUntilInstalled(t *testing.T) {
+	start := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	cfg := Config{Kafka: kafkaconn.Plain("127.0.0.1:1"), Devices: 40, Seed: 9, Start: start, History: time.Hour, Duration: 2 * time.Hour}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	plain, err := New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Joining = 0.25
+	growing, err := New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := start.Add(time.Hour)
+	late := map[string]time.Time{}
+	for _, d := range growing.Fleet {
+		if !d.joins.IsZero() {
+			late[d.ID] = d.joins
+			if d.joins.Before(live) || !d.joins.Before(live.Add(time.Hour)) {
+				t.Errorf("%s installed at %s, want within the live phase's first hour", d.ID, d.joins)
+			}
+		}
+	}
+	if len(late) != 10 {
+		t.Fatalf("%d devices join late, want 10 of 40", len(late))
+	}
+	sent := map[string]bool{}
+	for m := range 180 {
+		minute := start.Add(time.Duration(m) * time.Minute)
+		want := map[string]int{}
+		for _, f := range plain.minuteOfTraffic(minute, nil) {
+			if _, ok := late[f.dev.ID]; !ok {
+				want[f.dev.ID]++
+			}
+		}
+		got := map[string]int{}
+		for _, f := range growing.minuteOfTraffic(minute, nil) {
+			if at, ok := late[f.dev.ID]; ok {
+				if minute.Before(at) {
+					t.Fatalf("%s sent a flow at %s, before its installation at %s", f.dev.ID, minute, at)
+				}
+				sent[f.dev.ID] = true
+				continue
+			}
+			got[f.dev.ID]++
+		}
+		for id, n := range want {
+			if got[id] != n {
+				t.Fatalf("%s sent %d flows at %s, %d without late devices", id, got[id], minute, n)
+			}
+		}
+	}
+	if len(sent) < 8 {
+		t.Errorf("only %d of 10 late devices sent anything once installed", len(sent))
+	}
+}
