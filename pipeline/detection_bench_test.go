@@ -92,6 +92,7 @@ type simOptions struct {
 	attacks                   []simulator.AttackSpec
 	attackEvery, attackLength time.Duration
 	outbreak                  float64 // simulator.Config.Outbreak
+	joining                   float64 // simulator.Config.Joining
 	optIn                     bool
 }
 
@@ -112,7 +113,7 @@ func detectionFleets() []detectionFleet {
 				sim, err := simulator.New(simulator.Config{Kafka: env.kafka, Devices: devices, Seed: seed + shift, Speed: -1,
 					History: warmup + 10*time.Minute, Duration: live - 10*time.Minute, Start: start, GroundTruth: truth,
 					Heterogeneity: het, Attacks: attacks, AttackEvery: every, AttackLength: o.attackLength, FirstAttackAfter: 5 * time.Minute,
-					TrustEvery: -1, Balancer: o.balancer, RateScale: o.rate, Outbreak: o.outbreak}, testLoggerB(nil))
+					TrustEvery: -1, Balancer: o.balancer, RateScale: o.rate, Outbreak: o.outbreak, Joining: o.joining}, testLoggerB(nil))
 				if err != nil {
 					return 0, err
 				}
@@ -165,6 +166,10 @@ func detectionFleets() []detectionFleet {
 		// minutes.
 		simFleet("simulator-outbreak", "simulator, 250 devices, seed 67, heterogeneity 1.0, 2 h 20 min warm-up from 06:00; each attack strikes 60 % of a profile at once", 250, 67, 1.0,
 			day.Add(6*time.Hour), warm, 4*time.Hour, simOptions{optIn: true, outbreak: 0.6, attackEvery: 15 * time.Minute}),
+		// A growing fleet: a fifth of the devices installed during the
+		// scored hours, with no history of their own.
+		simFleet("simulator-growing", "the simulator-morning fleet with a fifth of its devices installed during the first two scored hours", 250, 23, 1.0,
+			morning, warm, 4*time.Hour, simOptions{optIn: true, joining: 0.2}),
 		campusFleet("campus-early", "the campus fleet from 05:00: warm-up 05:00–07:20, then business hours", nil, 5, true),
 	}
 }
