@@ -35,7 +35,10 @@ import (
 //     its profile until it has a history of its own. W = BaselineWindows
 //     (an hour of one-minute windows) lets the mean follow a daily cycle;
 //     V = VarianceWindows (eight hours) keeps the variance steady.
-//     Every window that is not anomalous teaches it, but with δ clipped at
+//     Every window that is not anomalous teaches it — every window at all
+//     while the baseline is young (fewer than YoungWeight windows, the
+//     prior's counted), so that a device far from its profile's prior
+//     learns its own normal — but with δ clipped at
 //     HuberK standard deviations (Huber, "Robust estimation of a location
 //     parameter", Ann. Math. Statist. 35, 1964): a baseline follows a
 //     device whose traffic drifts, however fast, while one unusual window
@@ -177,6 +180,12 @@ const VarianceWindows = 480
 // PriorWeight is how many windows the profile prior counts for in a new
 // device's baseline.
 const PriorWeight = 8
+
+// YoungWeight is the weight below which a device's baseline is young
+// (DeviceBaseline.Young): the profile prior's PriorWeight windows and
+// features.MatureWindows of the device's own, the half hour a new device's
+// destinations take to count too.
+const YoungWeight = PriorWeight + features.MatureWindows
 
 // BurnInWindows is how many of a device's first training windows only
 // teach its baseline (see warmStart).
@@ -490,6 +499,19 @@ type DeviceBaseline struct {
 
 // Started reports whether the baseline holds anything.
 func (b *DeviceBaseline) Started() bool { return b.Weight > 0 }
+
+// Young reports whether the baseline has learned fewer than YoungWeight
+// windows, the profile prior counted: a device first seen live, or one
+// training saw for less than half an hour. A young baseline learns every
+// window of its device, anomalous or not (Huber-clipped as always), the
+// way training warms a device's baseline on its own first hour
+// (warmStart): the prior is the profile's pooled guess, and a device far
+// from it — a line's new PLC ten times as busy as the profile's usual —
+// that learned only its normal windows would never learn, and stay in one
+// incident for as long as it runs. Its windows are judged all the same:
+// a device this unlike its profile opens an incident, which closes once
+// the baseline has learned it.
+func (b *DeviceBaseline) Young() bool { return b.Weight < YoungWeight }
 
 // StartBaseline sets b to the model's profile prior.
 func (m *Model) StartBaseline(b *DeviceBaseline) {

@@ -529,3 +529,65 @@ func everyWindowHas(series []DeviceSeries, j int, x float64) bool {
 	}
 	return true
 }
+
+// TestYoungBaselineLearnsItsDevice: a device first seen live ten times as
+// busy as its profile starts from the profile prior. While young its
+// baseline learns every window, anomalous or not (each pull clipped at
+// HuberK standard deviations), so that once mature it has moved most of
+// the way from the prior to the device's own level and the device's
+// windows are no longer anomalous (the detector's side of it:
+// pipeline's TestNewDeviceFarFromItsProfileSettles).
+func TestYoungBaselineLearnsItsDevice(t *testing.T) {
+	m := trainSynthetic(t, 3, 20, 400)
+	var b DeviceBaseline
+	m.StartBaseline(&b)
+	if !b.Young() {
+		t.Fatal("a baseline started from the prior is not young")
+	}
+	rng := rand.New(rand.NewPCG(9, 9))
+	busy := func() features.Vector {
+		var v features.Vector
+		v[features.Flows] = float64(poissonDraw(rng, 10*unscaled(features.Flows, m.Behaviour.PriorMean[features.Flows])))
+		return v
+	}
+	prior := m.Behaviour.PriorMean[features.Flows]
+	r := make([]float64, ResidualDims)
+	sum, n, anomalous := 0.0, 0, 0
+	for b.Young() {
+		v := busy()
+		m.Residuals(&b, &v, r)
+		if m.Judge(r, 0).Anomalous {
+			anomalous++
+		}
+		sum += scaled(features.Flows, v[features.Flows])
+		n++
+		m.Learn(&b, &v)
+	}
+	if n != features.MatureWindows {
+		t.Fatalf("young for %d windows, want %d", n, features.MatureWindows)
+	}
+	if anomalous == 0 {
+		t.Fatal("no window of a device ten times its profile's level was anomalous against the prior: the test shows nothing")
+	}
+	own := sum / float64(n)
+	got := float64(b.Mean[features.Flows])
+	if (got-prior)/(own-prior) < 0.5 {
+		t.Errorf("after %d young windows the mean %.3f has moved less than half the way from the prior %.3f to the device's own %.3f", n, got, prior, own)
+	}
+	later := 0
+	for range 30 {
+		v := busy()
+		m.Residuals(&b, &v, r)
+		j := m.Judge(r, 0)
+		if j.Anomalous {
+			later++
+		}
+		if !j.Anomalous {
+			m.Learn(&b, &v)
+		}
+	}
+	if later > 1 {
+		t.Errorf("%d of the device's next 30 windows anomalous once its baseline matured (%d of its %d young ones)", later, anomalous, n)
+	}
+	t.Logf("young windows anomalous %d of %d; mean %.3f, prior %.3f, own %.3f; later windows anomalous %d of 30", anomalous, n, got, prior, own, later)
+}

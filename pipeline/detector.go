@@ -481,7 +481,7 @@ func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWi
 		if j.Anomalous {
 			d.metrics.AnomalousWindows.WithLabelValues(cw.Profile).Inc()
 		}
-		if learn {
+		if learn || cw.state.baseline.Young() {
 			m.Learn(&cw.state.baseline, &cw.Vector)
 		}
 		d.batchVerdicts = append(d.batchVerdicts, Verdict{Alerts: alerts, Learn: j.Learn})

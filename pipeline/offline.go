@@ -141,7 +141,7 @@ func JudgeOffline(m *models.Model, rule incidents.Rule, series []OfflineSeries, 
 			if joined {
 				current[w.k] = fleetID
 			}
-			if learn {
+			if learn || baselines[w.k].Young() {
 				m.Learn(&baselines[w.k], &series[w.k].Vectors[w.i])
 			}
 			oj := OfflineJudgement{Score: j.Score, Anomalous: j.Anomalous, Incident: -1}
