@@ -35,13 +35,36 @@ type opening struct {
 	first, at int
 }
 
+// meterDetector is a detector that trains a first model after an hour of
+// windows (10 at least), grouping by rule.
+func meterDetector(t *testing.T, rule incidents.Rule) *Detector {
+	t.Helper()
+	return NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10, Seed: 1, Incident: rule}, ledgerModelStore(t), nil, "iot.flows",
+		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// meterVector is a meter's window of flows flows: about 900 bytes and two
+// packets each.
+func meterVector(rng *rand.Rand, flows float64) features.Vector {
+	var v features.Vector
+	v[features.Flows] = flows
+	v[features.BytesOut] = flows * 900 * math.Exp(0.2*rng.NormFloat64())
+	v[features.Packets] = flows * 2
+	return v
+}
+
+// meterWindow is meter st's one-minute window from start.
+func meterWindow(st *deviceState, start time.Time, v features.Vector) ClosedWindow {
+	return ClosedWindow{DeviceID: st.id, Profile: "meter", Start: start, End: start.Add(time.Minute),
+		Index: start.Unix() / 60, Vector: v, state: st}
+}
+
 // runFleet trains a detector on 20 meters' hour of ordinary traffic, then
 // scores 49 more minutes in which change(dev, i, v) changes device dev's
 // window v of minute i.
 func runFleet(t *testing.T, rule incidents.Rule, change func(dev, i int, v *features.Vector)) fleetRun {
 	t.Helper()
-	d := NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10, Seed: 1, Incident: rule}, ledgerModelStore(t), nil, "iot.flows",
-		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d := meterDetector(t, rule)
 	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	const devices = 20
 	states := make([]*deviceState, devices)
@@ -54,11 +77,7 @@ func runFleet(t *testing.T, rule incidents.Rule, change func(dev, i int, v *feat
 		minute := make([]ClosedWindow, 0, devices)
 		for k, st := range states {
 			rng := rand.New(rand.NewPCG(uint64(i), uint64(k)))
-			flows := float64(3 + rng.IntN(4))
-			var v features.Vector
-			v[features.Flows] = flows
-			v[features.BytesOut] = flows * 900 * math.Exp(0.2*rng.NormFloat64())
-			v[features.Packets] = flows * 2
+			v := meterVector(rng, float64(3+rng.IntN(4)))
 			v[features.DistinctDst] = 1
 			if rng.Float64() < 0.05 { // now and then a host new to the meter
 				v[features.NewDst], v[features.DistinctDst] = 1, 2
@@ -77,8 +96,7 @@ func runFleet(t *testing.T, rule incidents.Rule, change func(dev, i int, v *feat
 				run.series[k].Vectors = append(run.series[k].Vectors, v)
 				run.series[k].Index = append(run.series[k].Index, start.Unix()/60)
 			}
-			minute = append(minute, ClosedWindow{DeviceID: st.id, Profile: "meter", Start: start, End: start.Add(time.Minute),
-				Index: start.Unix() / 60, Vector: v, state: st})
+			minute = append(minute, meterWindow(st, start, v))
 		}
 		verdicts, err := d.ScoreWindows(ctx, minute, nil)
 		if err != nil {

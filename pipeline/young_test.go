@@ -3,17 +3,11 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/chainwatch/chainwatch/models"
-	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/chainwatch/chainwatch/pipeline/incidents"
 )
 
@@ -24,8 +18,7 @@ import (
 // and its later windows are normal — where a baseline that learned only
 // normal windows never moved, and the device stayed in one incident.
 func TestNewDeviceFarFromItsProfileSettles(t *testing.T) {
-	d := NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10, Seed: 1}, ledgerModelStore(t), nil, "iot.flows",
-		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d := meterDetector(t, incidents.Rule{})
 	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	states := make([]*deviceState, 21)
 	for k := range states {
@@ -45,13 +38,7 @@ func TestNewDeviceFarFromItsProfileSettles(t *testing.T) {
 			if k == 20 {
 				flows *= 10
 			}
-			var v features.Vector
-			v[features.Flows] = flows
-			v[features.BytesOut] = flows * 900 * math.Exp(0.2*rng.NormFloat64())
-			v[features.Packets] = flows * 2
-			start := t0.Add(time.Duration(i) * time.Minute)
-			minute = append(minute, ClosedWindow{DeviceID: st.id, Profile: "meter", Start: start, End: start.Add(time.Minute),
-				Index: start.Unix() / 60, Vector: v, state: st})
+			minute = append(minute, meterWindow(st, t0.Add(time.Duration(i)*time.Minute), meterVector(rng, flows)))
 		}
 		verdicts, err := d.ScoreWindows(ctx, minute, nil)
 		if err != nil {
