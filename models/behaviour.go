@@ -502,15 +502,15 @@ func (b *DeviceBaseline) Started() bool { return b.Weight > 0 }
 
 // Young reports whether the baseline has learned fewer than YoungWeight
 // windows, the profile prior counted: a device first seen live, or one
-// training saw for less than half an hour. A young baseline learns every
-// window of its device, anomalous or not (Huber-clipped as always), the
-// way training warms a device's baseline on its own first hour
-// (warmStart): the prior is the profile's pooled guess, and a device far
-// from it — a line's new PLC ten times as busy as the profile's usual —
-// that learned only its normal windows would never learn, and stay in one
-// incident for as long as it runs. Its windows are judged all the same:
-// a device this unlike its profile opens an incident, which closes once
-// the baseline has learned it.
+// whose training history held fewer than YoungWeight windows. A young
+// baseline learns every window of its device, anomalous or not
+// (Huber-clipped as always), the way training warms a device's baseline on
+// its own first hour (warmStart): the prior is the profile's pooled guess,
+// and a device far from it — a line's new PLC ten times as busy as the
+// profile's usual — that learned only its normal windows would never
+// learn, and stay in one incident for as long as it runs. Its windows are
+// judged all the same: a device this unlike its profile opens an
+// incident, which closes once the baseline has learned it.
 func (b *DeviceBaseline) Young() bool { return b.Weight < YoungWeight }
 
 // StartBaseline sets b to the model's profile prior.

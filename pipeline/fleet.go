@@ -114,6 +114,9 @@ func novelWindow(r []float64) bool {
 // (none opened since a restart), or when most of the episode's windows
 // were novel, nothing is explained.
 func (f *fleetJudge) explained(rule incidents.Rule, m *models.Model, r []float64) bool {
+	if f.n == 0 || 2*f.novel > f.n {
+		return false
+	}
 	norm, dot := 0.0, 0.0
 	for i, u := range f.dir {
 		if unexplained[i] {
@@ -122,7 +125,7 @@ func (f *fleetJudge) explained(rule incidents.Rule, m *models.Model, r []float64
 		norm += u * u
 		dot += r[i] * u
 	}
-	if f.n == 0 || norm == 0 || 2*f.novel > f.n {
+	if norm == 0 {
 		return false
 	}
 	for i, u := range f.dir {
