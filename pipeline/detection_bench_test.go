@@ -93,6 +93,7 @@ type simOptions struct {
 	attackEvery, attackLength time.Duration
 	outbreak                  float64 // simulator.Config.Outbreak
 	joining                   float64 // simulator.Config.Joining
+	shift                     *simulator.Shift
 	optIn                     bool
 }
 
@@ -113,7 +114,7 @@ func detectionFleets() []detectionFleet {
 				sim, err := simulator.New(simulator.Config{Kafka: env.kafka, Devices: devices, Seed: seed + shift, Speed: -1,
 					History: warmup + 10*time.Minute, Duration: live - 10*time.Minute, Start: start, GroundTruth: truth,
 					Heterogeneity: het, Attacks: attacks, AttackEvery: every, AttackLength: o.attackLength, FirstAttackAfter: 5 * time.Minute,
-					TrustEvery: -1, Balancer: o.balancer, RateScale: o.rate, Outbreak: o.outbreak, Joining: o.joining}, testLoggerB(nil))
+					TrustEvery: -1, Balancer: o.balancer, RateScale: o.rate, Outbreak: o.outbreak, Joining: o.joining, Shift: o.shift}, testLoggerB(nil))
 				if err != nil {
 					return 0, err
 				}
@@ -170,6 +171,10 @@ func detectionFleets() []detectionFleet {
 		// scored hours, with no history of their own.
 		simFleet("simulator-growing", "the simulator-morning fleet with a fifth of its devices installed during the first two scored hours", 250, 23, 1.0,
 			morning, warm, 4*time.Hour, simOptions{optIn: true, joining: 0.2}),
+		// A firmware update: from an hour into the scored hours every
+		// camera's cloud traffic goes to its vendor's new endpoints.
+		simFleet("simulator-firmware", "the simulator-morning fleet whose cameras all move to new cloud endpoints an hour into the scored hours (a firmware update; no attack)", 250, 23, 1.0,
+			morning, warm, 4*time.Hour, simOptions{optIn: true, shift: &simulator.Shift{Profile: "camera", After: time.Hour, Factor: 1, NewCloud: true}}),
 		campusFleet("campus-early", "the campus fleet from 05:00: warm-up 05:00–07:20, then business hours", nil, 5, true),
 	}
 }
