@@ -246,9 +246,11 @@ func TestFleetEpisodeGroupsAProfileWideStep(t *testing.T) {
 }
 
 // TestFleetEpisodeLeavesAnOutbreakReported: when 14 of 20 meters flood
-// together from minute 70 — twenty times their flows, in small packets —
-// every flooding meter is reported on its own, as with fleet episodes off:
-// its peers doing the same vouches for how much a device does, never for
+// together from minute 70 — half as many flows again, in small packets: a
+// flood not extreme on its own, so that an episode could absorb it — every
+// flooding meter is reported on its own, as with fleet episodes off (the
+// thirteenth session's episodes reported none of the 14): its peers doing
+// the same vouch for how much a device does, never for
 // hosts it has not met or for flood- and scan-shaped traffic (fleetJudge).
 // Both a flood on a host new to the meters and one on a host they know
 // are reported.
@@ -279,6 +281,6 @@ func TestFleetEpisodeLeavesAnOutbreakReported(t *testing.T) {
 		if len(on.opened) != len(off.opened) {
 			t.Errorf("new host %v: %d meters reported with fleet episodes on, %d off", newHost, len(on.opened), len(off.opened))
 		}
-		t.Logf("new host %v: %d meters reported with fleet episodes on, %d off; %d fleet events %v", newHost, len(on.opened), len(off.opened), len(on.episodes), on.opened)
+		t.Logf("new host %v: %d meters reported with fleet episodes on, %d off; %d fleet events", newHost, len(on.opened), len(off.opened), len(on.episodes))
 	}
 }
