@@ -16,9 +16,10 @@ import (
 // played at (1 when the generator has no intensity knob).
 type attackTruth struct {
 	device, scenario string
-	// profile is the device's; a fleet episode of the profile
-	// (pipeline.FleetDevice) that meets the attack is the attack's, not
-	// false, but counts in no recall: it names no device.
+	// profile is the device's: a fleet episode of the profile
+	// (pipeline.FleetDevice) that opened during an outbreak on it
+	// (outbreak) is the attack's, not false, but counts in no recall: it
+	// names no device.
 	profile    string
 	intensity  float64
 	start, end time.Time
