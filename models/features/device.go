@@ -135,7 +135,13 @@ func (d *Device) Observe(w *Window, index int64, profile *Profile) Vector {
 				r.gap = index - r.last
 				r.last = index
 			}
-			recurrence = max(recurrence, r.repeats)
+			// A host the profile shares is no news, nor is its
+			// recurrence: its first contact was remembered before the
+			// device was judged by a model that says so (in the warm-up,
+			// which has no shared destinations to go by).
+			if !shared.Contains(dst) {
+				recurrence = max(recurrence, r.repeats)
+			}
 			continue
 		}
 		if !known && mature { // a first contact
@@ -168,7 +174,7 @@ func (d *Device) Observe(w *Window, index int64, profile *Profile) Vector {
 	// gap after its last contact.
 	for i := range d.recent {
 		r := &d.recent[i]
-		if r.first != 0 && index-r.first < RecentSpan && r.gap > 0 && r.last < index && index-r.last < r.gap && !d.History.has(r.dst) {
+		if r.first != 0 && index-r.first < RecentSpan && r.gap > 0 && r.last < index && index-r.last < r.gap && !d.History.has(r.dst) && !shared.Contains(r.dst) {
 			recurrence = max(recurrence, r.repeats)
 		}
 	}

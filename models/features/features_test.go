@@ -301,6 +301,44 @@ func TestSharedPeerIsNoFirstContact(t *testing.T) {
 	}
 }
 
+// TestSharedPeerDoesNotRecur: a host a device first contacted before any
+// model judged it (a warm-up, which knows no shared destinations) and then
+// contacts again under a model whose profile shares the host does not
+// recur — as the host is no first contact under that model, its contacts
+// are no beacon — while a host of its own it met the same way does.
+func TestSharedPeerDoesNotRecur(t *testing.T) {
+	d := Device{windows: MatureWindows}
+	w := NewWindow()
+	w.Add(Flow{Dst: 5, DstPort: 443, BytesOut: 300, PacketsOut: 1})
+	w.Add(Flow{Dst: 6, DstPort: 443, BytesOut: 300, PacketsOut: 1})
+	if v := d.Observe(w, 100, nil); v[NewDst] != 2 {
+		t.Fatalf("warm-up window: new %v, want 2 first contacts", v[NewDst])
+	}
+	profile := &Profile{Shared: Peers{5}}
+	for i := int64(1); i <= 3; i++ {
+		w.Reset()
+		w.Add(Flow{Dst: 5, DstPort: 443, BytesOut: 300, PacketsOut: 1})
+		if v := d.Observe(w, 100+i, profile); v[NewDstRecurrence] != 0 {
+			t.Fatalf("contact %d with the profile's shared host: recurrence %v, want 0", i, v[NewDstRecurrence])
+		}
+	}
+	for i := int64(1); i <= 3; i++ {
+		w.Reset()
+		w.Add(Flow{Dst: 6, DstPort: 443, BytesOut: 300, PacketsOut: 1})
+		if v := d.Observe(w, 102+2*i, profile); v[NewDstRecurrence] != float64(i) {
+			t.Fatalf("contact %d with the device's own host: recurrence %v, want %d", i, v[NewDstRecurrence], i)
+		}
+	}
+	// Between contacts the own host's recurrence is held; the shared
+	// host's, contacted every window before, is not.
+	w.Reset()
+	w.Add(Flow{Dst: 9, DstPort: 53, BytesOut: 70, PacketsOut: 1})
+	d.History.Add(9)
+	if v := d.Observe(w, 109, profile); v[NewDstRecurrence] != 3 {
+		t.Fatalf("between contacts: recurrence %v, want the own host's 3 held", v[NewDstRecurrence])
+	}
+}
+
 // Which destinations are shared does not depend on the order of the
 // windows; a prefix of them answers for itself; the cap keeps the lowest
 // keys.

@@ -14,7 +14,9 @@ import (
 // device's host is its own habit, two devices using it make it the
 // profile's. A
 // destination a device has not talked to yet but its profile shares is no
-// news: it is neither a new destination nor a first contact (Observe).
+// news: it is neither a new destination nor a first contact, nor does it
+// recur (Observe) — even when its first contact was remembered in the
+// warm-up, before the model that shares it judged the device.
 //
 // Why: a device learns its own peers from its own windows, and a device
 // that sends a flow every few minutes may take hours to show a peer it uses

@@ -13,6 +13,8 @@ package features
 // device's history has not accepted (Device.Observe) without a new version:
 // training learns every window's destinations, so no training window holds,
 // and a model of version 2 was trained on exactly what this build computes.
+// Nor does it count, under a model, a host the model's profile shares
+// (Peers): training computes its windows with no model, as before.
 const SchemaVersion = 2
 
 // Feature indices into a Vector. The order is part of every trained model's
