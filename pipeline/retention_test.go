@@ -347,3 +347,39 @@ func deleteRecordsBefore(t *testing.T, ctx context.Context, cl *kgo.Client, topi
 		t.Fatal(err)
 	}
 }
+
+// TestNewestEventTimeSkipsCommitMarkers: on a transactional producer's
+// topic the newest offset is a commit marker, stamped with the commit's
+// time; the newest event time retraining holds out from is its newest
+// record's, hours older here.
+func TestNewestEventTimeSkipsCommitMarkers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	env := startEmbeddedDefault(t, 1)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.brokers...), kgo.TransactionalID("backfill"), kgo.DefaultProduceTopic(env.topics.Flows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	t0 := time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)
+	var newest time.Time
+	for i := range 12 { // one record a transaction: record, marker, record, marker, …
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		newest = t0.Add(time.Duration(i) * time.Minute)
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(`{"i":1}`), Timestamp: newest}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := pipeline.NewestEventTime(ctx, env.kafka, env.topics.Flows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Equal(newest) {
+		t.Fatalf("newest event time %s, want the newest record's %s (not its commit marker's)", got.UTC(), newest)
+	}
+}

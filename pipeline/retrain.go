@@ -7,8 +7,6 @@ import (
 	"maps"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/models"
@@ -321,7 +319,9 @@ func TrainingSeeds(ctx context.Context, req HistoryRequest, m *models.Model) (ma
 	return seeds, nil
 }
 
-// NewestEventTime is the newest record timestamp of a topic's partitions.
+// NewestEventTime is the newest record timestamp of a topic's partitions:
+// of records, not of a transactional producer's commit markers
+// (integrity.NewestRecord).
 func NewestEventTime(ctx context.Context, cluster *kafkaconn.Cluster, topic string) (time.Time, error) {
 	parts, err := TopicPartitions(ctx, cluster, topic)
 	if err != nil {
@@ -341,18 +341,12 @@ func NewestEventTime(ctx context.Context, cluster *kafkaconn.Cluster, topic stri
 		if end <= first {
 			continue
 		}
-		r := cluster.Reader(kafka.ReaderConfig{Topic: topic, Partition: int(p), MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 100 * time.Millisecond})
-		if err := r.SetOffset(end - 1); err != nil {
-			r.Close()
+		rec, err := integrity.NewestRecord(ctx, cluster, topic, p, first, end)
+		if err != nil {
 			return time.Time{}, err
 		}
-		m, err := r.ReadMessage(ctx)
-		r.Close()
-		if err != nil {
-			return time.Time{}, fmt.Errorf("topic %s/%d: newest record: %w", topic, p, err)
-		}
-		if m.Time.After(newest) {
-			newest = m.Time
+		if rec != nil && rec.Timestamp.After(newest) {
+			newest = rec.Timestamp
 		}
 	}
 	if newest.IsZero() {

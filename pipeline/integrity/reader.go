@@ -25,9 +25,10 @@ type partitionReader struct {
 	buf       []*kgo.Record
 }
 
-func newPartitionReader(cluster *kafkaconn.Cluster, topic string, partition int32) (*partitionReader, error) {
+func newPartitionReader(cluster *kafkaconn.Cluster, topic string, partition int32, extra ...kgo.Opt) (*partitionReader, error) {
 	opts := append(cluster.ClientOpts(),
 		kgo.FetchMaxBytes(ReadMaxBytes), kgo.FetchMaxPartitionBytes(ReadMaxBytes), kgo.FetchMaxWait(100*time.Millisecond))
+	opts = append(opts, extra...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("read %s/%d: %w", topic, partition, err)
@@ -68,3 +69,46 @@ func (r *partitionReader) Next(ctx context.Context) (*kgo.Record, error) {
 
 // Close releases the reader's connections.
 func (r *partitionReader) Close() { r.cl.Close() }
+
+// NewestRecord returns the newest record of a partition whose offsets run
+// from first to end (end exclusive: the high watermark), or nil when it
+// holds none. The newest offset of a transactional producer's partition is
+// its commit marker, which is no record and bears the commit's time, not an
+// event's; kafka-go's Reader hands it over as a message
+// (segmentio/kafka-go#1446). This reads the partition's tail with the
+// markers kept (kgo.KeepControlRecords), so that it knows when it has read
+// offset end−1 without waiting for records that will not come, and steps
+// further back when the tail it read held markers only.
+func NewestRecord(ctx context.Context, cluster *kafkaconn.Cluster, topic string, partition int32, first, end int64) (*kgo.Record, error) {
+	if end <= first {
+		return nil, nil
+	}
+	r, err := newPartitionReader(cluster, topic, partition, kgo.KeepControlRecords())
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	for back := int64(16); ; back *= 16 {
+		from := max(first, end-back)
+		r.SeekTo(from)
+		var newest *kgo.Record
+		for {
+			rec, err := r.Next(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("read %s/%d: newest record: %w", topic, partition, err)
+			}
+			if rec.Offset >= end {
+				break // written since end was read
+			}
+			if !rec.Attrs.IsControl() {
+				newest = rec
+			}
+			if rec.Offset == end-1 {
+				break
+			}
+		}
+		if newest != nil || from == first {
+			return newest, nil
+		}
+	}
+}
