@@ -8,7 +8,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
 	"github.com/chainwatch/chainwatch/models/features"
@@ -143,12 +143,12 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 		pw := newPartitionWindows(win, p)
 		pw.deferVector = true
 		pw.model = hr.models.of
-		r := req.Kafka.Reader(kafka.ReaderConfig{Topic: req.Topic, Partition: int(p), MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
+		r, err := integrity.NewMarkedReader(req.Kafka, req.Topic, p, from)
+		if err != nil {
+			return rep, fmt.Errorf("history: %w", err)
+		}
 		src := &historySource{partition: p, reader: r, to: to, pw: pw}
 		hr.sources = append(hr.sources, src)
-		if err := r.SetOffset(from); err != nil {
-			return rep, err
-		}
 		if err := src.advance(ctx); err != nil {
 			return rep, err
 		}
@@ -207,31 +207,38 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 // read ahead, and its windows.
 type historySource struct {
 	partition int32
-	reader    *kafka.Reader
+	reader    *integrity.MarkedReader
 	to        int64 // the period's end, exclusive
-	next      kafka.Message
+	next      *kgo.Record
 	done      bool // no record left: next is the last one, or none
 	empty     bool // next holds nothing
 	pw        *partitionWindows
 }
 
-// advance reads the partition's next record of the period, if any.
+// advance reads the partition's next record of the period, if any,
+// passing over a transactional producer's markers, which take offsets but
+// are no records.
 func (s *historySource) advance(ctx context.Context) error {
-	if s.done {
-		s.empty = true
+	for {
+		if s.done {
+			s.empty = true
+			return nil
+		}
+		rec, err := s.reader.Next(ctx)
+		if err != nil {
+			return fmt.Errorf("history: read partition %d: %w", s.partition, err)
+		}
+		if rec.Offset >= s.to {
+			s.done, s.empty = true, true
+			return nil
+		}
+		s.done = rec.Offset+1 >= s.to
+		if rec.Attrs.IsControl() {
+			continue
+		}
+		s.next, s.empty = rec, false
 		return nil
 	}
-	m, err := s.reader.ReadMessage(ctx)
-	if err != nil {
-		return fmt.Errorf("history: read partition %d: %w", s.partition, err)
-	}
-	if m.Offset >= s.to {
-		s.done, s.empty = true, true
-		return nil
-	}
-	s.next, s.empty = m, false
-	s.done = m.Offset+1 >= s.to
-	return nil
 }
 
 // historyRead joins the parts of each device's windows from the partitions
@@ -269,7 +276,7 @@ func (h *historyRead) oldest() *historySource {
 		if s.empty {
 			continue
 		}
-		if best == nil || s.next.Time.Before(best.next.Time) {
+		if best == nil || s.next.Timestamp.Before(best.next.Timestamp) {
 			best = s
 		}
 	}
@@ -412,6 +419,38 @@ func TopicPartitions(ctx context.Context, cluster *kafkaconn.Cluster, topic stri
 	return out, nil
 }
 
+// firstRecordFrom returns the offset of the first record at or after off
+// (before end) stamped t or later, or end. The broker's offset for a time
+// counts a transactional producer's commit markers, which bear the commit's
+// time: on a topic backfilled with older event times it lands on the first
+// marker past the records, and a history read would stop there. Without
+// markers the record at off is the answer, and one fetch confirms it.
+func firstRecordFrom(ctx context.Context, cluster *kafkaconn.Cluster, topic string, partition int32, off, end int64, t time.Time) (int64, error) {
+	if off >= end {
+		return end, nil
+	}
+	r, err := integrity.NewMarkedReader(cluster, topic, partition, off)
+	if err != nil {
+		return 0, fmt.Errorf("history: %w", err)
+	}
+	defer r.Close()
+	for {
+		rec, err := r.Next(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("history: offset of %s/%d at %s: %w", topic, partition, t.Format(time.RFC3339), err)
+		}
+		if rec.Offset >= end {
+			return end, nil
+		}
+		if !rec.Attrs.IsControl() && !rec.Timestamp.Before(t) {
+			return rec.Offset, nil
+		}
+		if rec.Offset+1 >= end {
+			return end, nil
+		}
+	}
+}
+
 // offsetsBetween is the offset range of a partition's records with
 // timestamps from since up to until: the first offset at or after since,
 // and the first at or after until (the partition's end when none is).
@@ -433,7 +472,7 @@ func offsetsBetween(ctx context.Context, cluster *kafkaconn.Cluster, topic strin
 		if off < 0 || off > end {
 			return end, nil
 		}
-		return max(off, first), nil
+		return firstRecordFrom(ctx, cluster, topic, partition, max(off, first), end, t)
 	}
 	from, err1 := at(since)
 	to, err2 := at(until)

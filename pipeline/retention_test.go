@@ -348,11 +348,14 @@ func deleteRecordsBefore(t *testing.T, ctx context.Context, cl *kgo.Client, topi
 	}
 }
 
-// TestNewestEventTimeSkipsCommitMarkers: on a transactional producer's
-// topic the newest offset is a commit marker, stamped with the commit's
-// time; the newest event time retraining holds out from is its newest
-// record's, hours older here.
-func TestNewestEventTimeSkipsCommitMarkers(t *testing.T) {
+// TestCommitMarkersAreNoRecords: a topic backfilled by a transactional
+// producer with event times weeks old holds a commit marker after every
+// record, stamped with the commit's time. The newest event time retraining
+// holds out from is the newest record's, not the last marker's; and a
+// history read of the records' span reads all 12 of them — the broker's
+// offset for a time lands on the first marker, where the read stopped — and
+// counts no marker as a record.
+func TestCommitMarkersAreNoRecords(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	env := startEmbeddedDefault(t, 1)
@@ -381,5 +384,20 @@ func TestNewestEventTimeSkipsCommitMarkers(t *testing.T) {
 	}
 	if !got.Equal(newest) {
 		t.Fatalf("newest event time %s, want the newest record's %s (not its commit marker's)", got.UTC(), newest)
+	}
+
+	// A history read over the same span reads the 12 records, not the 12
+	// markers too, and ends at the last marker rather than waiting past it.
+	reg, err := pipeline.SnapshotRegistry(ctx, env.as(contract.RoleAnalyst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := pipeline.ReadHistory(ctx, pipeline.HistoryRequest{Kafka: env.kafka, Ledger: env.as(contract.RoleAnalyst), Registry: reg,
+		Topic: env.topics.Flows, Since: t0, Until: newest.Add(time.Minute), LeadIn: -1}, func(*pipeline.HistoryWindow) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Records != 12 {
+		t.Fatalf("history read %d records, want the 12 the producer wrote", rep.Records)
 	}
 }

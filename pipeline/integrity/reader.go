@@ -112,3 +112,30 @@ func NewestRecord(ctx context.Context, cluster *kafkaconn.Cluster, topic string,
 		}
 	}
 }
+
+// MarkedReader reads one partition in offset order through franz-go with
+// a transactional producer's commit and abort markers kept
+// (kgo.KeepControlRecords; each is a record whose Attrs.IsControl()), so
+// that a reader bounded by an end offset knows it has reached it when the
+// last offsets before it are markers, rather than waiting for a record
+// that will not come. kafka-go's Reader hands markers over as ordinary
+// messages (segmentio/kafka-go#1446): a history read through it counted
+// them as records.
+type MarkedReader struct{ r *partitionReader }
+
+// NewMarkedReader opens a reader of topic's partition at offset from.
+func NewMarkedReader(cluster *kafkaconn.Cluster, topic string, partition int32, from int64) (*MarkedReader, error) {
+	r, err := newPartitionReader(cluster, topic, partition, kgo.KeepControlRecords())
+	if err != nil {
+		return nil, err
+	}
+	r.SeekTo(from)
+	return &MarkedReader{r: r}, nil
+}
+
+// Next returns the next record or marker, waiting for one if the partition
+// has none yet.
+func (m *MarkedReader) Next(ctx context.Context) (*kgo.Record, error) { return m.r.Next(ctx) }
+
+// Close releases the reader's connections.
+func (m *MarkedReader) Close() { m.r.Close() }
