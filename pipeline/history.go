@@ -210,35 +210,19 @@ type historySource struct {
 	reader    *integrity.MarkedReader
 	to        int64 // the period's end, exclusive
 	next      *kgo.Record
-	done      bool // no record left: next is the last one, or none
-	empty     bool // next holds nothing
+	empty     bool // next holds nothing: the period is read
 	pw        *partitionWindows
 }
 
-// advance reads the partition's next record of the period, if any,
-// passing over a transactional producer's markers, which take offsets but
-// are no records.
+// advance reads the partition's next record of the period, if any: a
+// transactional producer's markers take offsets but are no records.
 func (s *historySource) advance(ctx context.Context) error {
-	for {
-		if s.done {
-			s.empty = true
-			return nil
-		}
-		rec, err := s.reader.Next(ctx)
-		if err != nil {
-			return fmt.Errorf("history: read partition %d: %w", s.partition, err)
-		}
-		if rec.Offset >= s.to {
-			s.done, s.empty = true, true
-			return nil
-		}
-		s.done = rec.Offset+1 >= s.to
-		if rec.Attrs.IsControl() {
-			continue
-		}
-		s.next, s.empty = rec, false
-		return nil
+	rec, err := s.reader.NextBefore(ctx, s.to)
+	if err != nil {
+		return fmt.Errorf("history: %w", err)
 	}
+	s.next, s.empty = rec, rec == nil
+	return nil
 }
 
 // historyRead joins the parts of each device's windows from the partitions
@@ -435,18 +419,15 @@ func firstRecordFrom(ctx context.Context, cluster *kafkaconn.Cluster, topic stri
 	}
 	defer r.Close()
 	for {
-		rec, err := r.Next(ctx)
+		rec, err := r.NextBefore(ctx, end)
 		if err != nil {
-			return 0, fmt.Errorf("history: offset of %s/%d at %s: %w", topic, partition, t.Format(time.RFC3339), err)
+			return 0, fmt.Errorf("history: offset at %s: %w", t.Format(time.RFC3339), err)
 		}
-		if rec.Offset >= end {
+		if rec == nil {
 			return end, nil
 		}
-		if !rec.Attrs.IsControl() && !rec.Timestamp.Before(t) {
+		if !rec.Timestamp.Before(t) {
 			return rec.Offset, nil
-		}
-		if rec.Offset+1 >= end {
-			return end, nil
 		}
 	}
 }

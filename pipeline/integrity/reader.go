@@ -70,20 +70,69 @@ func (r *partitionReader) Next(ctx context.Context) (*kgo.Record, error) {
 // Close releases the reader's connections.
 func (r *partitionReader) Close() { r.cl.Close() }
 
+// MarkedReader reads one partition in offset order through franz-go with
+// a transactional producer's commit and abort markers kept
+// (kgo.KeepControlRecords), so that a read bounded by an end offset knows
+// it has reached it when the last offsets before it are markers, rather
+// than waiting for a record that will not come, and passes the markers
+// over: they take offsets but are no records. kafka-go's Reader hands them
+// over as ordinary messages (segmentio/kafka-go#1446): a history read
+// through it counted them as records.
+type MarkedReader struct {
+	r    *partitionReader
+	next int64 // the offset after the last one read
+}
+
+// NewMarkedReader opens a reader of topic's partition at offset from.
+func NewMarkedReader(cluster *kafkaconn.Cluster, topic string, partition int32, from int64) (*MarkedReader, error) {
+	r, err := newPartitionReader(cluster, topic, partition, kgo.KeepControlRecords())
+	if err != nil {
+		return nil, err
+	}
+	m := &MarkedReader{r: r}
+	m.SeekTo(from)
+	return m, nil
+}
+
+// SeekTo makes the next read start at offset.
+func (m *MarkedReader) SeekTo(offset int64) {
+	m.r.SeekTo(offset)
+	m.next = offset
+}
+
+// NextBefore returns the next record at an offset before end, markers
+// passed over, or nil once the reader has passed end−1.
+func (m *MarkedReader) NextBefore(ctx context.Context, end int64) (*kgo.Record, error) {
+	for m.next < end {
+		rec, err := m.r.Next(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read %s/%d: %w", m.r.topic, m.r.partition, err)
+		}
+		m.next = rec.Offset + 1
+		if rec.Offset >= end {
+			return nil, nil
+		}
+		if !rec.Attrs.IsControl() {
+			return rec, nil
+		}
+	}
+	return nil, nil
+}
+
+// Close releases the reader's connections.
+func (m *MarkedReader) Close() { m.r.Close() }
+
 // NewestRecord returns the newest record of a partition whose offsets run
 // from first to end (end exclusive: the high watermark), or nil when it
 // holds none. The newest offset of a transactional producer's partition is
 // its commit marker, which is no record and bears the commit's time, not an
-// event's; kafka-go's Reader hands it over as a message
-// (segmentio/kafka-go#1446). This reads the partition's tail with the
-// markers kept (kgo.KeepControlRecords), so that it knows when it has read
-// offset end−1 without waiting for records that will not come, and steps
-// further back when the tail it read held markers only.
+// event's. This reads the partition's tail (MarkedReader), stepping further
+// back when the tail it read held markers only.
 func NewestRecord(ctx context.Context, cluster *kafkaconn.Cluster, topic string, partition int32, first, end int64) (*kgo.Record, error) {
 	if end <= first {
 		return nil, nil
 	}
-	r, err := newPartitionReader(cluster, topic, partition, kgo.KeepControlRecords())
+	r, err := NewMarkedReader(cluster, topic, partition, first)
 	if err != nil {
 		return nil, err
 	}
@@ -93,49 +142,17 @@ func NewestRecord(ctx context.Context, cluster *kafkaconn.Cluster, topic string,
 		r.SeekTo(from)
 		var newest *kgo.Record
 		for {
-			rec, err := r.Next(ctx)
+			rec, err := r.NextBefore(ctx, end)
 			if err != nil {
-				return nil, fmt.Errorf("read %s/%d: newest record: %w", topic, partition, err)
+				return nil, fmt.Errorf("newest record: %w", err)
 			}
-			if rec.Offset >= end {
-				break // written since end was read
-			}
-			if !rec.Attrs.IsControl() {
-				newest = rec
-			}
-			if rec.Offset == end-1 {
+			if rec == nil {
 				break
 			}
+			newest = rec
 		}
 		if newest != nil || from == first {
 			return newest, nil
 		}
 	}
 }
-
-// MarkedReader reads one partition in offset order through franz-go with
-// a transactional producer's commit and abort markers kept
-// (kgo.KeepControlRecords; each is a record whose Attrs.IsControl()), so
-// that a reader bounded by an end offset knows it has reached it when the
-// last offsets before it are markers, rather than waiting for a record
-// that will not come. kafka-go's Reader hands markers over as ordinary
-// messages (segmentio/kafka-go#1446): a history read through it counted
-// them as records.
-type MarkedReader struct{ r *partitionReader }
-
-// NewMarkedReader opens a reader of topic's partition at offset from.
-func NewMarkedReader(cluster *kafkaconn.Cluster, topic string, partition int32, from int64) (*MarkedReader, error) {
-	r, err := newPartitionReader(cluster, topic, partition, kgo.KeepControlRecords())
-	if err != nil {
-		return nil, err
-	}
-	r.SeekTo(from)
-	return &MarkedReader{r: r}, nil
-}
-
-// Next returns the next record or marker, waiting for one if the partition
-// has none yet.
-func (m *MarkedReader) Next(ctx context.Context) (*kgo.Record, error) { return m.r.Next(ctx) }
-
-// Close releases the reader's connections.
-func (m *MarkedReader) Close() { m.r.Close() }
