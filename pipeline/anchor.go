@@ -92,6 +92,10 @@ type AnchorStage struct {
 	// the oldest was cut.
 	pending      []pendingBatch
 	pendingSince time.Time
+	// unkept are the leaf hashes of batches cut since the last
+	// keepLeaves, written together at the end of a poll: one write to the
+	// leaf topic rather than one per batch.
+	unkept []integrity.AnchorLeaves
 	// urgent asks for the open batches to be cut and sealed now, not at
 	// the period's end (SealSoon).
 	urgent chan struct{}
@@ -134,7 +138,8 @@ func NewAnchorStage(cfg AnchorConfig, topics Topics, ledger *ledgerclient.Client
 }
 
 // SealSoon asks the stage to cut its open batches and seal them at its
-// next turn (within a quarter of BatchAge) instead of at the period's end.
+// next turn (within 1,024 records of a poll, or when an idle poll ends: a
+// quarter of BatchAge) instead of at the period's end.
 // A first model waits for its warm-up history to be sealed before it
 // trains on it, and the detector should not wait a whole period for that;
 // the price is a seal or two more on the ledger per first model (the
@@ -221,6 +226,7 @@ func (s *AnchorStage) run(ctx context.Context) error {
 // addAll adds a poll's records to their partitions' batches, then anchors
 // the batches that have grown old.
 func (s *AnchorStage) addAll(ctx context.Context, fetches kgo.Fetches) error {
+	n := 0
 	for it := fetches.RecordIter(); !it.Done(); {
 		r := it.Next()
 		err := s.add(ctx, r)
@@ -228,7 +234,26 @@ func (s *AnchorStage) addAll(ctx context.Context, fetches kgo.Fetches) error {
 		if err != nil {
 			return err
 		}
+		// A poll of a backlog can take the stage a while (each cut batch
+		// waits for its leaf hashes to be acknowledged): a seal asked for
+		// meanwhile is made between records.
+		if n++; n%urgentEvery == 0 && len(s.urgent) > 0 {
+			if err := s.anchorDue(ctx); err != nil {
+				return err
+			}
+		}
 	}
+	return s.anchorDue(ctx)
+}
+
+// urgentEvery is how many records the stage adds between looks for a seal
+// asked for (SealSoon).
+const urgentEvery = 1024
+
+// anchorDue cuts the batches that have grown old and anchors the pending
+// ones once the period is over, or all at once when a seal was asked for
+// (SealSoon).
+func (s *AnchorStage) anchorDue(ctx context.Context) error {
 	urgent := false
 	select {
 	case <-s.urgent:
@@ -242,9 +267,27 @@ func (s *AnchorStage) addAll(ctx context.Context, fetches kgo.Fetches) error {
 			}
 		}
 	}
+	if err := s.keepLeaves(ctx); err != nil {
+		return err
+	}
 	if len(s.pending) > 0 && (urgent || time.Since(s.pendingSince) >= s.cfg.Period || len(s.pending) >= contract.MaxAnchorsPerTx/2) {
 		return s.anchorPending(ctx)
 	}
+	return nil
+}
+
+// keepLeaves writes the leaf hashes of the batches cut since it last ran
+// (integrity.LeafTopic), retried until acknowledged: before any of them
+// can be anchored, so that an anchor on the ledger always has its leaves.
+func (s *AnchorStage) keepLeaves(ctx context.Context) error {
+	if len(s.unkept) == 0 {
+		return nil
+	}
+	if err := s.retry(ctx, "keeping leaf hashes", func() error { return s.leaves.PutAll(ctx, s.unkept) }); err != nil {
+		return err
+	}
+	clear(s.unkept)
+	s.unkept = s.unkept[:0]
 	return nil
 }
 
@@ -295,9 +338,8 @@ func (s *AnchorStage) add(ctx context.Context, m *kgo.Record) error {
 	return nil
 }
 
-// cut closes a partition's batch: its root is computed and its leaf hashes
-// kept (integrity.LeafTopic, acknowledged before the root can reach the ledger, so
-// an anchor always has them), and it waits for the period's transaction.
+// cut closes a partition's batch: its root is computed, its leaf hashes
+// wait to be kept (keepLeaves), and it waits for the period's transaction.
 func (s *AnchorStage) cut(ctx context.Context, tp topicPartition, b *batch) error {
 	root := integrity.MerkleRoot(b.leaves)
 	a := contract.Anchor{
@@ -309,9 +351,7 @@ func (s *AnchorStage) cut(ctx context.Context, tp topicPartition, b *batch) erro
 		a.LastTimestamp = a.FirstTimestamp // producer clocks may step back
 	}
 	a.ID = contract.AnchorID(a.Stream, a.Partition, a.FirstOffset, a.LastOffset)
-	if err := s.retry(ctx, "keeping leaf hashes", func() error { return s.leaves.Put(ctx, a.ID, b.leaves) }); err != nil {
-		return err
-	}
+	s.unkept = append(s.unkept, integrity.AnchorLeaves{AnchorID: a.ID, Leaves: slices.Clone(b.leaves)})
 	if len(s.pending) == 0 {
 		s.pendingSince = time.Now()
 	}

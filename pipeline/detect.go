@@ -105,6 +105,8 @@ type DetectStage struct {
 	asm     assembler
 	ready   []ClosedWindow
 	fetched []kgo.FetchTopicPartition
+	// batch is the poll's records in processing order, decoded ahead.
+	batch flowBatch
 
 	stageRun
 }
@@ -206,12 +208,23 @@ func (s *DetectStage) partitionsRevoked(ctx context.Context, parts []topicPartit
 func (s *DetectStage) run(ctx context.Context) error {
 	lastCommit := time.Now()
 	for {
-		fetches, err := s.consumer.poll(ctx, s.cfg.CommitInterval)
+		// While a first model's warm-up history is being verified, the
+		// stage looks every settlePoll for the verification's end: a
+		// backlog read to its end leaves no record to prompt the model's
+		// training and the held windows' judging.
+		wait, verifying := s.cfg.CommitInterval, s.detector.Verifying()
+		if verifying {
+			wait = min(wait, settlePoll)
+		}
+		fetches, err := s.consumer.poll(ctx, wait)
 		if err != nil && !errors.Is(err, errPollIdle) {
 			return err
 		}
 		if err = s.stateErr; err == nil {
 			err = s.processFetches(ctx, fetches)
+		}
+		if err == nil && verifying {
+			err = s.settle(ctx)
 		}
 		if err == nil && time.Since(lastCommit) >= s.cfg.CommitInterval {
 			s.commit(ctx)
@@ -222,6 +235,26 @@ func (s *DetectStage) run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// settlePoll is how often the stage looks for the end of a first model's
+// verification while its warm-up history is verified.
+const settlePoll = 50 * time.Millisecond
+
+// settle trains the first models whose warm-up history has been verified
+// and hands the alerts of their held windows to the outbox.
+func (s *DetectStage) settle(ctx context.Context) error {
+	settled, err := s.detector.Settle(ctx)
+	for _, a := range settled {
+		s.queue(a)
+	}
+	if err != nil {
+		s.log.Warn("first model not trained after its warm-up was verified; will retry", "err", err)
+	}
+	if len(s.pending) > 0 {
+		return s.flushAlerts(ctx)
+	}
+	return nil
 }
 
 // processFetches runs a poll's records through the stage, then hands
@@ -240,7 +273,15 @@ func (s *DetectStage) processFetches(ctx context.Context, fetches kgo.Fetches) e
 	// whose records are on several partitions is then seen on all of them
 	// before its first window closes, and its parts are joined from the
 	// start (assembly.go). Each partition's own order is kept.
-	err := interleave(s.fetched, func(r *kgo.Record) error { return s.process(ctx, asMessage(r)) })
+	s.batch.reset()
+	_ = interleave(s.fetched, s.batch.add)
+	s.batch.decode()
+	var err error
+	for i, r := range s.batch.records {
+		if err = s.process(ctx, asMessage(r), &s.batch.flows[i], s.batch.errs[i]); err != nil {
+			break
+		}
+	}
 	for _, fp := range s.fetched {
 		if p := s.partitions[int(fp.Partition)]; p != nil {
 			p.lag.Set(float64(fp.HighWatermark - p.processed - 1))
@@ -261,9 +302,9 @@ func (s *DetectStage) processFetches(ctx context.Context, fetches kgo.Fetches) e
 	return nil
 }
 
-// process runs one record through decode → identity → window → score →
-// sinks.
-func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
+// process runs one record, decoded as rec (or not, with decodeErr), through
+// identity → window → score → sinks.
+func (s *DetectStage) process(ctx context.Context, m kafka.Message, rec *decode.FlowRecord, decodeErr error) error {
 	topic := s.cfg.Topics.Flows
 	if s.consumed == nil {
 		s.consumed = s.metrics.RecordsConsumed.WithLabelValues(topic)
@@ -300,8 +341,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 	// and trust alerts were dealt with then.
 	replayed := m.Offset <= p.replayedThrough
 
-	var rec decode.FlowRecord
-	if err := decode.Flow(m.Value, &rec); err != nil {
+	if err := decodeErr; err != nil {
 		if replayed {
 			p.processed = m.Offset
 			return nil
@@ -320,12 +360,12 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		return nil
 	}
 
-	dev := s.registry.Resolve(&rec)
+	dev := s.registry.Resolve(rec)
 	flow := rec.Feature()
 	if dev == nil && rec.DeviceID == "" {
 		// The reply leg of a unidirectional flow: inbound traffic of the
 		// device at its destination.
-		if to := s.registry.ResolveDestination(&rec); to != nil {
+		if to := s.registry.ResolveDestination(rec); to != nil {
 			dev, flow = to, rec.Inbound()
 		}
 	}
@@ -334,7 +374,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message) error {
 		p.processed = m.Offset
 	case dev == nil:
 		p.processed = m.Offset
-		s.queue(s.trust.raise(finderFlows, contract.AlertRogueDevice, unknownDeviceKey(&rec), "", rec.Time, m,
+		s.queue(s.trust.raise(finderFlows, contract.AlertRogueDevice, unknownDeviceKey(rec), "", rec.Time, m,
 			"device is not registered on the ledger"))
 	case revokedAt(dev, rec.Time):
 		p.processed = m.Offset

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -209,6 +210,13 @@ type profileState struct {
 	verifyRows int
 	// drift compares live windows with the model's training data.
 	drift *models.DriftTracker
+	// scored, scores, warming and held are the profile's series of
+	// WindowsScored, Scores, WarmupWindows and WindowsHeld, looked up
+	// once rather than at every window.
+	scored    prometheus.Counter
+	scores    prometheus.Observer
+	warming   prometheus.Gauge
+	heldGauge prometheus.Gauge
 	// seeds are the baselines training left for the warm-up devices,
 	// taken by each device's state at its first scored window.
 	seeds map[string]models.DeviceBaseline
@@ -434,7 +442,11 @@ func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWi
 		m.Residuals(d.baseline(p, cw), &cw.Vector, d.batchData[k*dims:(k+1)*dims])
 	}
 	d.batchScores = slices.Grow(d.batchScores[:0], len(ws))[:len(ws)]
-	if err := m.Forest().ScoreBatch(d.batchScores, d.batchData); err != nil {
+	// A batch of a few hundred windows or more (a minute of a busy
+	// partition; the windows held for a first model) is split over the
+	// cores: the forest is most of a window's cost, and the detect stage
+	// is one goroutine.
+	if err := m.Forest().ScoreBatchParallel(d.batchScores, d.batchData, runtime.GOMAXPROCS(0)); err != nil {
 		return err
 	}
 	d.batchJudged = slices.Grow(d.batchJudged[:0], len(ws))[:len(ws)]
@@ -443,8 +455,8 @@ func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWi
 		r := d.batchData[k*dims : (k+1)*dims]
 		j := m.Judge(r, d.batchScores[k])
 		d.batchJudged[k], d.batchIndex[k] = j, cw.Index
-		d.metrics.WindowsScored.WithLabelValues(cw.Profile).Inc()
-		d.metrics.Scores.WithLabelValues(cw.Profile).Observe(j.Score)
+		p.scored.Inc()
+		p.scores.Observe(j.Score)
 		d.metrics.Summary.WindowsScored.Add(1)
 		if d.log.Enabled(ctx, slog.LevelDebug) {
 			top := m.ExplainDeviation(&cw.state.baseline, &cw.Vector, r, 1)
@@ -493,9 +505,11 @@ func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWi
 // finished verifying in the background — or starts the verification of a
 // warm-up that is complete but waits for one (a retry, or a warm-up
 // lengthened after history that no longer verifies was left out) — and
-// scores the windows it held, returning the alerts they raise. The detection stage calls it at each
-// commit, so that a backlog read to its end before the verification
-// finished is still judged, with no further record to prompt it.
+// scores the windows it held, returning the alerts they raise. The
+// detection stage calls it at each commit, and after every poll while
+// Verifying (polling every 50 ms meanwhile), so that a backlog read to its
+// end before the verification finished is still judged, with no further
+// record to prompt it, as soon as the verification ends.
 func (d *Detector) Settle(ctx context.Context) ([]*contract.Alert, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -519,6 +533,19 @@ func (d *Detector) Settle(ctx context.Context) ([]*contract.Alert, error) {
 	return out, nil
 }
 
+// Verifying reports whether a profile's first model waits on the
+// verification of its warm-up history, which Settle finishes.
+func (d *Detector) Verifying() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range d.profiles {
+		if p.model == nil && p.verifying != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // maxHeldWindows bounds the windows held back while a profile warms up
 // (about 250 bytes each): a backlog read far ahead on some partitions
 // beyond that is not scored, and the log says so.
@@ -531,7 +558,13 @@ func (d *Detector) scoreHeld(ctx context.Context, p *profileState) ([]*contract.
 	p.held = nil
 	d.metrics.WindowsHeld.WithLabelValues(held[0].Profile).Set(0)
 	d.metrics.Summary.WindowsHeld.Add(-int64(len(held)))
-	slices.SortStableFunc(held, func(a, b ClosedWindow) int {
+	// Sorted by reference: a window is a few hundred bytes, and there can
+	// be a hundred thousand of them.
+	order := make([]*ClosedWindow, len(held))
+	for i := range held {
+		order[i] = &held[i]
+	}
+	slices.SortStableFunc(order, func(a, b *ClosedWindow) int {
 		if c := a.Start.Compare(b.Start); c != 0 {
 			return c
 		}
@@ -543,12 +576,12 @@ func (d *Detector) scoreHeld(ctx context.Context, p *profileState) ([]*contract.
 	// live windows are.
 	var alerts []*contract.Alert
 	ws := make([]*ClosedWindow, 0, 256)
-	for lo := 0; lo < len(held); {
+	for lo := 0; lo < len(order); {
 		hi := lo
 		ws = ws[:0]
-		for ; hi < len(held) && held[hi].Start.Equal(held[lo].Start); hi++ {
-			d.observe(&held[hi])
-			ws = append(ws, &held[hi])
+		for ; hi < len(order) && order[hi].Start.Equal(order[lo].Start); hi++ {
+			d.observe(order[hi])
+			ws = append(ws, order[hi])
 		}
 		verdicts, err := d.judge(ctx, p, ws)
 		if err != nil {
@@ -822,7 +855,8 @@ func (d *Detector) Refresh(ctx context.Context) {
 func (d *Detector) profile(ctx context.Context, name string) (*profileState, error) {
 	p := d.profiles[name]
 	if p == nil {
-		p = &profileState{}
+		p = &profileState{scored: d.metrics.WindowsScored.WithLabelValues(name), scores: d.metrics.Scores.WithLabelValues(name),
+			warming: d.metrics.WarmupWindows.WithLabelValues(name), heldGauge: d.metrics.WindowsHeld.WithLabelValues(name)}
 		d.profiles[name] = p
 	}
 	if !p.checked {
@@ -881,7 +915,7 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 			// so its windows are still observed in order).
 			kept = true
 			p.held = append(p.held, *cw)
-			d.metrics.WindowsHeld.WithLabelValues(cw.Profile).Inc()
+			p.heldGauge.Inc()
 			d.metrics.Summary.WindowsHeld.Add(1)
 		} else {
 			d.observe(cw) // not scored, but its device's context moves on
@@ -903,7 +937,7 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 			p.warmTo = cw.End
 		}
 	}
-	d.metrics.WarmupWindows.WithLabelValues(cw.Profile).Set(float64(len(p.warm)))
+	p.warming.Set(float64(len(p.warm)))
 	return held, kept, d.tryTrain(ctx, cw.Profile, p)
 }
 
@@ -921,8 +955,10 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 		}
 	}
 	started := time.Now()
-	refs := []string{fmt.Sprintf("warmup:%s:%s/%s", d.topic, p.warmFrom.Format(time.RFC3339), p.warmTo.Format(time.RFC3339))}
-	if d.verifier != nil {
+	var refs []string
+	if d.verifier == nil {
+		refs = []string{fmt.Sprintf("warmup:%s:%s/%s", d.topic, p.warmFrom.Format(time.RFC3339), p.warmTo.Format(time.RFC3339))}
+	} else {
 		// Train only on history proven untampered: the windows' records
 		// must sit in anchored ranges whose roots still match.
 		if p.verifying == nil {

@@ -74,13 +74,29 @@ func NewLeafTopic(cluster *kafkaconn.Cluster, topic string) *LeafTopic {
 		}}
 }
 
+// AnchorLeaves is one anchor's leaf hashes, to keep (PutAll).
+type AnchorLeaves struct {
+	AnchorID string
+	Leaves   [][32]byte
+}
+
 // Put keeps an anchor's leaf hashes; it returns once they are acknowledged.
 func (t *LeafTopic) Put(ctx context.Context, anchorID string, leaves [][32]byte) error {
-	v := make([]byte, 0, 32*len(leaves))
-	for i := range leaves {
-		v = append(v, leaves[i][:]...)
+	return t.PutAll(ctx, []AnchorLeaves{{anchorID, leaves}})
+}
+
+// PutAll keeps several anchors' leaf hashes in one write; it returns once
+// they are all acknowledged.
+func (t *LeafTopic) PutAll(ctx context.Context, all []AnchorLeaves) error {
+	msgs := make([]kafka.Message, len(all))
+	for i, a := range all {
+		v := make([]byte, 0, 32*len(a.Leaves))
+		for j := range a.Leaves {
+			v = append(v, a.Leaves[j][:]...)
+		}
+		msgs[i] = kafka.Message{Key: []byte(a.AnchorID), Value: v}
 	}
-	if err := t.writer.WriteMessages(ctx, kafka.Message{Key: []byte(anchorID), Value: v}); err != nil {
+	if err := t.writer.WriteMessages(ctx, msgs...); err != nil {
 		return fmt.Errorf("leaf topic %s: %w", t.topic, err)
 	}
 	return nil
@@ -145,13 +161,14 @@ func (t *LeafTopic) sync(ctx context.Context, want string) (found []byte, first 
 	if t.scanned >= end {
 		return nil, first, nil
 	}
-	r := t.kafka.Reader(kafka.ReaderConfig{Topic: t.topic, Partition: 0, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
-	defer r.Close()
-	if err := r.SetOffset(t.scanned); err != nil {
+	r, err := newPartitionReader(t.kafka, t.topic, 0)
+	if err != nil {
 		return nil, 0, err
 	}
+	defer r.Close()
+	r.SeekTo(t.scanned)
 	for t.scanned < end {
-		m, err := r.ReadMessage(ctx)
+		m, err := r.Next(ctx)
 		if err != nil {
 			return nil, 0, fmt.Errorf("leaf topic %s: read: %w", t.topic, err)
 		}

@@ -2,8 +2,10 @@ package integrity
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/chainwatch/chainwatch/ledgerclient"
@@ -34,8 +36,6 @@ type HistoryVerifier func(ctx context.Context, ranges []OffsetRange) (verified [
 // at its period's end.
 func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster, topic, leafTopic string, wait time.Duration, sealSoon func()) HistoryVerifier {
 	return func(ctx context.Context, ranges []OffsetRange) ([]string, []OffsetRange, error) {
-		var ids []string
-		var excluded []OffsetRange
 		stream, err := TopicStream(ctx, cluster, topic)
 		if err != nil {
 			return nil, nil, err
@@ -43,33 +43,33 @@ func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster,
 		index := NewLeafTopic(cluster, leafTopic)
 		defer index.Close()
 		x := NewAnchors(ledger, index)
-		for _, r := range ranges {
-			deadline := time.Now().Add(wait)
-			for {
-				covering, err := x.List(ctx, stream, r.Partition, r.Last, r.Last)
-				if err != nil {
-					return nil, nil, err
+		// Each range (a partition's) is awaited and replayed on its own,
+		// up to maxReplays at once: a first model waits for the slowest,
+		// and each spends most of its time waiting on Kafka and the
+		// ledger.
+		deadline := time.Now().Add(wait)
+		verdicts := make([][]ReplayRange, len(ranges))
+		errs := make([]error, len(ranges))
+		var wg sync.WaitGroup
+		slots := make(chan struct{}, maxReplays)
+		for i, r := range ranges {
+			wg.Go(func() {
+				slots <- struct{}{}
+				defer func() { <-slots }()
+				if errs[i] = awaitAnchored(ctx, x, stream, topic, r, deadline, wait, sealSoon); errs[i] != nil {
+					return
 				}
-				if len(covering) > 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					return nil, nil, fmt.Errorf("%s/%d is not anchored up to offset %d after %s", topic, r.Partition, r.Last, wait)
-				}
-				if sealSoon != nil {
-					sealSoon()
-				}
-				select {
-				case <-ctx.Done():
-					return nil, nil, ctx.Err()
-				case <-time.After(200 * time.Millisecond):
-				}
-			}
-			verdicts, err := Replay(ctx, ledger, ReplayRequest{Kafka: cluster, Topic: topic, AnchoredAs: stream, Partition: r.Partition, From: r.First, To: r.Last, Anchors: x})
-			if err != nil {
-				return nil, nil, err
-			}
-			for _, v := range verdicts {
+				verdicts[i], errs[i] = Replay(ctx, ledger, ReplayRequest{Kafka: cluster, Topic: topic, AnchoredAs: stream, Partition: r.Partition, From: r.First, To: r.Last, Anchors: x})
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return nil, nil, err
+		}
+		var ids []string
+		var excluded []OffsetRange
+		for _, vs := range verdicts {
+			for _, v := range vs {
 				if v.Status != RangeVerified {
 					excluded = append(excluded, OffsetRange{Partition: v.Partition, First: v.FirstOffset, Last: v.LastOffset})
 					continue
@@ -79,5 +79,36 @@ func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster,
 		}
 		sort.Strings(ids)
 		return ids, excluded, nil
+	}
+}
+
+// maxReplays is how many ranges a verifier replays at once.
+const maxReplays = 8
+
+// anchorPoll is how often a verifier looks again for a range's seal.
+const anchorPoll = 50 * time.Millisecond
+
+// awaitAnchored waits until a batch covering r's last offset is sealed, or
+// until deadline.
+func awaitAnchored(ctx context.Context, x *Anchors, stream, topic string, r OffsetRange, deadline time.Time, wait time.Duration, sealSoon func()) error {
+	for {
+		covering, err := x.List(ctx, stream, r.Partition, r.Last, r.Last)
+		if err != nil {
+			return err
+		}
+		if len(covering) > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s/%d is not anchored up to offset %d after %s", topic, r.Partition, r.Last, wait)
+		}
+		if sealSoon != nil {
+			sealSoon()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(anchorPoll):
+		}
 	}
 }
