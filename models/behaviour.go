@@ -553,6 +553,24 @@ func (m *Model) Residuals(b *DeviceBaseline, v *features.Vector, dst []float64) 
 	}
 }
 
+// Outgrew reports whether a count of one kind of the device's flows — j:
+// its small-packet or failed flows — grew past the device's baseline by
+// more than its flows did, and by more than that count's own spread:
+// whether the window's extra flows are of that kind in a larger share than
+// the device's usual. Both counts are compared on the variance-stabilised
+// (Anscombe) scale the baseline keeps, where a Poisson count's spread is
+// about 1 whatever its rate (Anscombe 1948). A change of volume that keeps
+// the device's mix — k times as many flows of every kind — does not: with
+// s of the f flows of that kind, 2√(ks) − 2√s ≤ 2√(kf) − 2√f since s ≤ f;
+// a flood or scan that adds flows of that kind does: 2√(s+a) − 2√s ≥
+// 2√(f+a) − 2√f.
+func (m *Model) Outgrew(b *DeviceBaseline, v *features.Vector, j int) bool {
+	dj := scaled(j, v[j]) - float64(b.Mean[j])
+	df := scaled(features.Flows, v[features.Flows]) - float64(b.Mean[features.Flows])
+	floor := m.Behaviour.Floors[j]
+	return dj-max(df, 0) > math.Sqrt(float64(b.Var[j])+floor*floor)
+}
+
 // ScaleQuantile is the training quantile of a feature's upward deviations
 // that becomes its scale s_j (step 3): the quantile at which step 5's tails
 // begin (1 − evt.DefaultTailShare), so that every feature's deviations

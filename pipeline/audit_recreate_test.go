@@ -10,7 +10,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chainwatch/chainwatch/pipeline/integrity"
-	"github.com/chainwatch/chainwatch/pipeline/kafkaconn"
 )
 
 // TestAuditDropsFindingsOfATopicRecreatedMidRound: a round whose reads met
@@ -22,12 +21,7 @@ func TestAuditDropsFindingsOfATopicRecreatedMidRound(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	topics := Topics{}.WithDefaults()
-	broker, err := StartEmbeddedBroker(BrokerConfig{Listen: "127.0.0.1:0", Topics: topics.All(), Partitions: 1}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer broker.Close()
-	cluster := kafkaconn.Plain(broker.Addr())
+	cluster := embeddedBrokerFor(t, topics, 1)
 	s := &AuditStage{kafka: cluster, log: slog.New(slog.DiscardHandler)}
 	tp := topicPartition{topics.Flows, 0}
 	old, err := integrity.TopicStream(ctx, cluster, topics.Flows)

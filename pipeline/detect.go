@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -107,6 +108,9 @@ type DetectStage struct {
 	fetched []kgo.FetchTopicPartition
 	// batch is the poll's records in processing order, decoded ahead.
 	batch flowBatch
+	// fleetSaved is the fleet episode states last saved (or restored at
+	// start), by profile; nil before the first assignment.
+	fleetSaved map[string][]byte
 
 	stageRun
 }
@@ -161,6 +165,14 @@ func (s *DetectStage) partitionsAssigned(ctx context.Context, parts []topicParti
 	maps.Copy(s.histories, st.histories)
 	episodes := s.trust.assigned(st.trust, s.cfg.Topics.Flows, parts, !s.trustRetained)
 	s.trustRetained = true
+	fleets := 0
+	if s.fleetSaved == nil {
+		// At start only: later, the episodes in memory are newer. With
+		// several instances each tallies the devices of its own
+		// partitions, and the state saved last is the one restored.
+		fleets = s.detector.RestoreFleets(st.fleets)
+		s.fleetSaved = st.fleets
+	}
 	if stream, err := integrity.TopicStream(ctx, s.cfg.Kafka, s.cfg.Topics.Flows); err == nil {
 		s.stream = stream
 	} else {
@@ -178,7 +190,7 @@ func (s *DetectStage) partitionsAssigned(ctx context.Context, parts []topicParti
 		}
 	}
 	s.log.Info("partitions assigned", "partitions", len(parts), "checkpoints", len(s.restored), "device_histories", len(st.histories),
-		"trust_episodes", episodes)
+		"trust_episodes", episodes, "fleet_episodes", fleets)
 }
 
 // partitionsRevoked commits what was fully processed of partitions leaving
@@ -559,6 +571,30 @@ func (s *DetectStage) restoreDevice(d *deviceState, part int32) {
 	}
 }
 
+// saveFleets writes the fleet episode states that changed since the last
+// save, so that a restart carries on an open episode rather than opening
+// it again and reporting the device incidents it had absorbed. A failed
+// write only costs that, and does not hold the commit back.
+func (s *DetectStage) saveFleets(ctx context.Context) {
+	changed := map[string][]byte{}
+	for profile, b := range s.detector.FleetStates() {
+		if !bytes.Equal(b, s.fleetSaved[profile]) {
+			changed[profile] = b
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	if err := s.state.SaveFleets(ctx, s.cfg.Topics.Flows, changed); err != nil {
+		s.log.Warn("fleet episodes not saved; a restart now would open them again", "err", err)
+		return
+	}
+	if s.fleetSaved == nil {
+		s.fleetSaved = map[string][]byte{}
+	}
+	maps.Copy(s.fleetSaved, changed)
+}
+
 // commit commits, per partition, the newest fully processed offset. Before
 // it, the alerts raised so far go to the outbox and the state store gets
 // what the partition's next owner (this instance after a restart, or
@@ -601,6 +637,7 @@ func (s *DetectStage) commit(ctx context.Context) {
 		}
 		s.trust.saved(finderFlows, snap)
 	}
+	s.saveFleets(ctx)
 	next := map[topicPartition]int64{}
 	checkpoints := map[int]partitionCheckpoint{}
 	devices, open := 0, 0

@@ -175,6 +175,11 @@ func detectionFleets() []detectionFleet {
 		// camera's cloud traffic goes to its vendor's new endpoints.
 		simFleet("simulator-firmware", "the simulator-morning fleet whose cameras all move to new cloud endpoints an hour into the scored hours (a firmware update; no attack)", 250, 23, 1.0,
 			morning, warm, 4*time.Hour, simOptions{optIn: true, shift: &simulator.Shift{Profile: "camera", After: time.Hour, Factor: 1, NewCloud: true}}),
+		// A step of volume: from an hour into the scored hours every
+		// PLC sends three times its flows, to its usual hosts (a new
+		// polling schedule pushed to all of them).
+		simFleet("simulator-step", "the simulator-morning fleet whose PLCs all triple their traffic, to their usual hosts, an hour into the scored hours (a schedule pushed to every PLC; no attack)", 250, 23, 1.0,
+			morning, warm, 4*time.Hour, simOptions{optIn: true, shift: &simulator.Shift{Profile: "plc", After: time.Hour, Factor: 3}}),
 		campusFleet("campus-early", "the campus fleet from 05:00: warm-up 05:00–07:20, then business hours", nil, 5, true),
 	}
 }

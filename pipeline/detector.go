@@ -154,6 +154,7 @@ type Detector struct {
 	batchVerdicts []Verdict
 	batchJudged   []models.Judgement
 	batchIndex    []int64
+	batchNovel    []bool
 	batchSeen     map[string]struct{}
 	events        []incidents.Event
 }
@@ -451,10 +452,12 @@ func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWi
 	}
 	d.batchJudged = slices.Grow(d.batchJudged[:0], len(ws))[:len(ws)]
 	d.batchIndex = slices.Grow(d.batchIndex[:0], len(ws))[:len(ws)]
+	d.batchNovel = slices.Grow(d.batchNovel[:0], len(ws))[:len(ws)]
 	for k, cw := range ws {
 		r := d.batchData[k*dims : (k+1)*dims]
 		j := m.Judge(r, d.batchScores[k])
 		d.batchJudged[k], d.batchIndex[k] = j, cw.Index
+		d.batchNovel[k] = novelWindow(m, &cw.state.baseline, &cw.Vector, r)
 		p.scored.Inc()
 		p.scores.Observe(j.Score)
 		d.metrics.Summary.WindowsScored.Add(1)
@@ -479,14 +482,14 @@ func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWi
 	// device's incident moves, so that whether the profile moved as a
 	// whole does not depend on the order the run's devices come in.
 	var fleet []*contract.Alert
-	p.fleet.tally(d.cfg.Incident, d.batchIndex, d.batchData, d.batchJudged, func(k int, ev incidents.Event) {
+	p.fleet.tally(d.cfg.Incident, d.batchIndex, d.batchData, d.batchNovel, d.batchJudged, func(k int, ev incidents.Event) {
 		fleet = append(fleet, d.fleetAlert(p, ws[k], m.Hash(), d.batchJudged[k].Score, ev))
 	})
 	for k, cw := range ws {
 		r, j := d.batchData[k*dims:(k+1)*dims], d.batchJudged[k]
 		// The incident's explanation is against the baseline the window
 		// was judged by, before the window teaches it.
-		alerts, learn := d.incident(p, cw, m, j, r)
+		alerts, learn := d.incident(p, cw, m, j, r, d.batchNovel[k])
 		if k == 0 {
 			alerts = append(fleet, alerts...)
 		}
@@ -636,9 +639,9 @@ func (d *Detector) baseline(p *profileState, cw *ClosedWindow) *models.DeviceBas
 // the device's baseline. A device incident that opens while the profile's
 // fleet episode is open, on a window the episode explains, is absorbed into
 // the episode: none of its events is reported (fleetJudge.advance).
-func (d *Detector) incident(p *profileState, cw *ClosedWindow, m *models.Model, j models.Judgement, r []float64) ([]*contract.Alert, bool) {
+func (d *Detector) incident(p *profileState, cw *ClosedWindow, m *models.Model, j models.Judgement, r []float64, novel bool) ([]*contract.Alert, bool) {
 	var out []*contract.Alert
-	events, joined, opening, learn := p.fleet.advance(d.cfg.Incident, m, &cw.state.incident, incidentWindow(cw.Index, j), j, r, d.events[:0])
+	events, joined, opening, learn := p.fleet.advance(d.cfg.Incident, m, &cw.state.incident, incidentWindow(cw.Index, j), j, r, novel, d.events[:0])
 	if joined {
 		d.metrics.FleetAbsorbed.WithLabelValues(cw.Profile).Inc()
 	}
@@ -850,14 +853,61 @@ func (d *Detector) Refresh(ctx context.Context) {
 	}
 }
 
+// newProfile adds a profile's state.
+func (d *Detector) newProfile(name string) *profileState {
+	p := &profileState{scored: d.metrics.WindowsScored.WithLabelValues(name), scores: d.metrics.Scores.WithLabelValues(name),
+		warming: d.metrics.WarmupWindows.WithLabelValues(name), heldGauge: d.metrics.WindowsHeld.WithLabelValues(name)}
+	d.profiles[name] = p
+	return p
+}
+
+// FleetStates returns the fleet episode state (fleetJudge.MarshalBinary)
+// of every profile that has tallied a window, for the state store.
+func (d *Detector) FleetStates() map[string][]byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string][]byte{}
+	for name, p := range d.profiles {
+		if p.fleet.Newest() == 0 {
+			continue
+		}
+		if b, err := p.fleet.MarshalBinary(); err == nil {
+			out[name] = b
+		}
+	}
+	return out
+}
+
+// RestoreFleets takes the fleet episode states a restarted service left in
+// the state store, for the profiles that have tallied no window yet; it
+// returns how many it restored and logs those it cannot read.
+func (d *Detector) RestoreFleets(states map[string][]byte) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for name, b := range states {
+		p := d.profiles[name]
+		if p == nil {
+			p = d.newProfile(name)
+		}
+		if p.fleet.Newest() != 0 {
+			continue
+		}
+		if err := p.fleet.UnmarshalBinary(b); err != nil {
+			d.log.Warn("fleet episode state not restored: the profile's episode starts afresh", "profile", name, "err", err)
+			continue
+		}
+		n++
+	}
+	return n
+}
+
 // profile returns a profile's state, asking the ledger once for its active
 // model.
 func (d *Detector) profile(ctx context.Context, name string) (*profileState, error) {
 	p := d.profiles[name]
 	if p == nil {
-		p = &profileState{scored: d.metrics.WindowsScored.WithLabelValues(name), scores: d.metrics.Scores.WithLabelValues(name),
-			warming: d.metrics.WarmupWindows.WithLabelValues(name), heldGauge: d.metrics.WindowsHeld.WithLabelValues(name)}
-		d.profiles[name] = p
+		p = d.newProfile(name)
 	}
 	if !p.checked {
 		m, err := d.store.Active(ctx, name)

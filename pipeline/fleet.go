@@ -1,6 +1,10 @@
 package pipeline
 
 import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
 	"github.com/chainwatch/chainwatch/models"
 	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/chainwatch/chainwatch/pipeline/incidents"
@@ -71,7 +75,7 @@ func raised(j models.Judgement) bool { return j.Anomalous || j.Elevated }
 // each. An opening sets the episode's direction from the batch's raised
 // windows of the window it opened on: the whole batch is judged before it
 // is tallied.
-func (f *fleetJudge) tally(rule incidents.Rule, index []int64, rows []float64, js []models.Judgement, emit func(k int, ev incidents.Event)) {
+func (f *fleetJudge) tally(rule incidents.Rule, index []int64, rows []float64, novel []bool, js []models.Judgement, emit func(k int, ev incidents.Event)) {
 	const dims = models.ResidualDims
 	for k, j := range js {
 		wasOpen := f.Open()
@@ -81,7 +85,7 @@ func (f *fleetJudge) tally(rule incidents.Rule, index []int64, rows []float64, j
 			f.dir, f.n, f.novel = [dims]float64{}, 0, 0
 			for i, oj := range js {
 				if raised(oj) && index[i] == first {
-					f.add(rows[i*dims : (i+1)*dims])
+					f.add(rows[i*dims:(i+1)*dims], novel[i])
 				}
 			}
 		}
@@ -91,21 +95,26 @@ func (f *fleetJudge) tally(rule incidents.Rule, index []int64, rows []float64, j
 	}
 }
 
-func (f *fleetJudge) add(r []float64) {
+func (f *fleetJudge) add(r []float64, novel bool) {
 	for i := range f.dir {
 		f.dir[i] += r[i]
 	}
 	f.n++
-	if novelWindow(r) {
+	if novel {
 		f.novel++
 	}
 }
 
-// novelWindow reports whether a window with deviations r met more hosts new
-// to the device, or sent more small-packet or failed flows, than the
-// device usually does.
-func novelWindow(r []float64) bool {
-	return r[features.NewDst] > 0 || r[features.NewInternalDst] > 0 || r[features.SmallPacketFlows] > 0 || r[features.FailedFlows] > 0
+// novelWindow reports whether a window (its vector v, deviations r from
+// its device's baseline b) met more hosts new to the device than the
+// device usually does, or sent small-packet or failed flows in a larger
+// share than usual (models.Model.Outgrew): what an outbreak's windows do
+// and a change of volume's do not. (Any rise of those flows was counted
+// before: a profile-wide step of volume, which raises them with every
+// other flow, was taken for an outbreak and explained nothing.)
+func novelWindow(m *models.Model, b *models.DeviceBaseline, v *features.Vector, r []float64) bool {
+	return r[features.NewDst] > 0 || r[features.NewInternalDst] > 0 ||
+		m.Outgrew(b, v, features.SmallPacketFlows) || m.Outgrew(b, v, features.FailedFlows)
 }
 
 // explained reports whether the episode explains a window with deviations
@@ -151,32 +160,70 @@ func counts(rule incidents.Rule, j models.Judgement) bool {
 // j, deviations r) and returns the events to report, whether the window's
 // incident joined the episode (and, opening, whether it was the first to,
 // so that the episode's opening is to be reported now), and whether the
-// window is to teach the device's baseline. An absorbed incident whose window the episode no
-// longer explains, or whose window is extreme, is released from it (closed
+// window is to teach the device's baseline. An absorbed incident whose
+// window the episode no longer explains is released from it (closed
 // without a report; the window's rules may open one of the device's own at
 // once); an incident the window opens while the episode is open joins it
-// if the episode explains the window and the extreme rule did not open it.
-// An extreme window is always reported: it is the one rule that stands
-// on a single window, and a profile-wide attack (every camera flooding) is
-// then reported device by device as well as by the episode. The window teaches the baseline if it is not
+// if the episode explains the window, whichever rule opened it. (An extreme
+// window was always reported before; a profile-wide step of volume then
+// paged every device whose first window of it was extreme, and a
+// profile-wide attack is reported device by device anyway, its windows
+// novel or off the profile's direction.) The window teaches the baseline if it is not
 // anomalous or, while the episode is open, if its incident is absorbed:
 // the peers vouch for it, and the device follows the profile's new normal
 // while the episode lasts rather than for hours after it.
-func (f *fleetJudge) advance(rule incidents.Rule, m *models.Model, st *incidents.State, w incidents.Window, j models.Judgement, r []float64, out []incidents.Event) (events []incidents.Event, joined, opening, learn bool) {
+func (f *fleetJudge) advance(rule incidents.Rule, m *models.Model, st *incidents.State, w incidents.Window, j models.Judgement, r []float64, novel bool, out []incidents.Event) (events []incidents.Event, joined, opening, learn bool) {
 	released := false
-	if st.Absorbed() && (w.Level == incidents.High || !f.explained(rule, m, r)) {
+	if st.Absorbed() && !f.explained(rule, m, r) {
 		st.Release()
 		released = true
 	}
 	absorbed := st.Absorbed()
 	out = st.Observe(rule, w, out)
-	join := !released && f.Open() && len(out) > 0 && out[len(out)-1].Status == incidents.Opened &&
-		out[len(out)-1].OpenedBy != incidents.OpenedExtreme && f.explained(rule, m, r)
+	join := !released && f.Open() && len(out) > 0 && out[len(out)-1].Status == incidents.Opened && f.explained(rule, m, r)
 	events, joined, opening = f.Reported(st, absorbed, join, out)
 	inEpisode := f.Open() && st.Absorbed()
 	if inEpisode && raised(j) {
-		f.add(r)
+		f.add(r, novel)
 		f.Hold(w.Index)
 	}
 	return events, joined, opening, !j.Anomalous || inEpisode
+}
+
+// fleetJudgeEncodingSize is the length of fleetJudge.MarshalBinary's output.
+const fleetJudgeEncodingSize = incidents.FleetEncodingSize + 8*models.ResidualDims + 4 + 4
+
+// MarshalBinary encodes the episode and its direction for the state store,
+// so that a restarted service carries on an open episode: without its
+// direction nothing would be explained, and every device incident it had
+// absorbed whose window is still raised would be reported.
+func (f *fleetJudge) MarshalBinary() ([]byte, error) {
+	b, err := f.Fleet.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range f.dir {
+		b = binary.BigEndian.AppendUint64(b, math.Float64bits(v))
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(f.n))
+	return binary.BigEndian.AppendUint32(b, uint32(f.novel)), nil
+}
+
+// UnmarshalBinary restores what MarshalBinary encoded.
+func (f *fleetJudge) UnmarshalBinary(b []byte) error {
+	if len(b) != fleetJudgeEncodingSize {
+		return fmt.Errorf("fleet episode checkpoint of %d bytes, want %d: damaged, or of another feature schema", len(b), fleetJudgeEncodingSize)
+	}
+	var g fleetJudge
+	if err := g.Fleet.UnmarshalBinary(b[:incidents.FleetEncodingSize]); err != nil {
+		return err
+	}
+	p := b[incidents.FleetEncodingSize:]
+	for i := range g.dir {
+		g.dir[i] = math.Float64frombits(binary.BigEndian.Uint64(p[8*i:]))
+	}
+	p = p[8*len(g.dir):]
+	g.n, g.novel = int(binary.BigEndian.Uint32(p)), int(binary.BigEndian.Uint32(p[4:]))
+	*f = g
+	return nil
 }

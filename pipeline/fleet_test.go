@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -39,7 +40,13 @@ type opening struct {
 // windows (10 at least), grouping by rule.
 func meterDetector(t *testing.T, rule incidents.Rule) *Detector {
 	t.Helper()
-	return NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10, Seed: 1, Incident: rule}, ledgerModelStore(t), nil, "iot.flows",
+	return meterDetectorOn(ledgerModelStore(t), rule)
+}
+
+// meterDetectorOn is meterDetector on store: a detector started on it
+// again is the service restarted.
+func meterDetectorOn(store *ModelStore, rule incidents.Rule) *Detector {
+	return NewDetector(DetectorConfig{Warmup: time.Hour, MinTrainingWindows: 10, Seed: 1, Incident: rule}, store, nil, "iot.flows",
 		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
@@ -64,7 +71,17 @@ func meterWindow(st *deviceState, start time.Time, v features.Vector) ClosedWind
 // window v of minute i.
 func runFleet(t *testing.T, rule incidents.Rule, change func(dev, i int, v *features.Vector)) fleetRun {
 	t.Helper()
-	d := meterDetector(t, rule)
+	return runFleetRestarted(t, rule, change, -1, false)
+}
+
+// runFleetRestarted is runFleet with the detector started anew before
+// minute restart (< 0: never), on the same model store, with the devices'
+// states as their checkpoints restore them and, if restoreFleets, the
+// profile's fleet episode as the state store restores it.
+func runFleetRestarted(t *testing.T, rule incidents.Rule, change func(dev, i int, v *features.Vector), restart int, restoreFleets bool) fleetRun {
+	t.Helper()
+	store := ledgerModelStore(t)
+	d := meterDetectorOn(store, rule)
 	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	const devices = 20
 	states := make([]*deviceState, devices)
@@ -74,6 +91,20 @@ func runFleet(t *testing.T, rule incidents.Rule, change func(dev, i int, v *feat
 	run := fleetRun{opened: map[string][]opening{}, series: make([]OfflineSeries, devices)}
 	ctx := context.Background()
 	for i := range 110 {
+		if i == restart {
+			fleets := d.FleetStates()
+			d = meterDetectorOn(store, rule)
+			if restoreFleets {
+				d.RestoreFleets(fleets)
+			}
+			for k, st := range states {
+				restored := newDeviceState(st.id, st.profile)
+				if err := unmarshalDevice(marshalDevice(st), restored); err != nil {
+					t.Fatal(err)
+				}
+				states[k] = restored
+			}
+		}
 		minute := make([]ClosedWindow, 0, devices)
 		for k, st := range states {
 			rng := rand.New(rand.NewPCG(uint64(i), uint64(k)))
@@ -254,6 +285,39 @@ func TestFleetEpisodeGroupsAProfileWideStep(t *testing.T) {
 // hosts it has not met or for flood- and scan-shaped traffic (fleetJudge).
 // Both a flood on a host new to the meters and one on a host they know
 // are reported.
+// TestFleetEpisodeSurvivesARestart: the service restarted while a
+// profile-wide step's episode is open reports no more of the step than it
+// did before the restart: no device incident, no second episode. Without
+// the episode's state (as before it was checkpointed) a restart 20 minutes
+// into the step reported 6 of the 20 meters and opened the episode again.
+func TestFleetEpisodeSurvivesARestart(t *testing.T) {
+	step := func(dev, i int, v *features.Vector) {
+		if i >= 70 {
+			scale(v, 1.5, 1)
+		}
+	}
+	on := runFleet(t, incidents.Rule{}, step)
+	for _, restart := range []int{75, 90} {
+		for _, restore := range []bool{false, true} {
+			re := runFleetRestarted(t, incidents.Rule{}, step, restart, restore)
+			var after []string
+			for dev, os := range re.opened {
+				for _, o := range os {
+					if o.at >= restart {
+						after = append(after, fmt.Sprintf("%s at %d by %s", dev, o.at, o.by))
+					}
+				}
+			}
+			t.Logf("restart at minute %d, episode restored %v: %d devices reported incidents (%d without a restart), %d fleet events (%d); reported after the restart: %v",
+				restart, restore, len(re.opened), len(on.opened), len(re.episodes), len(on.episodes), after)
+			if restore && (len(after) > 0 || len(re.episodes) != len(on.episodes)) {
+				t.Errorf("restart at minute %d: %d device incidents reported after it (%v) and %d fleet events, against none and %d without a restart",
+					restart, len(after), after, len(re.episodes), len(on.episodes))
+			}
+		}
+	}
+}
+
 func TestFleetEpisodeLeavesAnOutbreakReported(t *testing.T) {
 	for _, newHost := range []bool{true, false} {
 		flood := func(dev, i int, v *features.Vector) {

@@ -101,6 +101,7 @@ func JudgeOffline(m *models.Model, rule incidents.Rule, series []OfflineSeries, 
 		scores  []float64
 		js      []models.Judgement
 		index   []int64
+		novel   []bool
 		events  []incidents.Event
 		opened  int
 	)
@@ -118,16 +119,17 @@ func JudgeOffline(m *models.Model, rule incidents.Rule, series []OfflineSeries, 
 		if err := m.Forest().ScoreBatch(scores, rows); err != nil {
 			return nil, 0, err
 		}
-		js, index = js[:0], index[:0]
+		js, index, novel = js[:0], index[:0], novel[:0]
 		for n, w := range group {
 			js = append(js, m.Judge(rows[n*dims:(n+1)*dims], scores[n]))
 			index = append(index, series[w.k].Index[w.i])
+			novel = append(novel, novelWindow(m, &baselines[w.k], &series[w.k].Vectors[w.i], rows[n*dims:(n+1)*dims]))
 		}
-		fleet.tally(rule, index, rows, js, func(int, incidents.Event) {})
+		fleet.tally(rule, index, rows, novel, js, func(int, incidents.Event) {})
 		for n, w := range group {
 			j, r := js[n], rows[n*dims:(n+1)*dims]
 			var joined, opening, learn bool
-			events, joined, opening, learn = fleet.advance(rule, m, &states[w.k], incidentWindow(index[n], j), j, r, events[:0])
+			events, joined, opening, learn = fleet.advance(rule, m, &states[w.k], incidentWindow(index[n], j), j, r, novel[n], events[:0])
 			if opening {
 				fleetID = opened
 				opened++

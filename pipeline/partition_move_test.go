@@ -80,6 +80,43 @@ func TestRestartsWithRecordsNotKeyedChangeNoAlert(t *testing.T) {
 	sameAlerts(t, ctx, g.env.brokers[0], "reference.alerts", "restarted.alerts")
 }
 
+// TestRestartDuringAFleetEpisodeChangesNoAlert runs a fleet whose meters
+// all double their flows 20 minutes in — a fleet episode — through one
+// instance stopped and started again 20 minutes later, while the episode
+// is open, and through one instance that reads it all at once. The
+// restarted instance resumes the episode from the state store and must
+// raise exactly the reference's alerts: without it, it opened the episode
+// again and reported meters the episode had absorbed.
+func TestRestartDuringAFleetEpisodeChangesNoAlert(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three services")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	g := newGroupHarnessOf(t, ctx, nil, 48)
+	flows := pipeline.Topics{}
+	g.shift = &simulator.Shift{Profile: "plc", After: 34 * time.Minute, Factor: 3}
+	g.part(true)
+	svc := g.service("restarted", flows)
+	settle(t, ctx, svc)
+	g.stop(svc)
+	g.shift.After = 0 // from the resumed part's start on
+	g.part(false)
+	svc = g.service("restarted", flows)
+	settle(t, ctx, svc)
+	g.stop(svc)
+
+	reference := g.service("reference", flows)
+	settle(t, ctx, reference)
+	g.stop(reference)
+	absorbed := testutil.ToFloat64(reference.Metrics().FleetAbsorbed.WithLabelValues("plc"))
+	t.Logf("the PLCs' fleet episode absorbed %v of their incidents", absorbed)
+	if absorbed == 0 {
+		t.Fatal("the PLCs' step opened no fleet episode that absorbed an incident: the restart was not tested during one")
+	}
+	sameAlerts(t, ctx, g.env.brokers[0], "reference.alerts", "restarted.alerts")
+}
+
 // groupHarness runs simulated traffic through services sharing an
 // embedded default, with models for every profile trained beforehand on
 // three attack-free hours of their own topic and active on the ledger.
@@ -90,12 +127,20 @@ type groupHarness struct {
 	models   string
 	balancer kafka.Balancer
 	start    time.Time
+	devices  int
+	// shift is the simulator's Shift for the parts under test.
+	shift *simulator.Shift
 }
 
 func newGroupHarness(t *testing.T, ctx context.Context, balancer kafka.Balancer) *groupHarness {
+	return newGroupHarnessOf(t, ctx, balancer, 16)
+}
+
+// newGroupHarnessOf is newGroupHarness for a fleet of devices devices.
+func newGroupHarnessOf(t *testing.T, ctx context.Context, balancer kafka.Balancer, devices int) *groupHarness {
 	env := startEmbeddedDefault(t, 4)
 	g := &groupHarness{t: t, ctx: ctx, env: env, models: filepath.Join(env.dir, "models"), balancer: balancer,
-		start: time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)}
+		start: time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC), devices: devices}
 	train := pipeline.Topics{Flows: "train.flows", Telemetry: "train.telemetry"}
 	if err := pipeline.EnsureTopics(ctx, env.kafka, 4, 1, train.Flows, train.Telemetry); err != nil {
 		t.Fatal(err)
@@ -121,13 +166,14 @@ func newGroupHarness(t *testing.T, ctx context.Context, balancer kafka.Balancer)
 // trust scenarios, the first part or the next.
 func (g *groupHarness) part(first bool) {
 	g.simulate(simulator.Config{Start: g.start, History: -1, Duration: 40 * time.Minute, Resume: !first,
-		FirstAttackAfter: 4 * time.Minute, AttackEvery: 9 * time.Minute, FirstTrustAfter: 6 * time.Minute, TrustEvery: 9 * time.Minute})
+		FirstAttackAfter: 4 * time.Minute, AttackEvery: 9 * time.Minute, FirstTrustAfter: 6 * time.Minute, TrustEvery: 9 * time.Minute,
+		Shift: g.shift})
 }
 
-// simulate produces a fleet of 16 devices, seed 11, as fast as it can.
+// simulate produces the harness's fleet, seed 11, as fast as it can.
 func (g *groupHarness) simulate(cfg simulator.Config) {
 	g.t.Helper()
-	cfg.Kafka, cfg.Seed, cfg.Devices, cfg.Speed, cfg.Balancer = g.env.kafka, 11, 16, -1, g.balancer
+	cfg.Kafka, cfg.Seed, cfg.Devices, cfg.Speed, cfg.Balancer = g.env.kafka, 11, g.devices, -1, g.balancer
 	sim, err := simulator.New(cfg, testLogger(g.t))
 	if err != nil {
 		g.t.Fatal(err)

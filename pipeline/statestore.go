@@ -32,6 +32,7 @@ import (
 //	p/<flows topic>/<partition> partitionCheckpoint as JSON
 //	s/<device id>               last telemetry sequence, its partition and offset (8+4+8 bytes, big-endian)
 //	t/<kind>/<device key>       an open trust episode (trustRecord as JSON); a tombstone once it closed
+//	f/<flows topic>/<profile>   the profile's fleet episode (fleetJudge.MarshalBinary)
 //
 // Writes are synchronous and acknowledged by all in-sync replicas; the
 // stage commits offsets only after the write that covers them.
@@ -107,6 +108,7 @@ type storedState struct {
 	checkpoints map[int]partitionCheckpoint
 	sequences   map[string]seenSequence
 	trust       map[string]*trustRecord // open trust episodes by trustKey
+	fleets      map[string][]byte       // fleet episodes by profile
 }
 
 // seenSequence is a device's last telemetry sequence number and the record
@@ -161,6 +163,21 @@ func (s *StateStore) SaveTrust(ctx context.Context, recs map[string]*trustRecord
 	return nil
 }
 
+// SaveFleets writes profiles' fleet episode states (Detector.FleetStates).
+func (s *StateStore) SaveFleets(ctx context.Context, flows string, states map[string][]byte) error {
+	if len(states) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, 0, len(states))
+	for profile, b := range states {
+		msgs = append(msgs, kafka.Message{Key: []byte("f/" + flows + "/" + profile), Value: b})
+	}
+	if err := s.writer.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("state store %s: %w", s.topic, err)
+	}
+	return nil
+}
+
 func checkpointKey(topic string, partition int) []byte {
 	return []byte("p/" + topic + "/" + strconv.Itoa(partition))
 }
@@ -191,7 +208,7 @@ func (s *StateStore) Save(ctx context.Context, flows string, histories map[strin
 // and telemetry sequence, and the checkpoints of flows' partitions.
 func (s *StateStore) Load(ctx context.Context, flows string) (*storedState, error) {
 	histories, parts, seqs := map[string][]byte{}, map[int]partitionCheckpoint{}, map[string]seenSequence{}
-	st := &storedState{histories: histories, checkpoints: parts, sequences: seqs, trust: map[string]*trustRecord{}}
+	st := &storedState{histories: histories, checkpoints: parts, sequences: seqs, trust: map[string]*trustRecord{}, fleets: map[string][]byte{}}
 	conn, err := s.kafka.DialLeader(ctx, s.topic, 0)
 	if err != nil {
 		return nil, fmt.Errorf("state store %s: %w", s.topic, err)
@@ -209,7 +226,7 @@ func (s *StateStore) Load(ctx context.Context, flows string) (*storedState, erro
 	if err := r.SetOffset(first); err != nil {
 		return nil, err
 	}
-	prefix := "p/" + flows + "/"
+	prefix, fleetPrefix := "p/"+flows+"/", "f/"+flows+"/"
 	for {
 		m, err := r.ReadMessage(ctx)
 		if err != nil {
@@ -233,6 +250,8 @@ func (s *StateStore) Load(ctx context.Context, flows string) (*storedState, erro
 				return nil, fmt.Errorf("state store %s: trust episode at offset %d: %w", s.topic, m.Offset, err)
 			}
 			st.trust[trustKey(r.Kind, r.Device)] = &r
+		case strings.HasPrefix(key, fleetPrefix):
+			st.fleets[key[len(fleetPrefix):]] = m.Value
 		case strings.HasPrefix(key, prefix):
 			p, err := strconv.Atoi(key[len(prefix):])
 			if err != nil {

@@ -22,12 +22,7 @@ func TestLargeWritesFitTheBroker(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	topics := Topics{}.WithDefaults()
-	broker, err := StartEmbeddedBroker(BrokerConfig{Listen: "127.0.0.1:0", Topics: topics.All(), Partitions: 4}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer broker.Close()
-	cluster := kafkaconn.Plain(broker.Addr())
+	cluster := embeddedBrokerFor(t, topics, 4)
 	if err := EnsureStateTopic(ctx, cluster, 1, topics.State); err != nil {
 		t.Fatal(err)
 	}
@@ -75,4 +70,56 @@ func TestLargeWritesFitTheBroker(t *testing.T) {
 	if err != nil || !bytes.Equal(back, artifact) {
 		t.Fatalf("model read back: %d bytes, err %v", len(back), err)
 	}
+}
+
+// TestFleetStatesRoundTripTheStateStore: fleet episode states saved for one
+// flows topic are read back, the newest of each profile, and not for
+// another flows topic.
+func TestFleetStatesRoundTripTheStateStore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	topics := Topics{}.WithDefaults()
+	cluster := embeddedBrokerFor(t, topics, 1)
+	if err := EnsureStateTopic(ctx, cluster, 1, topics.State); err != nil {
+		t.Fatal(err)
+	}
+	st := NewStateStore(cluster, topics.State)
+	defer st.Close()
+	var f fleetJudge
+	f.dir[0], f.n, f.novel = 2.5, 3, 1
+	old, _ := f.MarshalBinary()
+	f.n = 4
+	newer, _ := f.MarshalBinary()
+	if err := st.SaveFleets(ctx, topics.Flows, map[string][]byte{"camera": old, "meter": old}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SaveFleets(ctx, topics.Flows, map[string][]byte{"camera": newer}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SaveFleets(ctx, "other.flows", map[string][]byte{"plc": newer}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Load(ctx, topics.Flows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.fleets) != 2 || !bytes.Equal(got.fleets["camera"], newer) || !bytes.Equal(got.fleets["meter"], old) {
+		t.Fatalf("read back %d fleet states: %v", len(got.fleets), got.fleets)
+	}
+	var g fleetJudge
+	if err := g.UnmarshalBinary(got.fleets["camera"]); err != nil || g.dir[0] != 2.5 || g.n != 4 || g.novel != 1 {
+		t.Fatalf("restored %+v, %v", g, err)
+	}
+}
+
+// embeddedBrokerFor starts an embedded broker with topics' topics of
+// partitions partitions, closed when the test ends.
+func embeddedBrokerFor(t *testing.T, topics Topics, partitions int) *kafkaconn.Cluster {
+	t.Helper()
+	broker, err := StartEmbeddedBroker(BrokerConfig{Listen: "127.0.0.1:0", Topics: topics.All(), Partitions: partitions}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { broker.Close() })
+	return kafkaconn.Plain(broker.Addr())
 }

@@ -1,5 +1,10 @@
 package incidents
 
+import (
+	"encoding/binary"
+	"fmt"
+)
+
 // Fleet groups what a whole profile does at once: when most of a profile's
 // devices are raised in the same window, the cause is one thing the
 // profile shares — a business-hours schedule, a configuration pushed to
@@ -38,10 +43,12 @@ package incidents
 //
 // Fewer than FleetMin devices judged in a window are too few to tell a
 // shared cause from a coincidence of two or three devices: a small profile
-// is never grouped. The state is in memory: after a restart a profile
-// still shifted opens its episode again under the id of its new first
-// window; the device incidents it had absorbed stay absorbed (their state
-// is checkpointed) until the caller releases them (State.Release).
+// is never grouped. The state is checkpointed with the device incidents
+// (MarshalBinary), so that a restarted service carries on an open episode;
+// without its checkpoint a profile still shifted opens its episode again
+// under the id of its new first window, and the device incidents it had
+// absorbed stay absorbed (their state is checkpointed) until the caller
+// releases them (State.Release).
 type Fleet struct {
 	counts  [fleetSlots]fleetCount
 	newest  int64
@@ -71,8 +78,8 @@ const fleetSlots = 8
 // DefaultFleetMin is Rule.FleetMin's default.
 const DefaultFleetMin = 8
 
-// Open reports whether an episode is open: device incidents opened now, but
-// by the extreme rule, are absorbed into it.
+// Open reports whether an episode is open: device incidents opened now on
+// windows the caller finds explained are absorbed into it (Reported).
 func (f *Fleet) Open() bool { return f.open }
 
 func (f *Fleet) count(index int64) fleetCount {
@@ -142,6 +149,9 @@ func (f *Fleet) Observe(r Rule, index int64, raised bool, out []Event) []Event {
 	return out
 }
 
+// Newest is the newest window the episode has counted (0: none yet).
+func (f *Fleet) Newest() int64 { return f.newest }
+
 // Hold tells the open episode that a device incident it absorbed had a
 // raised window: the episode lasts while its devices are raised, so that a
 // device slower than its peers to settle is not left to open an incident
@@ -181,4 +191,57 @@ func (f *Fleet) Reported(st *State, absorbed, join bool, events []Event) (report
 		return nil, true, f.Absorbed == 1
 	}
 	return events, false, false
+}
+
+// FleetEncodingSize is the length of Fleet.MarshalBinary's output.
+const FleetEncodingSize = 1 + fleetSlots*(8+4+4) + 8 + 1 + 8*5 + 4*5
+
+// fleetEncodingVersion heads Fleet.MarshalBinary's output.
+const fleetEncodingVersion = 1
+
+// MarshalBinary encodes the episode's state for a checkpoint, so that a
+// restarted service carries on an open episode rather than opening it
+// again and releasing the device incidents it had absorbed.
+func (f *Fleet) MarshalBinary() ([]byte, error) {
+	b := make([]byte, 0, FleetEncodingSize)
+	b = append(b, fleetEncodingVersion)
+	for _, c := range f.counts {
+		b = binary.BigEndian.AppendUint64(b, uint64(c.index))
+		b = binary.BigEndian.AppendUint32(b, uint32(c.judged))
+		b = binary.BigEndian.AppendUint32(b, uint32(c.raised))
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(f.newest))
+	open := byte(0)
+	if f.open {
+		open = 1
+	}
+	b = append(b, open)
+	for _, v := range []int64{f.first, f.last, f.checked, f.held} {
+		b = binary.BigEndian.AppendUint64(b, uint64(v))
+	}
+	b = binary.BigEndian.AppendUint64(b, 0) // reserved
+	for _, v := range []int{f.quiet, f.seq, f.Absorbed, f.Raised, f.Judged} {
+		b = binary.BigEndian.AppendUint32(b, uint32(v))
+	}
+	return b, nil
+}
+
+// UnmarshalBinary restores a checkpointed episode state.
+func (f *Fleet) UnmarshalBinary(b []byte) error {
+	if len(b) != FleetEncodingSize || b[0] != fleetEncodingVersion {
+		return fmt.Errorf("incidents: fleet checkpoint of %d bytes is damaged or of another version", len(b))
+	}
+	*f = Fleet{}
+	p := b[1:]
+	u64 := func() int64 { v := int64(binary.BigEndian.Uint64(p)); p = p[8:]; return v }
+	u32 := func() int { v := int(binary.BigEndian.Uint32(p)); p = p[4:]; return v }
+	for i := range f.counts {
+		f.counts[i] = fleetCount{index: u64(), judged: u32(), raised: u32()}
+	}
+	f.newest = u64()
+	f.open, p = p[0] == 1, p[1:]
+	f.first, f.last, f.checked, f.held = u64(), u64(), u64(), u64()
+	_ = u64() // reserved
+	f.quiet, f.seq, f.Absorbed, f.Raised, f.Judged = u32(), u32(), u32(), u32(), u32()
+	return nil
 }

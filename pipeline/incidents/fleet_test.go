@@ -208,3 +208,42 @@ func TestFleetThatAbsorbsNothingIsNotReported(t *testing.T) {
 		t.Fatalf("an episode that absorbed nothing: events %+v, still open %v", ev, f.Open())
 	}
 }
+
+// TestFleetSurvivesACheckpoint: an open episode restored from its
+// checkpoint goes on as the original does, to the same closing.
+func TestFleetSurvivesACheckpoint(t *testing.T) {
+	r := Rule{}.WithDefaults()
+	var f Fleet
+	for w := int64(100); w < 104; w++ {
+		for d := range 20 {
+			f.Observe(r, w, w >= 102 && d < 15, nil)
+		}
+	}
+	if !f.Open() {
+		t.Fatal("no episode opened on 15 of 20 devices raised")
+	}
+	var st State
+	st.Observe(r, Window{Index: 102, Level: High, Score: 0.9}, nil)
+	f.Reported(&st, false, true, []Event{{Status: Opened}})
+	b, err := f.MarshalBinary()
+	if err != nil || len(b) != FleetEncodingSize {
+		t.Fatalf("%d bytes, %v", len(b), err)
+	}
+	var g Fleet
+	if err := g.UnmarshalBinary(b); err != nil || g != f {
+		t.Fatalf("restored %+v, %v; want %+v", g, err, f)
+	}
+	var fe, ge []Event
+	for w := int64(104); w < 130 && len(fe) == 0; w++ {
+		for range 20 {
+			fe = f.Observe(r, w, false, fe)
+			ge = g.Observe(r, w, false, ge)
+		}
+	}
+	if len(fe) != 1 || fe[0].Status != Closed || len(ge) != 1 || ge[0] != fe[0] {
+		t.Fatalf("closings: original %+v, restored %+v", fe, ge)
+	}
+	if err := g.UnmarshalBinary(b[:len(b)-1]); err == nil {
+		t.Error("a truncated checkpoint was read")
+	}
+}
