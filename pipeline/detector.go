@@ -677,7 +677,7 @@ func (d *Detector) fleetAlert(p *profileState, cw *ClosedWindow, modelHash strin
 	a.Evidence.Partition, a.Evidence.Offsets = cw.Partition, []int64{cw.FirstOffset, cw.LastOffset}
 	switch ev.Status {
 	case incidents.Opened:
-		a.Evidence.Detail = fmt.Sprintf("%d of %d %s devices judged in one window were raised together: the profile as a whole changed behaviour (a schedule, a change pushed to every device, or an attack on all of them). Device incidents opened while this lasts are grouped here, not reported one by one; an extreme window still opens its own",
+		a.Evidence.Detail = fmt.Sprintf("%d of %d %s devices judged in one window were raised together: the profile as a whole changed behaviour (a schedule, a change pushed to every device, or an attack on all of them). Device incidents opened while this lasts are grouped here when the shared change explains them, not reported one by one; a device that also moved elsewhere, met new hosts or sent flood- or scan-shaped traffic is reported on its own",
 			p.fleet.Raised, p.fleet.Judged, cw.Profile)
 		a.Incident.OpenedBy = "fleet"
 	case incidents.Closed:
