@@ -256,6 +256,16 @@ const settlePoll = 50 * time.Millisecond
 // settle trains the first models whose warm-up history has been verified
 // and hands the alerts of their held windows to the outbox.
 func (s *DetectStage) settle(ctx context.Context) error {
+	s.queueSettled(ctx)
+	if len(s.pending) > 0 {
+		return s.flushAlerts(ctx)
+	}
+	return nil
+}
+
+// queueSettled trains the first models whose warm-up history has been
+// verified (Detector.Settle) and queues the alerts of their held windows.
+func (s *DetectStage) queueSettled(ctx context.Context) {
 	settled, err := s.detector.Settle(ctx)
 	for _, a := range settled {
 		s.queue(a)
@@ -263,10 +273,6 @@ func (s *DetectStage) settle(ctx context.Context) error {
 	if err != nil {
 		s.log.Warn("first model not trained after its warm-up was verified; will retry", "err", err)
 	}
-	if len(s.pending) > 0 {
-		return s.flushAlerts(ctx)
-	}
-	return nil
 }
 
 // processFetches runs a poll's records through the stage, then hands
@@ -603,13 +609,7 @@ func (s *DetectStage) saveFleets(ctx context.Context) {
 // offset then finds histories at least as new; replayed windows re-learn
 // destinations the history already holds, which changes nothing.
 func (s *DetectStage) commit(ctx context.Context) {
-	settled, err := s.detector.Settle(ctx)
-	for _, a := range settled {
-		s.queue(a)
-	}
-	if err != nil {
-		s.log.Warn("first model not trained after its warm-up was verified; will retry", "err", err)
-	}
+	s.queueSettled(ctx)
 	var newest int64
 	for _, p := range s.partitions {
 		for _, a := range s.detector.ExpireIncidents(p, s.asm.waiting, nil) {

@@ -80,13 +80,14 @@ func TestRestartsWithRecordsNotKeyedChangeNoAlert(t *testing.T) {
 	sameAlerts(t, ctx, g.env.brokers[0], "reference.alerts", "restarted.alerts")
 }
 
-// TestRestartDuringAFleetEpisodeChangesNoAlert runs a fleet whose meters
-// all double their flows 20 minutes in — a fleet episode — through one
-// instance stopped and started again 20 minutes later, while the episode
-// is open, and through one instance that reads it all at once. The
-// restarted instance resumes the episode from the state store and must
-// raise exactly the reference's alerts: without it, it opened the episode
-// again and reported meters the episode had absorbed.
+// TestRestartDuringAFleetEpisodeChangesNoAlert runs a fleet of 48 whose
+// 12 PLCs all triple their traffic 34 minutes in — a fleet episode, open
+// for about a quarter of an hour — through one instance stopped at minute
+// 40 and started again, and through one instance that reads it all at
+// once. The restarted instance resumes the episode from the state store
+// and must raise exactly the reference's alerts: without it, it opened the
+// episode again and reported PLCs the episode had absorbed (6 alerts the
+// reference did not raise, 1 missed).
 func TestRestartDuringAFleetEpisodeChangesNoAlert(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs three services")

@@ -194,7 +194,7 @@ func (f *Fleet) Reported(st *State, absorbed, join bool, events []Event) (report
 }
 
 // FleetEncodingSize is the length of Fleet.MarshalBinary's output.
-const FleetEncodingSize = 1 + fleetSlots*(8+4+4) + 8 + 1 + 8*5 + 4*5
+const FleetEncodingSize = 1 + fleetSlots*(8+4+4) + 8 + 1 + 8*4 + 4*5
 
 // fleetEncodingVersion heads Fleet.MarshalBinary's output.
 const fleetEncodingVersion = 1
@@ -219,7 +219,6 @@ func (f *Fleet) MarshalBinary() ([]byte, error) {
 	for _, v := range []int64{f.first, f.last, f.checked, f.held} {
 		b = binary.BigEndian.AppendUint64(b, uint64(v))
 	}
-	b = binary.BigEndian.AppendUint64(b, 0) // reserved
 	for _, v := range []int{f.quiet, f.seq, f.Absorbed, f.Raised, f.Judged} {
 		b = binary.BigEndian.AppendUint32(b, uint32(v))
 	}
@@ -241,7 +240,6 @@ func (f *Fleet) UnmarshalBinary(b []byte) error {
 	f.newest = u64()
 	f.open, p = p[0] == 1, p[1:]
 	f.first, f.last, f.checked, f.held = u64(), u64(), u64(), u64()
-	_ = u64() // reserved
 	f.quiet, f.seq, f.Absorbed, f.Raised, f.Judged = u32(), u32(), u32(), u32(), u32()
 	return nil
 }
