@@ -457,7 +457,8 @@ func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWi
 		r := d.batchData[k*dims : (k+1)*dims]
 		j := m.Judge(r, d.batchScores[k])
 		d.batchJudged[k], d.batchIndex[k] = j, cw.Index
-		d.batchNovel[k] = novelWindow(m, &cw.state.baseline, &cw.Vector, r)
+		// Only a raised window's novelty counts in an episode (fleetJudge.add).
+		d.batchNovel[k] = raised(j) && novelWindow(m, &cw.state.baseline, &cw.Vector, r)
 		p.scored.Inc()
 		p.scores.Observe(j.Score)
 		d.metrics.Summary.WindowsScored.Add(1)

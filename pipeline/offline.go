@@ -121,9 +121,10 @@ func JudgeOffline(m *models.Model, rule incidents.Rule, series []OfflineSeries, 
 		}
 		js, index, novel = js[:0], index[:0], novel[:0]
 		for n, w := range group {
-			js = append(js, m.Judge(rows[n*dims:(n+1)*dims], scores[n]))
+			j := m.Judge(rows[n*dims:(n+1)*dims], scores[n])
+			js = append(js, j)
 			index = append(index, series[w.k].Index[w.i])
-			novel = append(novel, novelWindow(m, &baselines[w.k], &series[w.k].Vectors[w.i], rows[n*dims:(n+1)*dims]))
+			novel = append(novel, raised(j) && novelWindow(m, &baselines[w.k], &series[w.k].Vectors[w.i], rows[n*dims:(n+1)*dims]))
 		}
 		fleet.tally(rule, index, rows, novel, js, func(int, incidents.Event) {})
 		for n, w := range group {
