@@ -678,10 +678,11 @@ func (m *Model) Judge(r []float64, forestScore float64) Judgement {
 	j.OwnAnomalous = j.Anomalous
 	if j.Anomalous || bh.SustainedLevel > 0 || bh.PersistentLevel > 0 || bh.EvidenceLevel > 0 {
 		own := m.presentLevel(r, forestScore)
-		// A window that contacts a host new to the device (beyond its
-		// usual rate of them) brings evidence of its own about what the
-		// damped count remembers: a beacon's host again, a fan-out's next.
-		j.OwnAnomalous = j.Anomalous && (own >= bh.AnomalousLevel || r[features.NewDst] > 0)
+		// A window that contacts a host or a port new to the device
+		// (beyond its usual rate of them) brings evidence of its own about
+		// what the damped count remembers: a beacon's host again, a
+		// fan-out's next.
+		j.OwnAnomalous = j.Anomalous && (own >= bh.AnomalousLevel || r[features.NewDst] > 0 || r[features.NewDstPorts] > 0)
 		j.Elevated = bh.SustainedLevel > 0 && own >= bh.SustainedLevel
 		j.Persistent = bh.PersistentLevel > 0 && own >= bh.PersistentLevel
 		if bh.EvidenceLevel > 0 {
@@ -1012,6 +1013,11 @@ func short(h string) string { return h[:min(12, len(h))] }
 
 // DeviceBaselineEncodingSize is the length of DeviceBaseline.MarshalBinary.
 const DeviceBaselineEncodingSize = 4 * (2*features.Count + 1)
+
+// DeviceBaselineEncodingSizeV2 is the length of a baseline of feature
+// schema 2, of 14 features, which a device checkpoint before version 8
+// holds.
+const DeviceBaselineEncodingSizeV2 = 4 * (2*14 + 1)
 
 // MarshalBinary encodes the baseline for a checkpoint (float32s, big-endian).
 func (b *DeviceBaseline) MarshalBinary() ([]byte, error) {

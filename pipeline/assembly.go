@@ -249,7 +249,7 @@ func (s *DetectStage) release(cw *ClosedWindow, learn bool) {
 		return
 	}
 	if learn && cw.window != nil {
-		cw.window.Destinations(cw.state.feat.History.Add)
+		cw.state.feat.Learn(cw.window)
 	}
 	cw.window = nil
 }

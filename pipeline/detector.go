@@ -323,7 +323,7 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 		err := d.scoreDistinct(ctx, windows[lo:hi], out[first+lo:first+hi])
 		for i := lo; i < hi; i++ {
 			if v := out[first+i]; v.Learn && !v.Held && windows[i].window != nil && err == nil {
-				windows[i].window.Destinations(windows[i].state.feat.History.Add)
+				windows[i].state.feat.Learn(windows[i].window)
 			}
 		}
 		if err != nil {
@@ -606,7 +606,7 @@ func (d *Detector) scoreHeld(ctx context.Context, p *profileState) ([]*contract.
 // stage's release does for the windows it scores.
 func (d *Detector) learnHeld(cw *ClosedWindow, learn bool) {
 	if learn && cw.window != nil {
-		cw.window.Destinations(cw.state.feat.History.Add)
+		cw.state.feat.Learn(cw.window)
 	}
 	cw.window = nil
 }

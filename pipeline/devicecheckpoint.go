@@ -10,7 +10,7 @@ import (
 
 // deviceCheckpointVersion heads a device's checkpoint in the state store:
 //
-//	1 byte  version (7)
+//	1 byte  version (8)
 //	…       features.Device encoding (destination history, recent first contacts)
 //	…       models.DeviceBaseline encoding
 //	…       incidents.State encoding
@@ -23,8 +23,12 @@ import (
 // young device's settled windows to the features' encoding (20 bytes; the
 // features' length is what the other parts leave, so version 5's shorter
 // one reads with both 0), version 7 the incident state's evidence of its
-// last windows (16 bytes).
-const deviceCheckpointVersion = 7
+// last windows (16 bytes), version 8 the port history (feature schema 3:
+// the features' encoding grew, and so did the baseline, by a feature). A
+// baseline of a checkpoint before version 8 is of feature schema 2, which
+// no model this build loads was trained on: the device's baseline starts
+// afresh, from its training's or its profile's.
+const deviceCheckpointVersion = 8
 
 func marshalDevice(d *deviceState) []byte {
 	feat, _ := d.feat.MarshalBinary()
@@ -41,9 +45,12 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 	if len(b) == 0 {
 		return errors.New("empty device checkpoint")
 	}
-	incSize := incidents.EncodingSize
+	incSize, baseSize := incidents.EncodingSize, models.DeviceBaselineEncodingSize
+	if b[0] < deviceCheckpointVersion {
+		baseSize = models.DeviceBaselineEncodingSizeV2
+	}
 	switch b[0] {
-	case deviceCheckpointVersion:
+	case deviceCheckpointVersion, 7:
 	case 6, 5:
 		incSize = incidents.EncodingSizeV4
 	case 4:
@@ -55,7 +62,7 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 	default: // a bare history
 		return d.feat.UnmarshalBinary(b)
 	}
-	n := len(b) - 1 - models.DeviceBaselineEncodingSize - incSize
+	n := len(b) - 1 - baseSize - incSize
 	if n <= 0 {
 		return fmt.Errorf("device checkpoint of %d bytes is damaged", len(b))
 	}
@@ -64,8 +71,10 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 		return err
 	}
 	rest = rest[n:]
-	if err := d.baseline.UnmarshalBinary(rest[:models.DeviceBaselineEncodingSize]); err != nil {
-		return err
+	if baseSize == models.DeviceBaselineEncodingSize {
+		if err := d.baseline.UnmarshalBinary(rest[:baseSize]); err != nil {
+			return err
+		}
 	}
-	return d.incident.UnmarshalBinary(rest[models.DeviceBaselineEncodingSize:])
+	return d.incident.UnmarshalBinary(rest[baseSize:])
 }

@@ -62,7 +62,7 @@ type fleetJudge struct {
 
 // unexplained marks the features an episode never explains: contacts
 // with hosts new to the device, and flood- and scan-shaped flows.
-var unexplained = [models.ResidualDims]bool{features.NewDst: true, features.NewInternalDst: true,
+var unexplained = [models.ResidualDims]bool{features.NewDst: true, features.NewInternalDst: true, features.NewDstPorts: true,
 	features.FirstContactWindows1h: true, features.NewDstRecurrence: true, features.SmallPacketFlows: true, features.FailedFlows: true}
 
 // raised is whether a judged window counts as raised for the fleet
@@ -106,14 +106,14 @@ func (f *fleetJudge) add(r []float64, novel bool) {
 }
 
 // novelWindow reports whether a window (its vector v, deviations r from
-// its device's baseline b) met more hosts new to the device than the
-// device usually does, or sent small-packet or failed flows in a larger
+// its device's baseline b) met more hosts or ports new to the device than
+// the device usually does, or sent small-packet or failed flows in a larger
 // share than usual (models.Model.Outgrew): what an outbreak's windows do
 // and a change of volume's do not. (Any rise of those flows was counted
 // before: a profile-wide step of volume, which raises them with every
 // other flow, was taken for an outbreak and explained nothing.)
 func novelWindow(m *models.Model, b *models.DeviceBaseline, v *features.Vector, r []float64) bool {
-	return r[features.NewDst] > 0 || r[features.NewInternalDst] > 0 ||
+	return r[features.NewDst] > 0 || r[features.NewInternalDst] > 0 || r[features.NewDstPorts] > 0 ||
 		m.Outgrew(b, v, features.SmallPacketFlows) || m.Outgrew(b, v, features.FailedFlows)
 }
 

@@ -219,16 +219,25 @@ func RetrainRound(ctx context.Context, req RetrainRequest) ([]RetrainDecision, e
 		if err != nil {
 			return out, err
 		}
-		activeSeeds, err := TrainingSeeds(ctx, hist, active)
-		if err != nil {
-			return out, err
+		d.CandidateScore = &candFig
+		var activeFig Figures
+		if refused := active.CheckSchema(); refused != nil {
+			// An active model this build cannot read (one of an older
+			// feature schema, after an upgrade) judges nothing: the
+			// service leaves its profile unscored, so any model trained
+			// here is better.
+			d.Promoted, d.Reason = true, fmt.Sprintf("the active model cannot judge this build's windows, so the candidate replaces it: %v", refused)
+		} else {
+			activeSeeds, err := TrainingSeeds(ctx, hist, active)
+			if err != nil {
+				return out, err
+			}
+			if activeFig, err = MeasureOffline(active, "active", rule, eval, labs, activeSeeds, win.Size, 0); err != nil {
+				return out, err
+			}
+			d.ActiveScore = &activeFig
+			d.Promoted, d.Reason = notWorse(candFig, activeFig, cfg.RecallTolerance)
 		}
-		activeFig, err := MeasureOffline(active, "active", rule, eval, labs, activeSeeds, win.Size, 0)
-		if err != nil {
-			return out, err
-		}
-		d.CandidateScore, d.ActiveScore = &candFig, &activeFig
-		d.Promoted, d.Reason = notWorse(candFig, activeFig, cfg.RecallTolerance)
 
 		// The decision and its figures go into the candidate's ledger
 		// record (its artifact stays what the history trains).
@@ -246,9 +255,11 @@ func RetrainRound(ctx context.Context, req RetrainRequest) ([]RetrainDecision, e
 		metrics["retrain_promoted"] = decided
 		metrics["retrain_held_out_windows"] = float64(len(candFig.scores))
 		metrics["retrain_false_incidents_per_1000_device_hours"] = candFig.FalseIncidentsPer1000D
-		metrics["retrain_active_false_incidents_per_1000_device_hours"] = activeFig.FalseIncidentsPer1000D
 		metrics["retrain_false_alerts_per_1000_device_hours"] = candFig.FalseAlertsPer1000DH
-		metrics["retrain_active_false_alerts_per_1000_device_hours"] = activeFig.FalseAlertsPer1000DH
+		if d.ActiveScore != nil {
+			metrics["retrain_active_false_incidents_per_1000_device_hours"] = activeFig.FalseIncidentsPer1000D
+			metrics["retrain_active_false_alerts_per_1000_device_hours"] = activeFig.FalseAlertsPer1000DH
+		}
 		if candFig.Recall != nil && activeFig.Recall != nil {
 			metrics["retrain_recall"], metrics["retrain_active_recall"] = *candFig.Recall, *activeFig.Recall
 		}

@@ -3,12 +3,14 @@ package pipeline_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
+	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/chainwatch/chainwatch/pipeline"
 	"github.com/chainwatch/chainwatch/simulator"
 )
@@ -126,5 +128,37 @@ func TestScheduledRetrainingPromotesWhatIsNotWorse(t *testing.T) {
 	// The same history trains the same model: nothing to decide.
 	if again := round()["camera"]; again.Candidate != cam.Candidate || again.Promoted {
 		t.Errorf("a second round on the same history: %+v", again)
+	}
+
+	// An upgrade: the active meter model is of an older feature schema,
+	// which the service refuses (the profile goes unscored). The round
+	// cannot compare with it and promotes the candidate, which the service
+	// swaps in.
+	store := &pipeline.ModelStore{Dir: t.TempDir(), Ledger: operator, Share: topic}
+	old, err := store.Active(ctx, "meter")
+	if err != nil || old == nil {
+		t.Fatalf("active meter model: %v", err)
+	}
+	old.Behaviour.Schema = features.SchemaVersion - 1
+	if err := store.Save(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := operator.RegisterModel(ctx, contract.Model{Hash: old.Hash(), Profile: "meter", Algorithm: old.Algorithm}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := operator.PromoteModel(ctx, old.Hash()); err != nil {
+		t.Fatal(err)
+	}
+	meter := round()["meter"]
+	t.Logf("meter after an upgrade: promoted %v: %s", meter.Promoted, meter.Reason)
+	if !meter.Promoted || meter.Active != old.Hash() || meter.ActiveScore != nil || meter.CandidateScore == nil ||
+		!strings.Contains(meter.Reason, "feature schema") {
+		t.Fatalf("meter, its active model of an older schema: %+v, want its candidate promoted without a comparison", meter)
+	}
+	for svc.ModelHash("meter") != meter.Candidate {
+		if ctx.Err() != nil {
+			t.Fatal("the service never swapped the promoted meter model in")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -67,8 +67,9 @@ func TestFirstContactWithAProfilesSharedHostIsNoNews(t *testing.T) {
 		t.Fatal("no model after the warm-up")
 	}
 	shared := m.SharedPeers()
-	if !shared.Contains(modbus) || !shared.Contains(ntp) || shared.Contains(own) || len(shared) != 2 {
-		t.Fatalf("shared destinations %v: want the Modbus master and the NTP server only", shared)
+	if !shared.Contains(modbus) || !shared.Contains(ntp) || shared.Contains(own) || len(shared) != 4 ||
+		!shared.Contains(features.ServiceKey(502)) || !shared.Contains(features.ServiceKey(123)) {
+		t.Fatalf("shared destinations %v: want the Modbus master and the NTP server only, and their ports", shared)
 	}
 	// The held window was observed with the model's shared destinations:
 	// its NTP contact was no first contact, so the damped count is still

@@ -391,7 +391,7 @@ func (p *partitionWindows) Release(cw *ClosedWindow, learn bool) {
 		return
 	}
 	if learn {
-		cw.window.Destinations(cw.state.feat.History.Add)
+		cw.state.feat.Learn(cw.window)
 	}
 	cw.window.Reset()
 	p.free = append(p.free, cw.window)

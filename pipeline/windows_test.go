@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chainwatch/chainwatch/models"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -85,24 +86,39 @@ func TestHistoryLearnsOnlyFromNormalWindows(t *testing.T) {
 }
 
 func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
-	// A device checkpoint of this version, one of version 6 (before the
-	// incident state kept its windows' evidence) and a bare history as
-	// schema 1 wrote it: all restore the destination history, the first
-	// two the open incident too.
+	// A device checkpoint of this version, one of version 7 (before the
+	// port history), one of version 6 (before the incident state kept its
+	// windows' evidence) and a bare history as schema 1 wrote it: all
+	// restore the destination history, the first three the open incident
+	// too, and only this version's the baseline.
 	saved := newDeviceState("", "")
 	saved.feat.History.Add(7)
 	saved.baseline.Weight = 12
 	saved.incident.Observe(incidents.Rule{}, incidents.Window{Index: 100, Level: incidents.High, Score: 0.9}, nil)
 	current := marshalDevice(saved)
-	v6 := append([]byte{6}, current[1:len(current)-4*incidents.EvidenceSlots]...)
+	// Version 7 (feature schema 2): no port history (54 bytes) and a
+	// baseline of 14 features, which is not restored.
+	feat, _ := saved.feat.MarshalBinary()
+	inc, _ := saved.incident.MarshalBinary()
+	v7 := append([]byte{7}, feat[:len(feat)-54]...)
+	v7 = append(v7, make([]byte, models.DeviceBaselineEncodingSizeV2)...)
+	v7 = append(v7, inc...)
+	v6 := append([]byte{6}, v7[1:len(v7)-4*incidents.EvidenceSlots]...)
 	bare, _ := saved.feat.History.MarshalBinary()
-	for _, raw := range [][]byte{current, v6, bare} {
+	for _, raw := range [][]byte{current, v7, v6, bare} {
 		d := newDeviceState("", "")
 		if err := unmarshalDevice(raw, d); err != nil || !d.feat.History.Contains(7) {
 			t.Fatalf("checkpoint of %d bytes not restored: %v", len(raw), err)
 		}
-		if len(raw) != len(bare) && (!d.incident.Open() || d.baseline.Weight != 12) {
-			t.Fatalf("checkpoint of %d bytes: incident open %v, baseline weight %v", len(raw), d.incident.Open(), d.baseline.Weight)
+		if len(raw) != len(bare) && !d.incident.Open() {
+			t.Fatalf("checkpoint of %d bytes: incident not restored", len(raw))
+		}
+		want := float32(0) // a baseline of feature schema 2, or none, starts afresh
+		if len(raw) == len(current) {
+			want = 12
+		}
+		if d.baseline.Weight != want {
+			t.Fatalf("checkpoint of %d bytes: baseline weight %v, want %v", len(raw), d.baseline.Weight, want)
 		}
 	}
 	p := newPartitionWindows(WindowConfig{}, 0)

@@ -59,7 +59,9 @@ type recentDst struct {
 // pointers), so a device's whole state stays well under a kilobyte.
 type Device struct {
 	History History
-	recent  [RecentSize]recentDst
+	// Ports are the destination ports of its normal windows: its services.
+	Ports  Ports
+	recent [RecentSize]recentDst
 	// firstContacts is the damped count of windows with a first contact,
 	// as of window lastWindow.
 	firstContacts float64
@@ -70,6 +72,10 @@ type Device struct {
 	// SettledWindows, that showed no peer of its own it had not shown
 	// before.
 	settled uint32
+	// portWindows counts the windows observed since its port history
+	// began, up to MatureWindows: a device restored from a checkpoint that
+	// kept no ports shows its services again before a port counts as new.
+	portWindows uint32
 }
 
 // Profile is what the model judging a device says of its profile that the
@@ -105,12 +111,17 @@ func (d *Device) Observe(w *Window, index int64, profile *Profile) Vector {
 		d.firstContacts *= math.Pow(firstContactDecay, float64(index-d.lastWindow))
 	}
 	d.lastWindow = max(d.lastWindow, index)
-	if profile != nil && d.windows >= SettledWindows && d.settled >= SettledWindows {
+	if profile != nil && d.windows >= SettledWindows && d.windows < MatureWindows && d.settled >= SettledWindows {
 		d.windows = MatureWindows // settled: mature from now on, with a model or without
+		d.portWindows = MatureWindows
 	}
 	mature := d.windows >= MatureWindows
 	if !mature {
 		d.windows++
+	}
+	portsMature := mature && d.portWindows >= MatureWindows
+	if d.portWindows < MatureWindows {
+		d.portWindows++
 	}
 	v := w.vector()
 	if w.flows == 0 {
@@ -178,11 +189,31 @@ func (d *Device) Observe(w *Window, index int64, profile *Profile) Vector {
 			recurrence = max(recurrence, r.repeats)
 		}
 	}
+	newPorts := 0
+	if portsMature {
+		for port := range w.ports {
+			if !d.Ports.Contains(port) && !shared.Contains(ServiceKey(port)) {
+				newPorts++
+			}
+		}
+	}
 	v[NewDst] = float64(newDst)
 	v[NewInternalDst] = float64(newInternal)
+	v[NewDstPorts] = float64(newPorts)
 	v[FirstContactWindows1h] = d.firstContacts
 	v[NewDstRecurrence] = float64(recurrence)
 	return v
+}
+
+// Learn adds a window judged normal to the device's history: its
+// destinations and its destination ports.
+func (d *Device) Learn(w *Window) {
+	for dst := range w.dsts {
+		d.History.Add(dst)
+	}
+	for port := range w.ports {
+		d.Ports.Add(port)
+	}
 }
 
 // recentOf returns the live entry for dst, if any.
@@ -215,8 +246,15 @@ func (d *Device) remember(dst uint64, index int64) {
 
 // deviceEncodingSize is the history, RecentSize × (8+8+8+4), the damped
 // count with its window index, the windows observed, RecentSize gaps of 4
-// bytes and the settled windows (4 bytes).
-const deviceEncodingSize = deviceEncodingSizeV2 + RecentSize*4 + 4
+// bytes, the settled windows (4 bytes), the port history and its windows
+// observed (4 bytes).
+const deviceEncodingSize = deviceEncodingSizeV6 + portsEncodingSize + 4
+
+// deviceEncodingSizeV6 is the encoding before the port history was kept
+// (device checkpoints before version 8); UnmarshalBinary reads it with an
+// empty port history, which shows the device's services again for
+// MatureWindows windows before a port counts as new.
+const deviceEncodingSizeV6 = deviceEncodingSizeV2 + RecentSize*4 + 4
 
 // deviceEncodingSizeV2 is the encoding before the recent hosts' gaps and
 // the settled windows were kept (device checkpoints before version 6);
@@ -241,6 +279,8 @@ func (d *Device) MarshalBinary() ([]byte, error) {
 		b = binary.BigEndian.AppendUint32(b, uint32(r.gap))
 	}
 	b = binary.BigEndian.AppendUint32(b, d.settled)
+	b = d.Ports.appendBinary(b)
+	b = binary.BigEndian.AppendUint32(b, d.portWindows)
 	return b, nil
 }
 
@@ -256,7 +296,7 @@ func (d *Device) UnmarshalBinary(b []byte) error {
 		*d = g
 		return nil
 	}
-	if len(b) != deviceEncodingSize && len(b) != deviceEncodingSizeV2 {
+	if len(b) != deviceEncodingSize && len(b) != deviceEncodingSizeV6 && len(b) != deviceEncodingSizeV2 {
 		return fmt.Errorf("features: device checkpoint of %d bytes is damaged", len(b))
 	}
 	if err := g.History.UnmarshalBinary(b[:historyEncodingSize]); err != nil {
@@ -275,13 +315,20 @@ func (d *Device) UnmarshalBinary(b []byte) error {
 	g.firstContacts = math.Float64frombits(binary.BigEndian.Uint64(b[off:]))
 	g.lastWindow = int64(binary.BigEndian.Uint64(b[off+8:]))
 	g.windows = binary.BigEndian.Uint32(b[off+16:])
-	if len(b) == deviceEncodingSize {
+	if len(b) >= deviceEncodingSizeV6 {
 		off += 20
 		for i := range g.recent {
 			g.recent[i].gap = int64(binary.BigEndian.Uint32(b[off:]))
 			off += 4
 		}
 		g.settled = binary.BigEndian.Uint32(b[off:])
+		off += 4
+	}
+	if len(b) == deviceEncodingSize {
+		if err := g.Ports.unmarshalBinary(b[off : off+portsEncodingSize]); err != nil {
+			return err
+		}
+		g.portWindows = binary.BigEndian.Uint32(b[off+portsEncodingSize:])
 	}
 	*d = g
 	return nil

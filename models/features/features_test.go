@@ -277,8 +277,8 @@ func TestSharedPeerIsNoFirstContact(t *testing.T) {
 		c.Add(uint64(100+dev), w) // a device's second window adds no device
 	}
 	shared := c.Shared(-1)
-	if !slices.Equal(shared, Peers{1, 123}) {
-		t.Fatalf("shared %v, want [1 123]", shared)
+	if !slices.Equal(shared, Peers{1, 123, ServiceKey(443)}) {
+		t.Fatalf("shared %v, want [1 123 port 443]", shared)
 	}
 
 	var d Device
@@ -363,9 +363,10 @@ func TestSharedPeersAreOrderFreeAndCapped(t *testing.T) {
 		t.Fatal("shared destinations depend on the order of the windows")
 	}
 	// Device 0 uses every host, device 1 the even ones, 2 the multiples
-	// of 3 and 3 those of 4: 8,192 shared; the cap keeps 0…8,191's.
-	if len(a) != MaxPeers || !a.Contains(0) || !a.Contains(3) || a.Contains(1) || a[len(a)-1] >= 2*MaxPeers {
-		t.Fatalf("%d shared, want the cap %d, lowest keys kept", len(a), MaxPeers)
+	// of 3 and 3 those of 4: 8,192 shared; the cap keeps the port they
+	// share and 0…8,189's hosts.
+	if len(a) != MaxPeers || !a.Contains(0) || !a.Contains(3) || a.Contains(1) || a[len(a)-2] >= 2*MaxPeers || !a.Contains(ServiceKey(443)) {
+		t.Fatalf("%d shared, want the cap %d, the shared port and the lowest keys kept", len(a), MaxPeers)
 	}
 	// The first two windows are device 0's and a window without
 	// destinations: nothing shared yet; with device 1's, the even hosts.
@@ -374,5 +375,82 @@ func TestSharedPeersAreOrderFreeAndCapped(t *testing.T) {
 	}
 	if p := windows([]int{0, 1}, 3); !p.Contains(2) || p.Contains(3) {
 		t.Fatal("after devices 0 and 1: the even hosts are shared, the odd not")
+	}
+}
+
+// A port the device never used in a normal window is a new port once the
+// device has shown its services; one it learnt, or one its profile
+// shares, is not. A checkpoint keeps the ports; one written before ports
+// were kept restores none, and the device shows its services again before
+// a port counts as new.
+func TestNewPortsCountOnceServicesAreShown(t *testing.T) {
+	var d Device
+	w := NewWindow()
+	observe := func(index int64, ports ...uint16) Vector {
+		w.Reset()
+		for _, p := range ports {
+			w.Add(Flow{Dst: 1, DstPort: p, BytesOut: 300, PacketsOut: 2})
+		}
+		return d.Observe(w, index, nil)
+	}
+	for i := int64(1); i <= MatureWindows; i++ {
+		if v := observe(i, 443, 123); v[NewDstPorts] != 0 {
+			t.Fatalf("window %d of a young device: %v new ports", i, v[NewDstPorts])
+		}
+		d.Learn(w)
+	}
+	if v := observe(MatureWindows+1, 443, 8443, 4444); v[NewDstPorts] != 2 {
+		t.Fatalf("new ports %v, want 2 (8443 and 4444)", v[NewDstPorts])
+	}
+	// Not learnt (the window was unusual): still new in the next window.
+	if v := observe(MatureWindows+2, 8443); v[NewDstPorts] != 1 {
+		t.Fatalf("an unlearnt port: new ports %v, want 1", v[NewDstPorts])
+	}
+	d.Learn(w)
+	if v := observe(MatureWindows+3, 443, 8443); v[NewDstPorts] != 0 {
+		t.Fatalf("a learnt port: new ports %v, want 0", v[NewDstPorts])
+	}
+	w.Reset()
+	w.Add(Flow{Dst: 1, DstPort: 502, BytesOut: 300, PacketsOut: 2})
+	if v := d.Observe(w, MatureWindows+4, &Profile{Shared: Peers{ServiceKey(502)}}); v[NewDstPorts] != 0 {
+		t.Fatalf("a port the profile shares: new ports %v, want 0", v[NewDstPorts])
+	}
+
+	b, _ := d.MarshalBinary()
+	var g Device
+	if err := g.UnmarshalBinary(b); err != nil || g != d {
+		t.Fatalf("device checkpoint round trip changed it (%v)", err)
+	}
+	if err := g.UnmarshalBinary(b[:deviceEncodingSizeV6]); err != nil {
+		t.Fatalf("a checkpoint without ports refused: %v", err)
+	}
+	if g.Ports.Len() != 0 || g.History != d.History {
+		t.Fatal("a checkpoint without ports restored ports, or lost the history")
+	}
+	d = g
+	for i := int64(1); i <= MatureWindows; i++ {
+		if v := observe(MatureWindows+4+i, 4444); v[NewDstPorts] != 0 {
+			t.Fatalf("window %d after a restore without ports: %v new ports", i, v[NewDstPorts])
+		}
+		d.Learn(w)
+	}
+	if v := observe(2*MatureWindows+5, 4444, 9999); v[NewDstPorts] != 1 {
+		t.Fatalf("after the services were shown again: new ports %v, want 1 (9999)", v[NewDstPorts])
+	}
+}
+
+// The port history keeps what is used and evicts the port not used since
+// the clock hand last passed.
+func TestPortsEvictUnusedFirst(t *testing.T) {
+	var s Ports
+	for p := range uint16(PortHistorySize) {
+		s.Add(1000 + p)
+	}
+	for p := uint16(1); p < PortHistorySize; p++ {
+		s.Contains(1000 + p) // all used but port 1000
+	}
+	s.Add(7)
+	if s.Len() != PortHistorySize || !s.Contains(7) || s.Contains(1000) || !s.Contains(1001) {
+		t.Fatal("the port history did not evict the unused port 1000 for 7")
 	}
 }

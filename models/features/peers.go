@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sort"
 )
 
 // Peers is a profile's shared destinations: hosts that at least two
@@ -29,8 +30,21 @@ import (
 // and UEBA products keep, are the standard remedy for a single entity's
 // short history.
 //
+// Peers also holds the profile's shared service ports, as ServiceKey(port):
+// a port two or more of its devices used is no new port for any of them
+// (NewDstPorts), for the same reason.
+//
 // Peers is sorted ascending; its zero value shares nothing.
 type Peers []uint64
+
+// serviceTag marks a key of Peers as a destination port rather than a
+// destination address. Address keys are 64-bit hashes, so that one of a
+// profile's at most MaxPeers of them falls among the 65,536 service keys
+// has a chance of about 4,096 · 2¹⁶ / 2⁶⁴ ≈ 10⁻¹¹.
+const serviceTag = 0xfffe_5e41_ce00_0000
+
+// ServiceKey is the key of destination port port in Peers.
+func ServiceKey(port uint16) uint64 { return serviceTag | uint64(port) }
 
 // Contains reports whether dst is a shared destination.
 func (p Peers) Contains(dst uint64) bool {
@@ -72,8 +86,9 @@ func (p *Peers) UnmarshalJSON(data []byte) error {
 }
 
 // MaxPeers bounds a profile's shared destinations (8 bytes each in the
-// model artifact). A profile sharing more keeps those of the lowest keys:
-// an arbitrary choice, but the same for the same windows.
+// model artifact). A profile sharing more keeps its shared ports and the
+// destinations of the lowest keys: an arbitrary choice, but the same for
+// the same windows.
 const MaxPeers = 4096
 
 // PeerCounter collects, from a profile's training windows, which
@@ -103,15 +118,23 @@ func (c *PeerCounter) Add(device uint64, w *Window) {
 	if c.dsts == nil {
 		c.dsts = make(map[uint64]peerUse, 64)
 	}
+	for port := range w.ports {
+		c.use(device, ServiceKey(port))
+	}
 	for dst := range w.dsts {
-		u, ok := c.dsts[dst]
-		switch {
-		case !ok:
-			c.dsts[dst] = peerUse{first: device}
-		case u.second == 0 && u.first != device:
-			u.second = c.rows
-			c.dsts[dst] = u
-		}
+		c.use(device, dst)
+	}
+}
+
+// use counts key dst in the current window, of device.
+func (c *PeerCounter) use(device, dst uint64) {
+	u, ok := c.dsts[dst]
+	switch {
+	case !ok:
+		c.dsts[dst] = peerUse{first: device}
+	case u.second == 0 && u.first != device:
+		u.second = c.rows
+		c.dsts[dst] = u
 	}
 }
 
@@ -132,7 +155,10 @@ func (c *PeerCounter) Shared(n int) Peers {
 	}
 	slices.Sort(out)
 	if len(out) > MaxPeers {
-		out = out[:MaxPeers]
+		// The service keys sort last (serviceTag): keep them all.
+		first := sort.Search(len(out), func(i int) bool { return out[i] >= serviceTag })
+		services := min(len(out)-first, MaxPeers)
+		out = append(out[:MaxPeers-services], out[first:first+services]...)
 	}
 	return out
 }

@@ -15,7 +15,10 @@ package features
 // and a model of version 2 was trained on exactly what this build computes.
 // Nor does it count, under a model, a host the model's profile shares
 // (Peers): training computes its windows with no model, as before.
-const SchemaVersion = 2
+//
+// Version 3 adds new_dst_ports: the service ports a device used that
+// neither its own history of normal windows nor its profile knows.
+const SchemaVersion = 3
 
 // Feature indices into a Vector. The order is part of every trained model's
 // schema: change it only with a new SchemaVersion.
@@ -34,6 +37,7 @@ const (
 	BytesPerPacket               // mean bytes per packet, both directions
 	FirstContactWindows1h        // windows in which the device first contacted a host it never saw before, damped over about an hour (slow fan-out; a burst in one window counts once, new_dst sees its size)
 	NewDstRecurrence             // windows, within the last hour, in which a host first contacted in that hour was contacted again (beacons); held between contacts of a host the history has not accepted
+	NewDstPorts                  // distinct destination ports absent from the device's history of normal windows and from its profile's shared ports (a service the device never uses: C2 on an odd port, remote-access probes)
 
 	Count // number of features
 )
@@ -59,6 +63,7 @@ var Names = [Count]string{
 	"bytes_per_packet",
 	"first_contact_windows_1h",
 	"new_dst_recurrence",
+	"new_dst_ports",
 }
 
 // Scale says how a feature is put on a scale where a baseline's spread
@@ -111,6 +116,7 @@ var Specs = [Count]Spec{
 	BytesPerPacket:        {Scale: ScaleLog},
 	FirstContactWindows1h: {Scale: ScaleCount, Damped: true},
 	NewDstRecurrence:      {Scale: ScaleCount},
+	NewDstPorts:           {Scale: ScaleCount},
 }
 
 // Vector is one device-window's features, indexed by the constants above.
