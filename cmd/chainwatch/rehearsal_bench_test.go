@@ -223,6 +223,7 @@ func scoreRehearsal(b *testing.B, truthPath string, alerts []contract.Alert) reh
 		device      string
 		first, last time.Time
 		opened      time.Time
+		why         string // the opening's rule and features
 	}
 	incidents := map[string]*incident{}
 	for _, a := range alerts {
@@ -242,6 +243,10 @@ func scoreRehearsal(b *testing.B, truthPath string, alerts []contract.Alert) reh
 		}
 		if a.Incident.Status == contract.IncidentOpened {
 			in.opened = a.WindowEnd
+			in.why = a.Incident.OpenedBy
+			for _, f := range a.Features {
+				in.why += fmt.Sprintf(" %s=%.4g (baseline %.4g)", f.Feature, f.Value, f.Baseline)
+			}
 		}
 	}
 	overlaps := func(in *incident, s span) bool {
@@ -274,6 +279,7 @@ func scoreRehearsal(b *testing.B, truthPath string, alerts []contract.Alert) reh
 	for _, in := range incidents {
 		if !slices.ContainsFunc(truth, func(s span) bool { return overlaps(in, s) }) {
 			out.falseIncidents++
+			b.Logf("  false incident: %s %s–%s, opened by %s", in.device, in.first.Format("15:04"), in.last.Format("15:04"), in.why)
 		}
 	}
 	out.delays = strings.Join(delays, ", ")
