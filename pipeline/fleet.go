@@ -123,6 +123,23 @@ func novelWindow(m *models.Model, b *models.DeviceBaseline, v *features.Vector, 
 // (none opened since a restart), or when most of the episode's windows
 // were novel, nothing is explained.
 func (f *fleetJudge) explained(rule incidents.Rule, m *models.Model, r []float64) bool {
+	return f.explains(rule, m, r, true)
+}
+
+// stillExplained reports whether the episode still explains the window of
+// an incident it absorbed: what is left of the window off the episode's
+// direction is not anomalous. A window left merely elevated, or with a
+// share of the evidence rule's, is what ordinary windows show now and then
+// and opens nothing alone; released on it, a device whose baseline had not
+// yet followed the profile's step was reported on its next raised window
+// (simulator-step, docs/DETECTION.md).
+func (f *fleetJudge) stillExplained(rule incidents.Rule, m *models.Model, r []float64) bool {
+	return f.explains(rule, m, r, false)
+}
+
+// explains is explained (strict: the rest counts towards no rule) and
+// stillExplained (the rest is not anomalous).
+func (f *fleetJudge) explains(rule incidents.Rule, m *models.Model, r []float64, strict bool) bool {
 	if f.n == 0 || 2*f.novel > f.n {
 		return false
 	}
@@ -146,7 +163,11 @@ func (f *fleetJudge) explained(rule incidents.Rule, m *models.Model, r []float64
 	if err := m.Forest().ScoreBatch(f.score[:], f.rest[:]); err != nil {
 		return false
 	}
-	return !counts(rule, m.Judge(f.rest[:], f.score[0]))
+	j := m.Judge(f.rest[:], f.score[0])
+	if !strict {
+		return !j.Anomalous
+	}
+	return !counts(rule, j)
 }
 
 // counts reports whether a judged window counts towards any of rule's
@@ -161,9 +182,9 @@ func counts(rule incidents.Rule, j models.Judgement) bool {
 // incident joined the episode (and, opening, whether it was the first to,
 // so that the episode's opening is to be reported now), and whether the
 // window is to teach the device's baseline. An absorbed incident whose
-// window the episode no longer explains is released from it (closed
-// without a report; the window's rules may open one of the device's own at
-// once); an incident the window opens while the episode is open joins it
+// window the episode no longer explains — what is left of it is anomalous
+// (stillExplained) — is released from it (closed without a report; the
+// window's rules may open one of the device's own at once); an incident the window opens while the episode is open joins it
 // if the episode explains the window, whichever rule opened it. (An extreme
 // window was always reported before; a profile-wide step of volume then
 // paged every device whose first window of it was extreme, and a
@@ -174,7 +195,7 @@ func counts(rule incidents.Rule, j models.Judgement) bool {
 // while the episode lasts rather than for hours after it.
 func (f *fleetJudge) advance(rule incidents.Rule, m *models.Model, st *incidents.State, w incidents.Window, j models.Judgement, r []float64, novel bool, out []incidents.Event) (events []incidents.Event, joined, opening, learn bool) {
 	released := false
-	if st.Absorbed() && !f.explained(rule, m, r) {
+	if st.Absorbed() && !f.stillExplained(rule, m, r) {
 		st.Release()
 		released = true
 	}

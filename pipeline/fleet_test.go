@@ -348,3 +348,47 @@ func TestFleetEpisodeLeavesAnOutbreakReported(t *testing.T) {
 		t.Logf("new host %v: %d meters reported with fleet episodes on, %d off; %d fleet events", newHost, len(on.opened), len(off.opened), len(on.episodes))
 	}
 }
+
+// TestAbsorbedIncidentStaysWhileItsRestIsNotAnomalous: an episode joins an
+// incident only on a window whose rest off the episode's direction counts
+// towards no rule, and releases it only on a window whose rest is
+// anomalous. A rest merely elevated is what ordinary windows show now and
+// then; released on one, a device of a profile-wide step whose baseline
+// had not yet followed was reported on its next raised window.
+func TestAbsorbedIncidentStaysWhileItsRestIsNotAnomalous(t *testing.T) {
+	run := runFleet(t, incidents.Rule{}, func(dev, i int, v *features.Vector) {})
+	m := run.model
+	var f fleetJudge
+	f.dir[features.Flows], f.dir[features.Packets], f.n = 3, 3, 1 // a step of flows
+	rule := IncidentRule(DetectorConfig{})
+	var elevated, anomalous []float64
+	for x := 0.1; x < 40 && anomalous == nil; x += 0.1 {
+		r := make([]float64, models.ResidualDims)
+		r[features.Flows], r[features.Packets] = 3, 3 // along the step
+		r[features.BytesPerPacket] = x                // and off it
+		var rest [models.ResidualDims]float64
+		copy(rest[:], r)
+		rest[features.Flows], rest[features.Packets] = 0, 0
+		score := []float64{0}
+		if err := m.Forest().ScoreBatch(score, rest[:]); err != nil {
+			t.Fatal(err)
+		}
+		j := m.Judge(rest[:], score[0])
+		switch {
+		case j.Anomalous:
+			anomalous = r
+		case counts(rule, j) && elevated == nil:
+			elevated = r
+		}
+	}
+	if elevated == nil || anomalous == nil {
+		t.Fatalf("no rest found that counts without being anomalous (%v), or none anomalous (%v)", elevated, anomalous)
+	}
+	if f.explained(rule, m, elevated) || !f.stillExplained(rule, m, elevated) {
+		t.Errorf("a rest that counts but is not anomalous: explained %v (want false: no incident joins on it), still explained %v (want true: none is released on it)",
+			f.explained(rule, m, elevated), f.stillExplained(rule, m, elevated))
+	}
+	if f.stillExplained(rule, m, anomalous) {
+		t.Error("an anomalous rest keeps its incident absorbed")
+	}
+}
