@@ -33,11 +33,12 @@ import (
 // devices already do; an outbreak — a botnet's flood from most cameras, a
 // worm, a coordinated upload — is most of a profile meeting hosts new to
 // it, or sending floods' and scans' small-packet and failed flows, at once.
-// So the projection leaves the features that count new hosts (new_dst,
-// new_internal_dst, first_contact_windows_1h, new_dst_recurrence) and
-// those flood- and scan-shaped flows (small_packet_flows, failed_flows)
-// out of the direction and in what is judged (unexplained); and an episode
-// most of whose raised windows met more new hosts, or sent more of those
+// So the projection leaves the features that count new hosts and ports
+// (new_dst, new_internal_dst, new_dst_ports, first_contact_windows_1h,
+// new_dst_recurrence) and those flood- and scan-shaped flows
+// (small_packet_flows, failed_flows) out of the direction and in what is
+// judged (unexplained); and an episode most of whose raised windows met
+// more new hosts or ports, or sent more of those
 // flows, than their device usually does (novelWindow) explains nothing:
 // its devices are reported one by one, as with episodes off. Without this
 // an outbreak on 60 % of a profile was absorbed — its devices' incidents
@@ -61,7 +62,7 @@ type fleetJudge struct {
 }
 
 // unexplained marks the features an episode never explains: contacts
-// with hosts new to the device, and flood- and scan-shaped flows.
+// with hosts or ports new to the device, and flood- and scan-shaped flows.
 var unexplained = [models.ResidualDims]bool{features.NewDst: true, features.NewInternalDst: true, features.NewDstPorts: true,
 	features.FirstContactWindows1h: true, features.NewDstRecurrence: true, features.SmallPacketFlows: true, features.FailedFlows: true}
 
@@ -184,8 +185,9 @@ func counts(rule incidents.Rule, j models.Judgement) bool {
 // window is to teach the device's baseline. An absorbed incident whose
 // window the episode no longer explains — what is left of it is anomalous
 // (stillExplained) — is released from it (closed without a report; the
-// window's rules may open one of the device's own at once); an incident the window opens while the episode is open joins it
-// if the episode explains the window, whichever rule opened it. (An extreme
+// window's rules may open one of the device's own at once); an incident
+// the window opens while the episode is open joins it if the episode
+// explains the window, whichever rule opened it. (An extreme
 // window was always reported before; a profile-wide step of volume then
 // paged every device whose first window of it was extreme, and a
 // profile-wide attack is reported device by device anyway, its windows
