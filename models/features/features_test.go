@@ -14,9 +14,11 @@ func TestVectorOfKnownWindow(t *testing.T) {
 	w.Add(Flow{Dst: 1, DstPort: 443, BytesOut: 100, BytesIn: 300, PacketsOut: 2, PacketsIn: 2})
 	w.Add(Flow{Dst: 2, DstPort: 53, BytesOut: 60, BytesIn: 120, PacketsOut: 1, PacketsIn: 1})
 	w.Add(Flow{Dst: 3, DstPort: 22, BytesOut: 60, PacketsOut: 1, Failed: true, Internal: true})
-	d := Device{windows: MatureWindows}
+	d := Device{windows: MatureWindows, portWindows: MatureWindows}
 	d.History.Add(1)
 	d.History.Add(2)
+	d.Ports.Add(443)
+	d.Ports.Add(53)
 	v := d.Observe(w, 1000, nil)
 	want := Vector{
 		Flows: 4, BytesOut: 320, BytesIn: 720, Packets: 11,
@@ -24,6 +26,7 @@ func TestVectorOfKnownWindow(t *testing.T) {
 		DstPortEntropy:        1.5, // p = ½, ¼, ¼ → ½·1 + 2·¼·2
 		NewDst:                1,
 		NewInternalDst:        1,
+		NewDstPorts:           1, // 22
 		FailedFlows:           1,
 		SmallPacketFlows:      4, // 50, 50, 60 and 60 bytes per packet sent
 		BytesPerPacket:        1040.0 / 11,
