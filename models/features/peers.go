@@ -155,7 +155,9 @@ func (c *PeerCounter) Shared(n int) Peers {
 	}
 	slices.Sort(out)
 	if len(out) > MaxPeers {
-		// The service keys sort last (serviceTag): keep them all.
+		// The service keys sort at and above serviceTag, with the few
+		// address hashes as high: keep that block whole (up to the cap)
+		// and the lowest addresses below it.
 		first := sort.Search(len(out), func(i int) bool { return out[i] >= serviceTag })
 		services := min(len(out)-first, MaxPeers)
 		out = append(out[:MaxPeers-services], out[first:first+services]...)
