@@ -92,9 +92,15 @@ import (
 //     taking the smallest. Its score in [0, 1) is L/(1 + L), monotone in L.
 //
 //  6. Thresholds from a false-alert budget. A budget of b false incidents
-//     per 1,000 device-hours, with windows of length Δ, is a rate
-//     r = b·Δ/(1000 h) per window, split five ways. A fifth goes to
-//     single extreme windows: L_ext is the level exceeded with probability
+//     per 1,000 device-hours is a rate r = b/(1000·ρ) per window, where ρ
+//     is how many windows a device of the profile showed per hour of
+//     training (Behaviour.WindowsPerDeviceHour): a device shows a window
+//     only in a minute it sent a flow, so a meter that reports every
+//     quarter of an hour shows four an hour. Density follows the daily
+//     cycle, so ρ is measured only on a day of history or more, where it
+//     is the day's average; on less, ρ = 3600 s/Δ for windows of length Δ,
+//     the most a device can show. The rate is split five ways. A fifth
+//     goes to single extreme windows: L_ext is the level exceeded with probability
 //     r/5 under the exponential tail fitted to the training
 //     windows' L, and at least −log₁₀(r/5), the level L's own calibration
 //     gives. A fifth goes to incidents opened by k anomalous windows among
@@ -287,10 +293,20 @@ func (b Budget) Validate() error {
 	return nil
 }
 
-// perWindow is the budget as a rate per window, r of step 6.
-func (b Budget) perWindow() float64 {
+// perWindow is the budget as a rate per window, r of step 6, for a
+// profile whose devices show perHour windows a device-hour (0: unknown,
+// one every Δ).
+func (b Budget) perWindow(perHour float64) float64 {
+	return b.FalseAlertsPer1000DeviceHours / (1000 * b.windowsPerHour(perHour))
+}
+
+// windowsPerHour is perHour, or one window every Δ when it is unknown.
+func (b Budget) windowsPerHour(perHour float64) float64 {
 	b = b.WithDefaults()
-	return b.FalseAlertsPer1000DeviceHours * b.WindowSeconds / (1000 * 3600)
+	if perHour > 0 {
+		return perHour
+	}
+	return 3600 / b.WindowSeconds
 }
 
 // LearnLevel is the highest level at which a window's destinations join
@@ -444,6 +460,13 @@ type Behaviour struct {
 	// of them is no news. Absent in models trained before them, or
 	// from feature vectors alone: none are shared.
 	Peers features.Peers `json:"peers,omitempty"`
+	// WindowsPerDeviceHour is how many windows a device of the profile
+	// showed in an hour of training (windowsPerDeviceHour): the budget,
+	// counted in device-hours, is spread over that many windows. 0 in
+	// models trained on less than DensityHistory, on series that did not
+	// say the time they covered, or before it: one window every Δ, the
+	// most a device can show.
+	WindowsPerDeviceHour float64 `json:"windows_per_device_hour,omitempty"`
 }
 
 // SharedPeers returns the destinations the model's profile shares (nil
@@ -479,7 +502,7 @@ func (bh *Behaviour) ExpectedFalseIncidents() float64 {
 	if bh.EvidenceLevel > 0 {
 		rate += bh.EvidenceTail.PredictiveSurvival(bh.EvidenceLevel)
 	}
-	return rate * 1000 * 3600 / b.WindowSeconds
+	return rate * 1000 * b.windowsPerHour(bh.WindowsPerDeviceHour)
 }
 
 // LevelScore maps an anomaly level L to the score L/(1 + L).
@@ -732,6 +755,58 @@ var ErrTooFewWindows = errors.New("models: too few training windows")
 type DeviceSeries struct {
 	Device  string
 	Vectors []features.Vector
+	// From and To are the start of the first window and the end of the
+	// last: the time the windows cover. Zero: not known.
+	From, To time.Time
+}
+
+// DensityHistory is the least span of training history whose density of
+// windows the budget is spread over (windowsPerDeviceHour): a day, every
+// hour of the daily cycle, less an hour for the minutes by which a sparse
+// profile's first and last windows fall inside the day it was trained on.
+const DensityHistory = 23 * time.Hour
+
+// windowsPerDeviceHour is how densely the series' devices showed windows:
+// their windows over the device-hours their spans cover. It is 0 — one
+// window every Δ, the most a device can show — when the series do not say
+// their spans, or cover less than DensityHistory between them.
+//
+// The budget counts false incidents per device-hour, and a device shows a
+// window only in a minute it sent a flow: a meter that reports every
+// quarter of an hour shows four windows an hour, not sixty. Spread over
+// sixty, the budget per window is fifteen times too small for it, and its
+// thresholds sit where a fifteenth of the budget holds. But how densely a
+// device shows windows follows the daily cycle — a badge reader shows ten
+// an hour at night and sixty by day — and what is spread over a night's
+// windows would be spent six times over by day. Over a whole day the
+// density is the day's average, and the budget, itself an average over
+// device-hours, holds over the day; a shorter history keeps the bound of
+// one window every Δ.
+//
+// A span runs from the device's first window to its last, so a sparse
+// device's gaps before the first and after the last are left out: the
+// density is overestimated a little, which errs towards fewer false
+// incidents.
+func windowsPerDeviceHour(series []DeviceSeries) float64 {
+	windows, hours := 0, 0.0
+	var from, to time.Time
+	for _, s := range series {
+		if s.From.IsZero() || !s.To.After(s.From) {
+			continue
+		}
+		windows += len(s.Vectors)
+		hours += s.To.Sub(s.From).Hours()
+		if from.IsZero() || s.From.Before(from) {
+			from = s.From
+		}
+		if s.To.After(to) {
+			to = s.To
+		}
+	}
+	if hours <= 0 || to.Sub(from) < DensityHistory {
+		return 0
+	}
+	return float64(windows) / hours
 }
 
 // BehaviourOptions configure TrainBehaviour.
@@ -884,7 +959,8 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	if err != nil {
 		return nil, nil, fmt.Errorf("models: tail fit: %w", err)
 	}
-	rate := budget.perWindow()
+	bh.WindowsPerDeviceHour = windowsPerDeviceHour(series)
+	rate := budget.perWindow(bh.WindowsPerDeviceHour)
 	// The pooled tail speaks for the profile, not for its most regular
 	// device, whose ordinary jitter can look extreme against it: a single
 	// window must also be rarer than its share by its own calibrated level.
@@ -925,6 +1001,8 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 			"train_level_max":     levels[len(levels)-1],
 			"train_flagged_share": float64(flagged) / float64(len(levels)),
 			"devices":             float64(len(series)),
+			// How densely its devices showed windows (0: not known).
+			"windows_per_device_hour": bh.WindowsPerDeviceHour,
 			// What the budget is to be expected to give, its fits' error
 			// counted (ExpectedFalseIncidents).
 			"expected_false_incidents_per_1000_device_hours": bh.ExpectedFalseIncidents(),

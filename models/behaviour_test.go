@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/chainwatch/chainwatch/models/iforest"
@@ -373,6 +374,80 @@ func TestExpectedFalseIncidentsFallWithTrainingHistory(t *testing.T) {
 		budget.FalseAlertsPer1000DeviceHours, short, long)
 	if !(short > 1.5*long) || long > 2*budget.FalseAlertsPer1000DeviceHours {
 		t.Fatalf("short history %v, long %v: want the short one well above the long, and the long within twice the budget", short, long)
+	}
+}
+
+// TestBudgetIsSpreadOverTheWindowsDevicesShow: the budget counts device-
+// hours, and a device shows a window only in a minute it sent a flow. The
+// same training windows, said to cover a day and more at one a minute,
+// give the levels of series that say nothing of their time (one window
+// every Δ); said to cover four times as long — a device silent three
+// minutes in four — they give each window four times the share of the
+// budget: lower levels, and the same false incidents to be expected per
+// device-hour. A history shorter than a day has not seen the daily cycle
+// of that density and keeps the bound of one window every Δ.
+func TestBudgetIsSpreadOverTheWindowsDevicesShow(t *testing.T) {
+	t0 := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	two := func(until time.Duration) []DeviceSeries {
+		return []DeviceSeries{
+			{Vectors: make([]features.Vector, 10), From: t0, To: t0.Add(10 * time.Minute)},
+			{Vectors: make([]features.Vector, 10), From: t0.Add(until - 40*time.Minute), To: t0.Add(until)},
+			{Vectors: make([]features.Vector, 7)}, // time not known: not counted
+		}
+	}
+	if got := windowsPerDeviceHour(two(24 * time.Hour)); math.Abs(got-24) > 1e-9 {
+		t.Fatalf("windows per device-hour %v, want 20 windows over 50 minutes = 24", got)
+	}
+	if got := windowsPerDeviceHour(two(22 * time.Hour)); got != 0 {
+		t.Fatalf("windows per device-hour over 22 hours of history %v, want 0 (less than a day)", got)
+	}
+	budget := Budget{FalseAlertsPer1000DeviceHours: 10}
+	// train gives device i's windows one every stretch from i·stagger on.
+	train := func(stagger, stretch time.Duration) *Behaviour {
+		_, series := synthFleet(rand.New(rand.NewPCG(23, 24)), 20, 600)
+		if stretch > 0 {
+			for i := range series {
+				series[i].From = t0.Add(time.Duration(i) * stagger)
+				series[i].To = series[i].From.Add(stretch * time.Duration(len(series[i].Vectors)))
+			}
+		}
+		m, _, err := TrainBehaviour(series, BehaviourOptions{Forest: iforest.Config{Seed: 3}, Profile: "synthetic", Budget: budget})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Behaviour
+	}
+	unknown, short := train(0, 0), train(0, time.Minute) // 10 hours of history
+	every, sparse := train(time.Hour, time.Minute), train(time.Hour, 4*time.Minute)
+	if unknown.WindowsPerDeviceHour != 0 || short.WindowsPerDeviceHour != 0 ||
+		math.Abs(every.WindowsPerDeviceHour-60) > 1e-9 || math.Abs(sparse.WindowsPerDeviceHour-15) > 1e-9 {
+		t.Fatalf("windows per device-hour %v, %v, %v, %v; want 0 (not known), 0 (less than a day), 60, 15",
+			unknown.WindowsPerDeviceHour, short.WindowsPerDeviceHour, every.WindowsPerDeviceHour, sparse.WindowsPerDeviceHour)
+	}
+	near := func(a, b *Behaviour) bool {
+		return math.Abs(a.AnomalousLevel-b.AnomalousLevel) < 1e-9 && math.Abs(a.ExtremeLevel-b.ExtremeLevel) < 1e-9 && math.Abs(a.EvidenceLevel-b.EvidenceLevel) < 1e-9
+	}
+	if !near(every, unknown) || !near(short, unknown) {
+		t.Errorf("levels (anomalous, extreme, evidence) %.3f, %.3f, %.3f a window every minute, %.3f, %.3f, %.3f over 10 hours; want those of one window every Δ, %.3f, %.3f, %.3f",
+			every.AnomalousLevel, every.ExtremeLevel, every.EvidenceLevel, short.AnomalousLevel, short.ExtremeLevel, short.EvidenceLevel,
+			unknown.AnomalousLevel, unknown.ExtremeLevel, unknown.EvidenceLevel)
+	}
+	if !(sparse.AnomalousLevel < every.AnomalousLevel) || !(sparse.ExtremeLevel < every.ExtremeLevel) || sparse.EvidenceLevel > every.EvidenceLevel {
+		t.Errorf("a window every 4 minutes: levels %.3f, %.3f, %.3f; want below a window every minute's %.3f, %.3f, %.3f",
+			sparse.AnomalousLevel, sparse.ExtremeLevel, sparse.EvidenceLevel, every.AnomalousLevel, every.ExtremeLevel, every.EvidenceLevel)
+	}
+	// Each level's own share: the extreme level is where the level tail
+	// leaves r/5, r = b/(1000·ρ), or the share's own calibrated level.
+	for _, bh := range []*Behaviour{every, sparse} {
+		share := budget.FalseAlertsPer1000DeviceHours / (1000 * bh.WindowsPerDeviceHour) / openingRules
+		if want := max(bh.LevelTail.Quantile(share), -math.Log10(share)); math.Abs(bh.ExtremeLevel-want) > 1e-9 {
+			t.Errorf("%v windows an hour: extreme level %v, want %v", bh.WindowsPerDeviceHour, bh.ExtremeLevel, want)
+		}
+	}
+	e, s := every.ExpectedFalseIncidents(), sparse.ExpectedFalseIncidents()
+	t.Logf("expected false incidents per 1,000 device-hours, budget %v: a window every minute %.2f, every 4 minutes %.2f", budget.FalseAlertsPer1000DeviceHours, e, s)
+	if s > 1.5*e || e > 1.5*s {
+		t.Errorf("expected false incidents %.2f (every 4 minutes) against %.2f (every minute): want the same budget kept", s, e)
 	}
 }
 

@@ -1081,7 +1081,7 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 		}
 		refs = anchors
 	}
-	m, seeds, err := models.TrainBehaviour(warmSeries(p.warm), models.BehaviourOptions{
+	m, seeds, err := models.TrainBehaviour(warmSeries(p.warm, d.cfg.WindowSize), models.BehaviourOptions{
 		Forest: iforest.Config{
 			Trees: d.cfg.Trees, Subsample: d.cfg.Subsample, Extension: d.cfg.Extension,
 			Seed: d.cfg.Seed ^ stableHash(profile),
@@ -1108,6 +1108,7 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 		"levels", fmt.Sprintf("extreme %.2f, anomalous %.2f, persistent %.2f, elevated %.2f, evidence of %d windows %.2f",
 			m.Behaviour.ExtremeLevel, m.Behaviour.AnomalousLevel, m.Behaviour.PersistentLevel, m.Behaviour.SustainedLevel,
 			models.EvidenceN, m.Behaviour.EvidenceLevel),
+		"windows_per_device_hour", strconv.FormatFloat(m.Behaviour.WindowsPerDeviceHour, 'f', 1, 64),
 		"expected_false_incidents_per_1000_device_hours", strconv.FormatFloat(m.Behaviour.ExpectedFalseIncidents(), 'f', 2, 64))
 	if span := p.warmTo.Sub(p.warmFrom); span < dailyCycle {
 		// Device baselines follow a gradual daily cycle; a step the
@@ -1151,8 +1152,10 @@ func lastPeerRow(rows []warmRow) int {
 }
 
 // warmSeries groups warm-up rows into each device's windows in time order,
-// devices sorted by id: the same rows always train the same model.
-func warmSeries(rows []warmRow) []models.DeviceSeries {
+// devices sorted by id: the same rows always train the same model. Each
+// series covers its device's first window's start to its last window's
+// end (windows of length window).
+func warmSeries(rows []warmRow, window time.Duration) []models.DeviceSeries {
 	slices.SortFunc(rows, func(a, b warmRow) int {
 		if c := strings.Compare(a.device, b.device); c != 0 {
 			return c
@@ -1161,11 +1164,13 @@ func warmSeries(rows []warmRow) []models.DeviceSeries {
 	})
 	var out []models.DeviceSeries
 	for _, r := range rows {
+		start := time.Unix(0, r.start).UTC()
 		if len(out) == 0 || out[len(out)-1].Device != r.device {
-			out = append(out, models.DeviceSeries{Device: r.device})
+			out = append(out, models.DeviceSeries{Device: r.device, From: start})
 		}
 		s := &out[len(out)-1]
 		s.Vectors = append(s.Vectors, r.vector)
+		s.To = start.Add(window)
 	}
 	return out
 }

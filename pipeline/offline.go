@@ -189,7 +189,7 @@ func TrainOnHistory(ctx context.Context, req HistoryRequest, cfg DetectorConfig)
 			models.ErrTooFewWindows, len(rows), req.Profile, cfg.MinTrainingWindows)
 	}
 	until := req.Until.UTC()
-	series := warmSeries(rows)
+	series := warmSeries(rows, cfg.WindowSize)
 	m, _, err := models.TrainBehaviour(series, models.BehaviourOptions{
 		Forest: iforest.Config{
 			Trees: cfg.Trees, Subsample: cfg.Subsample, Extension: cfg.Extension,
