@@ -97,8 +97,8 @@ import (
 //     training (Behaviour.WindowsPerDeviceHour): a device shows a window
 //     only in a minute it sent a flow, so a meter that reports every
 //     quarter of an hour shows four an hour. Density follows the daily
-//     cycle, so ρ is measured only on a day of history or more, where it
-//     is the day's average; on less, ρ = 3600 s/Δ for windows of length Δ,
+//     cycle, so ρ is measured only on a day of history (DensityHistory),
+//     where it is the day's average; on less, ρ = 3600 s/Δ for windows of length Δ,
 //     the most a device can show. The rate is split five ways. A fifth
 //     goes to single extreme windows: L_ext is the level exceeded with probability
 //     r/5 under the exponential tail fitted to the training
