@@ -130,12 +130,12 @@ func detectionFleets() []detectionFleet {
 		simFleet("simulator-day", "simulator, 120 devices, seed 11, heterogeneity 0.5, a whole day of warm-up", 120, 11, 0.5, day, 24*time.Hour, 6*time.Hour, simOptions{}),
 		simFleet("simulator-morning", "simulator, 250 devices, seed 23, heterogeneity 1.0, 2 h 20 min warm-up from 04:00, then the morning rise", 250, 23, 1.0,
 			morning, warm, 4*time.Hour, simOptions{}),
-		campusFleet("campus", "campus generator (goflow2 JSON, reply legs, devices found by address), 240 devices, seed 5, 2 h 20 min warm-up from 08:00", nil, 8, false),
+		campusFleet("campus", "campus generator (goflow2 JSON, reply legs, devices found by address), 240 devices, seed 5, 2 h 20 min warm-up from 08:00", campusOptions{hour: 8}),
 		// The fleets below run only when named (CHAINWATCH_DETECTION_FLEETS).
 		//
 		// The same fleets from a producer that keys nothing: a degraded
 		// mode the service reports (README, "Key records by device").
-		campusFleet("campus-unkeyed", "the campus fleet produced round-robin, records not keyed by device", &kafka.RoundRobin{}, 8, true),
+		campusFleet("campus-unkeyed", "the campus fleet produced round-robin, records not keyed by device", campusOptions{balancer: &kafka.RoundRobin{}, hour: 8, optIn: true}),
 		simFleet("simulator-morning-unkeyed", "the simulator-morning fleet produced round-robin, records not keyed by device", 250, 23, 1.0,
 			morning, warm, 4*time.Hour, simOptions{balancer: &kafka.RoundRobin{}, optIn: true}),
 		// Sparse devices: every flow rate an eighth of the simulator's, so
@@ -180,21 +180,32 @@ func detectionFleets() []detectionFleet {
 		// polling schedule pushed to all of them).
 		simFleet("simulator-step", "the simulator-morning fleet whose PLCs all triple their traffic, to their usual hosts, an hour into the scored hours (a schedule pushed to every PLC; no attack)", 250, 23, 1.0,
 			morning, warm, 4*time.Hour, simOptions{optIn: true, shift: &simulator.Shift{Profile: "plc", After: time.Hour, Factor: 3}}),
-		campusFleet("campus-early", "the campus fleet from 05:00: warm-up 05:00–07:20, then business hours", nil, 5, true),
+		campusFleet("campus-early", "the campus fleet from 05:00: warm-up 05:00–07:20, then business hours", campusOptions{hour: 5, optIn: true}),
+		// Cloud services as they are run: endpoints behind load balancers
+		// (half the connections to another address of the host's /24) and
+		// time from a public pool (every NTP exchange a server never met).
+		campusFleet("campus-pools", "the campus fleet whose cloud endpoints are load-balanced over their /24 and whose thermostats take time from a public NTP pool", campusOptions{hour: 8, optIn: true, cloudPools: true}),
 	}
 }
 
-// campusFleet is simulator/campus's fleet of 240 devices from hour on
-// the benchmark's day, its records spread over partitions by balancer
-// (nil: keyed by initiating device).
-func campusFleet(name, describe string, balancer kafka.Balancer, hour int, optIn bool) detectionFleet {
+// campusOptions are a campus fleet's differences from the default one.
+type campusOptions struct {
+	balancer   kafka.Balancer // nil: records keyed by initiating device
+	hour       int            // of the benchmark's day the traffic starts at
+	optIn      bool           // run only when named
+	cloudPools bool           // campus.Config.CloudPools
+}
+
+// campusFleet is simulator/campus's fleet of 240 devices from o.hour on
+// the benchmark's day.
+func campusFleet(name, describe string, o campusOptions) detectionFleet {
 	_, camAttacks := rotation()
 	shift := seedShift()
-	start := time.Date(2026, 11, 2, hour, 0, 0, 0, time.UTC)
-	return detectionFleet{name: name, describe: describe, optIn: optIn,
+	start := time.Date(2026, 11, 2, o.hour, 0, 0, 0, time.UTC)
+	return detectionFleet{name: name, describe: describe, optIn: o.optIn,
 		warmup: 140 * time.Minute, live: 4 * time.Hour, devices: 240, start: start,
 		produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
-			cfg := campus.Config{Kafka: env.kafka, Devices: 240, Seed: 5 + shift, Start: start, Balancer: balancer,
+			cfg := campus.Config{Kafka: env.kafka, Devices: 240, Seed: 5 + shift, Start: start, Balancer: o.balancer, CloudPools: o.cloudPools,
 				History: 150 * time.Minute, Duration: 230 * time.Minute, Attacks: camAttacks, AttackEvery: 5 * time.Minute, GroundTruth: truth}
 			fleet := campus.Fleet(cfg)
 			maker := env.as(contract.RoleManufacturer)
@@ -219,7 +230,8 @@ func campusFleet(name, describe string, balancer kafka.Balancer, hour int, optIn
 // fleets; the fleets after the first three in detectionFleets (records not
 // keyed by device, sparse and dense devices, other hours and fleet sizes,
 // long slow beacons, outbreaks on most of a profile at once, a
-// business-hours step after a night-time warm-up) run only when named.
+// business-hours step after a night-time warm-up, load-balanced cloud
+// endpoints) run only when named.
 // CHAINWATCH_DETECTION_FLEET_MIN=-1 runs them with fleet episodes off.
 //
 //	go test ./pipeline -run '^$' -bench DetectionQuality -benchtime 1x -timeout 30m

@@ -10,7 +10,7 @@ import (
 
 // deviceCheckpointVersion heads a device's checkpoint in the state store:
 //
-//	1 byte  version (8)
+//	1 byte  version (9)
 //	…       features.Device encoding (destination history, recent first contacts)
 //	…       models.DeviceBaseline encoding
 //	…       incidents.State encoding
@@ -27,8 +27,13 @@ import (
 // the features' encoding grew, and so did the baseline, by a feature). A
 // baseline of a checkpoint before version 8 is of feature schema 2, which
 // no model this build loads was trained on: the device's baseline starts
-// afresh, from its training's or its profile's.
-const deviceCheckpointVersion = 8
+// afresh, from its training's or its profile's. Version 9 changes no
+// layout: its destinations are keyed as feature schema 4 keys them (an
+// internet host by its network), and a checkpoint before it restores no
+// destination history — the device shows its peers again before one
+// counts as new (features.Device.ForgetPeers) — nor its baseline, which
+// was of schema 3's features.
+const deviceCheckpointVersion = 9
 
 func marshalDevice(d *deviceState) []byte {
 	feat, _ := d.feat.MarshalBinary()
@@ -46,11 +51,11 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 		return errors.New("empty device checkpoint")
 	}
 	incSize, baseSize := incidents.EncodingSize, models.DeviceBaselineEncodingSize
-	if b[0] < deviceCheckpointVersion {
+	if b[0] < 8 { // feature schema 2: a feature fewer
 		baseSize = models.DeviceBaselineEncodingSizeV2
 	}
 	switch b[0] {
-	case deviceCheckpointVersion, 7:
+	case deviceCheckpointVersion, 8, 7:
 	case 6, 5:
 		incSize = incidents.EncodingSizeV4
 	case 4:
@@ -59,8 +64,8 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 		incSize = incidents.EncodingSizeV2
 	case 2:
 		incSize = incidents.EncodingSizeV1
-	default: // a bare history
-		return d.feat.UnmarshalBinary(b)
+	default: // a bare history, keyed by address: nothing to restore
+		return nil
 	}
 	n := len(b) - 1 - baseSize - incSize
 	if n <= 0 {
@@ -70,8 +75,11 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 	if err := d.feat.UnmarshalBinary(rest[:n]); err != nil {
 		return err
 	}
+	if b[0] < deviceCheckpointVersion {
+		d.feat.ForgetPeers()
+	}
 	rest = rest[n:]
-	if baseSize == models.DeviceBaselineEncodingSize {
+	if b[0] == deviceCheckpointVersion {
 		if err := d.baseline.UnmarshalBinary(rest[:baseSize]); err != nil {
 			return err
 		}

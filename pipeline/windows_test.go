@@ -68,7 +68,7 @@ func TestHistoryLearnsOnlyFromNormalWindows(t *testing.T) {
 	// one as mature), whose new destinations count.
 	var empty features.History
 	bare, _ := empty.MarshalBinary()
-	p.restore = func(d *deviceState) { _ = unmarshalDevice(bare, d) }
+	p.restore = func(d *deviceState) { _ = d.feat.UnmarshalBinary(bare) }
 	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	var closed []ClosedWindow
 	closed, _ = p.Add("a", "meter", t0, 0, features.Flow{Dst: 7}, closed)
@@ -86,40 +86,66 @@ func TestHistoryLearnsOnlyFromNormalWindows(t *testing.T) {
 }
 
 func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
-	// A device checkpoint of this version, one of version 7 (before the
-	// port history), one of version 6 (before the incident state kept its
-	// windows' evidence) and a bare history as schema 1 wrote it: all
-	// restore the destination history, the first three the open incident
-	// too, and only this version's the baseline.
+	// A device checkpoint of this version restores the destination
+	// history, the baseline and the open incident. One of version 8 (its
+	// destinations keyed by address, feature schema 3), 7 (before the
+	// port history) or 6 (before the incident state kept its windows'
+	// evidence) restores the open incident but neither the destinations,
+	// which no window keys so any longer, nor the baseline; a bare history
+	// as schema 1 wrote it restores nothing.
 	saved := newDeviceState("", "")
 	saved.feat.History.Add(7)
+	saved.feat.Ports.Add(443)
 	saved.baseline.Weight = 12
 	saved.incident.Observe(incidents.Rule{}, incidents.Window{Index: 100, Level: incidents.High, Score: 0.9}, nil)
 	current := marshalDevice(saved)
-	// Version 7 (feature schema 2): no port history (54 bytes) and a
-	// baseline of 14 features, which is not restored.
+	// Version 7 (feature schema 2): no port history (54 bytes) nor recent
+	// hosts' peers (8 bytes each), and a baseline of 14 features, which is
+	// not restored. Version 8 (feature schema 3): no recent hosts' peers.
 	feat, _ := saved.feat.MarshalBinary()
 	inc, _ := saved.incident.MarshalBinary()
-	v7 := append([]byte{7}, feat[:len(feat)-54]...)
+	v7 := append([]byte{7}, feat[:len(feat)-54-features.RecentSize*8]...)
 	v7 = append(v7, make([]byte, models.DeviceBaselineEncodingSizeV2)...)
 	v7 = append(v7, inc...)
 	v6 := append([]byte{6}, v7[1:len(v7)-4*incidents.EvidenceSlots]...)
+	base, _ := saved.baseline.MarshalBinary()
+	v8 := append([]byte{8}, feat[:len(feat)-features.RecentSize*8]...)
+	v8 = append(v8, base...)
+	v8 = append(v8, inc...)
 	bare, _ := saved.feat.History.MarshalBinary()
-	for _, raw := range [][]byte{current, v7, v6, bare} {
+	for _, raw := range [][]byte{current, v8, v7, v6, bare} {
 		d := newDeviceState("", "")
-		if err := unmarshalDevice(raw, d); err != nil || !d.feat.History.Contains(7) {
-			t.Fatalf("checkpoint of %d bytes not restored: %v", len(raw), err)
+		if err := unmarshalDevice(raw, d); err != nil {
+			t.Fatalf("checkpoint of version %d not restored: %v", raw[0], err)
+		}
+		this := raw[0] == deviceCheckpointVersion
+		if d.feat.History.Contains(7) != this || d.feat.History.Len() > 0 && !this {
+			t.Fatalf("checkpoint of version %d: destination history of %d restored", raw[0], d.feat.History.Len())
+		}
+		if ports := raw[0] >= 8; d.feat.Ports.Contains(443) != ports {
+			t.Fatalf("checkpoint of version %d: ports restored %v, want %v", raw[0], !ports, ports)
 		}
 		if len(raw) != len(bare) && !d.incident.Open() {
-			t.Fatalf("checkpoint of %d bytes: incident not restored", len(raw))
+			t.Fatalf("checkpoint of version %d: incident not restored", raw[0])
 		}
-		want := float32(0) // a baseline of feature schema 2, or none, starts afresh
-		if len(raw) == len(current) {
+		want := float32(0) // a baseline of an older schema, or none, starts afresh
+		if this {
 			want = 12
 		}
 		if d.baseline.Weight != want {
-			t.Fatalf("checkpoint of %d bytes: baseline weight %v, want %v", len(raw), d.baseline.Weight, want)
+			t.Fatalf("checkpoint of version %d: baseline weight %v, want %v", raw[0], d.baseline.Weight, want)
 		}
+	}
+	// A device restored from an older checkpoint shows its peers again
+	// before one counts as new: its first windows see no new host.
+	old := newDeviceState("a", "meter")
+	if err := unmarshalDevice(v8, old); err != nil {
+		t.Fatal(err)
+	}
+	w := features.NewWindow()
+	w.Add(features.Flow{Dst: 9})
+	if v := old.feat.Observe(w, 1, nil); v[features.NewDst] != 0 {
+		t.Fatalf("a device restored from a version 8 checkpoint took its peer for new: new_dst %v", v[features.NewDst])
 	}
 	p := newPartitionWindows(WindowConfig{}, 0)
 	p.restore = func(d *deviceState) {

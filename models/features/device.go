@@ -46,11 +46,12 @@ var firstContactDecay = math.Exp2(-2.0 / RecentSpan)
 
 // recentDst is a host first contacted within the last RecentSpan windows.
 type recentDst struct {
-	dst     uint64
-	first   int64 // window index of the first contact
-	last    int64 // window index of the newest contact
-	gap     int64 // windows between its last two contacts (0: one contact so far)
-	repeats int32 // windows after the first in which it was contacted
+	dst     uint64 // the host's address (Flow.Dst): a recurrence is its own
+	peer    uint64 // the peer it belongs to (Flow.Peer), which the history knows
+	first   int64  // window index of the first contact
+	last    int64  // window index of the newest contact
+	gap     int64  // windows between its last two contacts (0: one contact so far)
+	repeats int32  // windows after the first in which it was contacted
 }
 
 // Device is the per-device context the time features need: the history of
@@ -128,15 +129,17 @@ func (d *Device) Observe(w *Window, index int64, profile *Profile) Vector {
 		v[FirstContactWindows1h] = d.firstContacts
 		return v
 	}
+	// A destination is known by its peer (an internet host by its
+	// network: decode.PeerKey), and recurs by its address.
 	newDst, newInternal, recurrence, firstContact, discovered := 0, 0, int32(0), false, false
-	for dst, internal := range w.dsts {
-		known := d.History.Contains(dst) || mature && shared.Contains(dst)
-		if !known && !mature && !shared.Contains(dst) {
+	for dst, info := range w.dsts {
+		known := d.History.Contains(info.peer) || mature && shared.Contains(info.peer)
+		if !known && !mature && !shared.Contains(info.peer) {
 			discovered = true // a peer of its own it had not shown yet
 		}
 		if !known && mature { // a young device's peers are all new, and none is news
 			newDst++
-			if internal {
+			if info.internal {
 				newInternal++
 			}
 		}
@@ -150,7 +153,7 @@ func (d *Device) Observe(w *Window, index int64, profile *Profile) Vector {
 			// recurrence: its first contact was remembered before the
 			// device was judged by a model that says so (in the warm-up,
 			// which has no shared destinations to go by).
-			if !shared.Contains(dst) {
+			if !shared.Contains(info.peer) {
 				recurrence = max(recurrence, r.repeats)
 			}
 			continue
@@ -165,7 +168,7 @@ func (d *Device) Observe(w *Window, index int64, profile *Profile) Vector {
 	// history always gives the same features.
 	slices.Sort(w.fresh)
 	for _, dst := range w.fresh {
-		d.remember(dst, index)
+		d.remember(dst, w.dsts[dst].peer, index)
 	}
 	w.fresh = w.fresh[:0]
 	if firstContact {
@@ -185,7 +188,7 @@ func (d *Device) Observe(w *Window, index int64, profile *Profile) Vector {
 	// gap after its last contact.
 	for i := range d.recent {
 		r := &d.recent[i]
-		if r.first != 0 && index-r.first < RecentSpan && r.gap > 0 && r.last < index && index-r.last < r.gap && !d.History.has(r.dst) && !shared.Contains(r.dst) {
+		if r.first != 0 && index-r.first < RecentSpan && r.gap > 0 && r.last < index && index-r.last < r.gap && !d.History.has(r.peer) && !shared.Contains(r.peer) {
 			recurrence = max(recurrence, r.repeats)
 		}
 	}
@@ -205,11 +208,26 @@ func (d *Device) Observe(w *Window, index int64, profile *Profile) Vector {
 	return v
 }
 
+// ForgetPeers drops what the context knows of the device's destinations —
+// its history of hosts, the hosts it first contacted recently and the
+// damped count of those first contacts — and has it show its usual peers
+// again before a destination counts as new (MatureWindows windows, or
+// settled), keeping its ports. A checkpoint written before feature schema
+// 4 holds a history of addresses, where this build's holds peers (an
+// internet host's network): restored as it is, every peer on the internet
+// would be a new host to a device taken for mature.
+func (d *Device) ForgetPeers() {
+	d.History = History{}
+	d.recent = [RecentSize]recentDst{}
+	d.firstContacts = 0
+	d.windows, d.settled = 0, 0
+}
+
 // Learn adds a window judged normal to the device's history: its
-// destinations and its destination ports.
+// destinations' peers and its destination ports.
 func (d *Device) Learn(w *Window) {
-	for dst := range w.dsts {
-		d.History.Add(dst)
+	for _, info := range w.dsts {
+		d.History.Add(info.peer)
 	}
 	for port := range w.ports {
 		d.Ports.Add(port)
@@ -227,9 +245,9 @@ func (d *Device) recentOf(dst uint64, index int64) *recentDst {
 	return nil
 }
 
-// remember watches dst from window index on, replacing an expired entry or
-// else the one contacted least recently.
-func (d *Device) remember(dst uint64, index int64) {
+// remember watches host dst, of peer, from window index on, replacing an
+// expired entry or else the one contacted least recently.
+func (d *Device) remember(dst, peer uint64, index int64) {
 	victim := 0
 	for i := range d.recent {
 		r := &d.recent[i]
@@ -241,14 +259,21 @@ func (d *Device) remember(dst uint64, index int64) {
 			victim = i
 		}
 	}
-	d.recent[victim] = recentDst{dst: dst, first: index, last: index}
+	d.recent[victim] = recentDst{dst: dst, peer: peer, first: index, last: index}
 }
 
 // deviceEncodingSize is the history, RecentSize × (8+8+8+4), the damped
 // count with its window index, the windows observed, RecentSize gaps of 4
 // bytes, the settled windows (4 bytes), the port history and its windows
-// observed (4 bytes).
-const deviceEncodingSize = deviceEncodingSizeV6 + portsEncodingSize + 4
+// observed (4 bytes), and the recent hosts' peers (RecentSize × 8).
+const deviceEncodingSize = deviceEncodingSizeV8 + RecentSize*8
+
+// deviceEncodingSizeV8 is the encoding of feature schema 3 (device
+// checkpoints of version 8), whose history knew hosts by address and
+// whose recent hosts kept no peer: UnmarshalBinary reads it with each
+// recent host its own peer; a checkpoint this old is restored without
+// its destinations (ForgetPeers).
+const deviceEncodingSizeV8 = deviceEncodingSizeV6 + portsEncodingSize + 4
 
 // deviceEncodingSizeV6 is the encoding before the port history was kept
 // (device checkpoints before version 8); UnmarshalBinary reads it with an
@@ -281,6 +306,9 @@ func (d *Device) MarshalBinary() ([]byte, error) {
 	b = binary.BigEndian.AppendUint32(b, d.settled)
 	b = d.Ports.appendBinary(b)
 	b = binary.BigEndian.AppendUint32(b, d.portWindows)
+	for _, r := range d.recent {
+		b = binary.BigEndian.AppendUint64(b, r.peer)
+	}
 	return b, nil
 }
 
@@ -296,7 +324,7 @@ func (d *Device) UnmarshalBinary(b []byte) error {
 		*d = g
 		return nil
 	}
-	if len(b) != deviceEncodingSize && len(b) != deviceEncodingSizeV6 && len(b) != deviceEncodingSizeV2 {
+	if len(b) != deviceEncodingSize && len(b) != deviceEncodingSizeV8 && len(b) != deviceEncodingSizeV6 && len(b) != deviceEncodingSizeV2 {
 		return fmt.Errorf("features: device checkpoint of %d bytes is damaged", len(b))
 	}
 	if err := g.History.UnmarshalBinary(b[:historyEncodingSize]); err != nil {
@@ -310,6 +338,7 @@ func (d *Device) UnmarshalBinary(b []byte) error {
 			last:    int64(binary.BigEndian.Uint64(b[off+16:])),
 			repeats: int32(binary.BigEndian.Uint32(b[off+24:])),
 		}
+		g.recent[i].peer = g.recent[i].dst
 		off += 28
 	}
 	g.firstContacts = math.Float64frombits(binary.BigEndian.Uint64(b[off:]))
@@ -324,11 +353,18 @@ func (d *Device) UnmarshalBinary(b []byte) error {
 		g.settled = binary.BigEndian.Uint32(b[off:])
 		off += 4
 	}
-	if len(b) == deviceEncodingSize {
+	if len(b) >= deviceEncodingSizeV8 {
 		if err := g.Ports.unmarshalBinary(b[off : off+portsEncodingSize]); err != nil {
 			return err
 		}
 		g.portWindows = binary.BigEndian.Uint32(b[off+portsEncodingSize:])
+		off += portsEncodingSize + 4
+	}
+	if len(b) == deviceEncodingSize {
+		for i := range g.recent {
+			g.recent[i].peer = binary.BigEndian.Uint64(b[off:])
+			off += 8
+		}
 	}
 	*d = g
 	return nil

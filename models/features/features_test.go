@@ -164,7 +164,7 @@ func TestJudgedDeviceMaturesOnceSettled(t *testing.T) {
 			w.Reset()
 			w.Add(Flow{Dst: dst, DstPort: 443, BytesOut: 300, PacketsOut: 1})
 			v = d.Observe(w, int64(100+i), p)
-			w.Destinations(d.History.Add)
+			w.Peers(d.History.Add)
 		}
 		return d, v
 	}
@@ -238,7 +238,7 @@ func TestYoungDeviceHasNoFirstContacts(t *testing.T) {
 		if v[NewDstRecurrence] != 0 || v[FirstContactWindows1h] != 0 || v[NewDst] != 0 {
 			t.Fatalf("window %d: new %v, recurrence %v, first contacts %v from the usual peers", i, v[NewDst], v[NewDstRecurrence], v[FirstContactWindows1h])
 		}
-		w.Destinations(d.History.Add)
+		w.Peers(d.History.Add)
 	}
 	w.Reset()
 	w.Add(Flow{Dst: 99, DstPort: 4444, BytesOut: 300, PacketsOut: 1})
@@ -290,7 +290,7 @@ func TestSharedPeerIsNoFirstContact(t *testing.T) {
 		w.Reset()
 		w.Add(Flow{Dst: 1, DstPort: 443, BytesOut: 300, PacketsOut: 1})
 		d.Observe(w, i, profile)
-		w.Destinations(d.History.Add)
+		w.Peers(d.History.Add)
 	}
 	w.Reset()
 	w.Add(Flow{Dst: 123, DstPort: 123, BytesOut: 76, PacketsOut: 1})
@@ -455,5 +455,54 @@ func TestPortsEvictUnusedFirst(t *testing.T) {
 	s.Add(7)
 	if s.Len() != PortHistorySize || !s.Contains(7) || s.Contains(1000) || !s.Contains(1001) {
 		t.Fatal("the port history did not evict the unused port 1000 for 7")
+	}
+}
+
+// A destination is known by its peer and recurs by its address: another
+// address of a network the device knows is no new host, two addresses of
+// a new network are two first contacts and no recurrence, and the first
+// of them contacted again recurs. The recent hosts' peers survive a
+// checkpoint.
+func TestDestinationsKnownByPeerRecurByAddress(t *testing.T) {
+	const cloud, stranger = 1000, 2000 // peers: two internet networks
+	var d Device
+	w := NewWindow()
+	observe := func(index int64, dst, peer uint64) Vector {
+		w.Reset()
+		w.Add(Flow{Dst: dst, Peer: peer, DstPort: 443, BytesOut: 300, PacketsOut: 1})
+		return d.Observe(w, index, nil)
+	}
+	// Mature on one address of the cloud network.
+	for i := range int64(MatureWindows) {
+		observe(100+i, 1, cloud)
+		d.Learn(w)
+	}
+	if v := observe(200, 2, cloud); v[NewDst] != 0 || v[FirstContactWindows1h] != 0 || v[DistinctDst] != 1 {
+		t.Fatalf("another address of a known network: new_dst %v, first contacts %v", v[NewDst], v[FirstContactWindows1h])
+	}
+	d.Learn(w)
+	// The stranger's network, at two addresses in turn, never learnt.
+	if v := observe(201, 20, stranger); v[NewDst] != 1 || v[NewDstRecurrence] != 0 {
+		t.Fatalf("first address of a new network: new_dst %v, recurrence %v", v[NewDst], v[NewDstRecurrence])
+	}
+	if v := observe(202, 21, stranger); v[NewDst] != 1 || v[NewDstRecurrence] != 0 {
+		t.Fatalf("second address of the new network: new_dst %v, recurrence %v, want a first contact of its own", v[NewDst], v[NewDstRecurrence])
+	}
+	if v := observe(203, 20, stranger); v[NewDstRecurrence] != 1 {
+		t.Fatalf("first address again: recurrence %v, want 1", v[NewDstRecurrence])
+	}
+	b, _ := d.MarshalBinary()
+	var g Device
+	if err := g.UnmarshalBinary(b); err != nil || g != d {
+		t.Fatalf("device context changed by a checkpoint: %v", err)
+	}
+	// Held between contacts while its network is not accepted; once the
+	// history knows the network, no longer.
+	if v := observe(204, 1, cloud); v[NewDstRecurrence] != 1 {
+		t.Fatalf("recurrence not held between contacts: %v", v[NewDstRecurrence])
+	}
+	d.History.Add(stranger)
+	if v := observe(205, 1, cloud); v[NewDstRecurrence] != 0 {
+		t.Fatalf("recurrence held for a host whose network the history knows: %v", v[NewDstRecurrence])
 	}
 }

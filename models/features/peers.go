@@ -121,8 +121,8 @@ func (c *PeerCounter) Add(device uint64, w *Window) {
 	for port := range w.ports {
 		c.use(device, ServiceKey(port))
 	}
-	for dst := range w.dsts {
-		c.use(device, dst)
+	for _, info := range w.dsts {
+		c.use(device, info.peer)
 	}
 }
 

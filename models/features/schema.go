@@ -18,7 +18,16 @@ package features
 //
 // Version 3 adds new_dst_ports: the service ports a device used that
 // neither its own history of normal windows nor its profile knows.
-const SchemaVersion = 3
+//
+// Version 4 knows a destination on the internet by its network (its /24,
+// or /48 for IPv6: its peer, decode.PeerKey) rather than its address: an
+// address of a network the device's history or its profile knows is no
+// new host (new_dst, new_internal_dst, first contacts), as a
+// load-balanced cloud endpoint reached at another address is not.
+// distinct_dst still counts addresses, and new_dst_recurrence still
+// follows a first-contacted address. Hosts on the site are their own
+// peers.
+const SchemaVersion = 4
 
 // Feature indices into a Vector. The order is part of every trained model's
 // schema: change it only with a new SchemaVersion.

@@ -10,7 +10,12 @@ import (
 type Flow struct {
 	// Dst identifies the destination address (a hash of it is enough, but
 	// a stable one: device histories are checkpointed).
-	Dst     uint64
+	Dst uint64
+	// Peer identifies the peer the address belongs to, by which a
+	// device's history knows its destinations: the address for a host on
+	// the site, its network for one on the internet (decode.PeerKey).
+	// Zero: the address is a peer of its own (Dst).
+	Peer    uint64
 	DstPort uint16
 	// Internal marks a destination in private or link-local address space:
 	// another device or server of the site rather than the internet.
@@ -33,15 +38,21 @@ type Flow struct {
 type Window struct {
 	flows, failed, small                   uint64
 	bytesOut, bytesIn, packetsOut, packets uint64
-	dsts                                   map[uint64]bool // destination → internal
+	dsts                                   map[uint64]dstInfo // destination address → its peer
 	ports                                  map[uint16]uint32
 	counts                                 []uint32 // scratch for the entropy
 	fresh                                  []uint64 // scratch: first contacts (Device.Observe)
 }
 
+// dstInfo is what a window keeps of a destination address.
+type dstInfo struct {
+	peer     uint64 // Flow.Peer, or the address's key
+	internal bool
+}
+
 // NewWindow returns an empty window.
 func NewWindow() *Window {
-	return &Window{dsts: make(map[uint64]bool, 8), ports: make(map[uint16]uint32, 8)}
+	return &Window{dsts: make(map[uint64]dstInfo, 8), ports: make(map[uint16]uint32, 8)}
 }
 
 // Reset empties the window for reuse. Maps that a burst (a port scan, say)
@@ -49,7 +60,7 @@ func NewWindow() *Window {
 func (w *Window) Reset() {
 	*w = Window{dsts: w.dsts, ports: w.ports}
 	if len(w.dsts) > 256 {
-		w.dsts = make(map[uint64]bool, 8)
+		w.dsts = make(map[uint64]dstInfo, 8)
 	} else {
 		clear(w.dsts)
 	}
@@ -77,7 +88,11 @@ func (w *Window) Add(f Flow) {
 	w.bytesOut += f.BytesOut
 	w.bytesIn += f.BytesIn
 	w.packets += f.PacketsOut + f.PacketsIn
-	w.dsts[f.Dst] = f.Internal
+	peer := f.Peer
+	if peer == 0 {
+		peer = f.Dst
+	}
+	w.dsts[f.Dst] = dstInfo{peer: peer, internal: f.Internal}
 	w.ports[f.DstPort]++
 }
 
@@ -93,8 +108,8 @@ func (w *Window) Merge(o *Window) {
 	w.bytesIn += o.bytesIn
 	w.packetsOut += o.packetsOut
 	w.packets += o.packets
-	for d, internal := range o.dsts {
-		w.dsts[d] = internal
+	for d, info := range o.dsts {
+		w.dsts[d] = info
 	}
 	for port, c := range o.ports {
 		w.ports[port] += c
@@ -104,10 +119,12 @@ func (w *Window) Merge(o *Window) {
 // Flows is the number of flows added since the last Reset.
 func (w *Window) Flows() uint64 { return w.flows }
 
-// Destinations calls fn for every distinct destination in the window.
-func (w *Window) Destinations(fn func(dst uint64)) {
-	for d := range w.dsts {
-		fn(d)
+// Peers calls fn for the peer of every distinct destination address in
+// the window: a peer the window reached at several addresses comes once
+// for each.
+func (w *Window) Peers(fn func(peer uint64)) {
+	for _, info := range w.dsts {
+		fn(info.peer)
 	}
 }
 

@@ -2,6 +2,7 @@ package decode
 
 import (
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -96,4 +97,44 @@ func FuzzFastPathMatchesEncodingJSON(f *testing.F) {
 			t.Fatalf("paths disagree on %q:\nfast %+v\nslow %+v", b, fast, slow)
 		}
 	})
+}
+
+// A destination on the internet belongs to the peer of its network, a
+// host on the site is a peer of its own: two addresses of one cloud /24
+// (or IPv6 /48) are one peer, two hosts of the site's LAN are two. Each
+// address keeps a key of its own.
+func TestPeerKeyKeysInternetPeersByNetwork(t *testing.T) {
+	key := func(s string) uint64 { return PeerKey(netip.MustParseAddr(s)) }
+	same := [][2]string{
+		{"34.100.0.7", "34.100.0.201"},
+		{"34.100.0.7", "::ffff:34.100.0.9"}, // IPv4-mapped
+		{"2600:1f18:4000::1", "2600:1f18:4000:ffff::2"},
+	}
+	for _, p := range same {
+		if key(p[0]) != key(p[1]) {
+			t.Errorf("%s and %s are keyed apart, want one peer", p[0], p[1])
+		}
+		if a, b := netip.MustParseAddr(p[0]), netip.MustParseAddr(p[1]); DstKey(a) == DstKey(b) != (a.Unmap() == b.Unmap()) {
+			t.Errorf("%s and %s: address keys equal %v", p[0], p[1], DstKey(a) == DstKey(b))
+		}
+	}
+	// An internal host's peer is the host.
+	if a := netip.MustParseAddr("10.20.0.7"); PeerKey(a) != DstKey(a) {
+		t.Error("an internal host's peer key is not its address key")
+	}
+	apart := [][2]string{
+		{"34.100.0.7", "34.100.1.7"}, // another /24
+		{"2600:1f18:4000::1", "2600:1f18:4001::1"},
+		{"10.20.0.7", "10.20.0.8"}, // hosts of the site
+		{"172.16.0.1", "172.16.0.2"},
+		{"192.168.1.1", "192.168.1.2"},
+		{"fd00::1", "fd00::2"},
+		{"fe80::1", "fe80::2"},
+		{"10.20.0.7", "34.100.0.7"},
+	}
+	for _, p := range apart {
+		if key(p[0]) == key(p[1]) {
+			t.Errorf("%s and %s share a key, want two peers", p[0], p[1])
+		}
+	}
 }

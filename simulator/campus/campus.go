@@ -64,6 +64,13 @@ type Config struct {
 	AttackEvery   time.Duration // default 6m
 	AttackLength  time.Duration // default 14m: lengths drawn from [7m, 14m)
 	GroundTruth   string        // CSV: device_id,profile,scenario,start,end,intensity
+	// CloudPools puts every device's cloud endpoints behind load
+	// balancers and its time service on a public pool, as real cloud
+	// services are: half of a device's connections to a cloud host go to
+	// another address of that host's /24, and a thermostat's NTP
+	// exchanges each to a server anywhere (pool.ntp.org). Off by default:
+	// each device then keeps its own few addresses.
+	CloudPools bool
 	// Balancer spreads records over partitions. Default: by key, the
 	// initiating device's address, as goflow2 -transport.kafka.hashing
 	// keeps an exporter's flows together; kafka.RoundRobin plays a
@@ -271,7 +278,7 @@ func Run(ctx context.Context, cfg Config, fleet []*Device) (int64, error) {
 		h := float64(minute.Hour()) + float64(minute.Minute())/60
 		for _, d := range fleet {
 			p := profileOf(d.Profile)
-			recs = normalMinute(r, p, d, minute, h, recs)
+			recs = normalMinute(r, p, d, minute, h, cfg.CloudPools, recs)
 			for _, a := range attacks {
 				if a.dev == d && !minute.Before(a.start) && minute.Before(a.end) {
 					recs = a.minute(r, p, minute, h, recs)
@@ -293,7 +300,7 @@ func Run(ctx context.Context, cfg Config, fleet []*Device) (int64, error) {
 
 // normalMinute appends one device's normal flows of a minute, each with
 // its reply leg.
-func normalMinute(r *rand.Rand, p *profile, d *Device, minute time.Time, h float64, out []record) []record {
+func normalMinute(r *rand.Rand, p *profile, d *Device, minute time.Time, h float64, pools bool, out []record) []record {
 	var times []time.Time
 	if p.periodic > 0 {
 		for t := minute.Add(d.phase % p.periodic); t.Before(minute.Add(time.Minute)); t = t.Add(p.periodic) {
@@ -309,9 +316,29 @@ func normalMinute(r *rand.Rand, p *profile, d *Device, minute time.Time, h float
 		if p.periodic == 0 {
 			bo, bi = bo*d.scale, bi*d.scale
 		}
-		out = appendExchange(r, out, d, t, d.peers[peer%len(d.peers)], port, proto, bo, bi)
+		dst := d.peers[peer%len(d.peers)]
+		if pools && !dst.IsPrivate() {
+			dst = pooled(r, dst, port)
+		}
+		out = appendExchange(r, out, d, t, dst, port, proto, bo, bi)
 	}
 	return out
+}
+
+// pooled is the address a connection to the cloud host dst reaches when
+// its service is pooled (Config.CloudPools): NTP any public server, other
+// services half the time another address of dst's /24.
+func pooled(r *rand.Rand, dst netip.Addr, port uint16) netip.Addr {
+	if port == 123 {
+		// 20.0.0.0–99.255.255.255: public, none of it private or shared space.
+		return netip.AddrFrom4([4]byte{byte(20 + r.IntN(80)), byte(r.IntN(256)), byte(r.IntN(256)), byte(1 + r.IntN(254))})
+	}
+	if r.Float64() < 0.5 {
+		b := dst.As4()
+		b[3] = byte(1 + r.IntN(254))
+		return netip.AddrFrom4(b)
+	}
+	return dst
 }
 
 // appendExchange appends a flow from the device and, when bi > 0, its

@@ -64,3 +64,57 @@ func TestFleetIsDeterministicAndVictimsAreFleetDevices(t *testing.T) {
 		t.Fatalf("victims of a lateral movement: %v (the attacker itself and a host outside the fleet are none)", v)
 	}
 }
+
+// With pooled cloud services a thermostat's time comes from public
+// servers it has mostly never met, and its cloud broker from the
+// addresses of one /24; without them every flow goes to the device's own
+// peers.
+func TestCloudPoolsSpreadCloudAddresses(t *testing.T) {
+	fleet := Fleet(Config{Devices: 8, Seed: 3})
+	d := fleet[0] // a thermostat
+	p := profileOf(d.Profile)
+	if p.name != "thermostat" {
+		t.Fatalf("device 0 is a %s", p.name)
+	}
+	start := time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
+	for _, pools := range []bool{false, true} {
+		r := rand.New(rand.NewPCG(4, 5))
+		var recs []record
+		for m := range 600 {
+			recs = normalMinute(r, p, d, start.Add(time.Duration(m)*time.Minute), 9, pools, recs)
+		}
+		ntp, broker := map[netip.Addr]int{}, map[netip.Addr]int{}
+		for _, rec := range recs {
+			if rec.src != d.IP {
+				continue // a reply leg
+			}
+			switch rec.dport {
+			case 123:
+				ntp[rec.dst]++
+			case 8883:
+				broker[rec.dst]++
+				if got, want := netip.PrefixFrom(rec.dst, 24).Masked(), netip.PrefixFrom(d.peers[0], 24).Masked(); got != want {
+					t.Fatalf("pools %v: broker flow to %s, outside %s", pools, rec.dst, want)
+				}
+			}
+		}
+		if len(ntp) == 0 || len(broker) == 0 {
+			t.Fatalf("pools %v: %d NTP and %d broker addresses in 600 minutes", pools, len(ntp), len(broker))
+		}
+		if !pools && (len(ntp) != 1 || len(broker) != 1) {
+			t.Errorf("without pools: %d NTP and %d broker addresses, want 1 each", len(ntp), len(broker))
+		}
+		if pools {
+			for a := range ntp {
+				if !a.IsGlobalUnicast() || a.IsPrivate() {
+					t.Errorf("NTP server %s is not a public address", a)
+				}
+			}
+			// ~42 NTP exchanges (7 % of 600), nearly all to distinct
+			// servers; ~300 broker flows over 254 addresses.
+			if len(ntp) < 30 || len(broker) < 100 {
+				t.Errorf("with pools: %d NTP and %d broker addresses, want most exchanges on their own", len(ntp), len(broker))
+			}
+		}
+	}
+}
