@@ -185,6 +185,9 @@ func detectionFleets() []detectionFleet {
 		// (half the connections to another address of the host's /24) and
 		// time from a public pool (every NTP exchange a server never met).
 		campusFleet("campus-pools", "the campus fleet whose cloud endpoints are load-balanced over their /24 and whose thermostats take time from a public NTP pool", campusOptions{hour: 8, optIn: true, cloudPools: true}),
+		// Name lookups: three in ten cloud connections follow a query
+		// to the site's resolver.
+		campusFleet("campus-dns", "the campus fleet whose devices ask the site's resolver before three in ten of their cloud connections", campusOptions{hour: 8, optIn: true, dns: true}),
 	}
 }
 
@@ -194,6 +197,7 @@ type campusOptions struct {
 	hour       int            // of the benchmark's day the traffic starts at
 	optIn      bool           // run only when named
 	cloudPools bool           // campus.Config.CloudPools
+	dns        bool           // campus.Config.DNSLookups
 }
 
 // campusFleet is simulator/campus's fleet of 240 devices from o.hour on
@@ -205,7 +209,7 @@ func campusFleet(name, describe string, o campusOptions) detectionFleet {
 	return detectionFleet{name: name, describe: describe, optIn: o.optIn,
 		warmup: 140 * time.Minute, live: 4 * time.Hour, devices: 240, start: start,
 		produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
-			cfg := campus.Config{Kafka: env.kafka, Devices: 240, Seed: 5 + shift, Start: start, Balancer: o.balancer, CloudPools: o.cloudPools,
+			cfg := campus.Config{Kafka: env.kafka, Devices: 240, Seed: 5 + shift, Start: start, Balancer: o.balancer, CloudPools: o.cloudPools, DNSLookups: o.dns,
 				History: 150 * time.Minute, Duration: 230 * time.Minute, Attacks: camAttacks, AttackEvery: 5 * time.Minute, GroundTruth: truth}
 			fleet := campus.Fleet(cfg)
 			maker := env.as(contract.RoleManufacturer)
@@ -231,7 +235,7 @@ func campusFleet(name, describe string, o campusOptions) detectionFleet {
 // keyed by device, sparse and dense devices, other hours and fleet sizes,
 // long slow beacons, outbreaks on most of a profile at once, a
 // business-hours step after a night-time warm-up, load-balanced cloud
-// endpoints) run only when named.
+// endpoints, name lookups) run only when named.
 // CHAINWATCH_DETECTION_FLEET_MIN=-1 runs them with fleet episodes off.
 //
 //	go test ./pipeline -run '^$' -bench DetectionQuality -benchtime 1x -timeout 30m

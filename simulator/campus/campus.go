@@ -71,6 +71,11 @@ type Config struct {
 	// exchanges each to a server anywhere (pool.ntp.org). Off by default:
 	// each device then keeps its own few addresses.
 	CloudPools bool
+	// DNSLookups has a device ask the site's resolver (Resolver, UDP 53)
+	// before three in ten of its connections to a cloud host, as one does
+	// whose cached answer expired: about 70 bytes out and 130 back. Off
+	// by default.
+	DNSLookups bool
 	// Balancer spreads records over partitions. Default: by key, the
 	// initiating device's address, as goflow2 -transport.kafka.hashing
 	// keeps an exporter's flows together; kafka.RoundRobin plays a
@@ -278,7 +283,7 @@ func Run(ctx context.Context, cfg Config, fleet []*Device) (int64, error) {
 		h := float64(minute.Hour()) + float64(minute.Minute())/60
 		for _, d := range fleet {
 			p := profileOf(d.Profile)
-			recs = normalMinute(r, p, d, minute, h, cfg.CloudPools, recs)
+			recs = normalMinute(r, p, d, minute, h, cfg, recs)
 			for _, a := range attacks {
 				if a.dev == d && !minute.Before(a.start) && minute.Before(a.end) {
 					recs = a.minute(r, p, minute, h, recs)
@@ -300,7 +305,7 @@ func Run(ctx context.Context, cfg Config, fleet []*Device) (int64, error) {
 
 // normalMinute appends one device's normal flows of a minute, each with
 // its reply leg.
-func normalMinute(r *rand.Rand, p *profile, d *Device, minute time.Time, h float64, pools bool, out []record) []record {
+func normalMinute(r *rand.Rand, p *profile, d *Device, minute time.Time, h float64, cfg Config, out []record) []record {
 	var times []time.Time
 	if p.periodic > 0 {
 		for t := minute.Add(d.phase % p.periodic); t.Before(minute.Add(time.Minute)); t = t.Add(p.periodic) {
@@ -317,13 +322,19 @@ func normalMinute(r *rand.Rand, p *profile, d *Device, minute time.Time, h float
 			bo, bi = bo*d.scale, bi*d.scale
 		}
 		dst := d.peers[peer%len(d.peers)]
-		if pools && !dst.IsPrivate() {
+		if cfg.DNSLookups && !dst.IsPrivate() && r.Float64() < 0.3 {
+			out = appendExchange(r, out, d, t.Add(-20*time.Millisecond), Resolver, 53, "UDP", 70, 130)
+		}
+		if cfg.CloudPools && !dst.IsPrivate() {
 			dst = pooled(r, dst, port)
 		}
 		out = appendExchange(r, out, d, t, dst, port, proto, bo, bi)
 	}
 	return out
 }
+
+// Resolver is the site's DNS resolver (Config.DNSLookups).
+var Resolver = netip.AddrFrom4([4]byte{172, 16, 0, 53})
 
 // pooled is the address a connection to the cloud host dst reaches when
 // its service is pooled (Config.CloudPools): NTP any public server, other

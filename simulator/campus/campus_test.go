@@ -81,7 +81,7 @@ func TestCloudPoolsSpreadCloudAddresses(t *testing.T) {
 		r := rand.New(rand.NewPCG(4, 5))
 		var recs []record
 		for m := range 600 {
-			recs = normalMinute(r, p, d, start.Add(time.Duration(m)*time.Minute), 9, pools, recs)
+			recs = normalMinute(r, p, d, start.Add(time.Duration(m)*time.Minute), 9, Config{CloudPools: pools}, recs)
 		}
 		ntp, broker := map[netip.Addr]int{}, map[netip.Addr]int{}
 		for _, rec := range recs {
@@ -115,6 +115,41 @@ func TestCloudPoolsSpreadCloudAddresses(t *testing.T) {
 			if len(ntp) < 30 || len(broker) < 100 {
 				t.Errorf("with pools: %d NTP and %d broker addresses, want most exchanges on their own", len(ntp), len(broker))
 			}
+		}
+	}
+}
+
+// With DNS lookups about three in ten cloud connections follow a query to
+// the site's resolver; without them no flow goes to port 53.
+func TestDNSLookupsPrecedeCloudConnections(t *testing.T) {
+	fleet := Fleet(Config{Devices: 8, Seed: 3})
+	d := fleet[2] // a video recorder: cloud peers only
+	p := profileOf(d.Profile)
+	start := time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
+	for _, dns := range []bool{false, true} {
+		r := rand.New(rand.NewPCG(4, 5))
+		var recs []record
+		for m := range 600 {
+			recs = normalMinute(r, p, d, start.Add(time.Duration(m)*time.Minute), 9, Config{DNSLookups: dns}, recs)
+		}
+		lookups, cloud := 0, 0
+		for _, rec := range recs {
+			switch {
+			case rec.src != d.IP: // a reply leg
+			case rec.dport == 53:
+				lookups++
+				if rec.dst != Resolver || rec.proto != "UDP" {
+					t.Fatalf("lookup to %s/%s", rec.dst, rec.proto)
+				}
+			default:
+				cloud++
+			}
+		}
+		if !dns && lookups != 0 {
+			t.Errorf("%d lookups without DNSLookups", lookups)
+		}
+		if share := float64(lookups) / float64(cloud); dns && (share < 0.2 || share > 0.4) {
+			t.Errorf("%d lookups for %d cloud connections, want about 3 in 10", lookups, cloud)
 		}
 	}
 }
