@@ -27,12 +27,13 @@ import (
 // the features' encoding grew, and so did the baseline, by a feature). A
 // baseline of a checkpoint before version 8 is of feature schema 2, which
 // no model this build loads was trained on: the device's baseline starts
-// afresh, from its training's or its profile's. Version 9 changes no
-// layout: its destinations are keyed as feature schema 4 keys them (an
-// internet host by its network), and a checkpoint before it restores no
-// destination history — the device shows its peers again before one
-// counts as new (features.Device.ForgetPeers) — nor its baseline, which
-// was of schema 3's features.
+// afresh, from its training's or its profile's. Version 9 knows
+// destinations as feature schema 4 does (an internet host by its
+// network), and the features' encoding grew by the recent hosts' peers
+// (32 bytes); a checkpoint before it restores no destination history —
+// the device shows its peers again before one counts as new
+// (features.Device.ForgetPeers) — nor its baseline, which was of schema
+// 3's features.
 const deviceCheckpointVersion = 9
 
 func marshalDevice(d *deviceState) []byte {
