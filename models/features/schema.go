@@ -25,8 +25,10 @@ package features
 // new host (new_dst, new_internal_dst, first contacts), as a
 // load-balanced cloud endpoint reached at another address is not.
 // distinct_dst still counts addresses, and new_dst_recurrence still
-// follows a first-contacted address. Hosts on the site are their own
-// peers.
+// follows a first-contacted address. Hosts of the device's site are
+// their own peers, and the site counts the device's own /24 (/48 for
+// IPv6) as well as private address space (decode.OnSite): on a site whose
+// devices have global addresses, fan-out across it is new_internal_dst.
 const SchemaVersion = 4
 
 // Feature indices into a Vector. The order is part of every trained model's
@@ -40,7 +42,7 @@ const (
 	DistinctDstPorts             // distinct destination ports
 	DstPortEntropy               // Shannon entropy (bits) of destination ports over flows
 	NewDst                       // distinct destinations absent from the device's history of normal windows
-	NewInternalDst               // of those, destinations in private or link-local address space (lateral fan-out)
+	NewInternalDst               // of those, hosts of the device's site: private, link-local or loopback, or in its own /24 or /48 (lateral fan-out)
 	FailedFlows                  // flows refused or never answered
 	SmallPacketFlows             // flows whose packets average under SmallPacketBytes (floods, scans)
 	BytesPerPacket               // mean bytes per packet, both directions

@@ -17,8 +17,9 @@ type Flow struct {
 	// Zero: the address is a peer of its own (Dst).
 	Peer    uint64
 	DstPort uint16
-	// Internal marks a destination in private or link-local address space:
-	// another device or server of the site rather than the internet.
+	// Internal marks a destination of the device's site rather than the
+	// internet (decode.OnSite): a private, link-local or loopback address,
+	// or one in the device's own /24 (/48 for IPv6).
 	Internal   bool
 	BytesOut   uint64
 	BytesIn    uint64

@@ -100,41 +100,63 @@ func FuzzFastPathMatchesEncodingJSON(f *testing.F) {
 }
 
 // A destination on the internet belongs to the peer of its network, a
-// host on the site is a peer of its own: two addresses of one cloud /24
-// (or IPv6 /48) are one peer, two hosts of the site's LAN are two. Each
-// address keeps a key of its own.
+// host of the device's site is a peer of its own: two addresses of one
+// cloud /24 (or IPv6 /48) are one peer, two hosts of the site's LAN — or
+// of a site whose devices have global addresses — are two. Each address
+// keeps a key of its own.
 func TestPeerKeyKeysInternetPeersByNetwork(t *testing.T) {
-	key := func(s string) uint64 { return PeerKey(netip.MustParseAddr(s)) }
-	same := [][2]string{
-		{"34.100.0.7", "34.100.0.201"},
-		{"34.100.0.7", "::ffff:34.100.0.9"}, // IPv4-mapped
-		{"2600:1f18:4000::1", "2600:1f18:4000:ffff::2"},
+	addr := netip.MustParseAddr
+	lan, v6site := addr("10.20.0.7"), addr("2001:db8:7:1::10")
+	same := [][3]string{ // device, destination, destination
+		{"10.20.0.7", "34.100.0.7", "34.100.0.201"},
+		{"10.20.0.7", "34.100.0.7", "::ffff:34.100.0.9"}, // IPv4-mapped
+		{"2001:db8:7:1::10", "2600:1f18:4000::1", "2600:1f18:4000:ffff::2"},
+		{"", "34.100.0.7", "34.100.0.8"}, // a record that names its device only
 	}
-	for _, p := range same {
-		if key(p[0]) != key(p[1]) {
-			t.Errorf("%s and %s are keyed apart, want one peer", p[0], p[1])
+	for _, c := range same {
+		src, _ := netip.ParseAddr(c[0])
+		a, b := addr(c[1]), addr(c[2])
+		if PeerKey(src, a) != PeerKey(src, b) {
+			t.Errorf("from %s: %s and %s are keyed apart, want one peer", c[0], c[1], c[2])
 		}
-		if a, b := netip.MustParseAddr(p[0]), netip.MustParseAddr(p[1]); DstKey(a) == DstKey(b) != (a.Unmap() == b.Unmap()) {
-			t.Errorf("%s and %s: address keys equal %v", p[0], p[1], DstKey(a) == DstKey(b))
+		if DstKey(a) == DstKey(b) {
+			t.Errorf("%s and %s share an address key", c[1], c[2])
+		}
+		if OnSite(src, a) || OnSite(src, b) {
+			t.Errorf("from %s: %s or %s taken for a host of the site", c[0], c[1], c[2])
 		}
 	}
-	// An internal host's peer is the host.
-	if a := netip.MustParseAddr("10.20.0.7"); PeerKey(a) != DstKey(a) {
-		t.Error("an internal host's peer key is not its address key")
+	apart := [][3]string{
+		{"10.20.0.7", "34.100.0.7", "34.100.1.7"}, // another /24
+		{"2001:db8:7:1::10", "2600:1f18:4000::1", "2600:1f18:4001::1"},
+		{"10.20.0.7", "10.20.0.8", "10.20.0.9"}, // hosts of the site
+		{"10.20.0.7", "172.16.0.1", "172.16.0.2"},
+		{"10.20.0.7", "192.168.1.1", "192.168.1.2"},
+		{"2001:db8:7:1::10", "fd00::1", "fd00::2"},
+		{"2001:db8:7:1::10", "fe80::1", "fe80::2"},
+		{"2001:db8:7:1::10", "2001:db8:7:2::20", "2001:db8:7:3::30"}, // a global site: its own /48
+		{"198.51.100.7", "198.51.100.8", "198.51.100.9"},             // a public /24 of its own
+		{"10.20.0.7", "10.20.0.8", "34.100.0.7"},
 	}
-	apart := [][2]string{
-		{"34.100.0.7", "34.100.1.7"}, // another /24
-		{"2600:1f18:4000::1", "2600:1f18:4001::1"},
-		{"10.20.0.7", "10.20.0.8"}, // hosts of the site
-		{"172.16.0.1", "172.16.0.2"},
-		{"192.168.1.1", "192.168.1.2"},
-		{"fd00::1", "fd00::2"},
-		{"fe80::1", "fe80::2"},
-		{"10.20.0.7", "34.100.0.7"},
-	}
-	for _, p := range apart {
-		if key(p[0]) == key(p[1]) {
-			t.Errorf("%s and %s share a key, want two peers", p[0], p[1])
+	for _, c := range apart {
+		src, _ := netip.ParseAddr(c[0])
+		if PeerKey(src, addr(c[1])) == PeerKey(src, addr(c[2])) {
+			t.Errorf("from %s: %s and %s share a key, want two peers", c[0], c[1], c[2])
 		}
+	}
+	// A host of the site is its own peer, and lateral fan-out.
+	for _, c := range [][2]netip.Addr{{lan, addr("10.20.0.8")}, {v6site, addr("2001:db8:7:2::20")}, {addr("198.51.100.7"), addr("198.51.100.8")}} {
+		if !OnSite(c[0], c[1]) || PeerKey(c[0], c[1]) != DstKey(c[1]) {
+			t.Errorf("from %s: %s not a host of the site keyed by its address", c[0], c[1])
+		}
+	}
+	// Records decode to flows that carry both keys.
+	r := FlowRecord{SrcIP: v6site, DstIP: addr("2001:db8:7:2::20"), Proto: "udp"}
+	if f := r.Feature(); !f.Internal || f.Peer != f.Dst {
+		t.Errorf("an on-site IPv6 destination decoded as %+v", f)
+	}
+	r.DstIP = addr("2600:1f18:4000::1")
+	if f := r.Feature(); f.Internal || f.Peer == f.Dst || f.Peer != PeerKey(v6site, addr("2600:1f18:4000::2")) {
+		t.Errorf("an internet IPv6 destination decoded as %+v", f)
 	}
 }

@@ -41,10 +41,10 @@ func DstKey(a netip.Addr) uint64 {
 	return xxhash.Sum64(b[:])
 }
 
-// PeerKey is the stable 64-bit key of the peer a destination address
-// belongs to, by which a device's history knows its destinations: the
-// address itself for a host on the site (private, link-local or
-// loopback), its network for a host on the internet — the /24 of an IPv4
+// PeerKey is the stable 64-bit key of the peer destination dst of device
+// address src belongs to, by which a device's history knows its
+// destinations: the address itself for a host of the device's site
+// (OnSite), its network for a host on the internet — the /24 of an IPv4
 // address (PeerPrefixV4), the /48 of an IPv6 one (PeerPrefixV6).
 //
 // Why networks: a cloud service answers from many addresses. A device's
@@ -55,42 +55,56 @@ func DstKey(a netip.Addr) uint64 {
 // exfiltration — become what the device does every few minutes: on the
 // campus fleet with its cloud endpoints load-balanced over their /24
 // (docs/DETECTION.md, campus-pools), strong attacks caught within three
-// windows fell from 0.957 to 0.905 over seven seeds. A /24 is the longest IPv4 prefix
-// operators route between networks, and a /48 the IPv6 prefix of one site
-// (RFC 6177), so the addresses of one are one operator's, at one place.
-// The price: a host in the very network of one of the device's own peers
-// is no new host to it. Hosts on the site are kept apart, since fan-out
-// across them is lateral movement. Which address recurs stays the
+// windows fell from 0.957 to 0.905 over seven seeds. A /24 is the longest
+// IPv4 prefix operators route between networks, and a /48 the IPv6 prefix
+// of one site (RFC 6177), so the addresses of one are one operator's, at
+// one place. The price: a host in the very network of one of the device's
+// own peers is no new host to it. Hosts of the site are kept apart, since
+// fan-out across them is lateral movement. Which address recurs stays the
 // address's own (DstKey): a C2 server is one host, while a device that
 // spreads its connections over a provider's many networks meets one of
 // them again by chance, more often the busier it is.
-func PeerKey(a netip.Addr) uint64 {
-	a = a.Unmap()
-	if internalAddr(a) {
-		return DstKey(a)
+func PeerKey(src, dst netip.Addr) uint64 {
+	if OnSite(src, dst) {
+		return DstKey(dst)
 	}
-	bits := PeerPrefixV6
-	if a.Is4() {
-		bits = PeerPrefixV4
-	}
-	if p, err := a.Prefix(bits); err == nil {
-		a = p.Addr()
-	}
-	return DstKey(a)
+	return DstKey(network(dst.Unmap()))
 }
 
 // PeerPrefixV4 and PeerPrefixV6 are the prefix lengths PeerKey keys an
-// internet destination by.
+// internet destination by, and the network OnSite takes for a device's
+// own.
 const (
 	PeerPrefixV4 = 24
 	PeerPrefixV6 = 48
 )
 
-// internalAddr reports whether a destination is on the site rather than
-// the internet: private (RFC 1918, RFC 4193), link-local or loopback.
-func internalAddr(a netip.Addr) bool {
-	a = a.Unmap()
-	return a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLoopback()
+// network returns the first address of a's /24 (IPv4) or /48 (IPv6).
+func network(a netip.Addr) netip.Addr {
+	bits := PeerPrefixV6
+	if a.Is4() {
+		bits = PeerPrefixV4
+	}
+	if p, err := a.Prefix(bits); err == nil {
+		return p.Addr()
+	}
+	return a
+}
+
+// OnSite reports whether destination dst is a host of the site of the
+// device at src rather than of the internet: a private (RFC 1918,
+// RFC 4193), link-local or loopback address, or one in the device's own
+// network (its /24, or /48 for IPv6) — a site whose devices have global
+// addresses, as IPv6 ones mostly do, or a cellular device's neighbours.
+// src may be invalid (a record that names its device only): then only
+// the address space says.
+func OnSite(src, dst netip.Addr) bool {
+	dst = dst.Unmap()
+	if dst.IsPrivate() || dst.IsLinkLocalUnicast() || dst.IsLoopback() {
+		return true
+	}
+	src = src.Unmap()
+	return src.IsValid() && src.Is4() == dst.Is4() && network(src) == network(dst)
 }
 
 // Inbound returns the record seen from its destination device, for
@@ -109,11 +123,16 @@ func (r *FlowRecord) Feature() features.Flow {
 	case r.Proto == "tcp":
 		failed = r.PacketsIn == 0 || (r.TCPFlags&tcpRST != 0 && r.BytesIn == 0)
 	}
+	site, dst := OnSite(r.SrcIP, r.DstIP), DstKey(r.DstIP)
+	peer := dst // PeerKey, the site decided once
+	if !site {
+		peer = DstKey(network(r.DstIP.Unmap()))
+	}
 	return features.Flow{
-		Dst:        DstKey(r.DstIP),
-		Peer:       PeerKey(r.DstIP),
+		Dst:        dst,
+		Peer:       peer,
 		DstPort:    r.DstPort,
-		Internal:   internalAddr(r.DstIP),
+		Internal:   site,
 		BytesOut:   r.BytesOut,
 		BytesIn:    r.BytesIn,
 		PacketsOut: r.PacketsOut,
