@@ -106,11 +106,11 @@ func FuzzFastPathMatchesEncodingJSON(f *testing.F) {
 // keeps a key of its own.
 func TestPeerKeyKeysInternetPeersByNetwork(t *testing.T) {
 	addr := netip.MustParseAddr
-	lan, v6site := addr("10.20.0.7"), addr("2001:db8:7:1::10")
+	lan, v6site := addr("10.20.0.7"), addr("2a02:6b8:7:1::10")
 	same := [][3]string{ // device, destination, destination
 		{"10.20.0.7", "34.100.0.7", "34.100.0.201"},
 		{"10.20.0.7", "34.100.0.7", "::ffff:34.100.0.9"}, // IPv4-mapped
-		{"2001:db8:7:1::10", "2600:1f18:4000::1", "2600:1f18:4000:ffff::2"},
+		{"2a02:6b8:7:1::10", "2600:1f18:4000::1", "2600:1f18:4000:ffff::2"},
 		{"", "34.100.0.7", "34.100.0.8"}, // a record that names its device only
 	}
 	for _, c := range same {
@@ -128,14 +128,17 @@ func TestPeerKeyKeysInternetPeersByNetwork(t *testing.T) {
 	}
 	apart := [][3]string{
 		{"10.20.0.7", "34.100.0.7", "34.100.1.7"}, // another /24
-		{"2001:db8:7:1::10", "2600:1f18:4000::1", "2600:1f18:4001::1"},
+		{"2a02:6b8:7:1::10", "2600:1f18:4000::1", "2600:1f18:4001::1"},
 		{"10.20.0.7", "10.20.0.8", "10.20.0.9"}, // hosts of the site
 		{"10.20.0.7", "172.16.0.1", "172.16.0.2"},
 		{"10.20.0.7", "192.168.1.1", "192.168.1.2"},
-		{"2001:db8:7:1::10", "fd00::1", "fd00::2"},
-		{"2001:db8:7:1::10", "fe80::1", "fe80::2"},
-		{"2001:db8:7:1::10", "2001:db8:7:2::20", "2001:db8:7:3::30"}, // a global site: its own /48
-		{"198.51.100.7", "198.51.100.8", "198.51.100.9"},             // a public /24 of its own
+		{"2a02:6b8:7:1::10", "fd00::1", "fd00::2"},
+		{"2a02:6b8:7:1::10", "fe80::1", "fe80::2"},
+		{"2a02:6b8:7:1::10", "2a02:6b8:7:2::20", "2a02:6b8:7:3::30"}, // a global site: its own /48
+		{"100.24.7.7", "100.24.7.8", "100.24.7.9"},                   // a public /24 of its own
+		{"10.20.0.7", "203.0.113.10", "203.0.113.66"},                // documentation prefixes: each address its own
+		{"10.20.0.7", "198.51.100.10", "198.51.100.66"},
+		{"10.20.0.7", "2001:db8:1::10", "2001:db8:1::66"},
 		{"10.20.0.7", "10.20.0.8", "34.100.0.7"},
 	}
 	for _, c := range apart {
@@ -145,13 +148,13 @@ func TestPeerKeyKeysInternetPeersByNetwork(t *testing.T) {
 		}
 	}
 	// A host of the site is its own peer, and lateral fan-out.
-	for _, c := range [][2]netip.Addr{{lan, addr("10.20.0.8")}, {v6site, addr("2001:db8:7:2::20")}, {addr("198.51.100.7"), addr("198.51.100.8")}} {
+	for _, c := range [][2]netip.Addr{{lan, addr("10.20.0.8")}, {v6site, addr("2a02:6b8:7:2::20")}, {addr("100.24.7.7"), addr("100.24.7.8")}} {
 		if !OnSite(c[0], c[1]) || PeerKey(c[0], c[1]) != DstKey(c[1]) {
 			t.Errorf("from %s: %s not a host of the site keyed by its address", c[0], c[1])
 		}
 	}
 	// Records decode to flows that carry both keys.
-	r := FlowRecord{SrcIP: v6site, DstIP: addr("2001:db8:7:2::20"), Proto: "udp"}
+	r := FlowRecord{SrcIP: v6site, DstIP: addr("2a02:6b8:7:2::20"), Proto: "udp"}
 	if f := r.Feature(); !f.Internal || f.Peer != f.Dst {
 		t.Errorf("an on-site IPv6 destination decoded as %+v", f)
 	}

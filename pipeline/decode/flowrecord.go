@@ -60,15 +60,40 @@ func DstKey(a netip.Addr) uint64 {
 // of one site (RFC 6177), so the addresses of one are one operator's, at
 // one place. The price: a host in the very network of one of the device's
 // own peers is no new host to it. Hosts of the site are kept apart, since
-// fan-out across them is lateral movement. Which address recurs stays the
+// fan-out across them is lateral movement, and so are addresses of the
+// prefixes reserved for documentation and benchmarking (unrouted). Which address recurs stays the
 // address's own (DstKey): a C2 server is one host, while a device that
 // spreads its connections over a provider's many networks meets one of
 // them again by chance, more often the busier it is.
 func PeerKey(src, dst netip.Addr) uint64 {
-	if OnSite(src, dst) {
+	if OnSite(src, dst) || unrouted(dst) {
 		return DstKey(dst)
 	}
 	return DstKey(network(dst.Unmap()))
+}
+
+// unroutedPrefixes are reserved for documentation (RFC 5737, RFC 3849)
+// and benchmarking (RFC 2544): no operator's network, never routed on the
+// internet. Test fleets and lab captures use them for any host they need,
+// cloud peers and attackers alike, so an address in them stands for
+// itself: keyed by network, every such host of a fleet would be one peer.
+var unroutedPrefixes = []netip.Prefix{
+	netip.MustParsePrefix("192.0.2.0/24"),
+	netip.MustParsePrefix("198.51.100.0/24"),
+	netip.MustParsePrefix("203.0.113.0/24"),
+	netip.MustParsePrefix("198.18.0.0/15"),
+	netip.MustParsePrefix("2001:db8::/32"),
+}
+
+// unrouted reports whether a lies in unroutedPrefixes.
+func unrouted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range unroutedPrefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // PeerPrefixV4 and PeerPrefixV6 are the prefix lengths PeerKey keys an
@@ -125,7 +150,7 @@ func (r *FlowRecord) Feature() features.Flow {
 	}
 	site, dst := OnSite(r.SrcIP, r.DstIP), DstKey(r.DstIP)
 	peer := dst // PeerKey, the site decided once
-	if !site {
+	if !site && !unrouted(r.DstIP) {
 		peer = DstKey(network(r.DstIP.Unmap()))
 	}
 	return features.Flow{
