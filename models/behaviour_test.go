@@ -56,7 +56,7 @@ func (d *synthDevice) window(index int64, flood float64) (features.Vector, bool)
 		return features.Vector{}, false
 	}
 	v := d.feat.Observe(d.win, index, nil)
-	d.win.Peers(d.feat.History.Add)
+	d.win.EachPeer(d.feat.History.Add)
 	return v, true
 }
 

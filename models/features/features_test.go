@@ -164,7 +164,7 @@ func TestJudgedDeviceMaturesOnceSettled(t *testing.T) {
 			w.Reset()
 			w.Add(Flow{Dst: dst, DstPort: 443, BytesOut: 300, PacketsOut: 1})
 			v = d.Observe(w, int64(100+i), p)
-			w.Peers(d.History.Add)
+			w.EachPeer(d.History.Add)
 		}
 		return d, v
 	}
@@ -238,7 +238,7 @@ func TestYoungDeviceHasNoFirstContacts(t *testing.T) {
 		if v[NewDstRecurrence] != 0 || v[FirstContactWindows1h] != 0 || v[NewDst] != 0 {
 			t.Fatalf("window %d: new %v, recurrence %v, first contacts %v from the usual peers", i, v[NewDst], v[NewDstRecurrence], v[FirstContactWindows1h])
 		}
-		w.Peers(d.History.Add)
+		w.EachPeer(d.History.Add)
 	}
 	w.Reset()
 	w.Add(Flow{Dst: 99, DstPort: 4444, BytesOut: 300, PacketsOut: 1})
@@ -290,7 +290,7 @@ func TestSharedPeerIsNoFirstContact(t *testing.T) {
 		w.Reset()
 		w.Add(Flow{Dst: 1, DstPort: 443, BytesOut: 300, PacketsOut: 1})
 		d.Observe(w, i, profile)
-		w.Peers(d.History.Add)
+		w.EachPeer(d.History.Add)
 	}
 	w.Reset()
 	w.Add(Flow{Dst: 123, DstPort: 123, BytesOut: 76, PacketsOut: 1})

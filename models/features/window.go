@@ -120,10 +120,10 @@ func (w *Window) Merge(o *Window) {
 // Flows is the number of flows added since the last Reset.
 func (w *Window) Flows() uint64 { return w.flows }
 
-// Peers calls fn for the peer of every distinct destination address in
+// EachPeer calls fn for the peer of every distinct destination address in
 // the window: a peer the window reached at several addresses comes once
 // for each.
-func (w *Window) Peers(fn func(peer uint64)) {
+func (w *Window) EachPeer(fn func(peer uint64)) {
 	for _, info := range w.dsts {
 		fn(info.peer)
 	}

@@ -61,12 +61,16 @@ func DstKey(a netip.Addr) uint64 {
 // one place. The price: a host in the very network of one of the device's
 // own peers is no new host to it. Hosts of the site are kept apart, since
 // fan-out across them is lateral movement, and so are addresses of the
-// prefixes reserved for documentation and benchmarking (unrouted). Which address recurs stays the
-// address's own (DstKey): a C2 server is one host, while a device that
-// spreads its connections over a provider's many networks meets one of
-// them again by chance, more often the busier it is.
-func PeerKey(src, dst netip.Addr) uint64 {
-	if OnSite(src, dst) || unrouted(dst) {
+// prefixes reserved for documentation and benchmarking (unrouted). Which
+// address recurs stays the address's own (DstKey): a C2 server is one
+// host, while a device that spreads its connections over a provider's
+// many networks meets one of them again by chance, more often the busier
+// it is.
+func PeerKey(src, dst netip.Addr) uint64 { return peerKey(OnSite(src, dst), dst) }
+
+// peerKey is PeerKey with OnSite already decided.
+func peerKey(site bool, dst netip.Addr) uint64 {
+	if site || unrouted(dst) {
 		return DstKey(dst)
 	}
 	return DstKey(network(dst.Unmap()))
@@ -148,14 +152,10 @@ func (r *FlowRecord) Feature() features.Flow {
 	case r.Proto == "tcp":
 		failed = r.PacketsIn == 0 || (r.TCPFlags&tcpRST != 0 && r.BytesIn == 0)
 	}
-	site, dst := OnSite(r.SrcIP, r.DstIP), DstKey(r.DstIP)
-	peer := dst // PeerKey, the site decided once
-	if !site && !unrouted(r.DstIP) {
-		peer = DstKey(network(r.DstIP.Unmap()))
-	}
+	site := OnSite(r.SrcIP, r.DstIP)
 	return features.Flow{
-		Dst:        dst,
-		Peer:       peer,
+		Dst:        DstKey(r.DstIP),
+		Peer:       peerKey(site, r.DstIP),
 		DstPort:    r.DstPort,
 		Internal:   site,
 		BytesOut:   r.BytesOut,

@@ -65,6 +65,18 @@ func TestFleetIsDeterministicAndVictimsAreFleetDevices(t *testing.T) {
 	}
 }
 
+// tenHours is ten hours of d's normal traffic under cfg, minute by minute
+// from 09:00 at that hour's rates, the same draws for every cfg.
+func tenHours(d *Device, cfg Config) []record {
+	r := rand.New(rand.NewPCG(4, 5))
+	start := time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
+	var recs []record
+	for m := range 600 {
+		recs = normalMinute(r, profileOf(d.Profile), d, start.Add(time.Duration(m)*time.Minute), 9, cfg, recs)
+	}
+	return recs
+}
+
 // With pooled cloud services a thermostat's time comes from public
 // servers it has mostly never met, and its cloud broker from the
 // addresses of one /24; without them every flow goes to the device's own
@@ -72,17 +84,11 @@ func TestFleetIsDeterministicAndVictimsAreFleetDevices(t *testing.T) {
 func TestCloudPoolsSpreadCloudAddresses(t *testing.T) {
 	fleet := Fleet(Config{Devices: 8, Seed: 3})
 	d := fleet[0] // a thermostat
-	p := profileOf(d.Profile)
-	if p.name != "thermostat" {
-		t.Fatalf("device 0 is a %s", p.name)
+	if d.Profile != "thermostat" {
+		t.Fatalf("device 0 is a %s", d.Profile)
 	}
-	start := time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
 	for _, pools := range []bool{false, true} {
-		r := rand.New(rand.NewPCG(4, 5))
-		var recs []record
-		for m := range 600 {
-			recs = normalMinute(r, p, d, start.Add(time.Duration(m)*time.Minute), 9, Config{CloudPools: pools}, recs)
-		}
+		recs := tenHours(d, Config{CloudPools: pools})
 		ntp, broker := map[netip.Addr]int{}, map[netip.Addr]int{}
 		for _, rec := range recs {
 			if rec.src != d.IP {
@@ -124,14 +130,8 @@ func TestCloudPoolsSpreadCloudAddresses(t *testing.T) {
 func TestDNSLookupsPrecedeCloudConnections(t *testing.T) {
 	fleet := Fleet(Config{Devices: 8, Seed: 3})
 	d := fleet[2] // a video recorder: cloud peers only
-	p := profileOf(d.Profile)
-	start := time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
 	for _, dns := range []bool{false, true} {
-		r := rand.New(rand.NewPCG(4, 5))
-		var recs []record
-		for m := range 600 {
-			recs = normalMinute(r, p, d, start.Add(time.Duration(m)*time.Minute), 9, Config{DNSLookups: dns}, recs)
-		}
+		recs := tenHours(d, Config{DNSLookups: dns})
 		lookups, cloud := 0, 0
 		for _, rec := range recs {
 			switch {
