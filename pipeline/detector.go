@@ -172,7 +172,7 @@ type profileState struct {
 	warmFrom time.Time
 	warmTo   time.Time
 	// held are windows past the warm-up span, scored once the model exists.
-	held     []ClosedWindow
+	held     heldWindows
 	heldFull bool // maxHeldWindows reached, and said so
 	// fleet groups what most of the profile's devices do at once.
 	fleet fleetJudge
@@ -371,7 +371,7 @@ func (d *Detector) scoreDistinct(ctx context.Context, windows []ClosedWindow, ou
 			d.metrics.WindowsUnscored.WithLabelValues(cw.Profile, "model_unavailable").Inc()
 			continue
 		}
-		if p.model != nil && len(p.held) > 0 {
+		if p.model != nil && p.held.Len() > 0 {
 			// A model arrived from the ledger (promoted elsewhere) while
 			// windows were held: they are judged now, in time order.
 			alerts, err := d.scoreHeld(ctx, p)
@@ -389,7 +389,7 @@ func (d *Detector) scoreDistinct(ctx context.Context, windows []ClosedWindow, ou
 			if err != nil {
 				return err
 			}
-			if p.model != nil && len(p.held) > 0 {
+			if p.model != nil && p.held.Len() > 0 {
 				alerts, err := d.scoreHeld(ctx, p)
 				if err != nil {
 					return err
@@ -526,7 +526,7 @@ func (d *Detector) Settle(ctx context.Context) ([]*contract.Alert, error) {
 		if err := d.tryTrain(ctx, name, p); err != nil {
 			return out, err
 		}
-		if p.model != nil && len(p.held) > 0 {
+		if p.model != nil && p.held.Len() > 0 {
 			alerts, err := d.scoreHeld(ctx, p)
 			if err != nil {
 				return out, err
@@ -559,14 +559,15 @@ const maxHeldWindows = 200_000
 // its first model trained, and returns the alerts they raise.
 func (d *Detector) scoreHeld(ctx context.Context, p *profileState) ([]*contract.Alert, error) {
 	held := p.held
-	p.held = nil
-	d.metrics.WindowsHeld.WithLabelValues(held[0].Profile).Set(0)
-	d.metrics.Summary.WindowsHeld.Add(-int64(len(held)))
+	p.held = heldWindows{}
+	profile := held.At(0).Profile
+	d.metrics.WindowsHeld.WithLabelValues(profile).Set(0)
+	d.metrics.Summary.WindowsHeld.Add(-int64(held.Len()))
 	// Sorted by reference: a window is a few hundred bytes, and there can
 	// be a hundred thousand of them.
-	order := make([]*ClosedWindow, len(held))
-	for i := range held {
-		order[i] = &held[i]
+	order := make([]*ClosedWindow, held.Len())
+	for i := range order {
+		order[i] = held.At(i)
 	}
 	slices.SortStableFunc(order, func(a, b *ClosedWindow) int {
 		if c := a.Start.Compare(b.Start); c != 0 {
@@ -597,7 +598,7 @@ func (d *Detector) scoreHeld(ctx context.Context, p *profileState) ([]*contract.
 		}
 		lo = hi
 	}
-	d.log.Info("scored the windows held back past the warm-up span", "profile", held[0].Profile, "windows", len(held), "alerts", len(alerts))
+	d.log.Info("scored the windows held back past the warm-up span", "profile", profile, "windows", held.Len(), "alerts", len(alerts))
 	return alerts, nil
 }
 
@@ -959,13 +960,13 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 	span := d.cfg.Warmup + p.extend
 	if !p.warmFrom.IsZero() && !cw.Start.Before(p.warmFrom.Add(span)) {
 		held = true
-		if len(p.held) < maxHeldWindows {
+		if p.held.Len() < maxHeldWindows {
 			// Observed when the model exists, so that its new
 			// destinations are judged against the profile's shared
 			// ones (a device's windows past the span are all held,
 			// so its windows are still observed in order).
 			kept = true
-			p.held = append(p.held, *cw)
+			p.held.Add(cw)
 			p.heldGauge.Inc()
 			d.metrics.Summary.WindowsHeld.Add(1)
 		} else {
@@ -973,7 +974,7 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 			if !p.heldFull {
 				p.heldFull = true
 				d.log.Warn("too many windows past the warm-up span while the first model waits for the slowest partition; later ones are not scored",
-					"profile", cw.Profile, "held", len(p.held))
+					"profile", cw.Profile, "held", p.held.Len())
 			}
 		}
 	} else {
@@ -1054,25 +1055,22 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 				p.extend += more
 				p.warm = kept
 				end := p.warmFrom.Add(d.cfg.Warmup + p.extend)
-				stillHeld := p.held[:0]
-				for i := range p.held {
-					w := &p.held[i]
-					if w.Start.Before(end) {
-						// In arrival order, which is each device's
-						// window order; later windows of a device
-						// stay held, so none is observed before it.
-						d.observe(w)
-						p.peers.Add(stableHash(w.DeviceID), w.window)
-						d.learnHeld(w, true)
-						p.warm = append(p.warm, warmRow{start: w.Start.UnixNano(), device: w.DeviceID, vector: w.Vector,
-							partition: w.Partition, first: w.FirstOffset, last: w.LastOffset, others: w.Others, peerRow: p.peers.Rows()})
-					} else {
-						stillHeld = append(stillHeld, *w)
+				joined := p.held.Keep(func(w *ClosedWindow) bool {
+					if !w.Start.Before(end) {
+						return true
 					}
-				}
-				d.metrics.Summary.WindowsHeld.Add(int64(len(stillHeld) - len(p.held)))
-				p.held = stillHeld
-				d.metrics.WindowsHeld.WithLabelValues(profile).Set(float64(len(p.held)))
+					// In arrival order, which is each device's window
+					// order; later windows of a device stay held, so
+					// none is observed before it.
+					d.observe(w)
+					p.peers.Add(stableHash(w.DeviceID), w.window)
+					d.learnHeld(w, true)
+					p.warm = append(p.warm, warmRow{start: w.Start.UnixNano(), device: w.DeviceID, vector: w.Vector,
+						partition: w.Partition, first: w.FirstOffset, last: w.LastOffset, others: w.Others, peerRow: p.peers.Rows()})
+					return false
+				})
+				d.metrics.Summary.WindowsHeld.Add(-int64(joined))
+				d.metrics.WindowsHeld.WithLabelValues(profile).Set(float64(p.held.Len()))
 				d.log.Warn("too few verified warm-up windows: the warm-up is extended to collect verified history",
 					"profile", profile, "verified_windows", len(kept), "extended_by", more.String(), "warm_up", (d.cfg.Warmup + p.extend).String())
 				return nil
