@@ -30,10 +30,10 @@ type HistoryVerifier func(ctx context.Context, ranges []OffsetRange) (verified [
 
 // NewHistoryVerifier verifies ranges of topic against its anchors, listed
 // with the batch index in leafTopic (empty: DefaultLeafTopic), waiting up
-// to wait for the anchoring stage to catch up. It calls sealSoon (when not
-// nil) as it starts, and every poll while it waits for a range to be
-// sealed, so that an anchoring stage in the same process seals what it
-// holds now rather than at its period's end.
+// to wait for the anchoring stage to catch up. While it waits for a range
+// to be sealed it calls sealSoon (when not nil) every poll, so that an
+// anchoring stage in the same process seals what it holds now rather than
+// at its period's end.
 func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster, topic, leafTopic string, wait time.Duration, sealSoon func()) HistoryVerifier {
 	return func(ctx context.Context, ranges []OffsetRange) ([]string, []OffsetRange, error) {
 		stream, err := TopicStream(ctx, cluster, topic)
@@ -48,12 +48,6 @@ func NewHistoryVerifier(ledger *ledgerclient.Client, cluster *kafkaconn.Cluster,
 		// and each spends most of its time waiting on Kafka and the
 		// ledger.
 		deadline := time.Now().Add(wait)
-		if sealSoon != nil {
-			// The ranges are read already: what holds them is most
-			// likely cut and waiting for its period, so the seal is
-			// asked for now rather than after a first look finds none.
-			sealSoon()
-		}
 		verdicts := make([][]ReplayRange, len(ranges))
 		errs := make([]error, len(ranges))
 		var wg sync.WaitGroup
