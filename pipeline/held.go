@@ -11,7 +11,7 @@ type heldWindows struct {
 	n      int
 }
 
-// heldChunk is how many windows a chunk holds: about 400 KB of them.
+// heldChunk is how many windows a chunk holds: about 300 KB of them.
 const heldChunk = 1024
 
 // Len is how many windows are held.
