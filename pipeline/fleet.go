@@ -192,9 +192,10 @@ func counts(rule incidents.Rule, j models.Judgement) bool {
 // paged every device whose first window of it was extreme, and a
 // profile-wide attack is reported device by device anyway, its windows
 // novel or off the profile's direction.) The window teaches the baseline if it is not
-// anomalous or, while the episode is open, if its incident is absorbed:
-// the peers vouch for it, and the device follows the profile's new normal
-// while the episode lasts rather than for hours after it.
+// anomalous or, while the episode is open, if its incident is absorbed or
+// the episode explains it: the peers vouch for it, and the device follows
+// the profile's new normal while the episode lasts rather than for hours
+// after it.
 func (f *fleetJudge) advance(rule incidents.Rule, m *models.Model, st *incidents.State, w incidents.Window, j models.Judgement, r []float64, novel bool, out []incidents.Event) (events []incidents.Event, joined, opening, learn bool) {
 	released := false
 	if st.Absorbed() && !f.stillExplained(rule, m, r) {
@@ -210,7 +211,14 @@ func (f *fleetJudge) advance(rule incidents.Rule, m *models.Model, st *incidents
 		f.add(r, novel)
 		f.Hold(w.Index)
 	}
-	return events, joined, opening, !j.Anomalous || inEpisode
+	// An incident of the device's own that the episode explains now — one
+	// opened, and reported, in the episode's first minute by a poll batch
+	// that came before the minute's tally showed most of the profile
+	// raised — is vouched for as well: without this its windows, all
+	// anomalous, never taught its baseline, and it stayed open for hours
+	// after its peers' had followed (simulator-step, docs/DETECTION.md).
+	vouched := f.Open() && !st.Absorbed() && st.Open() && j.Anomalous && f.stillExplained(rule, m, r)
+	return events, joined, opening, !j.Anomalous || inEpisode || vouched
 }
 
 // fleetJudgeEncodingSize is the length of fleetJudge.MarshalBinary's output.

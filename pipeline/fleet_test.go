@@ -392,3 +392,62 @@ func TestAbsorbedIncidentStaysWhileItsRestIsNotAnomalous(t *testing.T) {
 		t.Error("an anomalous rest keeps its incident absorbed")
 	}
 }
+
+// TestEpisodeVouchesForAnIncidentOpenedBeforeIt: a device whose incident
+// opened, and was reported, in the episode's first minute before the
+// minute's tally opened the episode never joins it; while the episode is
+// open, its windows that the episode explains teach its baseline all the
+// same, so that it follows its peers rather than staying anomalous for
+// hours. A window off the episode's direction, or any window once no
+// episode is open, does not teach.
+func TestEpisodeVouchesForAnIncidentOpenedBeforeIt(t *testing.T) {
+	run := runFleet(t, incidents.Rule{}, func(dev, i int, v *features.Vector) {})
+	m := run.model
+	rule := IncidentRule(DetectorConfig{})
+	judge := func(r []float64) models.Judgement {
+		score := []float64{0}
+		if err := m.Forest().ScoreBatch(score, r); err != nil {
+			t.Fatal(err)
+		}
+		return m.Judge(r, score[0])
+	}
+	step := make([]float64, models.ResidualDims)
+	step[features.Flows], step[features.Packets] = 12, 12 // the profile's step
+	off := make([]float64, models.ResidualDims)
+	copy(off, step)
+	off[features.BytesPerPacket] = 40 // and far off it
+	js, jo := judge(step), judge(off)
+	if !js.Anomalous || !jo.Anomalous {
+		t.Fatalf("the test's windows are not anomalous (levels %.2f, %.2f): it shows nothing", js.Level, jo.Level)
+	}
+	// The device's incident, opened at minute 100 before the episode.
+	var st incidents.State
+	st.Observe(rule, incidentWindow(100, js), nil)
+	if !st.Open() || st.Absorbed() {
+		t.Fatal("the device's incident did not open on its own")
+	}
+	var f fleetJudge
+	for range 10 { // most of the profile raised in minute 100
+		f.Observe(rule, 100, true, nil)
+	}
+	if !f.Open() {
+		t.Fatal("no episode opened")
+	}
+	f.add(step, false)
+	for k, c := range []struct {
+		r         []float64
+		j         models.Judgement
+		wantLearn bool
+	}{{step, js, true}, {off, jo, false}} {
+		s := st
+		_, joined, _, learn := f.advance(rule, m, &s, incidentWindow(101+int64(k), c.j), c.j, c.r, false, nil)
+		if joined || learn != c.wantLearn {
+			t.Errorf("window %d: joined %v, teaches the baseline %v; want false, %v", k, joined, learn, c.wantLearn)
+		}
+	}
+	var closed fleetJudge // no episode
+	s := st
+	if _, _, _, learn := closed.advance(rule, m, &s, incidentWindow(101, js), js, step, false, nil); learn {
+		t.Error("an anomalous window of an incident taught the baseline with no episode open")
+	}
+}
