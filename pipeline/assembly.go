@@ -170,7 +170,7 @@ func partDone(p *partitionWindows, id string, start int64, now time.Time, newest
 	case d.closedThrough >= start, start+p.size+p.lateness <= p.watermark:
 		return true
 	}
-	return p.caughtUp && now.Sub(p.lastRecord) >= idleAfter && p.watermark+p.size+p.lateness <= newest
+	return p.idle(now, newest)
 }
 
 // join sums a waiting window's parts into the first one's window; the
@@ -186,6 +186,7 @@ func (s *DetectStage) join(w *pendingWindow) ClosedWindow {
 // instance no longer reads: their records are above its committed offset,
 // so its next owner reads them again.
 func (s *DetectStage) dropPartition(part int32) {
+	s.dropWaiting(part)
 	for id, ws := range s.asm.pending {
 		kept := ws[:0]
 		for _, w := range ws {
@@ -216,26 +217,38 @@ func (s *DetectStage) dropPartition(part int32) {
 // there: the committable offset stays below the first, and the checkpoint
 // names the second (partitionCheckpoint.Held).
 func (s *DetectStage) waitingFrom() (map[int32]int64, map[int32]map[string]int64) {
-	if s.asm.parts == 0 {
+	if s.asm.parts == 0 && len(s.bar.waiting) == 0 {
 		return nil, nil
 	}
 	first := map[int32]int64{}
 	held := map[int32]map[string]int64{}
+	wait := func(id string, start int64, part int32, offset int64) {
+		if f, ok := first[part]; !ok || offset < f {
+			first[part] = offset
+		}
+		h := held[part]
+		if h == nil {
+			h = map[string]int64{}
+			held[part] = h
+		}
+		if st, ok := h[id]; !ok || start < st {
+			h[id] = start
+		}
+	}
 	for id, ws := range s.asm.pending {
 		for _, w := range ws {
 			for _, cw := range w.parts {
-				if f, ok := first[cw.Partition]; !ok || cw.FirstOffset < f {
-					first[cw.Partition] = cw.FirstOffset
-				}
-				h := held[cw.Partition]
-				if h == nil {
-					h = map[string]int64{}
-					held[cw.Partition] = h
-				}
-				if st, ok := h[id]; !ok || w.start < st {
-					h[id] = w.start
-				}
+				wait(id, w.start, cw.Partition, cw.FirstOffset)
 			}
+		}
+	}
+	// Windows whole or joined, waiting for every partition to be done
+	// with their index (barrier.go).
+	for _, cw := range s.bar.waiting {
+		start := cw.Start.UnixNano()
+		wait(cw.DeviceID, start, cw.Partition, cw.FirstOffset)
+		for _, o := range cw.Others {
+			wait(cw.DeviceID, start, o.Partition, o.First)
 		}
 	}
 	return first, held

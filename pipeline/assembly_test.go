@@ -37,8 +37,15 @@ func newAssemblyStage(t *testing.T, parts int, restored map[int]partitionCheckpo
 }
 
 // add puts one record of device id on a partition, as DetectStage.process
-// does, and collects the windows handed to scoring.
+// does, and collects the windows handed on to scoring, before the barrier
+// (barrier_test.go).
 func (a *assemblyStage) add(part int, offset int64, id string, at time.Time) {
+	a.collect(a.s.route(a.record(part, offset, id, at), nil))
+}
+
+// record puts one record of device id on a partition and returns the
+// windows it closed.
+func (a *assemblyStage) record(part int, offset int64, id string, at time.Time) []ClosedWindow {
 	s := a.s
 	p := s.partitions[part]
 	if p == nil {
@@ -51,7 +58,7 @@ func (a *assemblyStage) add(part int, offset int64, id string, at time.Time) {
 		s.partitions[part] = p
 	}
 	s.closed, _ = p.Add(id, "meter", at, offset, features.Flow{Dst: 7, DstPort: 443, BytesOut: 100, PacketsOut: 1}, s.closed[:0])
-	a.collect(s.route(s.closed, nil))
+	return s.closed
 }
 
 func (a *assemblyStage) drain(now time.Time) { a.collect(a.s.drainAssembled(now, nil)) }
@@ -165,7 +172,9 @@ func TestPartsOfADeviceOnSeveralPartitionsAreScoredAsOneWindow(t *testing.T) {
 }
 
 // A device seen on one partition only — records keyed by device — has each
-// window scored as its partition closes it, without waiting.
+// window handed on as its partition closes it, without waiting for parts
+// (it may still wait for the other partitions to be done with its window
+// index: barrier_test.go).
 func TestKeyedDeviceWindowsAreScoredWithoutWaiting(t *testing.T) {
 	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	a := newAssemblyStage(t, 2, nil)

@@ -102,8 +102,11 @@ type DetectStage struct {
 	pendingClosedAt []time.Time
 	closed          []ClosedWindow
 	// asm joins the parts of a device's windows read on several partitions
-	// (assembly.go); ready holds the windows to score.
-	asm     assembler
+	// (assembly.go).
+	asm assembler
+	// bar holds closed windows until every partition is done with their
+	// window index (barrier.go); ready holds the windows to score.
+	bar     barrier
 	ready   []ClosedWindow
 	fetched []kgo.FetchTopicPartition
 	// batch is the poll's records in processing order, decoded ahead.
@@ -405,10 +408,13 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message, rec *decode.
 			s.metrics.RecordsLate.WithLabelValues(topic).Inc()
 		}
 		if len(s.closed) > 0 {
-			s.ready = s.route(s.closed, s.ready[:0])
-			if err := s.score(ctx, s.ready); err != nil {
-				return err
+			// Judged once every partition is done with their window
+			// index (barrier.go), after the poll.
+			now := time.Now().UnixNano()
+			for i := range s.closed {
+				s.closed[i].closedAt = now
 			}
+			s.bar.waiting = s.route(s.closed, s.bar.waiting)
 		}
 	}
 	if len(s.pending) > 0 && time.Since(s.pendingSince) >= s.cfg.AlertBatchDelay {
@@ -422,7 +428,7 @@ func (s *DetectStage) score(ctx context.Context, ws []ClosedWindow) error {
 	if len(ws) == 0 {
 		return nil
 	}
-	closedAt := time.Now()
+	started := time.Now()
 	verdicts, err := s.detector.ScoreWindows(ctx, ws, s.verdicts[:0])
 	s.verdicts = verdicts
 	for i := range ws {
@@ -437,23 +443,31 @@ func (s *DetectStage) score(ctx context.Context, ws []ClosedWindow) error {
 	if err != nil {
 		return err
 	}
-	s.metrics.StageLatency.WithLabelValues("score").Observe(time.Since(closedAt).Seconds())
-	for _, v := range verdicts {
+	s.metrics.StageLatency.WithLabelValues("score").Observe(time.Since(started).Seconds())
+	for i, v := range verdicts {
+		// From when the window closed, its wait for parts and for the
+		// other partitions included.
+		at := started
+		if i < len(ws) && ws[i].closedAt != 0 {
+			at = time.Unix(0, ws[i].closedAt)
+		}
 		for _, a := range v.Alerts {
 			s.queue(a)
-			s.pendingClosedAt = append(s.pendingClosedAt, closedAt)
+			s.pendingClosedAt = append(s.pendingClosedAt, at)
 		}
 	}
 	return nil
 }
 
-// scoreAssembled scores the waiting windows that are now complete
-// (assembly.go).
+// scoreAssembled scores the waiting windows that are now complete — their
+// parts joined (assembly.go) and every partition done with their window
+// index (barrier.go).
 func (s *DetectStage) scoreAssembled(ctx context.Context) error {
-	if s.asm.parts == 0 {
-		return nil
+	now := time.Now()
+	if s.asm.parts > 0 {
+		s.bar.waiting = s.drainAssembled(now, s.bar.waiting)
 	}
-	s.ready = s.drainAssembled(time.Now(), s.ready[:0])
+	s.ready = s.releaseBarrier(now, s.ready[:0])
 	return s.score(ctx, s.ready)
 }
 
@@ -611,8 +625,9 @@ func (s *DetectStage) saveFleets(ctx context.Context) {
 func (s *DetectStage) commit(ctx context.Context) {
 	s.queueSettled(ctx)
 	var newest int64
+	waiting := s.bar.waitingDevices(s.asm.waiting)
 	for _, p := range s.partitions {
-		for _, a := range s.detector.ExpireIncidents(p, s.asm.waiting, nil) {
+		for _, a := range s.detector.ExpireIncidents(p, waiting, nil) {
 			s.queue(a)
 		}
 		newest = max(newest, p.watermark)
@@ -659,7 +674,7 @@ func (s *DetectStage) commit(ctx context.Context) {
 	}
 	s.metrics.TrackedDevices.Set(float64(devices))
 	s.checkKeying()
-	s.metrics.OpenWindows.Set(float64(open + s.asm.parts))
+	s.metrics.OpenWindows.Set(float64(open + s.asm.parts + len(s.bar.waiting)))
 
 	if len(next) == 0 {
 		return

@@ -335,14 +335,16 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 }
 
 // distinctDevices returns the length of the longest prefix of ws in which
-// no device has two windows (at least 1).
+// no device has two windows and every window has the first's index (at
+// least 1): the detection stage hands windows over in window order, and a
+// run is then one window index of the devices, as in JudgeOffline.
 func (d *Detector) distinctDevices(ws []ClosedWindow) int {
 	if d.batchSeen == nil {
 		d.batchSeen = map[string]struct{}{}
 	}
 	clear(d.batchSeen)
 	for i := range ws {
-		if _, ok := d.batchSeen[ws[i].DeviceID]; ok {
+		if _, ok := d.batchSeen[ws[i].DeviceID]; ok || ws[i].Index != ws[0].Index {
 			return i
 		}
 		d.batchSeen[ws[i].DeviceID] = struct{}{}
@@ -747,7 +749,8 @@ func (d *Detector) ExpireIncidents(p *partitionWindows, waiting func(deviceID st
 	for _, st := range p.devices {
 		if !st.incident.Open() || waiting(st.id) {
 			// A device with windows waiting for its parts on other
-			// partitions is not quiet: they are judged first.
+			// partitions, or for the other partitions to be done
+			// with their index, is not quiet: they are judged first.
 			continue
 		}
 		out = d.expire(p, st, closedThrough, out)

@@ -1,7 +1,7 @@
 // Package pipeline owns chainwatch's Kafka stages and the path of a record
 // through them:
 //
-//	iot.flows ──► DetectStage (detect.go) ─ decode/ ─► windows.go ─► detector.go ─► incidents/ ─► sinks/ (outbox) ─► ledger, chainwatch.alerts, log, SIEM webhooks
+//	iot.flows ──► DetectStage (detect.go) ─ decode/ ─► windows.go ─► barrier.go ─► detector.go ─► incidents/ ─► sinks/ (outbox) ─► ledger, chainwatch.alerts, log, SIEM webhooks
 //	          │          ├─ bad record ─► chainwatch.dlq (dlq.go)
 //	          │          └─ checkpoints ─► chainwatch.state (statestore.go)
 //	          └─► AnchorStage (anchor.go) ─ integrity/ (Merkle roots, kept leaves, seals) ─► ledger seals
@@ -12,8 +12,11 @@
 //   - package decode turns raw Kafka values into FlowRecords (native JSON,
 //     goflow2) and telemetry Envelopes; registry.go resolves the device;
 //   - windows.go groups a device's flows into tumbling event-time windows and
-//     closes them at the partition's watermark; models/features computes
-//     each closed window's behaviour vector;
+//     closes them at the partition's watermark; assembly.go joins a device's
+//     parts from several partitions, and barrier.go holds closed windows
+//     until every partition is done with their window index, so that a
+//     minute's windows are judged together; models/features computes each
+//     closed window's behaviour vector;
 //   - detector.go judges closed windows with the profile's behaviour model
 //     against each device's own baseline (models/behaviour.go) and hands the
 //     verdicts to the device's incident state (package incidents), whose

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"math"
 	"slices"
 	"time"
 
@@ -56,6 +57,9 @@ type ClosedWindow struct {
 	window *features.Window
 	// observed is set once Vector is computed (observe).
 	observed bool
+	// closedAt is when (wall clock, Unix ns) the detection stage closed
+	// the window, for the close-to-alert latency (0: unknown).
+	closedAt int64
 }
 
 // deviceModel is what is known of a device beyond its current window: its
@@ -147,7 +151,11 @@ type partitionWindows struct {
 	// Entries go stale when a device moves on; closing checks d.start.
 	open   map[int64][]*deviceState
 	starts []int64 // sorted keys of open
-	free   []*features.Window
+	// openN counts, by window start, the windows still open there: a
+	// partition is done with the windows before the oldest start that has
+	// one (doneBefore).
+	openN map[int64]int
+	free  []*features.Window
 	// processed is the newest offset handed to Add.
 	processed int64
 	// replayedThrough is the newest offset the partition's previous owner
@@ -193,7 +201,7 @@ func newPartitionWindows(cfg WindowConfig, partition int32) *partitionWindows {
 	cfg = cfg.WithDefaults()
 	return &partitionWindows{
 		size: int64(cfg.Size), lateness: int64(cfg.AllowedLateness), partition: partition,
-		devices: map[string]*deviceState{}, open: map[int64][]*deviceState{}, processed: -1, replayedThrough: -1,
+		devices: map[string]*deviceState{}, open: map[int64][]*deviceState{}, openN: map[int64]int{}, processed: -1, replayedThrough: -1,
 	}
 }
 
@@ -326,6 +334,7 @@ func (p *partitionWindows) Add(deviceID, profile string, t time.Time, offset int
 			p.starts = slices.Insert(p.starts, i, start)
 		}
 		p.open[start] = append(p.open[start], d)
+		p.openN[start]++
 	}
 	if accepted {
 		d.win.Add(f)
@@ -348,9 +357,35 @@ func (p *partitionWindows) closeThrough(wm int64, closed []ClosedWindow) []Close
 			}
 		}
 		delete(p.open, s)
+		delete(p.openN, s)
 		p.starts = p.starts[1:]
 	}
 	return closed
+}
+
+// doneBefore returns the start of the partition's oldest window still open
+// (math.MaxInt64 when none is): every window of a device seen here that
+// starts before it is closed. A device silent so far may still open one
+// there, until the watermark passes it; its window is then judged after
+// its peers' (barrier.go).
+func (p *partitionWindows) doneBefore() int64 {
+	for len(p.starts) > 0 && p.openN[p.starts[0]] == 0 {
+		delete(p.open, p.starts[0])
+		delete(p.openN, p.starts[0])
+		p.starts = p.starts[1:]
+	}
+	if len(p.starts) == 0 {
+		return math.MaxInt64
+	}
+	return p.starts[0]
+}
+
+// idle reports whether the partition has delivered everything it holds,
+// been silent for idleAfter and fallen a window behind newest, the newest
+// watermark of this instance's partitions: it then holds back no window
+// read on another partition (assembly.go, barrier.go).
+func (p *partitionWindows) idle(now time.Time, newest int64) bool {
+	return p.caughtUp && now.Sub(p.lastRecord) >= idleAfter && p.watermark+p.size+p.lateness <= newest
 }
 
 func (p *partitionWindows) close(d *deviceState) ClosedWindow {
@@ -365,6 +400,7 @@ func (p *partitionWindows) close(d *deviceState) ClosedWindow {
 		cw.observe(nil)
 	}
 	d.win = nil
+	p.openN[d.start]--
 	d.closedThrough = d.start
 	d.dirty = true // its feature context, baseline and incident state move on
 	return cw

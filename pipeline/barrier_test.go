@@ -1,0 +1,161 @@
+package pipeline
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+// hold puts one record on a partition as DetectStage.process does: the
+// windows it closes wait in the barrier.
+func (a *assemblyStage) hold(part int, offset int64, id string, at time.Time) {
+	a.s.bar.waiting = a.s.route(a.record(part, offset, id, at), a.s.bar.waiting)
+}
+
+// release collects what DetectStage.scoreAssembled would judge at now, and
+// returns the devices and window indices handed over, in order.
+func (a *assemblyStage) release(now time.Time) []string {
+	ws := a.s.releaseBarrier(now, a.s.drainAssembled(now, nil))
+	var got []string
+	for _, cw := range ws {
+		got = append(got, cw.DeviceID)
+	}
+	a.collect(ws)
+	return got
+}
+
+// The windows of one window index reach the detector together, whatever
+// order their devices closed them in: a window closed by its device's next
+// record waits until every partition is done with its index, and a
+// release is in device order. Until then its records are not committed and
+// the checkpoint names it.
+func TestWindowsOfOneIndexAreJudgedTogether(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	a := newAssemblyStage(t, 2, nil)
+	// Devices b and c on partition 0, a on partition 1, in minute 0.
+	a.hold(0, 0, "c", t0.Add(5*time.Second))
+	a.hold(0, 1, "b", t0.Add(6*time.Second))
+	a.hold(1, 0, "a", t0.Add(7*time.Second))
+	now := t0.Add(time.Hour)
+
+	a.hold(0, 2, "c", t0.Add(61*time.Second)) // c's minute 0 closes
+	if got := a.release(now); len(got) != 0 {
+		t.Fatalf("%v handed over while b's minute 0 was open on the same partition", got)
+	}
+	a.hold(0, 3, "b", t0.Add(62*time.Second)) // b's too: partition 0 is done
+	if got := a.release(now); len(got) != 0 {
+		t.Fatalf("%v handed over while a's minute 0 was open on partition 1", got)
+	}
+	first, held := a.s.waitingFrom()
+	if first[0] != 0 || held[0]["b"] != t0.UnixNano() || held[0]["c"] != t0.UnixNano() {
+		t.Fatalf("waiting windows: oldest offset %v, held %v; want partition 0 from offset 0, b and c at minute 0", first, held)
+	}
+	if off := min(a.s.partitions[0].committable(), first[0]-1); off != -1 {
+		t.Fatalf("partition 0 committable through %d with its minute-0 windows unjudged", off)
+	}
+
+	a.hold(1, 1, "a", t0.Add(63*time.Second)) // every partition is done with minute 0
+	if got := a.release(now); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("handed over %v, want minute 0 of a, b and c together, in device order", got)
+	}
+	if got := a.flows[t0.Unix()/60]; got != 1 {
+		t.Fatalf("a's minute 0 judged with %d flows, want 1", got)
+	}
+	if n := len(a.s.bar.waiting); n != 0 {
+		t.Fatalf("%d windows still waiting", n)
+	}
+	if first, _ := a.s.waitingFrom(); len(first) != 0 {
+		t.Fatalf("offsets still held back after the release: %v", first)
+	}
+}
+
+// A device that sends nothing in the next window holds its partition's
+// window index until the watermark closes it — the allowed lateness after
+// the window's end — and no longer.
+func TestASilentDeviceHoldsItsIndexUntilTheWatermark(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	a := newAssemblyStage(t, 2, nil)
+	a.hold(0, 0, "b", t0.Add(5*time.Second))
+	a.hold(1, 0, "s", t0.Add(6*time.Second)) // s sends one record a few minutes
+	a.hold(1, 1, "a", t0.Add(7*time.Second))
+	a.hold(0, 1, "b", t0.Add(62*time.Second))
+	a.hold(1, 2, "a", t0.Add(65*time.Second))
+	now := t0.Add(time.Hour)
+	if got := a.release(now); len(got) != 0 {
+		t.Fatalf("%v handed over while s's minute 0 could still take a record", got)
+	}
+	a.hold(1, 3, "a", t0.Add(71*time.Second)) // the watermark passes minute 0's end and lateness
+	if got := a.release(now); !slices.Equal(got, []string{"a", "b", "s"}) {
+		t.Fatalf("handed over %v, want minute 0 of a, b and s", got)
+	}
+}
+
+// A partition that has delivered everything it holds and stays silent does
+// not hold back the other partitions' windows: after idleAfter, a window
+// behind them, it no longer counts.
+func TestAnIdlePartitionHoldsNoIndexBack(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	a := newAssemblyStage(t, 2, nil)
+	a.hold(1, 0, "s", t0.Add(5*time.Second)) // partition 1 then falls silent
+	for i := range 4 {
+		a.hold(0, int64(i), "a", t0.Add(time.Duration(60*i+5)*time.Second))
+	}
+	quiet := time.Date(2026, 11, 26, 15, 0, 0, 0, time.UTC)
+	for _, p := range a.s.partitions {
+		p.caughtUp, p.lastRecord = true, quiet
+	}
+	if got := a.release(quiet.Add(idleAfter / 2)); len(got) != 0 {
+		t.Fatalf("%v handed over before partition 1 had been silent for idleAfter", got)
+	}
+	if got := a.release(quiet.Add(idleAfter)); !slices.Equal(got, []string{"a", "a", "a"}) {
+		t.Fatalf("handed over %v after partition 1 went idle, want a's minutes 0–2", got)
+	}
+}
+
+// A restart from a checkpoint taken while a window waited reads its records
+// again from the committed offset and judges the window once, whole.
+func TestAWaitingWindowIsJudgedOnceAcrossARestart(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	type rec struct {
+		part   int
+		offset int64
+		id     string
+		secs   int
+	}
+	recs := []rec{
+		{0, 0, "a", 5}, {0, 1, "a", 20}, {1, 0, "b", 6}, {0, 2, "a", 40},
+		{0, 3, "a", 61}, // a's minute 0 closes and waits for b's
+		{1, 1, "b", 63}, {0, 4, "a", 125}, {1, 2, "b", 126},
+	}
+	a := newAssemblyStage(t, 2, nil)
+	for _, r := range recs[:5] {
+		a.hold(r.part, r.offset, r.id, t0.Add(time.Duration(r.secs)*time.Second))
+	}
+	now := t0.Add(time.Hour)
+	if got := a.release(now); len(got) != 0 {
+		t.Fatalf("%v handed over while b's minute 0 was open", got)
+	}
+	first, held := a.s.waitingFrom()
+	checkpoints, committed := map[int]partitionCheckpoint{}, map[int]int64{}
+	for part, p := range a.s.partitions {
+		off := p.committable()
+		if f, ok := first[int32(part)]; ok {
+			off = min(off, f-1)
+		}
+		committed[part] = off
+		checkpoints[part] = p.checkpoint(held[int32(part)])
+	}
+	if committed[0] != -1 {
+		t.Fatalf("partition 0 committable through %d while a's minute 0 waited", committed[0])
+	}
+	b := newAssemblyStage(t, 2, checkpoints)
+	for _, r := range recs {
+		if r.offset > committed[r.part] {
+			b.hold(r.part, r.offset, r.id, t0.Add(time.Duration(r.secs)*time.Second))
+		}
+	}
+	b.release(now)
+	if got := b.flows[t0.Unix()/60]; got != 3 {
+		t.Fatalf("after the restart a's minute 0 judged with %d flows, want 3 (judged %v)", got, b.flows)
+	}
+}
