@@ -26,13 +26,20 @@ import (
 // together, as the offline judgement does (JudgeOffline): a closed window
 // waits here until every partition this instance reads is done with its
 // index — no window of a device seen there is still open at that start or
-// before it (partitionWindows.doneBefore) — or has gone idle
-// (partitionWindows.idle), and the windows released at once are judged in
+// before it (partitionWindows.doneBefore) — or has gone silent
+// (partitionWindows.silent, below), and the windows released at once are judged in
 // window order, then by device. The wait is bounded by the watermark: a
 // partition closes every window the watermark has passed, so a window
 // waits at most the allowed lateness after its end, and usually until its
 // devices' next records. A device silent until then that opens a window
-// of an index already released is judged after its peers, as before.
+// of an index already released is judged after its peers, as before. A
+// partition that has delivered nothing for idleAfter and fallen a window
+// behind the others holds nothing back, whether or not it had read to the
+// end of its log (partitionWindows.silent): one the broker stopped serving
+// must not stop detection on every other partition. Its windows, when it
+// comes back, are judged after their peers'. (Assembly waits for such a
+// partition, since a part judged without it is a part; here only the
+// grouping is at stake.)
 //
 // Exactly once: a waiting window's records are not committed and the
 // partition's checkpoint names its device and start (waitingFrom), as for
@@ -55,7 +62,7 @@ type releaseKey struct {
 
 // bound returns the start before which every partition of the instance is
 // done with its windows: the oldest window start still open on a partition
-// that is not idle (math.MaxInt64 when there is none).
+// that is not silent (math.MaxInt64 when there is none).
 func (s *DetectStage) bound(now time.Time) int64 {
 	var newest int64
 	for _, p := range s.partitions {
@@ -63,7 +70,7 @@ func (s *DetectStage) bound(now time.Time) int64 {
 	}
 	b := int64(math.MaxInt64)
 	for _, p := range s.partitions {
-		if p.idle(now, newest) {
+		if p.silent(now, newest) {
 			continue
 		}
 		b = min(b, p.doneBefore())

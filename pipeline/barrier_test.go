@@ -90,25 +90,28 @@ func TestASilentDeviceHoldsItsIndexUntilTheWatermark(t *testing.T) {
 	}
 }
 
-// A partition that has delivered everything it holds and stays silent does
-// not hold back the other partitions' windows: after idleAfter, a window
-// behind them, it no longer counts.
-func TestAnIdlePartitionHoldsNoIndexBack(t *testing.T) {
-	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
-	a := newAssemblyStage(t, 2, nil)
-	a.hold(1, 0, "s", t0.Add(5*time.Second)) // partition 1 then falls silent
-	for i := range 4 {
-		a.hold(0, int64(i), "a", t0.Add(time.Duration(60*i+5)*time.Second))
-	}
-	quiet := time.Date(2026, 11, 26, 15, 0, 0, 0, time.UTC)
-	for _, p := range a.s.partitions {
-		p.caughtUp, p.lastRecord = true, quiet
-	}
-	if got := a.release(quiet.Add(idleAfter / 2)); len(got) != 0 {
-		t.Fatalf("%v handed over before partition 1 had been silent for idleAfter", got)
-	}
-	if got := a.release(quiet.Add(idleAfter)); !slices.Equal(got, []string{"a", "a", "a"}) {
-		t.Fatalf("handed over %v after partition 1 went idle, want a's minutes 0–2", got)
+// A partition that stays silent does not hold back the other partitions'
+// windows: after idleAfter, a window behind them, it no longer counts —
+// whether it had read to the end of its log or was left behind by a broker
+// that stopped serving it.
+func TestASilentPartitionHoldsNoIndexBack(t *testing.T) {
+	for _, caughtUp := range []bool{true, false} {
+		t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+		a := newAssemblyStage(t, 2, nil)
+		a.hold(1, 0, "s", t0.Add(5*time.Second)) // partition 1 then falls silent
+		for i := range 4 {
+			a.hold(0, int64(i), "a", t0.Add(time.Duration(60*i+5)*time.Second))
+		}
+		quiet := time.Date(2026, 11, 26, 15, 0, 0, 0, time.UTC)
+		for _, p := range a.s.partitions {
+			p.caughtUp, p.lastRecord = caughtUp, quiet
+		}
+		if got := a.release(quiet.Add(idleAfter / 2)); len(got) != 0 {
+			t.Fatalf("caught up %v: %v handed over before partition 1 had been silent for idleAfter", caughtUp, got)
+		}
+		if got := a.release(quiet.Add(idleAfter)); !slices.Equal(got, []string{"a", "a", "a"}) {
+			t.Fatalf("caught up %v: handed over %v after partition 1 fell silent, want a's minutes 0–2", caughtUp, got)
+		}
 	}
 }
 

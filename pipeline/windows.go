@@ -380,12 +380,18 @@ func (p *partitionWindows) doneBefore() int64 {
 	return p.starts[0]
 }
 
-// idle reports whether the partition has delivered everything it holds,
-// been silent for idleAfter and fallen a window behind newest, the newest
-// watermark of this instance's partitions: it then holds back no window
-// read on another partition (assembly.go, barrier.go).
+// idle reports whether the partition has delivered everything it holds
+// and is silent (silent): it then holds back no part of a window read on
+// another partition (assembly.go).
 func (p *partitionWindows) idle(now time.Time, newest int64) bool {
-	return p.caughtUp && now.Sub(p.lastRecord) >= idleAfter && p.watermark+p.size+p.lateness <= newest
+	return p.caughtUp && p.silent(now, newest)
+}
+
+// silent reports whether the partition has delivered nothing for idleAfter
+// and fallen a window behind newest, the newest watermark of this
+// instance's partitions: it then holds back no window index (barrier.go).
+func (p *partitionWindows) silent(now time.Time, newest int64) bool {
+	return now.Sub(p.lastRecord) >= idleAfter && p.watermark+p.size+p.lateness <= newest
 }
 
 func (p *partitionWindows) close(d *deviceState) ClosedWindow {
