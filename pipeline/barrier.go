@@ -18,17 +18,17 @@ import (
 // tally could speak for the profile (before half the profile had been
 // judged) opened an incident of its own and was reported, where the same
 // window judged a poll later joined the episode. On the simulator-step
-// benchmark fleet four of eleven false incidents were such devices, and the
-// verdicts of the detection benchmark moved by an attack when the machine
-// was loaded (docs/DETECTION.md).
+// benchmark fleet four of eleven false incidents were such devices; the
+// detection benchmark's verdicts had also been seen to move by an attack
+// when the machine was loaded, likely this way (docs/DETECTION.md).
 //
 // The stage therefore judges a profile's windows of one window index
 // together, as the offline judgement does (JudgeOffline): a closed window
 // waits here until every partition this instance reads is done with its
 // index — no window of a device seen there is still open at that start or
-// before it (partitionWindows.doneBefore) — or has gone silent
-// (partitionWindows.silent, below), and the windows released at once are judged in
-// window order, then by device. The wait is bounded by the watermark: a
+// before it (partitionWindows.doneBefore) — or has gone silent (below),
+// and the windows released at once are judged in window order, then by
+// device. The wait is bounded by the watermark: a
 // partition closes every window the watermark has passed, so a window
 // waits at most the allowed lateness after its end, and usually until its
 // devices' next records. A device silent until then that opens a window
