@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -160,5 +162,86 @@ func TestAWaitingWindowIsJudgedOnceAcrossARestart(t *testing.T) {
 	b.release(now)
 	if got := b.flows[t0.Unix()/60]; got != 3 {
 		t.Fatalf("after the restart a's minute 0 judged with %d flows, want 3 (judged %v)", got, b.flows)
+	}
+}
+
+// However the partitions' records interleave and however often the stage
+// releases, every window index reaches the detector whole — all its
+// devices in one release, in device order — when each device sends in
+// every minute: what is judged together does not depend on polls.
+func TestAWindowIndexIsReleasedWholeWhateverThePolls(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	type rec struct {
+		part int
+		id   string
+		at   time.Time
+	}
+	rng := rand.New(rand.NewPCG(7, 9))
+	var parts [3][]rec
+	for p := range parts {
+		for minute := range 8 {
+			for d := range 4 {
+				id := fmt.Sprintf("d%d%d", p, d)
+				for range 1 + rng.IntN(3) {
+					parts[p] = append(parts[p], rec{p, id, t0.Add(time.Duration(minute)*time.Minute + time.Duration(rng.IntN(60))*time.Second)})
+				}
+			}
+		}
+		slices.SortStableFunc(parts[p], func(a, b rec) int { return a.at.Compare(b.at) })
+	}
+	now := t0.Add(time.Hour)
+	// groups runs one reading: order says which partition's next record
+	// comes next, release whether the stage releases after it.
+	groups := func(order func() int, release func() bool) map[int64][]string {
+		a := newAssemblyStage(t, 3, nil)
+		got := map[int64][]string{}
+		next, offset := [3]int{}, [3]int64{}
+		for left := len(parts[0]) + len(parts[1]) + len(parts[2]); left > 0; left-- {
+			p := order()
+			for next[p] == len(parts[p]) {
+				p = (p + 1) % 3
+			}
+			r := parts[p][next[p]]
+			next[p]++
+			a.hold(p, offset[p], r.id, r.at)
+			offset[p]++
+			a.s.partitions[p].lastRecord = now // delivering: not silent
+			if !release() && left > 1 {
+				continue
+			}
+			ws := a.s.releaseBarrier(now, nil)
+			byIndex := map[int64][]string{}
+			for _, cw := range ws {
+				byIndex[cw.Index] = append(byIndex[cw.Index], cw.DeviceID)
+			}
+			for index, ids := range byIndex {
+				if _, again := got[index]; again {
+					t.Fatalf("window index %d released in two parts: %v, then %v", index, got[index], ids)
+				}
+				got[index] = ids
+			}
+		}
+		return got
+	}
+	// By timestamp across partitions, released after every record.
+	i := 0
+	merged := slices.Concat(parts[0], parts[1], parts[2])
+	slices.SortStableFunc(merged, func(a, b rec) int { return a.at.Compare(b.at) })
+	inOrder := groups(func() int { i++; return merged[i-1].part }, func() bool { return true })
+	// A partition at a time in random runs, released now and then.
+	random := groups(func() int { return rng.IntN(3) }, func() bool { return rng.IntN(5) == 0 })
+	var all []string
+	for p := range 3 {
+		for d := range 4 {
+			all = append(all, fmt.Sprintf("d%d%d", p, d))
+		}
+	}
+	for minute := range 7 { // the eighth never closes
+		index := t0.Add(time.Duration(minute)*time.Minute).Unix() / 60
+		for name, got := range map[string]map[int64][]string{"in timestamp order": inOrder, "at random": random} {
+			if !slices.Equal(got[index], all) {
+				t.Fatalf("%s: minute %d released as %v, want all twelve devices together, in order", name, minute, got[index])
+			}
+		}
 	}
 }
