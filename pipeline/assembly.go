@@ -104,10 +104,10 @@ func (s *DetectStage) route(parts []ClosedWindow, ready []ClosedWindow) []Closed
 	return ready
 }
 
-// drainAssembled appends to ready, in window order, every waiting window
-// whose partitions are all done with it, its parts joined.
+// drainAssembled appends to ready every waiting window whose partitions
+// are all done with it, its parts joined, each device's in window order.
+// The barrier (barrier.go) orders them with the other windows for judging.
 func (s *DetectStage) drainAssembled(now time.Time, ready []ClosedWindow) []ClosedWindow {
-	from := len(ready)
 	var newest int64 // the newest watermark of this instance's partitions
 	for _, p := range s.partitions {
 		newest = max(newest, p.watermark)
@@ -124,13 +124,6 @@ func (s *DetectStage) drainAssembled(now time.Time, ready []ClosedWindow) []Clos
 			s.asm.pending[id] = slices.Delete(ws, 0, n)
 		}
 	}
-	// Map order is random; scoring is in time order, then by device.
-	slices.SortFunc(ready[from:], func(a, b ClosedWindow) int {
-		if c := a.Start.Compare(b.Start); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.DeviceID, b.DeviceID)
-	})
 	return ready
 }
 

@@ -78,6 +78,16 @@ func (s *DetectStage) bound(now time.Time) int64 {
 	return b
 }
 
+// complete appends to ready, in the order they are to be judged, the
+// windows now complete: a device's parts joined (drainAssembled) and every
+// partition done with their window index (releaseBarrier).
+func (s *DetectStage) complete(now time.Time, ready []ClosedWindow) []ClosedWindow {
+	if s.asm.parts > 0 {
+		s.bar.waiting = s.drainAssembled(now, s.bar.waiting)
+	}
+	return s.releaseBarrier(now, ready)
+}
+
 // releaseBarrier appends to ready, in window order and then by device, the
 // waiting windows that every partition is done with, and keeps the rest.
 func (s *DetectStage) releaseBarrier(now time.Time, ready []ClosedWindow) []ClosedWindow {

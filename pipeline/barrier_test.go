@@ -15,9 +15,9 @@ func (a *assemblyStage) hold(part int, offset int64, id string, at time.Time) {
 }
 
 // release collects what DetectStage.scoreAssembled would judge at now, and
-// returns the devices and window indices handed over, in order.
+// returns the devices of the windows handed over, in order.
 func (a *assemblyStage) release(now time.Time) []string {
-	ws := a.s.releaseBarrier(now, a.s.drainAssembled(now, nil))
+	ws := a.s.complete(now, nil)
 	var got []string
 	for _, cw := range ws {
 		got = append(got, cw.DeviceID)
@@ -209,7 +209,7 @@ func TestAWindowIndexIsReleasedWholeWhateverThePolls(t *testing.T) {
 			if !release() && left > 1 {
 				continue
 			}
-			ws := a.s.releaseBarrier(now, nil)
+			ws := a.s.complete(now, nil)
 			byIndex := map[int64][]string{}
 			for _, cw := range ws {
 				byIndex[cw.Index] = append(byIndex[cw.Index], cw.DeviceID)

@@ -463,11 +463,7 @@ func (s *DetectStage) score(ctx context.Context, ws []ClosedWindow) error {
 // parts joined (assembly.go) and every partition done with their window
 // index (barrier.go).
 func (s *DetectStage) scoreAssembled(ctx context.Context) error {
-	now := time.Now()
-	if s.asm.parts > 0 {
-		s.bar.waiting = s.drainAssembled(now, s.bar.waiting)
-	}
-	s.ready = s.releaseBarrier(now, s.ready[:0])
+	s.ready = s.complete(time.Now(), s.ready[:0])
 	return s.score(ctx, s.ready)
 }
 

@@ -212,9 +212,10 @@ func (f *fleetJudge) advance(rule incidents.Rule, m *models.Model, st *incidents
 		f.Hold(w.Index)
 	}
 	// An incident of the device's own that the episode explains now — one
-	// opened, and reported, in the episode's first minute by a poll batch
-	// that came before the minute's tally showed most of the profile
-	// raised — is vouched for as well: without this its windows, all
+	// opened, and reported, in the episode's first minute on a window
+	// judged before the minute's tally showed most of the profile raised
+	// (a device whose first record of the minute came after its peers'
+	// windows had been judged, barrier.go) — is vouched for as well: without this its windows, all
 	// anomalous, never taught its baseline, and it stayed open for hours
 	// after its peers' had followed (simulator-step, docs/DETECTION.md).
 	vouched := f.Open() && !st.Absorbed() && st.Open() && j.Anomalous && f.stillExplained(rule, m, r)
