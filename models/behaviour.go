@@ -164,7 +164,11 @@ import (
 //     rate of clusters per window (runs declustering, Coles 2001, §5.3.2;
 //     evt.FitClusters). Counted window by window, one device that stays
 //     above the tail threshold for an hour would weigh as sixty
-//     exceedances and set the profile's levels alone.
+//     exceedances and set the profile's levels alone. For the same reason
+//     the tail's threshold is lowered when the top 2 % of a statistic
+//     holds fewer than evt.MinClusters clusters: on a sparse profile the
+//     top of the sustained statistic was three long runs of one noisy
+//     device, and a scale fitted to three excesses set that rule's level.
 //
 //     The levels are placed on the plug-in fits, which hold the budget
 //     when the fits are exact. How far they are to be trusted is

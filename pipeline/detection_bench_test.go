@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/csv"
 	"fmt"
@@ -188,6 +189,9 @@ func detectionFleets() []detectionFleet {
 		// Name lookups: three in ten cloud connections follow a query
 		// to the site's resolver.
 		campusFleet("campus-dns", "the campus fleet whose devices ask the site's resolver before three in ten of their cloud connections", campusOptions{hour: 8, optIn: true, dns: true}),
+		// The size: 60 devices, 15 of each profile, so that each
+		// profile's tails rest on a quarter of the training windows.
+		campusFleet("campus-60", "the campus fleet at 60 devices", campusOptions{hour: 8, optIn: true, devices: 60}),
 	}
 }
 
@@ -198,18 +202,20 @@ type campusOptions struct {
 	optIn      bool           // run only when named
 	cloudPools bool           // campus.Config.CloudPools
 	dns        bool           // campus.Config.DNSLookups
+	devices    int            // 0: 240
 }
 
-// campusFleet is simulator/campus's fleet of 240 devices from o.hour on
-// the benchmark's day.
+// campusFleet is simulator/campus's fleet (240 devices unless o.devices)
+// from o.hour on the benchmark's day.
 func campusFleet(name, describe string, o campusOptions) detectionFleet {
 	_, camAttacks := rotation()
 	shift := seedShift()
 	start := time.Date(2026, 11, 2, o.hour, 0, 0, 0, time.UTC)
+	devices := cmp.Or(o.devices, 240)
 	return detectionFleet{name: name, describe: describe, optIn: o.optIn,
-		warmup: 140 * time.Minute, live: 4 * time.Hour, devices: 240, start: start,
+		warmup: 140 * time.Minute, live: 4 * time.Hour, devices: devices, start: start,
 		produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
-			cfg := campus.Config{Kafka: env.kafka, Devices: 240, Seed: 5 + shift, Start: start, Balancer: o.balancer, CloudPools: o.cloudPools, DNSLookups: o.dns,
+			cfg := campus.Config{Kafka: env.kafka, Devices: devices, Seed: 5 + shift, Start: start, Balancer: o.balancer, CloudPools: o.cloudPools, DNSLookups: o.dns,
 				History: 150 * time.Minute, Duration: 230 * time.Minute, Attacks: camAttacks, AttackEvery: 5 * time.Minute, GroundTruth: truth}
 			fleet := campus.Fleet(cfg)
 			maker := env.as(contract.RoleManufacturer)
@@ -235,7 +241,8 @@ func campusFleet(name, describe string, o campusOptions) detectionFleet {
 // keyed by device, sparse and dense devices, other hours and fleet sizes,
 // long slow beacons, outbreaks on most of a profile at once, a
 // business-hours step after a night-time warm-up, load-balanced cloud
-// endpoints, name lookups) run only when named.
+// endpoints, name lookups, the campus fleet at the 60 devices) run
+// only when named.
 // CHAINWATCH_DETECTION_FLEET_MIN=-1 runs them with fleet episodes off.
 //
 //	go test ./pipeline -run '^$' -bench DetectionQuality -benchtime 1x -timeout 30m

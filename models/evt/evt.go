@@ -66,6 +66,15 @@
 // predictive is the plug-in tail; with few it is heavier exactly where the
 // data say least. FitExponential and FitClusters tails, whose shape is 0 by
 // construction, keep the plug-in and have PredictiveSurvival for σ.
+//
+// # Clusters
+//
+// A statistic whose exceedances come in runs (a device above its normal
+// for an hour) is fitted by FitClusters on the maxima of its clusters, the
+// rate of clusters standing for ζ. The threshold is then chosen by the
+// clusters it leaves, not by the share of scores: at least MinClusters, the
+// share above u growing until they are there, since the top 2 % of a
+// clustered sample may be a handful of episodes of one sequence.
 package evt
 
 import (
@@ -313,7 +322,8 @@ func (t *Tail) PredictiveSurvival(x float64) float64 {
 // Values, 2001, §5.3.2). scores holds several sequences one after another,
 // the i-th from starts[i] to starts[i+1] (the last to the end); within a
 // sequence, exceedances of the threshold u (the top tailShare of all
-// scores) less than run positions apart belong to one cluster.
+// scores, or a larger share when that holds fewer than MinClusters
+// clusters) less than run positions apart belong to one cluster.
 //
 // The tail's Zeta is then the rate of clusters per score, not of
 // exceedances, and Survival(x) above U is the rate at which clusters
@@ -326,13 +336,74 @@ func (t *Tail) PredictiveSurvival(x float64) float64 {
 // statistic is a level (a −log₁₀ tail probability), and so is a cluster's
 // maximum of levels, whose tail lies in the same Gumbel domain.
 func FitClusters(scores []float64, starts []int, run int, tailShare float64) (Tail, error) {
-	t, err := FitExponential(scores, tailShare)
-	if err != nil {
-		return Tail{}, err
+	if tailShare == 0 {
+		tailShare = DefaultTailShare
 	}
 	if run < 1 {
 		return Tail{}, fmt.Errorf("evt: cluster run must be at least 1, got %d", run)
 	}
+	var best Tail
+	var bestMaxima []float64
+	for share := tailShare; ; share *= clusterShareStep {
+		t, err := FitExponential(scores, share)
+		if err != nil {
+			return Tail{}, err
+		}
+		maxima, err := clusterMaxima(scores, starts, run, t.U)
+		if err != nil {
+			return Tail{}, err
+		}
+		if bestMaxima == nil || len(maxima) > len(bestMaxima) {
+			best, bestMaxima = t, maxima
+		}
+		if len(maxima) >= MinClusters || share*clusterShareStep >= MaxClusterShare {
+			break
+		}
+	}
+	if len(bestMaxima) == 0 {
+		return best, nil // no excess at all: FitExponential's degenerate tail
+	}
+	mean := 0.0
+	for _, m := range bestMaxima {
+		mean += m - best.U
+	}
+	best.Scale = mean / float64(len(bestMaxima))
+	best.Zeta = float64(len(bestMaxima)) / float64(len(scores))
+	return best, nil
+}
+
+// MinClusters is how many clusters FitClusters wants above its threshold.
+// The scale of an exponential tail is estimated by the clusters' mean
+// excess, whose relative standard error is 1/√k on k clusters; a rule's
+// level is that scale times ln(ζ/p), about 5–9 when the budget's share p
+// lies a few hundred to a few thousand times past the clusters' rate ζ, so
+// on 3 clusters the level is uncertain by several units and on 30 by about
+// one. When the top tailShare of scores holds fewer — a sparse profile's
+// sustained statistic, whose top 2 % were three long runs of one noisy
+// device — the threshold is lowered, the share growing by
+// clusterShareStep up to MaxClusterShare. The exponential form is what the
+// model assumes above any threshold (FitExponential); what a lower one
+// changes is whose episodes set the scale: many sequences' rather than one
+// sequence's. Two departures from that form pull opposite ways there: a
+// sum or order statistic of levels has a mean excess that falls towards
+// its far-tail scale as the threshold rises (a Gamma's does), so a lower
+// threshold gives it a higher level; a profile whose devices differ in
+// spread is a mixture, whose mean excess rises with the threshold, so a
+// lower one gives it a lower level. Threshold choice under clustering is
+// that trade of bias against the number of clusters (Coles 2001, §5.3.2).
+const MinClusters = 30
+
+// clusterShareStep and MaxClusterShare bound FitClusters' search for a
+// threshold with MinClusters clusters above it.
+const (
+	clusterShareStep = 1.5
+	MaxClusterShare  = 0.25
+)
+
+// clusterMaxima returns the maxima of the clusters of scores above u: within
+// each sequence (starts as in FitClusters), exceedances fewer than run
+// positions apart are one cluster.
+func clusterMaxima(scores []float64, starts []int, run int, u float64) ([]float64, error) {
 	var maxima []float64
 	for i, s := range starts {
 		end := len(scores)
@@ -340,11 +411,11 @@ func FitClusters(scores []float64, starts []int, run int, tailShare float64) (Ta
 			end = starts[i+1]
 		}
 		if s < 0 || s > end || end > len(scores) {
-			return Tail{}, fmt.Errorf("evt: sequence %d spans [%d, %d) of %d scores", i, s, end, len(scores))
+			return nil, fmt.Errorf("evt: sequence %d spans [%d, %d) of %d scores", i, s, end, len(scores))
 		}
 		top, last := math.Inf(-1), -run
 		for k := s; k < end; k++ {
-			if scores[k] <= t.U {
+			if scores[k] <= u {
 				continue
 			}
 			if k-last >= run && !math.IsInf(top, -1) {
@@ -357,16 +428,7 @@ func FitClusters(scores []float64, starts []int, run int, tailShare float64) (Ta
 			maxima = append(maxima, top)
 		}
 	}
-	if len(maxima) == 0 {
-		return t, nil // no excess at all: FitExponential's degenerate tail
-	}
-	mean := 0.0
-	for _, m := range maxima {
-		mean += m - t.U
-	}
-	t.Scale = mean / float64(len(maxima))
-	t.Zeta = float64(len(maxima)) / float64(len(scores))
-	return t, nil
+	return maxima, nil
 }
 
 // Component is one shape of a Tail's posterior: its weight, the shape ξ

@@ -163,6 +163,65 @@ func TestFitClustersCountsEpisodes(t *testing.T) {
 	}
 }
 
+// TestFitClustersLowersItsThresholdForEnoughClusters: when the top share
+// of the scores is a few long runs of one or two sequences, the clusters
+// above the usual threshold are too few to estimate a scale, and the
+// threshold is lowered until MinClusters clusters of many sequences hold
+// it; their excesses then give the scale the sequences share.
+func TestFitClustersLowersItsThresholdForEnoughClusters(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	const scale = 0.3
+	// 60 sequences of 100 independent exponential scores of mean 0.3; two
+	// of them also hold a run of 70 scores lifted by 3 (a device whose
+	// baseline lagged for an hour): 140 scores, more than the top 2 %
+	// (120) of the 6,000.
+	var scores []float64
+	var starts []int
+	for s := range 60 {
+		starts = append(starts, len(scores))
+		seq := gpdSample(rng, 100, 0, scale)
+		if s < 2 {
+			for k := 20; k < 90; k++ {
+				seq[k] += 3
+			}
+		}
+		scores = append(scores, seq...)
+	}
+	plain, err := FitExponential(scores, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	few, err := clusterMaxima(scores, starts, 5, plain.U)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(few) > 3 {
+		t.Fatalf("%d clusters above the top 2 %%, want the two runs (the test's premise)", len(few))
+	}
+	tail, err := FitClusters(scores, starts, 5, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusters := int(math.Round(tail.Zeta * float64(len(scores))))
+	if clusters < MinClusters || tail.U >= plain.U {
+		t.Fatalf("%d clusters above u = %.3f (the top 2 %% start at %.3f), want at least %d below it", clusters, tail.U, plain.U, MinClusters)
+	}
+	// The mean excess of the clusters, two of which are the runs (each
+	// about 3 over u): near the sequences' scale, where the two runs alone
+	// give three times it.
+	t.Logf("%d clusters above u = %.3f, scale %.3f", clusters, tail.U, tail.Scale)
+	if math.Abs(tail.Scale-scale) > 0.1 {
+		t.Fatalf("scale %.3f, want %.1f within 0.1", tail.Scale, scale)
+	}
+	runsAlone := 0.0
+	for _, m := range few {
+		runsAlone += (m - plain.U) / float64(len(few))
+	}
+	if runsAlone < 2.5*scale {
+		t.Fatalf("the runs alone give scale %.3f, not far from %.1f: the test shows nothing", runsAlone, scale)
+	}
+}
+
 // TestPredictiveSurvivalIsTheExpectedRateAtAPlugInThreshold checks
 // PredictiveSurvival against its closed form, and its meaning: for
 // exponential excesses, the probability that a threshold placed on a
