@@ -467,7 +467,8 @@ func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWi
 		if d.log.Enabled(ctx, slog.LevelDebug) {
 			top := m.ExplainDeviation(&cw.state.baseline, &cw.Vector, r, 1)
 			d.log.Debug("window judged", "device", cw.DeviceID, "window", cw.Start.Format(time.RFC3339), "level", j.Level,
-				"score", j.Score, "anomalous", j.Anomalous, "extreme", j.Extreme, "top_feature", top[0].Feature,
+				"score", j.Score, "anomalous", j.Anomalous, "extreme", j.Extreme, "own_anomalous", j.OwnAnomalous,
+				"persistent", j.Persistent, "elevated", j.Elevated, "evidence", j.Evidence, "top_feature", top[0].Feature,
 				"value", top[0].Value, "baseline", top[0].Baseline)
 		}
 		if p.drift != nil {
