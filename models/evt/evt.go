@@ -356,7 +356,7 @@ func FitClusters(scores []float64, starts []int, run int, tailShare float64) (Ta
 		if bestMaxima == nil || len(maxima) > len(bestMaxima) {
 			best, bestMaxima = t, maxima
 		}
-		if len(maxima) >= MinClusters || share*clusterShareStep >= MaxClusterShare {
+		if len(maxima) >= MinClusters || share*clusterShareStep >= maxClusterShare {
 			break
 		}
 	}
@@ -381,7 +381,7 @@ func FitClusters(scores []float64, starts []int, run int, tailShare float64) (Ta
 // one. When the top tailShare of scores holds fewer — a sparse profile's
 // sustained statistic, whose top 2 % were three long runs of one noisy
 // device — the threshold is lowered, the share growing by
-// clusterShareStep up to MaxClusterShare. The exponential form is what the
+// clusterShareStep up to maxClusterShare. The exponential form is what the
 // model assumes above any threshold (FitExponential); what a lower one
 // changes is whose episodes set the scale: many sequences' rather than one
 // sequence's. Two departures from that form pull opposite ways there: a
@@ -393,11 +393,11 @@ func FitClusters(scores []float64, starts []int, run int, tailShare float64) (Ta
 // that trade of bias against the number of clusters (Coles 2001, §5.3.2).
 const MinClusters = 30
 
-// clusterShareStep and MaxClusterShare bound FitClusters' search for a
+// clusterShareStep and maxClusterShare bound FitClusters' search for a
 // threshold with MinClusters clusters above it.
 const (
 	clusterShareStep = 1.5
-	MaxClusterShare  = 0.25
+	maxClusterShare  = 0.25
 )
 
 // clusterMaxima returns the maxima of the clusters of scores above u: within
