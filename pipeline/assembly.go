@@ -158,10 +158,12 @@ func partDone(p *partitionWindows, id string, start int64, now time.Time, newest
 	switch {
 	case d == nil:
 		return true
-	case d.win != nil:
-		return d.start > start
-	case d.closedThrough >= start, start+p.size+p.lateness <= p.watermark:
+	case d.window(start) != nil:
+		return false // its part is still open
+	case p.late(d, start, false):
 		return true
+	case len(d.wins) > 0:
+		return false // the window after its newest open one: its next records
 	}
 	return p.idle(now, newest)
 }

@@ -102,9 +102,12 @@ func TestPartsOfADeviceOnSeveralPartitionsAreScoredAsOneWindow(t *testing.T) {
 		next[part]++
 	}
 	a := newAssemblyStage(t, 4, nil)
-	// The first minute and a record of the second on partitions 0–2:
-	// their parts of minute 0 close, partition 3's is still open.
-	for _, r := range recs[:15] {
+	// The first minute, and records of the second on partitions 0–2 up
+	// to 90 s (partition 3's at 75 s still to come): their watermarks pass
+	// minute 0's end and lateness, and their parts of it close;
+	// partition 3's is still open.
+	first15 := append(recs[:15:15], recs[16:19]...)
+	for _, r := range first15 {
 		a.add(r.part, r.offset, "a", r.at)
 	}
 	a.drain(t0.Add(time.Hour))
@@ -142,7 +145,7 @@ func TestPartsOfADeviceOnSeveralPartitionsAreScoredAsOneWindow(t *testing.T) {
 	}
 
 	// The rest: every minute is scored once, with all its 12 flows.
-	for _, r := range recs[15:] {
+	for _, r := range append([]rec{recs[15]}, recs[19:]...) {
 		a.add(r.part, r.offset, "a", r.at)
 	}
 	a.drain(t0.Add(time.Hour))
@@ -227,7 +230,7 @@ func TestAPauseOfEveryPartitionForcesNoWindow(t *testing.T) {
 	a.add(1, 0, "a", t0.Add(10*time.Second))
 	a.add(1, 1, "b", t0.Add(75*time.Second))
 	a.add(0, 0, "a", t0.Add(70*time.Second))
-	a.add(0, 1, "a", t0.Add(120*time.Second)) // closes a's minute 1 on partition 0
+	a.add(0, 1, "a", t0.Add(135*time.Second)) // partition 0's watermark closes a's minute 1 there
 	quiet := time.Date(2026, 11, 26, 15, 0, 0, 0, time.UTC)
 	for _, p := range a.s.partitions {
 		p.caughtUp, p.lastRecord = true, quiet

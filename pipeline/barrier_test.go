@@ -27,10 +27,10 @@ func (a *assemblyStage) release(now time.Time) []string {
 }
 
 // The windows of one window index reach the detector together, whatever
-// order their devices closed them in: a window closed by its device's next
-// record waits until every partition is done with its index, and a
-// release is in device order. Until then its records are not committed and
-// the checkpoint names it.
+// order their partitions closed them in: a window closed by its
+// partition's watermark waits until every partition is done with its
+// index, and a release is in device order. Until then its records are not
+// committed and the checkpoint names it.
 func TestWindowsOfOneIndexAreJudgedTogether(t *testing.T) {
 	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	a := newAssemblyStage(t, 2, nil)
@@ -40,11 +40,11 @@ func TestWindowsOfOneIndexAreJudgedTogether(t *testing.T) {
 	a.hold(1, 0, "a", t0.Add(7*time.Second))
 	now := t0.Add(time.Hour)
 
-	a.hold(0, 2, "c", t0.Add(61*time.Second)) // c's minute 0 closes
+	a.hold(0, 2, "c", t0.Add(61*time.Second)) // c moves on; its minute 0 is still open
 	if got := a.release(now); len(got) != 0 {
-		t.Fatalf("%v handed over while b's minute 0 was open on the same partition", got)
+		t.Fatalf("%v handed over while partition 0's minute 0 was open", got)
 	}
-	a.hold(0, 3, "b", t0.Add(62*time.Second)) // b's too: partition 0 is done
+	a.hold(0, 3, "b", t0.Add(71*time.Second)) // partition 0's watermark closes minute 0 there
 	if got := a.release(now); len(got) != 0 {
 		t.Fatalf("%v handed over while a's minute 0 was open on partition 1", got)
 	}
@@ -56,7 +56,7 @@ func TestWindowsOfOneIndexAreJudgedTogether(t *testing.T) {
 		t.Fatalf("partition 0 committable through %d with its minute-0 windows unjudged", off)
 	}
 
-	a.hold(1, 1, "a", t0.Add(63*time.Second)) // every partition is done with minute 0
+	a.hold(1, 1, "a", t0.Add(73*time.Second)) // every partition is done with minute 0
 	if got := a.release(now); !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Fatalf("handed over %v, want minute 0 of a, b and c together, in device order", got)
 	}
@@ -71,10 +71,11 @@ func TestWindowsOfOneIndexAreJudgedTogether(t *testing.T) {
 	}
 }
 
-// A device that sends nothing in the next window holds its partition's
-// window index until the watermark closes it — the allowed lateness after
-// the window's end — and no longer.
-func TestASilentDeviceHoldsItsIndexUntilTheWatermark(t *testing.T) {
+// A window is held until the watermark closes it — the allowed lateness
+// after the window's end — whether its device has sent a record of the
+// next window or nothing since: flow records are stamped with their end,
+// and a record of the minute may still come after one of the next.
+func TestAWindowIsHeldUntilTheWatermark(t *testing.T) {
 	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	a := newAssemblyStage(t, 2, nil)
 	a.hold(0, 0, "b", t0.Add(5*time.Second))
@@ -84,11 +85,19 @@ func TestASilentDeviceHoldsItsIndexUntilTheWatermark(t *testing.T) {
 	a.hold(1, 2, "a", t0.Add(65*time.Second))
 	now := t0.Add(time.Hour)
 	if got := a.release(now); len(got) != 0 {
-		t.Fatalf("%v handed over while s's minute 0 could still take a record", got)
+		t.Fatalf("%v handed over while minute 0 could still take a record", got)
 	}
-	a.hold(1, 3, "a", t0.Add(71*time.Second)) // the watermark passes minute 0's end and lateness
+	a.hold(1, 3, "a", t0.Add(58*time.Second)) // after a's record of minute 1, within the lateness
+	a.hold(1, 4, "a", t0.Add(71*time.Second)) // partition 1's watermark passes minute 0's end and lateness
+	if got := a.release(now); len(got) != 0 {
+		t.Fatalf("%v handed over while partition 0's minute 0 was open", got)
+	}
+	a.hold(0, 2, "b", t0.Add(72*time.Second))
 	if got := a.release(now); !slices.Equal(got, []string{"a", "b", "s"}) {
 		t.Fatalf("handed over %v, want minute 0 of a, b and s", got)
+	}
+	if got := a.flows[t0.Unix()/60]; got != 2 {
+		t.Fatalf("a's minute 0 judged with %d flows, want 2 (its record that came after one of minute 1 included)", got)
 	}
 }
 
@@ -102,7 +111,7 @@ func TestASilentPartitionHoldsNoIndexBack(t *testing.T) {
 		a := newAssemblyStage(t, 2, nil)
 		a.hold(1, 0, "s", t0.Add(5*time.Second)) // partition 1 then falls silent
 		for i := range 4 {
-			a.hold(0, int64(i), "a", t0.Add(time.Duration(60*i+5)*time.Second))
+			a.hold(0, int64(i), "a", t0.Add(time.Duration(60*i+15)*time.Second)) // each closes the minute before
 		}
 		quiet := time.Date(2026, 11, 26, 15, 0, 0, 0, time.UTC)
 		for _, p := range a.s.partitions {

@@ -341,12 +341,13 @@ func runDetectionFleet(b *testing.B, f detectionFleet) detectionReport {
 	}
 	judged.next = next
 	log := slog.New(judged)
+	reg := prometheus.NewRegistry()
 	svc := pipeline.NewService(pipeline.ServiceConfig{
 		Kafka:    env.kafka,
 		Detector: pipeline.DetectorConfig{Warmup: f.warmup, Seed: 1, Incident: incidents.Rule{FleetMin: fleetMin()}},
 		Audit:    pipeline.AuditConfig{Interval: time.Second, RecordsPerRound: 500_000},
 		ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
-	}, env.as(contract.RoleService), prometheus.NewRegistry(), log)
+	}, env.as(contract.RoleService), reg, log)
 	truthPath := filepath.Join(env.dir, "truth.csv")
 	// Register first (the simulator does so in produce), then start.
 	records := make(chan int64, 1)
@@ -395,7 +396,20 @@ func runDetectionFleet(b *testing.B, f detectionFleet) detectionReport {
 		runEnd = f.start.Add(150*time.Minute + 230*time.Minute)
 	}
 	hours := float64(f.devices) * runEnd.Sub(liveStart).Hours()
-	b.Logf("%s: %d records, %d windows scored, %d behaviour alerts", f.name, n, summary.WindowsScored.Load(), len(alerts))
+	// Records that came after their window had closed were not scored:
+	// a fleet's records are produced about in event time, so anything
+	// here is lost detail (a window closed too early).
+	late := 0.0
+	if mfs, err := reg.Gather(); err == nil {
+		for _, mf := range mfs {
+			if mf.GetName() == "chainwatch_records_late_total" {
+				for _, m := range mf.GetMetric() {
+					late += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	b.Logf("%s: %d records (%.0f too late for their window), %d windows scored, %d behaviour alerts", f.name, n, late, summary.WindowsScored.Load(), len(alerts))
 	rep := evaluate(alerts, truth, time.Minute, 10*time.Minute, runEnd, hours)
 	for i := range rep.attacks {
 		a := &rep.attacks[i]

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"math"
 	"slices"
 	"time"
@@ -124,12 +125,34 @@ type deviceState struct {
 	// first: it is not restored from the checkpoint over what that state
 	// has learnt since.
 	shared bool
-	win    *features.Window
-	start  int64 // open window's start, Unix ns
+	// wins are the device's open windows, oldest first: its newest, and
+	// those before it that the watermark has not passed yet. A flow
+	// record is stamped with its end and an exporter sends a minute's
+	// records in no strict order, so a record of the device's last
+	// minute may arrive after one of its next; it still joins its window
+	// until the watermark closes it (the allowed lateness). With the
+	// lateness shorter than the window, at most two are open.
+	wins []openWindow
 	// closedThrough is the start of the device's newest closed window
 	// (Unix ns): its records were scored and are late from then on.
 	closedThrough int64
-	first, last   int64 // offsets of the open window's first and last record
+}
+
+// openWindow is a device's window still taking records.
+type openWindow struct {
+	win         *features.Window
+	start       int64 // Unix ns
+	first, last int64 // offsets of its first and last record
+}
+
+// window returns the device's open window starting at start, or nil.
+func (d *deviceState) window(start int64) *openWindow {
+	for i := range d.wins {
+		if d.wins[i].start == start {
+			return &d.wins[i]
+		}
+	}
+	return nil
 }
 
 // newDeviceState is a state with a model of its own.
@@ -148,7 +171,6 @@ type partitionWindows struct {
 	watermark      int64 // newest event time seen, Unix ns
 	devices        map[string]*deviceState
 	// open maps a window start to the devices that opened a window there.
-	// Entries go stale when a device moves on; closing checks d.start.
 	open   map[int64][]*deviceState
 	starts []int64 // sorted keys of open
 	// openN counts, by window start, the windows still open there: a
@@ -310,7 +332,6 @@ func (p *partitionWindows) Add(deviceID, profile string, t time.Time, offset int
 	}
 	d.profile = profile
 
-	accepted := true
 	// A part that waited for the device's other partitions at the
 	// checkpoint is rebuilt from its records, though the watermark has
 	// passed it.
@@ -318,33 +339,50 @@ func (p *partitionWindows) Add(deviceID, profile string, t time.Time, offset int
 	if held, ok := p.resumedHeld[deviceID]; ok && start >= held && offset <= p.replayedThrough {
 		rebuild = true
 	}
-	switch {
-	case d.win != nil && start < d.start,
-		d.win == nil && start+p.size+p.lateness <= p.watermark && !rebuild,
-		d.win == nil && d.closedThrough != 0 && start <= d.closedThrough:
-		accepted = false
-	case d.win != nil && start > d.start:
-		// The device's own clock has moved past its window: close it now.
-		closed = append(closed, p.close(d))
-		fallthrough
-	case d.win == nil:
-		d.win, d.start, d.first = p.window(), start, offset
-		if _, ok := p.open[start]; !ok {
-			i, _ := slices.BinarySearch(p.starts, start)
-			p.starts = slices.Insert(p.starts, i, start)
-		}
-		p.open[start] = append(p.open[start], d)
-		p.openN[start]++
-	}
-	if accepted {
-		d.win.Add(f)
-		d.last = offset
-	}
+	// The watermark moves first: the windows it passes close before the
+	// record is placed, so that a device holds no more windows open than
+	// the lateness allows.
 	if ts > p.watermark {
 		p.watermark = ts
 		closed = p.closeThrough(p.watermark-p.lateness, closed)
 	}
-	return closed, accepted
+	w := d.window(start)
+	if w == nil {
+		if p.late(d, start, rebuild) {
+			return closed, false
+		}
+		w = p.openWindow(d, start, offset)
+	}
+	w.win.Add(f)
+	w.last = offset
+	return closed, true
+}
+
+// late reports whether a record of the device's window starting at start
+// comes too late to be counted, no window of the device being open there:
+// the device has closed a window at or after start, or, unless the
+// record rebuilds a part held at the checkpoint, the watermark has passed
+// the window's end by the allowed lateness. A window after the device's
+// newest is never late.
+func (p *partitionWindows) late(d *deviceState, start int64, rebuild bool) bool {
+	if n := len(d.wins); n > 0 && start > d.wins[n-1].start {
+		return false
+	}
+	return d.closedThrough != 0 && start <= d.closedThrough || start+p.size+p.lateness <= p.watermark && !rebuild
+}
+
+// openWindow opens the device's window starting at start, in start order
+// among its open ones, with its first record at offset.
+func (p *partitionWindows) openWindow(d *deviceState, start, offset int64) *openWindow {
+	i, _ := slices.BinarySearchFunc(d.wins, start, func(w openWindow, s int64) int { return cmp.Compare(w.start, s) })
+	d.wins = slices.Insert(d.wins, i, openWindow{win: p.window(), start: start, first: offset})
+	if _, ok := p.open[start]; !ok {
+		j, _ := slices.BinarySearch(p.starts, start)
+		p.starts = slices.Insert(p.starts, j, start)
+	}
+	p.open[start] = append(p.open[start], d)
+	p.openN[start]++
+	return &d.wins[i]
 }
 
 // closeThrough closes every open window that ends at or before wm.
@@ -352,8 +390,8 @@ func (p *partitionWindows) closeThrough(wm int64, closed []ClosedWindow) []Close
 	for len(p.starts) > 0 && p.starts[0]+p.size <= wm {
 		s := p.starts[0]
 		for _, d := range p.open[s] {
-			if d.win != nil && d.start == s {
-				closed = append(closed, p.close(d))
+			if d.window(s) != nil {
+				closed = append(closed, p.close(d, s))
 			}
 		}
 		delete(p.open, s)
@@ -394,20 +432,23 @@ func (p *partitionWindows) silent(now time.Time, newest int64) bool {
 	return now.Sub(p.lastRecord) >= idleAfter && p.watermark+p.size+p.lateness <= newest
 }
 
-func (p *partitionWindows) close(d *deviceState) ClosedWindow {
+// close closes the device's window starting at start, its oldest open one
+// (windows close in start order, closeThrough).
+func (p *partitionWindows) close(d *deviceState, start int64) ClosedWindow {
+	w := d.window(start)
 	cw := ClosedWindow{
 		DeviceID: d.id, Profile: d.profile,
-		Start: time.Unix(0, d.start).UTC(), End: time.Unix(0, d.start+p.size).UTC(),
-		Index:     d.start / p.size,
-		Partition: p.partition, FirstOffset: d.first, LastOffset: d.last,
-		state: d, window: d.win,
+		Start: time.Unix(0, start).UTC(), End: time.Unix(0, start+p.size).UTC(),
+		Index:     start / p.size,
+		Partition: p.partition, FirstOffset: w.first, LastOffset: w.last,
+		state: d, window: w.win,
 	}
 	if !p.deferVector {
 		cw.observe(nil)
 	}
-	d.win = nil
-	p.openN[d.start]--
-	d.closedThrough = d.start
+	d.wins = slices.DeleteFunc(d.wins, func(o openWindow) bool { return o.start == start })
+	p.openN[start]--
+	d.closedThrough = start
 	d.dirty = true // its feature context, baseline and incident state move on
 	return cw
 }
@@ -455,8 +496,8 @@ func (p *partitionWindows) committable() int64 {
 	c := p.processed
 	for _, s := range p.starts {
 		for _, d := range p.open[s] {
-			if d.win != nil && d.first-1 < c {
-				c = d.first - 1
+			if w := d.window(s); w != nil && w.first-1 < c {
+				c = w.first - 1
 			}
 		}
 	}
@@ -467,9 +508,7 @@ func (p *partitionWindows) committable() int64 {
 func (p *partitionWindows) openWindows() int {
 	n := 0
 	for _, d := range p.devices {
-		if d.win != nil {
-			n++
-		}
+		n += len(d.wins)
 	}
 	return n
 }

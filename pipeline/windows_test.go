@@ -34,30 +34,36 @@ func TestWindowsCloseAtTheWatermarkAndTrackCommittableOffsets(t *testing.T) {
 	if len(closed) != 0 || p.committable() != -1 {
 		t.Fatalf("nothing should close or be committable yet (closed %d, committable %d)", len(closed), p.committable())
 	}
-	// b moves into the next window: its own window closes at once, a's
-	// stays open until the watermark passes 12:01:10.
+	// b moves into the next window. Its window stays open until the
+	// watermark passes 12:01:10 too: flow records are stamped with their
+	// end and come in no strict order, and a record of b's first window
+	// arriving after one of its next still joins it.
 	add("b", 65*time.Second, 3)
-	if len(closed) != 1 || closed[0].DeviceID != "b" || closed[0].Vector[features.Flows] != 1 {
-		t.Fatalf("closed %+v, want b's first window", closed)
+	if len(closed) != 0 {
+		t.Fatalf("closed %+v before the watermark passed any window", closed)
 	}
-	p.Release(&closed[0], true)
-	if p.committable() != -1 {
-		t.Fatalf("committable %d, want -1 while a's window (from offset 0) is open", p.committable())
+	if !add("b", 58*time.Second, 4) {
+		t.Fatal("b's record for its previous window, 7 s behind the watermark, refused")
 	}
-	// A record 5 s late for a's open window is still accepted.
-	if !add("a", 55*time.Second, 4) {
+	if p.openWindows() != 3 || p.committable() != -1 {
+		t.Fatalf("%d windows open, committable %d: want a's, b's two and -1", p.openWindows(), p.committable())
+	}
+	// A record 10 s late for a's open window is still accepted.
+	if !add("a", 55*time.Second, 5) {
 		t.Fatal("record within a's open window refused")
 	}
-	add("c", 71*time.Second, 5) // watermark 12:01:01 → a's window [12:00, 12:01) closes
-	if len(closed) != 1 || closed[0].DeviceID != "a" || closed[0].Vector[features.Flows] != 3 || closed[0].FirstOffset != 0 || closed[0].LastOffset != 4 {
-		t.Fatalf("closed %+v, want a's window with 3 flows over offsets 0..4", closed)
+	add("c", 71*time.Second, 6) // watermark 12:01:11 → the windows [12:00, 12:01) close
+	if len(closed) != 2 || closed[0].DeviceID != "a" || closed[0].Vector[features.Flows] != 3 || closed[0].FirstOffset != 0 || closed[0].LastOffset != 5 ||
+		closed[1].DeviceID != "b" || closed[1].Vector[features.Flows] != 2 || closed[1].FirstOffset != 1 || closed[1].LastOffset != 4 {
+		t.Fatalf("closed %+v, want a's window with 3 flows over offsets 0..5 and b's with 2 over 1..4", closed)
 	}
 	p.Release(&closed[0], true)
+	p.Release(&closed[1], true)
 	if got := p.committable(); got != 2 {
 		t.Fatalf("committable %d, want 2 (b's open window starts at offset 3)", got)
 	}
 	// A record for a's closed window is too late.
-	if add("a", 30*time.Second, 6) {
+	if add("a", 30*time.Second, 7) || add("b", 40*time.Second, 8) {
 		t.Fatal("record for a closed window accepted")
 	}
 }
@@ -72,14 +78,17 @@ func TestHistoryLearnsOnlyFromNormalWindows(t *testing.T) {
 	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	var closed []ClosedWindow
 	closed, _ = p.Add("a", "meter", t0, 0, features.Flow{Dst: 7}, closed)
-	closed, _ = p.Add("a", "meter", t0.Add(time.Minute), 1, features.Flow{Dst: 7}, closed[:0])
+	// Each record passes the watermark (less the default 10 s lateness)
+	// beyond the window before it, which closes.
+	next := func(minutes int) time.Time { return t0.Add(time.Duration(minutes)*time.Minute + 15*time.Second) }
+	closed, _ = p.Add("a", "meter", next(1), 1, features.Flow{Dst: 7}, closed[:0])
 	p.Release(&closed[0], false) // judged anomalous: destination 7 is not learned
-	closed, _ = p.Add("a", "meter", t0.Add(2*time.Minute), 2, features.Flow{Dst: 7}, closed[:0])
+	closed, _ = p.Add("a", "meter", next(2), 2, features.Flow{Dst: 7}, closed[:0])
 	if closed[0].Vector[features.NewDst] != 1 {
 		t.Fatalf("new_dst %v, want 1: an anomalous window must not teach the history", closed[0].Vector[features.NewDst])
 	}
 	p.Release(&closed[0], true)
-	closed, _ = p.Add("a", "meter", t0.Add(3*time.Minute), 3, features.Flow{Dst: 8}, closed[:0])
+	closed, _ = p.Add("a", "meter", next(3), 3, features.Flow{Dst: 8}, closed[:0])
 	if closed[0].Vector[features.NewDst] != 0 {
 		t.Fatalf("new_dst %v, want 0 after a normal window taught destination 7", closed[0].Vector[features.NewDst])
 	}
@@ -155,7 +164,7 @@ func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	}
 	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	closed, _ := p.Add("a", "meter", t0, 0, features.Flow{Dst: 7}, nil)
-	closed, _ = p.Add("a", "meter", t0.Add(time.Minute), 1, features.Flow{Dst: 7}, closed[:0])
+	closed, _ = p.Add("a", "meter", t0.Add(75*time.Second), 1, features.Flow{Dst: 7}, closed[:0]) // the watermark passes the first window
 	if len(closed) != 1 || closed[0].Vector[features.NewDst] != 0 {
 		t.Fatalf("restored device took its known destination for new: %+v", closed)
 	}
@@ -273,13 +282,13 @@ func TestDeviceModelIsSharedBetweenPartitions(t *testing.T) {
 	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	p0, p1 := s.partitions[0], s.partitions[1]
 	closed, _ := p0.Add("a", "meter", t0, 0, features.Flow{Dst: 7}, nil)
-	closed, _ = p0.Add("a", "meter", t0.Add(time.Minute), 1, features.Flow{Dst: 9}, closed[:0])
+	closed, _ = p0.Add("a", "meter", t0.Add(75*time.Second), 1, features.Flow{Dst: 9}, closed[:0]) // past the first window and its lateness
 	if closed[0].Vector[features.NewDst] != 1 {
 		t.Fatalf("new_dst %v on partition 0, want 1", closed[0].Vector[features.NewDst])
 	}
 	p0.Release(&closed[0], true) // normal: destination 7 is learnt
 	closed, _ = p1.Add("a", "meter", t0.Add(time.Minute), 0, features.Flow{Dst: 7}, closed[:0])
-	closed, _ = p1.Add("a", "meter", t0.Add(2*time.Minute), 1, features.Flow{Dst: 7}, closed[:0])
+	closed, _ = p1.Add("a", "meter", t0.Add(135*time.Second), 1, features.Flow{Dst: 7}, closed[:0])
 	if len(closed) != 1 || closed[0].Vector[features.NewDst] != 0 {
 		t.Fatalf("partition 1 took the destination partition 0 learnt for new: %+v", closed)
 	}
