@@ -114,6 +114,8 @@ type DetectStage struct {
 	// fleetSaved is the fleet episode states last saved (or restored at
 	// start), by profile; nil before the first assignment.
 	fleetSaved map[string][]byte
+	// late logs the records refused as too late for their window.
+	late lateRecords
 
 	stageRun
 }
@@ -406,6 +408,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message, rec *decode.
 		s.closed, accepted = p.Add(dev.ID, dev.Profile, rec.Time, m.Offset, flow, s.closed[:0])
 		if !accepted && !replayed {
 			s.metrics.RecordsLate.WithLabelValues(topic).Inc()
+			s.late.add(ctx, s.log, time.Now(), time.Duration(p.watermark-rec.Time.UnixNano()))
 		}
 		if len(s.closed) > 0 {
 			// Judged once every partition is done with their window
