@@ -29,9 +29,9 @@ import (
 // before it (partitionWindows.doneBefore) — or has gone silent (below),
 // and the windows released at once are judged in window order, then by
 // device. The wait is bounded by the watermark: a
-// partition closes every window the watermark has passed, so a window
-// waits at most the allowed lateness after its end, and usually until its
-// devices' next records. A device silent until then that opens a window
+// partition closes every window the watermark has passed by the
+// partition's wait (the allowed lateness, or longer while its records come
+// further out of order: partitionWindows.wait), and no sooner. A device silent until then that opens a window
 // of an index already released is judged after its peers, as before. A
 // partition that has delivered nothing for idleAfter and fallen a window
 // behind the others holds nothing back, whether or not it had read to the

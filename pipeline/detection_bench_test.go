@@ -192,6 +192,7 @@ func detectionFleets() []detectionFleet {
 		// The size: 60 devices, 15 of each profile, so that each
 		// profile's tails rest on a quarter of the training windows.
 		campusFleet("campus-60", "the campus fleet at 60 devices", campusOptions{hour: 8, optIn: true, devices: 60}),
+		campusFleet("campus-long-flows", "the campus fleet whose flows last up to 50 s, each record stamped with its flow's end and produced with the minute its flow began in", campusOptions{hour: 8, optIn: true, flowLength: 50 * time.Second}),
 	}
 }
 
@@ -203,6 +204,7 @@ type campusOptions struct {
 	cloudPools bool           // campus.Config.CloudPools
 	dns        bool           // campus.Config.DNSLookups
 	devices    int            // 0: 240
+	flowLength time.Duration  // campus.Config.FlowLength
 }
 
 // campusFleet is simulator/campus's fleet (240 devices unless o.devices)
@@ -215,7 +217,7 @@ func campusFleet(name, describe string, o campusOptions) detectionFleet {
 	return detectionFleet{name: name, describe: describe, optIn: o.optIn,
 		warmup: 140 * time.Minute, live: 4 * time.Hour, devices: devices, start: start,
 		produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
-			cfg := campus.Config{Kafka: env.kafka, Devices: devices, Seed: 5 + shift, Start: start, Balancer: o.balancer, CloudPools: o.cloudPools, DNSLookups: o.dns,
+			cfg := campus.Config{Kafka: env.kafka, Devices: devices, Seed: 5 + shift, Start: start, Balancer: o.balancer, CloudPools: o.cloudPools, DNSLookups: o.dns, FlowLength: o.flowLength,
 				History: 150 * time.Minute, Duration: 230 * time.Minute, Attacks: camAttacks, AttackEvery: 5 * time.Minute, GroundTruth: truth}
 			fleet := campus.Fleet(cfg)
 			maker := env.as(contract.RoleManufacturer)
@@ -241,8 +243,8 @@ func campusFleet(name, describe string, o campusOptions) detectionFleet {
 // keyed by device, sparse and dense devices, other hours and fleet sizes,
 // long slow beacons, outbreaks on most of a profile at once, a
 // business-hours step after a night-time warm-up, load-balanced cloud
-// endpoints, name lookups, the campus fleet at the 60 devices) run
-// only when named.
+// endpoints, name lookups, the campus fleet at the 60 devices,
+// flows lasting up to 50 s) run only when named.
 // CHAINWATCH_DETECTION_FLEET_MIN=-1 runs them with fleet episodes off.
 //
 //	go test ./pipeline -run '^$' -bench DetectionQuality -benchtime 1x -timeout 30m

@@ -746,7 +746,7 @@ func levelConfidence(l incidents.Level) models.Confidence {
 func (d *Detector) ExpireIncidents(p *partitionWindows, waiting func(deviceID string) bool, out []*contract.Alert) []*contract.Alert {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	closedThrough := (p.watermark-p.lateness)/p.size - 1 // newest window the watermark has closed
+	closedThrough := (p.watermark-p.wait())/p.size - 1 // newest window the watermark has closed
 	for _, st := range p.devices {
 		if !st.incident.Open() || waiting(st.id) {
 			// A device with windows waiting for its parts on other

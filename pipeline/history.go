@@ -97,10 +97,10 @@ type HistoryReport struct {
 // (assembly.go): on a topic whose records are not keyed by device each
 // partition holds part of every device's minute, and a window read from
 // one partition alone is not the window the service scored. A part is
-// complete once every partition still being read has passed the window by
-// its lateness; the joined windows are emitted minute by minute, devices in
-// order, each observed in its device's context after the device's previous
-// window.
+// complete once every partition still being read has closed the window
+// (its watermark past the window's end by its wait, partitionWindows.wait);
+// the joined windows are emitted minute by minute, devices in order, each
+// observed in its device's context after the device's previous window.
 func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWindow) error) (HistoryReport, error) {
 	var rep HistoryReport
 	if !req.Until.After(req.Since) {
@@ -118,11 +118,11 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 	}
 	hr := &historyRead{req: req, emit: emit, rep: &rep, anchors: map[string]bool{}, ranges: map[int32][]integrity.ReplayRange{},
 		models: deviceModels{}, pending: map[int64]map[string][]ClosedWindow{},
-		size: int64(win.Size), lateness: int64(win.AllowedLateness)}
+		size: int64(win.Size)}
 	defer hr.close()
 	var total int64
 	for _, p := range parts {
-		from, to, err := offsetsBetween(ctx, req.Kafka, req.Topic, p, req.Since.Add(-lead), req.Until.Add(win.AllowedLateness))
+		from, to, err := offsetsBetween(ctx, req.Kafka, req.Topic, p, req.Since.Add(-lead), req.Until.Add(max(win.AllowedLateness, win.Size)))
 		if err != nil {
 			return rep, err
 		}
@@ -186,7 +186,7 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 			closed = src.pw.closeThrough(1<<62, closed)
 		}
 		hr.hold(closed)
-		if err := hr.flush(hr.watermark()); err != nil {
+		if err := hr.flush(hr.closedBefore()); err != nil {
 			return rep, err
 		}
 	}
@@ -239,11 +239,11 @@ type historyRead struct {
 	models deviceModels
 	// pending holds closed parts by window start and device, until every
 	// partition has passed the window; starts are its keys, sorted.
-	pending        map[int64]map[string][]ClosedWindow
-	starts         []int64
-	size, lateness int64
-	hw             HistoryWindow
-	devices        []string
+	pending map[int64]map[string][]ClosedWindow
+	starts  []int64
+	size    int64
+	hw      HistoryWindow
+	devices []string
 }
 
 func (h *historyRead) close() {
@@ -267,14 +267,14 @@ func (h *historyRead) oldest() *historySource {
 	return best
 }
 
-// watermark is how far every partition still being read has come: the
-// oldest of their watermarks. A window ending, with its lateness, at or
-// before it has all its parts.
-func (h *historyRead) watermark() int64 {
+// closedBefore is how far every partition still being read has closed
+// its windows: the oldest of their watermarks, each less its wait. A
+// window ending at or before it has all its parts.
+func (h *historyRead) closedBefore() int64 {
 	wm := int64(1 << 62)
 	for _, s := range h.sources {
 		if !s.empty {
-			wm = min(wm, s.pw.watermark)
+			wm = min(wm, s.pw.watermark-s.pw.wait())
 		}
 	}
 	return wm
@@ -295,10 +295,10 @@ func (h *historyRead) hold(parts []ClosedWindow) {
 	}
 }
 
-// flush emits, minute by minute, the windows that end with their lateness
-// at or before wm.
-func (h *historyRead) flush(wm int64) error {
-	for len(h.starts) > 0 && h.starts[0]+h.size+h.lateness <= wm {
+// flush emits, minute by minute, the windows that end at or before
+// closed.
+func (h *historyRead) flush(closed int64) error {
+	for len(h.starts) > 0 && h.starts[0]+h.size <= closed {
 		start := h.starts[0]
 		byDevice := h.pending[start]
 		h.devices = h.devices[:0]

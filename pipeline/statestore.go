@@ -61,9 +61,16 @@ type partitionCheckpoint struct {
 	Processed int64 `json:"processed"`
 	// Watermark is the partition's newest event time seen, Unix ns.
 	Watermark int64 `json:"watermark_ns"`
-	// Closed holds, for devices whose last window closed by the device's
-	// own clock rather than by the watermark, that window's start (Unix
-	// ns): its records are read again but the window was scored already.
+	// Disorder is how far behind the watermark the partition's records
+	// had lately come (Unix ns; partitionWindows.wait), so that the next
+	// owner waits as long for them from its first window on. Absent in
+	// checkpoints written before it: the allowed lateness.
+	Disorder int64 `json:"disorder_ns,omitempty"`
+	// Closed holds, for devices whose last window the watermark had
+	// passed by less than the longest wait (partitionWindows.maxWait),
+	// that window's start (Unix ns): its records are read again, and a
+	// wait learnt longer would otherwise take them, but the window was
+	// scored already.
 	Closed map[string]int64 `json:"closed,omitempty"`
 	// Held holds, for devices whose records arrive on several partitions,
 	// the start (Unix ns) of the oldest window whose part on this

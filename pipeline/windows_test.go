@@ -344,3 +344,82 @@ func TestIncidentOfADeviceSilentAcrossARestartCloses(t *testing.T) {
 		t.Fatalf("a closed incident still listed open: %v", cp.Open)
 	}
 }
+
+// A producer that sends each minute's records in the order their flows
+// began, each stamped with its flow's end, sends them as far out of order
+// as its flows are long. The partition loses what comes later than the
+// allowed lateness the first time, then waits that long for its windows,
+// at most a window, and forgets it after two hours of records in order; a
+// restart keeps what it learnt, and records read again do not teach it.
+func TestAPartitionWaitsAsLongAsItsRecordsComeOutOfOrder(t *testing.T) {
+	const size, lateness = int64(time.Minute), int64(10 * time.Second)
+	p := newPartitionWindows(WindowConfig{}, 0)
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	flow := features.Flow{Dst: 1, DstPort: 443, BytesOut: 100, PacketsOut: 1}
+	var offset int64
+	refused := 0
+	flows := map[int64]float64{}
+	// Minute m: a 65 s flow begun at m:20 (ending m+1:25), then flows
+	// begun and ended at m:30 and m:50.
+	minute := func(m int) {
+		for _, at := range []time.Duration{85 * time.Second, 30 * time.Second, 50 * time.Second} {
+			closed, ok := p.Add("a", "meter", t0.Add(time.Duration(m)*time.Minute+at), offset, flow, nil)
+			offset++
+			if !ok {
+				refused++
+			}
+			for i := range closed {
+				flows[closed[i].Index-t0.Unix()/60] = closed[i].Vector[features.Flows]
+				p.Release(&closed[i], true)
+			}
+		}
+	}
+	// A flow of 12:00:10 opens minute 0; 12:01:25 then closes it, and
+	// 12:00:30 and 12:00:50 come 55 and 35 s behind, too late.
+	if _, ok := p.Add("a", "meter", t0.Add(10*time.Second), offset, flow, nil); !ok {
+		t.Fatal("first record refused")
+	}
+	offset++
+	minute(0)
+	if refused != 2 || p.wait() != 55*int64(time.Second) {
+		t.Fatalf("refused %d, wait %v; want the two records of the closed minute refused, and a wait of 55 s since", refused, time.Duration(p.wait()))
+	}
+	for m := 1; m < 10; m++ {
+		minute(m)
+	}
+	if refused != 2 {
+		t.Fatalf("refused %d records, want none after the first minute's", refused)
+	}
+	for m := int64(1); m < 8; m++ {
+		if flows[m] != 3 {
+			t.Fatalf("minute %d closed with %v flows, want 3 (%v)", m, flows[m], flows)
+		}
+	}
+	// A restart: the checkpoint carries the wait, and the records read
+	// again (behind the restored watermark) do not lengthen it.
+	cp := p.checkpoint(nil)
+	q := newPartitionWindows(WindowConfig{}, 0)
+	q.resume(cp)
+	if q.wait() != p.wait() {
+		t.Fatalf("wait %v after the restart, want %v", time.Duration(q.wait()), time.Duration(p.wait()))
+	}
+	q.Add("a", "meter", t0.Add(5*time.Minute), 0, flow, nil)
+	if q.wait() != p.wait() {
+		t.Fatalf("a record read again made the wait %v", time.Duration(q.wait()))
+	}
+	// A straggler five minutes behind lengthens the wait to a window, no
+	// more.
+	p.Add("a", "meter", t0.Add(5*time.Minute), offset, flow, nil)
+	offset++
+	if p.wait() != size {
+		t.Fatalf("wait %v after a straggler, want a window", time.Duration(p.wait()))
+	}
+	// Two hours of records in order: back to the allowed lateness.
+	for m := 10; m < 200; m++ {
+		p.Add("a", "meter", t0.Add(time.Duration(m)*time.Minute), offset, flow, nil)
+		offset++
+	}
+	if p.wait() != lateness {
+		t.Fatalf("wait %v after two hours in order, want the lateness", time.Duration(p.wait()))
+	}
+}

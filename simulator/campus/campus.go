@@ -76,6 +76,13 @@ type Config struct {
 	// whose cached answer expired: about 70 bytes out and 130 back. Off
 	// by default.
 	DNSLookups bool
+	// FlowLength, when set, has every flow last up to that long (drawn
+	// uniformly, from a generator of its own, so that the traffic is
+	// otherwise the same), as streams and long sessions do; a record is
+	// stamped with its flow's end and produced with the minute its flow
+	// began in, so records reach Kafka that much out of event-time order.
+	// Default: flows of 50 ms to 2 s.
+	FlowLength time.Duration
 	// Balancer spreads records over partitions. Default: by key, the
 	// initiating device's address, as goflow2 -transport.kafka.hashing
 	// keeps an exporter's flows together; kafka.RoundRobin plays a
@@ -254,6 +261,10 @@ func Run(ctx context.Context, cfg Config, fleet []*Device) (int64, error) {
 		defer truth.Flush()
 		_ = truth.Write([]string{"device_id", "profile", "scenario", "start", "end", "intensity"})
 	}
+	var lengths *rand.Rand
+	if cfg.FlowLength > 0 {
+		lengths = rand.New(rand.NewPCG(cfg.Seed, 0x1e57))
+	}
 	live := cfg.Start.Add(cfg.History)
 	nextAttack := live.Add(cfg.AttackEvery)
 	var attacks []*attack
@@ -290,6 +301,9 @@ func Run(ctx context.Context, cfg Config, fleet []*Device) (int64, error) {
 				}
 			}
 		}
+		if lengths != nil {
+			lengthen(lengths, recs, cfg.FlowLength)
+		}
 		msgs = msgs[:0]
 		for i := range recs {
 			seq++
@@ -301,6 +315,20 @@ func Run(ctx context.Context, cfg Config, fleet []*Device) (int64, error) {
 		written += int64(len(msgs))
 	}
 	return written, nil
+}
+
+// lengthen draws every flow's length anew, up to max, and ends its
+// record there, and its reply leg's (the record after it, with the same
+// start, that appendExchange wrote).
+func lengthen(r *rand.Rand, recs []record, max time.Duration) {
+	for i := 0; i < len(recs); i++ {
+		end := recs[i].start.Add(time.Duration(r.Int64N(int64(max))))
+		recs[i].end = end
+		if i+1 < len(recs) && recs[i+1].start.Equal(recs[i].start) && recs[i+1].src == recs[i].dst && recs[i+1].dst == recs[i].src {
+			i++
+			recs[i].end = end
+		}
+	}
 }
 
 // normalMinute appends one device's normal flows of a minute, each with
