@@ -114,8 +114,9 @@ func Device() *dashboard.DashboardBuilder {
 // dead letters and the alert queues.
 func Pipeline() *dashboard.DashboardBuilder {
 	return base("chainwatch-pipeline", "chainwatch · pipeline health", "Throughput, consumer lag per partition, stage latency, dead letters, the outbox and every sink's queue.").
-		WithPanel(series("Records consumed", "Records read per second by the detection stage, per topic.", "reqps", 12,
-			query(`sum by (topic) (chainwatch:records_consumed:rate1m)`, "{{topic}}"))).
+		WithPanel(series("Records consumed", "Records read per second by the detection stage, per topic, and those that came after their window had closed (kept in Kafka and anchored, not scored: window.allowed_lateness).", "reqps", 12,
+			query(`sum by (topic) (chainwatch:records_consumed:rate1m)`, "{{topic}}"),
+			query(`sum by (topic) (rate(chainwatch_records_late_total[$__rate_interval]))`, "{{topic}} too late for their window"))).
 		WithPanel(series("Consumer lag per partition", "Records between each group's position and the partition's end.", "short", 12,
 			query(`chainwatch_consumer_lag`, "{{group}} {{topic}}/{{partition}}"))).
 		WithPanel(series("Stage latency (p99)", "99th percentile of each pipeline step's latency (recording rule).", "s", 12,

@@ -331,6 +331,7 @@ func (s *DetectStage) process(ctx context.Context, m kafka.Message, rec *decode.
 	topic := s.cfg.Topics.Flows
 	if s.consumed == nil {
 		s.consumed = s.metrics.RecordsConsumed.WithLabelValues(topic)
+		s.metrics.RecordsLate.WithLabelValues(topic) // a series at 0 until a record comes late
 	}
 	s.consumed.Inc()
 	s.metrics.Summary.RecordsConsumed.Add(1)
