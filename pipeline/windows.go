@@ -132,8 +132,9 @@ type deviceState struct {
 	// record is stamped with its end and an exporter sends a minute's
 	// records in no strict order, so a record of the device's last
 	// minute may arrive after one of its next; it still joins its window
-	// until the watermark closes it (the allowed lateness). With the
-	// lateness shorter than the window, at most two are open.
+	// until the watermark closes it (the partition's wait). The wait being
+	// at most a window unless the allowed lateness is set longer, at most
+	// two are open.
 	wins []openWindow
 	// closedThrough is the start of the device's newest closed window
 	// (Unix ns): its records were scored and are late from then on.
@@ -374,7 +375,7 @@ func (p *partitionWindows) Add(deviceID, profile string, t time.Time, offset int
 // comes too late to be counted, no window of the device being open there:
 // the device has closed a window at or after start, or, unless the
 // record rebuilds a part held at the checkpoint, the watermark has passed
-// the window's end by the allowed lateness. A window after the device's
+// the window's end by the partition's wait. A window after the device's
 // newest is never late.
 func (p *partitionWindows) late(d *deviceState, start int64, rebuild bool) bool {
 	if n := len(d.wins); n > 0 && start > d.wins[n-1].start {
