@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
@@ -343,13 +344,12 @@ func runDetectionFleet(b *testing.B, f detectionFleet) detectionReport {
 	}
 	judged.next = next
 	log := slog.New(judged)
-	reg := prometheus.NewRegistry()
 	svc := pipeline.NewService(pipeline.ServiceConfig{
 		Kafka:    env.kafka,
 		Detector: pipeline.DetectorConfig{Warmup: f.warmup, Seed: 1, Incident: incidents.Rule{FleetMin: fleetMin()}},
 		Audit:    pipeline.AuditConfig{Interval: time.Second, RecordsPerRound: 500_000},
 		ModelDir: filepath.Join(env.dir, "models"), OutboxPath: filepath.Join(env.dir, "outbox.db"),
-	}, env.as(contract.RoleService), reg, log)
+	}, env.as(contract.RoleService), prometheus.NewRegistry(), log)
 	truthPath := filepath.Join(env.dir, "truth.csv")
 	// Register first (the simulator does so in produce), then start.
 	records := make(chan int64, 1)
@@ -400,17 +400,9 @@ func runDetectionFleet(b *testing.B, f detectionFleet) detectionReport {
 	hours := float64(f.devices) * runEnd.Sub(liveStart).Hours()
 	// Records that came after their window had closed were not scored:
 	// a fleet's records are produced about in event time, so anything
-	// here is lost detail (a window closed too early).
-	late := 0.0
-	if mfs, err := reg.Gather(); err == nil {
-		for _, mf := range mfs {
-			if mf.GetName() == "chainwatch_records_late_total" {
-				for _, m := range mf.GetMetric() {
-					late += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
+	// here is lost detail (a window closed too early). The counter has
+	// one series, the flows topic's, from the first record on.
+	late := testutil.ToFloat64(svc.Metrics().RecordsLate)
 	b.Logf("%s: %d records (%.0f too late for their window), %d windows scored, %d behaviour alerts", f.name, n, late, summary.WindowsScored.Load(), len(alerts))
 	rep := evaluate(alerts, truth, time.Minute, 10*time.Minute, runEnd, hours)
 	for i := range rep.attacks {
