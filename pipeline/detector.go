@@ -168,9 +168,12 @@ type profileState struct {
 	warm    []warmRow
 	// peers counts which destinations the warm-up's devices share
 	// (models.Behaviour.Peers).
-	peers    features.PeerCounter
-	warmFrom time.Time
-	warmTo   time.Time
+	peers features.PeerCounter
+	// warmingView is the profile as its warm-up windows are observed:
+	// sharing what peers counted so far (features.Warming).
+	warmingView *features.Profile
+	warmFrom    time.Time
+	warmTo      time.Time
 	// held are windows past the warm-up span, scored once the model exists.
 	held     heldWindows
 	heldFull bool // maxHeldWindows reached, and said so
@@ -295,6 +298,22 @@ func (d *Detector) observe(cw *ClosedWindow) {
 		return
 	}
 	cw.observe(d.profileView)
+}
+
+// observeWarming observes a training window of a profile still warming
+// up, counting its destinations towards the profile's shared ones first,
+// so that it is observed with what the profile shares so far
+// (features.Warming), as the model will judge live windows with what it
+// shares.
+func (d *Detector) observeWarming(p *profileState, cw *ClosedWindow) {
+	p.peers.Add(stableHash(cw.DeviceID), cw.window)
+	if cw.window == nil || cw.observed {
+		return
+	}
+	if p.warmingView == nil {
+		p.warmingView = features.Warming(&p.peers)
+	}
+	cw.observeAs(p.warmingView)
 }
 
 // ScoreWindows judges closed windows, appending one Verdict per window to
@@ -982,8 +1001,7 @@ func (d *Detector) warmUp(ctx context.Context, cw *ClosedWindow, p *profileState
 			}
 		}
 	} else {
-		d.observe(cw)
-		p.peers.Add(stableHash(cw.DeviceID), cw.window)
+		d.observeWarming(p, cw)
 		p.warm = append(p.warm, warmRow{start: cw.Start.UnixNano(), device: cw.DeviceID, vector: cw.Vector,
 			partition: cw.Partition, first: cw.FirstOffset, last: cw.LastOffset, others: cw.Others, peerRow: p.peers.Rows()})
 		if p.warmFrom.IsZero() || cw.Start.Before(p.warmFrom) {
@@ -1066,8 +1084,7 @@ func (d *Detector) tryTrain(ctx context.Context, profile string, p *profileState
 					// In arrival order, which is each device's window
 					// order; later windows of a device stay held, so
 					// none is observed before it.
-					d.observe(w)
-					p.peers.Add(stableHash(w.DeviceID), w.window)
+					d.observeWarming(p, w)
 					d.learnHeld(w, true)
 					p.warm = append(p.warm, warmRow{start: w.Start.UnixNano(), device: w.DeviceID, vector: w.Vector,
 						partition: w.Partition, first: w.FirstOffset, last: w.LastOffset, others: w.Others, peerRow: p.peers.Rows()})

@@ -116,7 +116,7 @@ func ReadHistory(ctx context.Context, req HistoryRequest, emit func(*HistoryWind
 	if err != nil {
 		return rep, err
 	}
-	hr := &historyRead{req: req, emit: emit, rep: &rep, anchors: map[string]bool{}, ranges: map[int32][]integrity.ReplayRange{},
+	hr := &historyRead{req: req, emit: emit, rep: &rep, anchors: map[string]bool{}, peers: map[string]*historyPeers{}, ranges: map[int32][]integrity.ReplayRange{},
 		models: deviceModels{}, pending: map[int64]map[string][]ClosedWindow{},
 		size: int64(win.Size)}
 	defer hr.close()
@@ -244,6 +244,17 @@ type historyRead struct {
 	size    int64
 	hw      HistoryWindow
 	devices []string
+	// peers counts, per profile, the destinations its devices have shared
+	// so far: windows are observed with that view (features.Warming), as
+	// the detector observes its warm-up.
+	peers map[string]*historyPeers
+}
+
+// historyPeers is what one profile's devices have shared so far in a read
+// of history, and the view of the profile that gives.
+type historyPeers struct {
+	counter features.PeerCounter
+	view    *features.Profile
 }
 
 func (h *historyRead) close() {
@@ -317,13 +328,22 @@ func (h *historyRead) flush(closed int64) error {
 	return nil
 }
 
-// join makes one window of a device's parts, observes it, emits it when
-// the request keeps it and all its records verify, and lets it teach the
-// device's history (every window does, as in the warm-up).
+// join makes one window of a device's parts, observes it with what its
+// profile's devices have shared so far (features.Warming, as the
+// detector observes its warm-up), emits it when the request keeps it and
+// all its records verify, and lets it teach the device's history (every
+// window does, as in the warm-up).
 func (h *historyRead) join(parts []ClosedWindow) error {
 	slices.SortFunc(parts, func(a, b ClosedWindow) int { return cmp.Compare(a.Partition, b.Partition) })
 	cw := mergeParts(parts, func(o *ClosedWindow) { h.sourceOf(o.Partition).pw.Release(o, false) })
-	cw.observe(nil)
+	peers := h.peers[cw.Profile]
+	if peers == nil {
+		peers = &historyPeers{}
+		peers.view = features.Warming(&peers.counter)
+		h.peers[cw.Profile] = peers
+	}
+	peers.counter.Add(stableHash(cw.DeviceID), cw.window)
+	cw.observeAs(peers.view)
 	req := h.req
 	keep := !cw.Start.Before(req.Since) && !cw.End.After(req.Until) &&
 		(req.Profile == "" || cw.Profile == req.Profile) && (req.Device == "" || cw.DeviceID == req.Device)

@@ -507,6 +507,11 @@ func (cw *ClosedWindow) observe(profile func(name string) *features.Profile) {
 	if profile != nil {
 		view = profile(cw.Profile)
 	}
+	cw.observeAs(view)
+}
+
+// observeAs observes the window with view of its profile.
+func (cw *ClosedWindow) observeAs(view *features.Profile) {
 	cw.Vector = cw.state.feat.Observe(cw.window, cw.Index, view)
 	cw.observed = true
 }

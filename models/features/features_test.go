@@ -342,6 +342,49 @@ func TestSharedPeerDoesNotRecur(t *testing.T) {
 	}
 }
 
+// TestWarmingSharesWhatTheTrainingHasShared: a training window is
+// observed with what the profile's devices have shared so far, as the
+// model will judge live windows with what it shares. A host a second
+// device uses is no news to it, nor to the first device afterwards; a
+// host only one device has used is a first contact, and recurs; and a
+// device is not settled early, as training devices never are.
+func TestWarmingSharesWhatTheTrainingHasShared(t *testing.T) {
+	var c PeerCounter
+	view := Warming(&c)
+	a, b := Device{windows: MatureWindows}, Device{windows: MatureWindows}
+	w := NewWindow()
+	observe := func(d *Device, dev uint64, index int64, dsts ...uint64) Vector {
+		w.Reset()
+		for _, dst := range dsts {
+			w.Add(Flow{Dst: dst, DstPort: 443, BytesOut: 300, PacketsOut: 1})
+		}
+		c.Add(dev, w) // counted first, then observed
+		return d.Observe(w, index, view)
+	}
+	if v := observe(&a, 1, 10, 50); v[NewDst] != 1 || v[FirstContactWindows1h] != 1 {
+		t.Fatalf("device a's first use of 50, no one else's yet: new %v, first contacts %v, want 1 and 1", v[NewDst], v[FirstContactWindows1h])
+	}
+	if v := observe(&b, 2, 10, 50, 60); v[NewDst] != 1 || v[FirstContactWindows1h] != 1 {
+		t.Fatalf("device b uses 50 (now shared) and 60 (its own): new %v, first contacts %v, want 1 and 1", v[NewDst], v[FirstContactWindows1h])
+	}
+	if v := observe(&a, 1, 11, 50); v[NewDst] != 0 || v[NewDstRecurrence] != 0 {
+		t.Fatalf("device a's second use of 50, shared since: new %v, recurrence %v, want 0 and 0", v[NewDst], v[NewDstRecurrence])
+	}
+	if v := observe(&b, 2, 11, 60); v[NewDst] != 1 || v[NewDstRecurrence] != 1 {
+		t.Fatalf("device b's own host again: new %v, recurrence %v, want 1 and 1", v[NewDst], v[NewDstRecurrence])
+	}
+	if !view.shares(ServiceKey(443)) || view.shares(60) {
+		t.Fatal("the view shares port 443 (both devices) and not host 60 (one device)")
+	}
+	young := Device{}
+	for i := int64(1); i <= SettledWindows+2; i++ {
+		observe(&young, 3, i, 50)
+	}
+	if young.windows >= MatureWindows {
+		t.Fatalf("a training device settled after %d quiet windows; training keeps the %d-window rule", SettledWindows+2, MatureWindows)
+	}
+}
+
 // Which destinations are shared does not depend on the order of the
 // windows; a prefix of them answers for itself; the cap keeps the lowest
 // keys.

@@ -138,6 +138,13 @@ func (c *PeerCounter) use(device, dst uint64) {
 	}
 }
 
+// sharedSoFar reports whether two devices or more used key in the windows
+// added so far.
+func (c *PeerCounter) sharedSoFar(key uint64) bool {
+	u, ok := c.dsts[key]
+	return ok && u.second > 0
+}
+
 // Rows is how many windows were added.
 func (c *PeerCounter) Rows() int { return c.rows }
 
