@@ -305,7 +305,7 @@ func TestSharedPeerIsNoFirstContact(t *testing.T) {
 }
 
 // TestSharedPeerDoesNotRecur: a host a device first contacted before any
-// model judged it (a warm-up, which knows no shared destinations) and then
+// model judged it (early in a warm-up, before a second device used it) and then
 // contacts again under a model whose profile shares the host does not
 // recur — as the host is no first contact under that model, its contacts
 // are no beacon — while a host of its own it met the same way does.
