@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"time"
 
@@ -925,8 +926,14 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	if err != nil {
 		return nil, nil, fmt.Errorf("models: fit: %w", err)
 	}
+	// Scored on as many goroutines as built the trees (iforest.Config:
+	// zero is every core).
+	workers := opts.Forest.Workers
+	if workers == 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
 	scores := make([]float64, len(maxes))
-	if err := forest.ScoreBatchParallel(scores, rows, max(opts.Forest.Workers, 1)); err != nil {
+	if err := forest.ScoreBatchParallel(scores, rows, workers); err != nil {
 		return nil, nil, err
 	}
 	// Step 5 for C.

@@ -155,6 +155,7 @@ type Detector struct {
 	batchJudged   []models.Judgement
 	batchIndex    []int64
 	batchNovel    []bool
+	batchBases    []*models.DeviceBaseline
 	batchSeen     map[string]struct{}
 	events        []incidents.Event
 }
@@ -419,8 +420,7 @@ func (d *Detector) scoreDistinct(ctx context.Context, windows []ClosedWindow, ou
 			}
 			continue
 		}
-		d.observe(cw)
-		byProfile[cw.Profile] = append(byProfile[cw.Profile], i)
+		byProfile[cw.Profile] = append(byProfile[cw.Profile], i) // observed as judged
 	}
 	for profile, idx := range byProfile {
 		d.batchWindows = d.batchWindows[:0]
@@ -455,31 +455,52 @@ func (d *Detector) judge(ctx context.Context, p *profileState, ws []*ClosedWindo
 }
 
 // judgeRun judges windows of distinct devices together, appending their
-// verdicts to d.batchVerdicts.
+// verdicts to d.batchVerdicts. Each window is observed here, if it was not
+// already (features.Device.Observe).
 func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWindow) error {
 	const dims = models.ResidualDims
 	m := p.model
-	d.batchData = slices.Grow(d.batchData[:0], len(ws)*dims)[:len(ws)*dims]
+	n := len(ws)
+	d.batchData = slices.Grow(d.batchData[:0], n*dims)[:n*dims]
+	d.batchScores = slices.Grow(d.batchScores[:0], n)[:n]
+	d.batchJudged = slices.Grow(d.batchJudged[:0], n)[:n]
+	d.batchIndex = slices.Grow(d.batchIndex[:0], n)[:n]
+	d.batchNovel = slices.Grow(d.batchNovel[:0], n)[:n]
+	d.batchBases = slices.Grow(d.batchBases[:0], n)[:n]
+	// The baselines first, in order: a device's first judged window takes
+	// its trained baseline out of the profile's seeds.
 	for k, cw := range ws {
-		m.Residuals(d.baseline(p, cw), &cw.Vector, d.batchData[k*dims:(k+1)*dims])
+		d.batchBases[k], d.batchIndex[k] = d.baseline(p, cw), cw.Index
 	}
-	d.batchScores = slices.Grow(d.batchScores[:0], len(ws))[:len(ws)]
-	// A batch of a few hundred windows or more (a minute of a busy
+	// Observing a window, its deviations, the forest's score and the
+	// verdict touch only the window, its device's state and the model,
+	// which nothing changes while mu is held; the devices are distinct. So
+	// a batch of a few hundred windows or more (a minute of a busy
 	// partition; the windows held for a first model) is split over the
-	// cores: the forest is most of a window's cost, and the detect stage
-	// is one goroutine.
-	if err := m.Forest().ScoreBatchParallel(d.batchScores, d.batchData, runtime.GOMAXPROCS(0)); err != nil {
+	// cores in contiguous runs: the detect stage is one goroutine, and this
+	// is most of a window's cost.
+	err := inRuns(n, runtime.GOMAXPROCS(0), func(lo, hi int) error {
+		for k := lo; k < hi; k++ {
+			d.observe(ws[k])
+			m.Residuals(d.batchBases[k], &ws[k].Vector, d.batchData[k*dims:(k+1)*dims])
+		}
+		if err := m.Forest().ScoreBatch(d.batchScores[lo:hi], d.batchData[lo*dims:hi*dims]); err != nil {
+			return err
+		}
+		for k := lo; k < hi; k++ {
+			r := d.batchData[k*dims : (k+1)*dims]
+			j := m.Judge(r, d.batchScores[k])
+			d.batchJudged[k] = j
+			// Only a raised window's novelty counts in an episode (fleetJudge.add).
+			d.batchNovel[k] = raised(j) && novelWindow(m, d.batchBases[k], &ws[k].Vector, r)
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	d.batchJudged = slices.Grow(d.batchJudged[:0], len(ws))[:len(ws)]
-	d.batchIndex = slices.Grow(d.batchIndex[:0], len(ws))[:len(ws)]
-	d.batchNovel = slices.Grow(d.batchNovel[:0], len(ws))[:len(ws)]
 	for k, cw := range ws {
-		r := d.batchData[k*dims : (k+1)*dims]
-		j := m.Judge(r, d.batchScores[k])
-		d.batchJudged[k], d.batchIndex[k] = j, cw.Index
-		// Only a raised window's novelty counts in an episode (fleetJudge.add).
-		d.batchNovel[k] = raised(j) && novelWindow(m, &cw.state.baseline, &cw.Vector, r)
+		r, j := d.batchData[k*dims:(k+1)*dims], d.batchJudged[k]
 		p.scored.Inc()
 		p.scores.Observe(j.Score)
 		d.metrics.Summary.WindowsScored.Add(1)
@@ -607,8 +628,7 @@ func (d *Detector) scoreHeld(ctx context.Context, p *profileState) ([]*contract.
 		hi := lo
 		ws = ws[:0]
 		for ; hi < len(order) && order[hi].Start.Equal(order[lo].Start); hi++ {
-			d.observe(order[hi])
-			ws = append(ws, order[hi])
+			ws = append(ws, order[hi]) // observed as judged
 		}
 		verdicts, err := d.judge(ctx, p, ws)
 		if err != nil {
@@ -1312,4 +1332,26 @@ func stableHash(s string) uint64 {
 		h *= 1099511628211
 	}
 	return h
+}
+
+// runMin is the smallest batch inRuns splits: below it one goroutine does
+// the whole batch sooner than several would start.
+const runMin = 128
+
+// inRuns calls fn over [0, n) in contiguous runs [lo, hi), on up to workers
+// goroutines at once when n is at least runMin (runs a multiple of 64
+// windows, the forest's scoring block), and returns the first error.
+func inRuns(n, workers int, fn func(lo, hi int) error) error {
+	if workers <= 1 || n < runMin {
+		return fn(0, n)
+	}
+	run := (n + workers - 1) / workers
+	run = (run + 63) / 64 * 64
+	errs := make([]error, (n+run-1)/run)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { errs[i] = fn(i*run, min((i+1)*run, n)) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -1,0 +1,131 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chainwatch/chainwatch/models/features"
+	"github.com/chainwatch/chainwatch/pipeline/incidents"
+)
+
+// TestInRunsCoversEveryIndexOnce: inRuns hands every index of [0, n) to
+// exactly one run, whatever n and the number of workers, and returns the
+// runs' errors.
+func TestInRunsCoversEveryIndexOnce(t *testing.T) {
+	for _, n := range []int{0, 1, runMin - 1, runMin, runMin + 1, 1000, 4097} {
+		for _, workers := range []int{1, 2, 3, 8} {
+			seen := make([]atomic.Int32, n)
+			runs := atomic.Int32{}
+			err := inRuns(n, workers, func(lo, hi int) error {
+				runs.Add(1)
+				if n >= runMin && workers > 1 && lo%64 != 0 {
+					t.Errorf("n=%d workers=%d: run starts at %d, not on a 64-window block", n, workers, lo)
+				}
+				for i := lo; i < hi; i++ {
+					seen[i].Add(1)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range seen {
+				if c := seen[i].Load(); c != 1 {
+					t.Fatalf("n=%d workers=%d: index %d handed out %d times", n, workers, i, c)
+				}
+			}
+			if n < runMin && runs.Load() != 1 {
+				t.Errorf("n=%d workers=%d: %d runs for a batch under runMin, want 1", n, workers, runs.Load())
+			}
+			if n >= runMin && workers > 1 && runs.Load() < 2 {
+				t.Errorf("n=%d workers=%d: %d run, want the batch split", n, workers, runs.Load())
+			}
+		}
+	}
+	boom := errors.New("boom")
+	err := inRuns(1000, 4, func(lo, _ int) error {
+		if lo > 0 {
+			return fmt.Errorf("run at %d: %w", lo, boom)
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("inRuns returned %v, want the runs' error", err)
+	}
+}
+
+// TestBatchJudgedOnEveryCoreAsOnOne: a minute of 300 meters (enough for
+// judgeRun to split it over the cores), some of them flooding, scanning or
+// meeting new hosts, is judged the same on one core as on four: every
+// window's level and every alert, minute after minute, as the devices'
+// baselines and incidents move on.
+func TestBatchJudgedOnEveryCoreAsOnOne(t *testing.T) {
+	judgeAll := func(procs int) (out []string, alerts int) {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		d := meterDetector(t, incidents.Rule{})
+		t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+		const devices = 300
+		states := make([]*deviceState, devices)
+		for k := range states {
+			states[k] = newDeviceState(fmt.Sprintf("m-%03d", k), "meter")
+		}
+		for i := range 90 {
+			minute := make([]ClosedWindow, 0, devices)
+			for k, st := range states {
+				rng := rand.New(rand.NewPCG(uint64(i), uint64(k)))
+				v := meterVector(rng, float64(3+rng.IntN(4)))
+				v[features.DistinctDst] = 1
+				if i >= 70 && k%37 == 0 { // a flood
+					v[features.Flows] *= 30
+					v[features.SmallPacketFlows] = v[features.Flows]
+				}
+				if i >= 75 && k%41 == 1 { // a scan
+					v[features.DistinctDstPorts], v[features.NewDstPorts] = 80, 80
+				}
+				if i >= 65 && k%53 == 2 && i%2 == 0 { // a beacon's host
+					v[features.NewDst], v[features.DistinctDst] = 1, 2
+				}
+				minute = append(minute, meterWindow(st, t0.Add(time.Duration(i)*time.Minute), v))
+			}
+			verdicts, err := d.ScoreWindows(context.Background(), minute, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range verdicts {
+				for _, a := range v.Alerts {
+					alerts++
+					out = append(out, fmt.Sprintf("minute %d window %d: %s %s %s score %.12f", i, k, a.DeviceID, a.Incident.Status, a.Incident.OpenedBy, a.Score))
+				}
+			}
+			if i >= 61 {
+				for k := range minute {
+					out = append(out, fmt.Sprintf("minute %d %s baseline %v", i, minute[k].DeviceID, states[k].baseline.Mean))
+				}
+			}
+		}
+		if d.Model("meter") == nil {
+			t.Fatal("no model after the warm-up")
+		}
+		return out, alerts
+	}
+	one, alerts := judgeAll(1)
+	four, _ := judgeAll(4)
+	if alerts == 0 {
+		t.Fatal("no alert on one core: the test judges nothing worth comparing")
+	}
+	if !slices.Equal(one, four) {
+		for i := range min(len(one), len(four)) {
+			if one[i] != four[i] {
+				t.Fatalf("judged differently on four cores than on one, first at line %d:\none:  %s\nfour: %s", i, one[i], four[i])
+			}
+		}
+		t.Fatalf("judged differently on four cores than on one: %d lines against %d", len(four), len(one))
+	}
+}
