@@ -73,6 +73,17 @@ type detectionFleet struct {
 	produce func(ctx context.Context, env *embeddedDefault, truth string) (int64, error)
 	// optIn fleets run only when CHAINWATCH_DETECTION_FLEETS names them.
 	optIn bool
+	// shift is what was added to the fleet's seed (seedShift, and the
+	// benchmark's further seeds).
+	shift uint64
+}
+
+// run names one run of the fleet: its name, and its seed's shift if any.
+func (f detectionFleet) run() string {
+	if f.shift == 0 {
+		return f.name
+	}
+	return fmt.Sprintf("%s+%d", f.name, f.shift)
 }
 
 // seedShift is CHAINWATCH_DETECTION_SEED_SHIFT: added to every fleet's
@@ -81,6 +92,21 @@ type detectionFleet struct {
 // seeds). 0 by default, for figures that can be reproduced.
 func seedShift() uint64 {
 	n, _ := strconv.ParseUint(os.Getenv("CHAINWATCH_DETECTION_SEED_SHIFT"), 10, 64)
+	return n
+}
+
+// detectionSeeds is CHAINWATCH_DETECTION_SEEDS: how many seeds each fleet
+// runs on, its seed shifted by seedShift, then 100 more for each further
+// run; the runs of a fleet are reported pooled, and each on its own. 1 by
+// default; make bench-detection runs 3. A fleet's run is about a thousand
+// device-hours, in which the budget of one false incident per 1,000
+// allows one: a single run cannot tell a fleet at the budget from one at
+// half or twice it.
+func detectionSeeds() int {
+	n, err := strconv.Atoi(os.Getenv("CHAINWATCH_DETECTION_SEEDS"))
+	if err != nil || n < 1 {
+		return 1
+	}
 	return n
 }
 
@@ -99,9 +125,9 @@ type simOptions struct {
 	optIn                     bool
 }
 
-func detectionFleets() []detectionFleet {
+// detectionFleets are the benchmark's fleets, every seed shifted by shift.
+func detectionFleets(shift uint64) []detectionFleet {
 	simAttacks, _ := rotation()
-	shift := seedShift()
 	day := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
 	simFleet := func(name, describe string, devices int, seed uint64, het float64, start time.Time, warmup, live time.Duration, o simOptions) detectionFleet {
 		attacks, every := simAttacks, 5*time.Minute
@@ -111,7 +137,7 @@ func detectionFleets() []detectionFleet {
 		if o.attackEvery != 0 {
 			every = o.attackEvery
 		}
-		return detectionFleet{name: name, describe: describe, warmup: warmup, live: live, devices: devices, start: start, optIn: o.optIn,
+		return detectionFleet{name: name, describe: describe, warmup: warmup, live: live, devices: devices, start: start, optIn: o.optIn, shift: shift,
 			produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
 				sim, err := simulator.New(simulator.Config{Kafka: env.kafka, Devices: devices, Seed: seed + shift, Speed: -1,
 					History: warmup + 10*time.Minute, Duration: live - 10*time.Minute, Start: start, GroundTruth: truth,
@@ -132,12 +158,12 @@ func detectionFleets() []detectionFleet {
 		simFleet("simulator-day", "simulator, 120 devices, seed 11, heterogeneity 0.5, a whole day of warm-up", 120, 11, 0.5, day, 24*time.Hour, 6*time.Hour, simOptions{}),
 		simFleet("simulator-morning", "simulator, 250 devices, seed 23, heterogeneity 1.0, 2 h 20 min warm-up from 04:00, then the morning rise", 250, 23, 1.0,
 			morning, warm, 4*time.Hour, simOptions{}),
-		campusFleet("campus", "campus generator (goflow2 JSON, reply legs, devices found by address), 240 devices, seed 5, 2 h 20 min warm-up from 08:00", campusOptions{hour: 8}),
+		campusFleet(shift, "campus", "campus generator (goflow2 JSON, reply legs, devices found by address), 240 devices, seed 5, 2 h 20 min warm-up from 08:00", campusOptions{hour: 8}),
 		// The fleets below run only when named (CHAINWATCH_DETECTION_FLEETS).
 		//
 		// The same fleets from a producer that keys nothing: a degraded
 		// mode the service reports (README, "Key records by device").
-		campusFleet("campus-unkeyed", "the campus fleet produced round-robin, records not keyed by device", campusOptions{balancer: &kafka.RoundRobin{}, hour: 8, optIn: true}),
+		campusFleet(shift, "campus-unkeyed", "the campus fleet produced round-robin, records not keyed by device", campusOptions{balancer: &kafka.RoundRobin{}, hour: 8, optIn: true}),
 		simFleet("simulator-morning-unkeyed", "the simulator-morning fleet produced round-robin, records not keyed by device", 250, 23, 1.0,
 			morning, warm, 4*time.Hour, simOptions{balancer: &kafka.RoundRobin{}, optIn: true}),
 		// Sparse devices: every flow rate an eighth of the simulator's, so
@@ -182,18 +208,18 @@ func detectionFleets() []detectionFleet {
 		// polling schedule pushed to all of them).
 		simFleet("simulator-step", "the simulator-morning fleet whose PLCs all triple their traffic, to their usual hosts, an hour into the scored hours (a schedule pushed to every PLC; no attack)", 250, 23, 1.0,
 			morning, warm, 4*time.Hour, simOptions{optIn: true, shift: &simulator.Shift{Profile: "plc", After: time.Hour, Factor: 3}}),
-		campusFleet("campus-early", "the campus fleet from 05:00: warm-up 05:00–07:20, then business hours", campusOptions{hour: 5, optIn: true}),
+		campusFleet(shift, "campus-early", "the campus fleet from 05:00: warm-up 05:00–07:20, then business hours", campusOptions{hour: 5, optIn: true}),
 		// Cloud services as they are run: endpoints behind load balancers
 		// (half the connections to another address of the host's /24) and
 		// time from a public pool (every NTP exchange a server never met).
-		campusFleet("campus-pools", "the campus fleet whose cloud endpoints are load-balanced over their /24 and whose thermostats take time from a public NTP pool", campusOptions{hour: 8, optIn: true, cloudPools: true}),
+		campusFleet(shift, "campus-pools", "the campus fleet whose cloud endpoints are load-balanced over their /24 and whose thermostats take time from a public NTP pool", campusOptions{hour: 8, optIn: true, cloudPools: true}),
 		// Name lookups: three in ten cloud connections follow a query
 		// to the site's resolver.
-		campusFleet("campus-dns", "the campus fleet whose devices ask the site's resolver before three in ten of their cloud connections", campusOptions{hour: 8, optIn: true, dns: true}),
+		campusFleet(shift, "campus-dns", "the campus fleet whose devices ask the site's resolver before three in ten of their cloud connections", campusOptions{hour: 8, optIn: true, dns: true}),
 		// The size: 60 devices, 15 of each profile, so that each
 		// profile's tails rest on a quarter of the training windows.
-		campusFleet("campus-60", "the campus fleet at 60 devices", campusOptions{hour: 8, optIn: true, devices: 60}),
-		campusFleet("campus-long-flows", "the campus fleet whose flows last up to 50 s, each record stamped with its flow's end and produced with the minute its flow began in", campusOptions{hour: 8, optIn: true, flowLength: 50 * time.Second}),
+		campusFleet(shift, "campus-60", "the campus fleet at 60 devices", campusOptions{hour: 8, optIn: true, devices: 60}),
+		campusFleet(shift, "campus-long-flows", "the campus fleet whose flows last up to 50 s, each record stamped with its flow's end and produced with the minute its flow began in", campusOptions{hour: 8, optIn: true, flowLength: 50 * time.Second}),
 	}
 }
 
@@ -209,13 +235,12 @@ type campusOptions struct {
 }
 
 // campusFleet is simulator/campus's fleet (240 devices unless o.devices)
-// from o.hour on the benchmark's day.
-func campusFleet(name, describe string, o campusOptions) detectionFleet {
+// from o.hour on the benchmark's day, its seed shifted by shift.
+func campusFleet(shift uint64, name, describe string, o campusOptions) detectionFleet {
 	_, camAttacks := rotation()
-	shift := seedShift()
 	start := time.Date(2026, 11, 2, o.hour, 0, 0, 0, time.UTC)
 	devices := cmp.Or(o.devices, 240)
-	return detectionFleet{name: name, describe: describe, optIn: o.optIn,
+	return detectionFleet{name: name, describe: describe, optIn: o.optIn, shift: shift,
 		warmup: 140 * time.Minute, live: 4 * time.Hour, devices: devices, start: start,
 		produce: func(ctx context.Context, env *embeddedDefault, truth string) (int64, error) {
 			cfg := campus.Config{Kafka: env.kafka, Devices: devices, Seed: 5 + shift, Start: start, Balancer: o.balancer, CloudPools: o.cloudPools, DNSLookups: o.dns, FlowLength: o.flowLength,
@@ -239,6 +264,8 @@ func campusFleet(name, describe string, o campusOptions) detectionFleet {
 // peak score; per fleet the false incidents and false alerts per 1,000
 // device-hours. With CHAINWATCH_DETECTION_REPORT set it writes the tables
 // there as Markdown (make bench-detection writes docs/bench/detection.md);
+// CHAINWATCH_DETECTION_SEEDS runs each fleet on that many seeds, pooled
+// (detectionSeeds; make bench-detection runs 3);
 // CHAINWATCH_DETECTION_FLEETS (comma-separated names) runs only those
 // fleets; the fleets after the first three in detectionFleets (records not
 // keyed by device, sparse and dense devices, other hours and fleet sizes,
@@ -258,26 +285,52 @@ func BenchmarkDetectionQuality(b *testing.B) {
 	if n := fleetMin(); n != 0 {
 		fmt.Fprintf(&doc, "Fleet episodes' minimum devices %d (CHAINWATCH_DETECTION_FLEET_MIN).\n\n", n)
 	}
+	seeds := detectionSeeds()
+	if seeds > 1 {
+		fmt.Fprintf(&doc, "Each fleet run on %d seeds, its own shifted by +0, +100, … (CHAINWATCH_DETECTION_SEEDS), and reported pooled.\n\n", seeds)
+	}
 	var all []attackResult
 	var allHours float64
 	allFalse, allFalseEvents := 0, 0
 	only := os.Getenv("CHAINWATCH_DETECTION_FLEETS") // e.g. "campus": a subset, for a quicker look
-	for _, f := range detectionFleets() {
+	for i, f := range detectionFleets(seedShift()) {
 		named := slices.Contains(strings.Split(only, ","), f.name)
 		if only != "" && !named || f.optIn && !named {
 			continue
 		}
-		rep := runDetectionFleet(b, f)
-		b.Logf("%s: %d attacks, %d incidents, %d false (%.2f per 1,000 device-hours), their alerts %d (%.2f per 1,000 device-hours)",
-			f.name, len(rep.attacks), rep.incidents, len(rep.falseIncidents), rep.perThousand(len(rep.falseIncidents)),
-			rep.falseEvents, rep.perThousand(rep.falseEvents))
-		for _, fi := range rep.falseIncidents {
-			b.Logf("  false incident %s %s–%s peak %.3f features %+v", fi.device, fi.first.Format("15:04"), fi.last.Format("15:04"), fi.peak, fi.openedFeatures)
+		// The fleet on each seed, pooled: its attacks, its false incidents
+		// and its device-hours.
+		var rep detectionReport
+		var perSeed []string
+		for k := range seeds {
+			run := detectionFleets(seedShift() + uint64(k)*100)[i]
+			r := runDetectionFleet(b, run)
+			b.Logf("%s: %d attacks, %d incidents, %d false (%.2f per 1,000 device-hours), their alerts %d (%.2f per 1,000 device-hours)",
+				run.run(), len(r.attacks), r.incidents, len(r.falseIncidents), r.perThousand(len(r.falseIncidents)),
+				r.falseEvents, r.perThousand(r.falseEvents))
+			for _, fi := range r.falseIncidents {
+				b.Logf("  false incident %s %s–%s peak %.3f features %+v", fi.device, fi.first.Format("15:04"), fi.last.Format("15:04"), fi.peak, fi.openedFeatures)
+			}
+			perSeed = append(perSeed, fmt.Sprintf("+%d: %d", run.shift, len(r.falseIncidents)))
+			rep.attacks = append(rep.attacks, r.attacks...)
+			rep.incidents += r.incidents
+			rep.falseIncidents = append(rep.falseIncidents, r.falseIncidents...)
+			rep.falseEvents += r.falseEvents
+			rep.deviceHours += r.deviceHours
 		}
 		b.Logf("\n%s", rep.table())
-		fmt.Fprintf(&doc, "### Fleet %s\n\n%s; %s of live traffic scored after the warm-up (%.0f device-hours).\n\n", f.name, f.describe, f.live, rep.deviceHours)
-		fmt.Fprintf(&doc, "False incidents: **%d** (%.2f per 1,000 device-hours); their alerts (openings, updates, closings): %d (%.2f per 1,000 device-hours). Incidents in all: %d.\n\n",
-			len(rep.falseIncidents), rep.perThousand(len(rep.falseIncidents)), rep.falseEvents, rep.perThousand(rep.falseEvents), rep.incidents)
+		lo, hi := poissonInterval(len(rep.falseIncidents), 0.95)
+		fmt.Fprintf(&doc, "### Fleet %s\n\n%s; %s of live traffic scored after the warm-up (%.0f device-hours", f.name, f.describe, f.live, rep.deviceHours)
+		if seeds > 1 {
+			fmt.Fprintf(&doc, " over %d seeds", seeds)
+		}
+		fmt.Fprintf(&doc, ").\n\nFalse incidents: **%d** (%.2f per 1,000 device-hours; 95 %% interval %.2f–%.2f)",
+			len(rep.falseIncidents), rep.perThousand(len(rep.falseIncidents)), 1000*lo/rep.deviceHours, 1000*hi/rep.deviceHours)
+		if seeds > 1 {
+			fmt.Fprintf(&doc, ", by seed %s", strings.Join(perSeed, ", "))
+		}
+		fmt.Fprintf(&doc, "; their alerts (openings, updates, closings): %d (%.2f per 1,000 device-hours). Incidents in all: %d.\n\n",
+			rep.falseEvents, rep.perThousand(rep.falseEvents), rep.incidents)
 		fmt.Fprintf(&doc, "%s\n", rep.table())
 		all = append(all, rep.attacks...)
 		allHours += rep.deviceHours
@@ -286,8 +339,9 @@ func BenchmarkDetectionQuality(b *testing.B) {
 		b.ReportMetric(rep.perThousand(len(rep.falseIncidents)), "false-incidents/1000dh-"+f.name)
 	}
 	total := detectionReport{attacks: all, deviceHours: allHours}
-	fmt.Fprintf(&doc, "### All fleets\n\n%.0f device-hours: %d false incidents (%.2f per 1,000 device-hours), %d false alerts (%.2f per 1,000 device-hours).\n\n%s",
-		allHours, allFalse, total.perThousand(allFalse), allFalseEvents, total.perThousand(allFalseEvents), total.table())
+	lo, hi := poissonInterval(allFalse, 0.95)
+	fmt.Fprintf(&doc, "### All fleets\n\n%.0f device-hours: %d false incidents (%.2f per 1,000 device-hours; 95 %% interval %.2f–%.2f), %d false alerts (%.2f per 1,000 device-hours).\n\n%s",
+		allHours, allFalse, total.perThousand(allFalse), 1000*lo/allHours, 1000*hi/allHours, allFalseEvents, total.perThousand(allFalseEvents), total.table())
 	strong, strongWithin := 0, 0
 	for _, a := range all {
 		if !subtle(a.scenario, a.intensity) {
@@ -335,7 +389,7 @@ func runDetectionFleet(b *testing.B, f detectionFleet) detectionReport {
 	judged := &judgedWindows{scores: map[deviceWindow]float64{}}
 	var next slog.Handler = slog.DiscardHandler
 	if dir := os.Getenv("CHAINWATCH_DETECTION_DEBUG"); dir != "" {
-		f, err := os.Create(filepath.Join(dir, f.name+".log"))
+		f, err := os.Create(filepath.Join(dir, f.run()+".log"))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -386,7 +440,7 @@ func runDetectionFleet(b *testing.B, f detectionFleet) detectionReport {
 	truth := readAttackTruth(b, truthPath)
 	if dir := os.Getenv("CHAINWATCH_DETECTION_DEBUG"); dir != "" {
 		if raw, err := os.ReadFile(truthPath); err == nil {
-			_ = os.WriteFile(filepath.Join(dir, f.name+".truth.csv"), raw, 0o644)
+			_ = os.WriteFile(filepath.Join(dir, f.run()+".truth.csv"), raw, 0o644)
 		}
 	}
 	liveStart := f.start.Add(f.warmup + 10*time.Minute)
@@ -403,7 +457,7 @@ func runDetectionFleet(b *testing.B, f detectionFleet) detectionReport {
 	// here is lost detail (a window closed too early). The counter has
 	// one series, the flows topic's, from the first record on.
 	late := testutil.ToFloat64(svc.Metrics().RecordsLate)
-	b.Logf("%s: %d records (%.0f too late for their window), %d windows scored, %d behaviour alerts", f.name, n, late, summary.WindowsScored.Load(), len(alerts))
+	b.Logf("%s: %d records (%.0f too late for their window), %d windows scored, %d behaviour alerts", f.run(), n, late, summary.WindowsScored.Load(), len(alerts))
 	rep := evaluate(alerts, truth, time.Minute, 10*time.Minute, runEnd, hours)
 	for i := range rep.attacks {
 		a := &rep.attacks[i]

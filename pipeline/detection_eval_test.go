@@ -2,10 +2,14 @@ package pipeline_test
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
+	"testing"
 	"time"
+
+	"gonum.org/v1/gonum/stat/distuv"
 
 	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/pipeline"
@@ -176,6 +180,38 @@ func outbreak(truth []attackTruth, profile string, t time.Time) bool {
 
 // perThousand is a count per 1,000 device-hours.
 func (r detectionReport) perThousand(n int) float64 { return float64(n) / r.deviceHours * 1000 }
+
+// poissonInterval is the exact (Garwood) two-sided confidence interval, at
+// level conf, for the mean of a Poisson count of which k were seen: the
+// mean lies in [χ²(α/2; 2k)/2, χ²(1 − α/2; 2k + 2)/2] with probability
+// at least conf, α = 1 − conf (Garwood, "Fiducial limits for the Poisson
+// distribution", Biometrika 28, 1936). Divided by the device-hours
+// observed it bounds a false-incident rate: with 0 seen in 1,000
+// device-hours the rate may still be 3.7 per 1,000.
+func poissonInterval(k int, conf float64) (lo, hi float64) {
+	alpha := 1 - conf
+	if k > 0 {
+		lo = distuv.ChiSquared{K: float64(2 * k)}.Quantile(alpha/2) / 2
+	}
+	hi = distuv.ChiSquared{K: float64(2*k + 2)}.Quantile(1-alpha/2) / 2
+	return lo, hi
+}
+
+// TestPoissonIntervalKnownValues checks poissonInterval against the exact
+// 95 % limits tabulated for a Poisson count (Garwood 1936; e.g. the table
+// in Ulm, "A simple method to calculate the confidence interval of a
+// standardized mortality ratio", Am. J. Epidemiol. 131, 1990).
+func TestPoissonIntervalKnownValues(t *testing.T) {
+	for _, c := range []struct {
+		k      int
+		lo, hi float64
+	}{{0, 0, 3.6889}, {1, 0.0253, 5.5716}, {4, 1.0899, 10.2416}, {10, 4.7954, 18.3904}} {
+		lo, hi := poissonInterval(c.k, 0.95)
+		if math.Abs(lo-c.lo) > 1e-3 || math.Abs(hi-c.hi) > 1e-3 {
+			t.Errorf("k=%d: interval %.4f–%.4f, want %.4f–%.4f", c.k, lo, hi, c.lo, c.hi)
+		}
+	}
+}
 
 // cell groups attacks by kind and intensity for the benchmark table.
 type cell struct {
