@@ -733,23 +733,31 @@ func (m *Model) Judge(r []float64, forestScore float64) Judgement {
 // their share of Σ z² over the suspicious deviations, each with its value
 // and the device's baseline in the feature's own units.
 func (m *Model) ExplainDeviation(b *DeviceBaseline, v *features.Vector, r []float64, top int) []Contribution {
-	var weight [features.Count]float64
-	total := 0.0
-	for j, z := range r {
-		s := suspicious(z)
-		weight[j] += s * s
-		total += s * s
-	}
+	shares := deviationShares(r)
 	out := make([]Contribution, features.Count)
 	for j := range features.Count {
-		share := 0.0
-		if total > 0 {
-			share = weight[j] / total
-		}
-		out[j] = Contribution{Feature: features.Names[j], Value: v[j], Baseline: unscaled(j, float64(b.Mean[j])), Share: share}
+		out[j] = Contribution{Feature: features.Names[j], Value: v[j], Baseline: unscaled(j, float64(b.Mean[j])), Share: shares[j]}
 	}
 	slices.SortStableFunc(out, func(a, b Contribution) int { return cmp.Compare(b.Share, a.Share) })
 	return out[:min(top, len(out))]
+}
+
+// deviationShares is each feature's share of Σ z² over a window's
+// suspicious deviations r (all 0 when none is suspicious).
+func deviationShares(r []float64) [features.Count]float64 {
+	var shares [features.Count]float64
+	total := 0.0
+	for j, z := range r {
+		s := suspicious(z)
+		shares[j] = s * s
+		total += s * s
+	}
+	if total > 0 {
+		for j := range shares {
+			shares[j] /= total
+		}
+	}
+	return shares
 }
 
 // ErrTooFewWindows is returned when a profile's history holds too few

@@ -685,7 +685,14 @@ func (d *Detector) baseline(p *profileState, cw *ClosedWindow) *models.DeviceBas
 // the episode: none of its events is reported (fleetJudge.advance).
 func (d *Detector) incident(p *profileState, cw *ClosedWindow, m *models.Model, j models.Judgement, r []float64, novel bool) ([]*contract.Alert, bool) {
 	var out []*contract.Alert
-	events, joined, opening, learn := p.fleet.advance(d.cfg.Incident, m, &cw.state.incident, incidentWindow(cw.Index, j), j, r, novel, d.events[:0])
+	st := cw.state
+	if counts(d.cfg.Incident, j) {
+		if st.drivers == nil {
+			st.drivers = new(models.Drivers)
+		}
+		st.drivers.Add(&st.baseline, &cw.Vector, r, j.Level)
+	}
+	events, joined, opening, learn := p.fleet.advance(d.cfg.Incident, m, &st.incident, incidentWindow(cw.Index, j), j, r, novel, d.events[:0])
 	if joined {
 		d.metrics.FleetAbsorbed.WithLabelValues(cw.Profile).Inc()
 	}
@@ -698,12 +705,25 @@ func (d *Detector) incident(p *profileState, cw *ClosedWindow, m *models.Model, 
 		for _, o := range cw.Others {
 			a.Evidence.More = append(a.Evidence.More, contract.PartitionOffsets{Partition: o.Partition, Offsets: []int64{o.First, o.Last}})
 		}
-		if ev.Status != incidents.Closed {
-			for _, c := range m.ExplainDeviation(&cw.state.baseline, &cw.Vector, r, d.cfg.TopFeatures) {
+		closed := ev.Status == incidents.Closed
+		if !closed {
+			// What drove the incident's windows, or this window's
+			// deviations when none of them had a suspicious one.
+			top := st.drivers.Top(d.cfg.TopFeatures)
+			if top == nil {
+				top = m.ExplainDeviation(&st.baseline, &cw.Vector, r, d.cfg.TopFeatures)
+			}
+			for _, c := range top {
 				a.Features = append(a.Features, contract.Contribution(c))
 			}
 		}
 		out = append(out, a)
+		if closed {
+			st.drivers = nil
+		}
+	}
+	if st.incident.Quiet(d.cfg.Incident) {
+		st.drivers = nil
 	}
 	return out, learn
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chainwatch/chainwatch/ledgerclient/contract"
 	"github.com/chainwatch/chainwatch/models/features"
 	"github.com/chainwatch/chainwatch/pipeline/incidents"
 )
@@ -127,5 +128,72 @@ func TestBatchJudgedOnEveryCoreAsOnOne(t *testing.T) {
 			}
 		}
 		t.Fatalf("judged differently on four cores than on one: %d lines against %d", len(four), len(one))
+	}
+}
+
+// TestIncidentExplainedByTheWindowsThatOpenedIt: a meter sends three
+// small-packet flows in minute 70 (it never does) and half again its bytes
+// in minute 71, and the k-of-n rule opens its incident on minute 71. The
+// opening alert names what drove both windows, the small-packet flows
+// first — though the window it opened on had none — with their value in
+// minute 70. An upload of twenty times its bytes in minutes 100–101, long
+// after that incident closed, is explained by itself alone.
+func TestIncidentExplainedByTheWindowsThatOpenedIt(t *testing.T) {
+	d := meterDetector(t, incidents.Rule{})
+	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	states := make([]*deviceState, 20)
+	for k := range states {
+		states[k] = newDeviceState(fmt.Sprintf("m-%02d", k), "meter")
+	}
+	var openings []*contract.Alert
+	var minutes []int
+	for i := range 110 {
+		minute := make([]ClosedWindow, 0, len(states))
+		for k, st := range states {
+			rng := rand.New(rand.NewPCG(uint64(i), uint64(k)))
+			v := meterVector(rng, float64(3+rng.IntN(4)))
+			v[features.DistinctDst] = 1
+			if k == 0 {
+				switch {
+				case i == 70:
+					v[features.SmallPacketFlows] = 3
+				case i == 71:
+					v[features.BytesOut] *= 1.5
+				case i == 100 || i == 101:
+					v[features.BytesOut] *= 20
+				}
+			}
+			minute = append(minute, meterWindow(st, t0.Add(time.Duration(i)*time.Minute), v))
+		}
+		verdicts, err := d.ScoreWindows(context.Background(), minute, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range verdicts {
+			for _, a := range v.Alerts {
+				if a.DeviceID == "m-00" && a.Incident != nil && a.Incident.Status == string(incidents.Opened) {
+					openings, minutes = append(openings, a), append(minutes, i)
+				}
+			}
+		}
+	}
+	if len(openings) != 2 || minutes[0] != 71 || minutes[1] < 100 || minutes[1] > 101 {
+		t.Fatalf("m-00 opened incidents in minutes %v, want one in minute 71 and one in minute 100 or 101", minutes)
+	}
+	first := openings[0].Features
+	if len(first) < 2 || first[0].Feature != "small_packet_flows" || first[0].Value != 3 || first[0].Share < 0.3 {
+		t.Fatalf("the incident opened on minute 71 is explained by %+v; want the small-packet flows of minute 70 first", first)
+	}
+	if !slices.ContainsFunc(first, func(c contract.Contribution) bool { return c.Feature == "bytes_out" && c.Share > 0.1 }) {
+		t.Errorf("the incident opened on minute 71 is explained by %+v; want minute 71's bytes among its features", first)
+	}
+	second := openings[1].Features
+	if len(second) == 0 || second[0].Feature != "bytes_out" {
+		t.Fatalf("the upload's incident is explained by %+v; want bytes_out first", second)
+	}
+	for _, c := range second {
+		if c.Feature == "small_packet_flows" && c.Share > 0 {
+			t.Errorf("the upload's incident is explained by %+v: the small-packet flows of an incident closed half an hour before still count", second)
+		}
 	}
 }

@@ -78,7 +78,13 @@ type deviceModel struct {
 	feat     features.Device
 	baseline models.DeviceBaseline
 	incident incidents.State
-	dirty    bool // changed since the last checkpoint
+	// drivers is what drove the device's windows that count towards an
+	// incident, since it was last quiet (incidents.State.Quiet) or its last
+	// incident closed: an incident's alerts are explained by them (nil
+	// while quiet; not checkpointed: after a restart an incident is
+	// explained by its windows since).
+	drivers *models.Drivers
+	dirty   bool // changed since the last checkpoint
 	// epoch is the detector's model epoch of the device's profile its
 	// baseline was learned under (not checkpointed: a restart keeps the
 	// baselines it restores).

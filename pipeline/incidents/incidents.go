@@ -214,6 +214,22 @@ type State struct {
 // Open reports whether an incident is open.
 func (s *State) Open() bool { return s.open }
 
+// Quiet reports whether no incident is open and none of the windows the
+// opening rules still look back on counts towards one: none anomalous,
+// elevated or persistent among the last 16, none holding its even share
+// of the evidence rule's among the last EN.
+func (s *State) Quiet(r Rule) bool {
+	if s.open || s.recent|s.elevated|s.persist != 0 {
+		return false
+	}
+	for _, e := range s.evidence[:min(max(r.EN, 0), EvidenceSlots)] {
+		if float64(e)*float64(r.EN) >= 1 {
+			return false
+		}
+	}
+	return true
+}
+
 // Absorb marks the open incident as part of a fleet episode: it goes on as
 // any other, so the device does not open again while the episode lasts,
 // but the caller reports none of its events (Absorbed). Closing it ends

@@ -385,3 +385,43 @@ func TestLingeringWindowsContinueButOpenNothing(t *testing.T) {
 		t.Fatalf("want the incident closed after 5 quiet windows, its last window the last lingering one: %+v", closed)
 	}
 }
+
+// TestQuietUntilNothingCountsAnyMore: a state is quiet before any window;
+// not once a window counts towards an opening (anomalous or elevated, for
+// the 16 windows the rules look back on; holding its even share of the
+// evidence rule's, for its EN windows), nor while an incident is open.
+func TestQuietUntilNothingCountsAnyMore(t *testing.T) {
+	r := Rule{SK: 6, SN: 10, EN: 3}.WithDefaults()
+	var s State
+	if !s.Quiet(r) {
+		t.Fatal("a state that saw no window is not quiet")
+	}
+	for _, c := range []struct {
+		w       Window
+		quietAt int64
+	}{{Window{Index: 100, Level: Low}, 116}, {Window{Index: 100, Elevated: true}, 116}, {Window{Index: 100, Evidence: 0.4}, 103}} {
+		var s State
+		s.Observe(r, c.w, nil)
+		if s.Quiet(r) {
+			t.Fatalf("quiet after %+v", c.w)
+		}
+		s.Observe(r, Window{Index: c.quietAt - 1}, nil)
+		if s.Quiet(r) {
+			t.Fatalf("quiet at %d after %+v, which a rule still looks back on", c.quietAt-1, c.w)
+		}
+		s.Observe(r, Window{Index: c.quietAt}, nil)
+		if !s.Quiet(r) {
+			t.Fatalf("not quiet at %d after %+v", c.quietAt, c.w)
+		}
+	}
+	var low State
+	low.Observe(r, Window{Index: 100, Evidence: 0.3}, nil) // less than its even share (1/3)
+	if !low.Quiet(r) {
+		t.Fatal("not quiet after a window holding less than its even share of the evidence rule's")
+	}
+	var open State
+	run(t, &open, r, 2, 2)
+	if !open.Open() || open.Quiet(r) {
+		t.Fatalf("an open incident: open %v, quiet %v", open.Open(), open.Quiet(r))
+	}
+}
