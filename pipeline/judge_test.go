@@ -71,18 +71,13 @@ func TestBatchJudgedOnEveryCoreAsOnOne(t *testing.T) {
 	judgeAll := func(procs int) (out []string, alerts int) {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 		d := meterDetector(t, incidents.Rule{})
-		t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 		const devices = 300
 		states := make([]*deviceState, devices)
 		for k := range states {
 			states[k] = newDeviceState(fmt.Sprintf("m-%03d", k), "meter")
 		}
 		for i := range 90 {
-			minute := make([]ClosedWindow, 0, devices)
-			for k, st := range states {
-				rng := rand.New(rand.NewPCG(uint64(i), uint64(k)))
-				v := meterVector(rng, float64(3+rng.IntN(4)))
-				v[features.DistinctDst] = 1
+			verdicts := judgeMeterMinute(t, d, states, i, func(k int, v *features.Vector) {
 				if i >= 70 && k%37 == 0 { // a flood
 					v[features.Flows] *= 30
 					v[features.SmallPacketFlows] = v[features.Flows]
@@ -93,21 +88,16 @@ func TestBatchJudgedOnEveryCoreAsOnOne(t *testing.T) {
 				if i >= 65 && k%53 == 2 && i%2 == 0 { // a beacon's host
 					v[features.NewDst], v[features.DistinctDst] = 1, 2
 				}
-				minute = append(minute, meterWindow(st, t0.Add(time.Duration(i)*time.Minute), v))
-			}
-			verdicts, err := d.ScoreWindows(context.Background(), minute, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			})
 			for k, v := range verdicts {
 				for _, a := range v.Alerts {
 					alerts++
-					out = append(out, fmt.Sprintf("minute %d window %d: %s %s %s score %.12f", i, k, a.DeviceID, a.Incident.Status, a.Incident.OpenedBy, a.Score))
+					out = append(out, fmt.Sprintf("minute %d window %d: %s %s %s score %.12f features %v", i, k, a.DeviceID, a.Incident.Status, a.Incident.OpenedBy, a.Score, a.Features))
 				}
 			}
 			if i >= 61 {
-				for k := range minute {
-					out = append(out, fmt.Sprintf("minute %d %s baseline %v", i, minute[k].DeviceID, states[k].baseline.Mean))
+				for _, st := range states {
+					out = append(out, fmt.Sprintf("minute %d %s baseline %v", i, st.id, st.baseline.Mean))
 				}
 			}
 		}
@@ -140,7 +130,6 @@ func TestBatchJudgedOnEveryCoreAsOnOne(t *testing.T) {
 // after that incident closed, is explained by itself alone.
 func TestIncidentExplainedByTheWindowsThatOpenedIt(t *testing.T) {
 	d := meterDetector(t, incidents.Rule{})
-	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	states := make([]*deviceState, 20)
 	for k := range states {
 		states[k] = newDeviceState(fmt.Sprintf("m-%02d", k), "meter")
@@ -148,27 +137,19 @@ func TestIncidentExplainedByTheWindowsThatOpenedIt(t *testing.T) {
 	var openings []*contract.Alert
 	var minutes []int
 	for i := range 110 {
-		minute := make([]ClosedWindow, 0, len(states))
-		for k, st := range states {
-			rng := rand.New(rand.NewPCG(uint64(i), uint64(k)))
-			v := meterVector(rng, float64(3+rng.IntN(4)))
-			v[features.DistinctDst] = 1
-			if k == 0 {
-				switch {
-				case i == 70:
-					v[features.SmallPacketFlows] = 3
-				case i == 71:
-					v[features.BytesOut] *= 1.5
-				case i == 100 || i == 101:
-					v[features.BytesOut] *= 20
-				}
+		verdicts := judgeMeterMinute(t, d, states, i, func(k int, v *features.Vector) {
+			if k != 0 {
+				return
 			}
-			minute = append(minute, meterWindow(st, t0.Add(time.Duration(i)*time.Minute), v))
-		}
-		verdicts, err := d.ScoreWindows(context.Background(), minute, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+			switch {
+			case i == 70:
+				v[features.SmallPacketFlows] = 3
+			case i == 71:
+				v[features.BytesOut] *= 1.5
+			case i == 100 || i == 101:
+				v[features.BytesOut] *= 20
+			}
+		})
 		for _, v := range verdicts {
 			for _, a := range v.Alerts {
 				if a.DeviceID == "m-00" && a.Incident != nil && a.Incident.Status == string(incidents.Opened) {
@@ -196,4 +177,25 @@ func TestIncidentExplainedByTheWindowsThatOpenedIt(t *testing.T) {
 			t.Errorf("the upload's incident is explained by %+v: the small-packet flows of an incident closed half an hour before still count", second)
 		}
 	}
+}
+
+// judgeMeterMinute judges minute i of meters (each meter's window as
+// meterVector draws it, one destination, then changed by change) and
+// returns the verdicts.
+func judgeMeterMinute(t *testing.T, d *Detector, states []*deviceState, i int, change func(k int, v *features.Vector)) []Verdict {
+	t.Helper()
+	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	minute := make([]ClosedWindow, 0, len(states))
+	for k, st := range states {
+		rng := rand.New(rand.NewPCG(uint64(i), uint64(k)))
+		v := meterVector(rng, float64(3+rng.IntN(4)))
+		v[features.DistinctDst] = 1
+		change(k, &v)
+		minute = append(minute, meterWindow(st, t0.Add(time.Duration(i)*time.Minute), v))
+	}
+	verdicts, err := d.ScoreWindows(context.Background(), minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return verdicts
 }
