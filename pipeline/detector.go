@@ -526,7 +526,10 @@ func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWi
 	// device's incident moves, so that whether the profile moved as a
 	// whole does not depend on the order the run's devices come in.
 	var fleet []*contract.Alert
-	p.fleet.tally(d.cfg.Incident, d.batchIndex, d.batchData, d.batchNovel, d.batchJudged, func(k int, ev incidents.Event) {
+	explain := func(i int, dr *models.Drivers) {
+		dr.Add(d.batchBases[i], &ws[i].Vector, d.batchData[i*dims:(i+1)*dims], d.batchJudged[i].Level)
+	}
+	p.fleet.tally(d.cfg.Incident, d.batchIndex, d.batchData, d.batchNovel, d.batchJudged, explain, func(k int, ev incidents.Event) {
 		fleet = append(fleet, d.fleetAlert(p, ws[k], m.Hash(), d.batchJudged[k].Score, ev))
 	})
 	for k, cw := range ws {
@@ -744,6 +747,11 @@ func (d *Detector) fleetAlert(p *profileState, cw *ClosedWindow, modelHash strin
 		a.Evidence.Detail = fmt.Sprintf("%d of %d %s devices judged in one window were raised together: the profile as a whole changed behaviour (a schedule, a change pushed to every device, or an attack on all of them). Device incidents opened while this lasts are grouped here when the shared change explains them, not reported one by one; a device that also moved elsewhere, met new hosts or sent flood- or scan-shaped traffic is reported on its own",
 			p.fleet.Raised, p.fleet.Judged, cw.Profile)
 		a.Incident.OpenedBy = "fleet"
+		// What the raised devices of the opening minute did, each feature
+		// shown on the device where it stood out most.
+		for _, c := range p.fleet.drivers.Top(d.cfg.TopFeatures) {
+			a.Features = append(a.Features, contract.Contribution(c))
+		}
 	case incidents.Closed:
 		a.Evidence.Detail = fmt.Sprintf("no more than a quarter of the %s devices raised for %d windows in a row; %d device incidents were grouped in this episode",
 			cw.Profile, d.cfg.Incident.WithDefaults().M, ev.Windows)

@@ -55,6 +55,11 @@ type fleetJudge struct {
 	// novel counts those of the n windows that met strangers or sent
 	// attack-shaped traffic (novelWindow).
 	novel int
+	// drivers is what drove the raised windows of the newest episode's
+	// opening minute (models.Drivers): what its opening alert shows the
+	// profile did. Not checkpointed: an episode opened before a restart is
+	// reported after it without features.
+	drivers models.Drivers
 
 	rest   [models.ResidualDims]float64
 	score  [1]float64
@@ -75,18 +80,22 @@ func raised(j models.Judgement) bool { return j.Anomalous || j.Elevated }
 // episode's closings (incidents.Fleet.Observe) with the batch row that made
 // each. An opening sets the episode's direction from the batch's raised
 // windows of the window it opened on: the whole batch is judged before it
-// is tallied.
-func (f *fleetJudge) tally(rule incidents.Rule, index []int64, rows []float64, novel []bool, js []models.Judgement, emit func(k int, ev incidents.Event)) {
+// is tallied. explain (nil: none) adds a batch row's window to the
+// episode's drivers.
+func (f *fleetJudge) tally(rule incidents.Rule, index []int64, rows []float64, novel []bool, js []models.Judgement, explain func(i int, d *models.Drivers), emit func(k int, ev incidents.Event)) {
 	const dims = models.ResidualDims
 	for k, j := range js {
 		wasOpen := f.Open()
 		f.events = f.Observe(rule, index[k], raised(j), f.events[:0])
 		if !wasOpen && f.Open() {
 			first := f.Opening().First
-			f.dir, f.n, f.novel = [dims]float64{}, 0, 0
+			f.dir, f.n, f.novel, f.drivers = [dims]float64{}, 0, 0, models.Drivers{}
 			for i, oj := range js {
 				if raised(oj) && index[i] == first {
 					f.add(rows[i*dims:(i+1)*dims], novel[i])
+					if explain != nil {
+						explain(i, &f.drivers)
+					}
 				}
 			}
 		}

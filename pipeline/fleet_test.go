@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -183,6 +184,11 @@ func TestFleetEpisodeGroupsAProfileWideStep(t *testing.T) {
 	if len(on.episodes) > 2 {
 		t.Errorf("%d fleet events for one step, want an opening and at most a closing", len(on.episodes))
 	}
+	// The opening names what the profile did: more flows, packets and
+	// bytes than the devices' baselines.
+	if fs := on.episodes[0].Features; len(fs) == 0 || !slices.Contains([]string{"flows", "packets", "bytes_out"}, fs[0].Feature) || fs[0].Value <= fs[0].Baseline {
+		t.Errorf("the episode's opening names %+v; want flows, packets or bytes out above their baselines first", fs)
+	}
 	episode := int(on.episodes[0].WindowStart.Sub(time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)) / time.Minute)
 	for dev, os := range on.opened {
 		for _, o := range os {
@@ -194,8 +200,8 @@ func TestFleetEpisodeGroupsAProfileWideStep(t *testing.T) {
 	if 4*len(on.opened) > len(off.opened) {
 		t.Errorf("fleet episodes on: %d devices reported incidents of their own (%v), against %d off", len(on.opened), on.opened, len(off.opened))
 	}
-	t.Logf("step on all 20: %d devices reported incidents with fleet episodes off, %d on (before the episode opened at minute %d), %d fleet events; episode: %s",
-		len(off.opened), len(on.opened), episode, len(on.episodes), on.episodes[0].Evidence.Detail)
+	t.Logf("step on all 20: %d devices reported incidents with fleet episodes off, %d on (before the episode opened at minute %d), %d fleet events; episode: %s; features %+v",
+		len(off.opened), len(on.opened), episode, len(on.episodes), on.episodes[0].Evidence.Detail, on.episodes[0].Features)
 
 	// The same step, and from minute 80 an upload on every device
 	// the step left unreported.

@@ -126,7 +126,7 @@ func JudgeOffline(m *models.Model, rule incidents.Rule, series []OfflineSeries, 
 			index = append(index, series[w.k].Index[w.i])
 			novel = append(novel, raised(j) && novelWindow(m, &baselines[w.k], &series[w.k].Vectors[w.i], rows[n*dims:(n+1)*dims]))
 		}
-		fleet.tally(rule, index, rows, novel, js, func(int, incidents.Event) {})
+		fleet.tally(rule, index, rows, novel, js, nil, func(int, incidents.Event) {})
 		for n, w := range group {
 			j, r := js[n], rows[n*dims:(n+1)*dims]
 			var joined, opening, learn bool
