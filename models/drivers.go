@@ -25,8 +25,8 @@ import (
 // deviation (a window raised by the forest's score alone adds to the
 // denominator only). Each feature keeps its value and the device's
 // baseline in the window where its share was largest: the window that
-// shows it best. 240 bytes; a device holds one only while it has raised
-// windows.
+// shows it best. 244 bytes (256 as allocated); a device holds one only
+// while it has windows that count towards an incident.
 type Drivers struct {
 	weight   [features.Count]float32 // Σ_w L_w·s_j(w)
 	best     [features.Count]float32 // the largest s_j(w) so far
