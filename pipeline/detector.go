@@ -340,15 +340,20 @@ func (d *Detector) ScoreWindows(ctx context.Context, windows []ClosedWindow, out
 	}
 	for lo := 0; lo < len(windows); {
 		hi := lo + d.distinctDevices(windows[lo:])
-		err := d.scoreDistinct(ctx, windows[lo:hi], out[first+lo:first+hi])
-		for i := lo; i < hi; i++ {
-			if v := out[first+i]; v.Learn && !v.Held && windows[i].window != nil && err == nil {
-				windows[i].state.feat.Learn(windows[i].window)
-			}
-		}
-		if err != nil {
+		if err := d.scoreDistinct(ctx, windows[lo:hi], out[first+lo:first+hi]); err != nil {
 			return out, err
 		}
+		// Each window normal enough teaches its own device's destination
+		// history; the run's devices are distinct, so over the cores.
+		run, verdicts := windows[lo:hi], out[first+lo:first+hi]
+		_ = inRuns(len(run), runtime.GOMAXPROCS(0), func(a, b int) error {
+			for i := a; i < b; i++ {
+				if v := verdicts[i]; v.Learn && !v.Held && run[i].window != nil {
+					run[i].state.feat.Learn(run[i].window)
+				}
+			}
+			return nil
+		})
 		lo = hi
 	}
 	return out, nil
@@ -637,10 +642,17 @@ func (d *Detector) scoreHeld(ctx context.Context, p *profileState) ([]*contract.
 		if err != nil {
 			return nil, err
 		}
-		for k, v := range verdicts {
+		for _, v := range verdicts {
 			alerts = append(alerts, v.Alerts...)
-			d.learnHeld(ws[k], v.Learn)
 		}
+		// The minute's devices are distinct: each window teaches its own
+		// device's history, over the cores.
+		_ = inRuns(len(ws), runtime.GOMAXPROCS(0), func(lo, hi int) error {
+			for k := lo; k < hi; k++ {
+				d.learnHeld(ws[k], verdicts[k].Learn)
+			}
+			return nil
+		})
 		lo = hi
 	}
 	d.log.Info("scored the windows held back past the warm-up span", "profile", profile, "windows", held.Len(), "alerts", len(alerts))
