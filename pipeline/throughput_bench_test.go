@@ -27,9 +27,10 @@ import (
 // registered devices that already sit in the embedded broker, over TCP, on
 // this machine's cores, ten of them scanning over the second half. It
 // reports records/s of the detection stage against two bare consumers of
-// the same records (each the median of three reads), and then, with three more minutes of traffic produced
-// live in which ten other devices begin to scan, the p99 latency from a
-// window's close to its alert in the outbox.
+// the same records (each the median of three reads), and then, with three
+// more minutes of traffic produced live in which ten other devices begin
+// to scan, the p99 latency from a window's close to its alert in the
+// outbox.
 //
 //	go test ./pipeline -run '^$' -bench EndToEndThroughput -benchtime 1x
 func BenchmarkEndToEndThroughput(b *testing.B) {
@@ -97,7 +98,12 @@ func benchmarkEndToEnd(b *testing.B, name string, budget float64) {
 	// as a consumer process does) and, as the ceiling of what the broker
 	// serves, franz-go fetching in-process with the service's own fetch
 	// settings and touching no record.
-	kcatRate := medianOf(baselineReads, func() float64 { return kcatReadRate(b, env.brokers[0], env.topics.Flows, records) })
+	var kcatRate float64
+	if kcat, err := exec.LookPath("kcat"); err != nil {
+		b.Log("kcat not installed (apt-get install kcat): no kcat baseline")
+	} else {
+		kcatRate = medianOf(baselineReads, func() float64 { return kcatReadRate(b, kcat, env.brokers[0], env.topics.Flows, records) })
+	}
 	fetchRate := medianOf(baselineReads, func() float64 { return bareReadRate(b, ctx, env.brokers, env.topics.Flows, records) })
 
 	reg := prometheus.NewRegistry()
@@ -200,14 +206,9 @@ func medianOf(n int, rate func() float64) float64 {
 	return rates[n/2]
 }
 
-// kcatReadRate reads a topic's first n records with kcat into /dev/null and
-// returns records/s, or 0 (and says so) when kcat is not installed.
-func kcatReadRate(b *testing.B, broker, topic string, n int) float64 {
-	path, err := exec.LookPath("kcat")
-	if err != nil {
-		b.Log("kcat not installed (apt-get install kcat): no kcat baseline")
-		return 0
-	}
+// kcatReadRate reads a topic's first n records with the kcat at path into
+// /dev/null and returns records/s.
+func kcatReadRate(b *testing.B, path, broker, topic string, n int) float64 {
 	cmd := exec.Command(path, "-C", "-b", broker, "-t", topic, "-o", "beginning", "-e", "-q", "-c", strconv.Itoa(n), "-f", "%s\n")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil && len(out) > 0 && !bytes.Contains(out, []byte("{")) {
