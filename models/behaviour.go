@@ -472,6 +472,13 @@ type Behaviour struct {
 	// say the time they covered, or before it: one window every Δ, the
 	// most a device can show.
 	WindowsPerDeviceHour float64 `json:"windows_per_device_hour,omitempty"`
+	// ElevatedShare and PersistentShare are the shares of the training
+	// windows elevated and persistent by their own level
+	// (Judgement.Elevated, Judgement.Persistent): how often the profile's
+	// usual device shows one (Model.RuleKFor). Absent (0) in models trained
+	// before them: every device is asked the rules' counts.
+	ElevatedShare   float64 `json:"elevated_share,omitempty"`
+	PersistentShare float64 `json:"persistent_share,omitempty"`
 }
 
 // SharedPeers returns the destinations the model's profile shares (nil
@@ -517,12 +524,19 @@ func LevelScore(l float64) float64 {
 }
 
 // DeviceBaseline is one device's own normal (step 2). Its zero value is
-// "not started": start it from the model's prior. 116 bytes, kept per
+// "not started": start it from the model's prior. 132 bytes, kept per
 // tracked device.
 type DeviceBaseline struct {
 	Mean   [features.Count]float32
 	Var    [features.Count]float32
 	Weight float32
+	// Elevated and Persistent are the device's shares of its windows
+	// elevated and persistent by their own level (Judgement.Elevated,
+	// Judgement.Persistent): its training windows' shares, then averaged
+	// over the windows it learns, as Var is (LearnRaised). The sustained
+	// and persistent rules ask a device that shows such windows more often
+	// than its profile's usual device for as many more (Model.RuleKFor).
+	Elevated, Persistent float32
 }
 
 // Started reports whether the baseline holds anything.
@@ -567,6 +581,77 @@ func (m *Model) Learn(b *DeviceBaseline, v *features.Vector) {
 		b.Mean[j] = float32(float64(b.Mean[j]) + am*d)
 		b.Var[j] = float32((1 - av) * (float64(b.Var[j]) + av*d*d))
 	}
+}
+
+// LearnRaised teaches the device's shares of elevated and persistent
+// windows a window its baseline has just learnt (Learn), raised or not,
+// weighing it as Learn weighs the window in the variances: how often a
+// device's windows are raised is a property of its spread, not of its
+// level.
+func (b *DeviceBaseline) LearnRaised(j Judgement) {
+	w := max(b.Weight, 1)
+	b.Elevated += (indicator(j.Elevated) - b.Elevated) / w
+	b.Persistent += (indicator(j.Persistent) - b.Persistent) / w
+}
+
+func indicator(b bool) float32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// RuleKFor returns how many windows among their last SustainedN and
+// PersistentN at the sustained and persistent levels open an incident on
+// the device of baseline b: SustainedK and PersistentK, plus the windows
+// at that level the device shows in the span beyond what the profile's
+// usual device shows, rounded — one more than the span, the rule off for
+// the device, when that is more than the span.
+//
+// The rules' levels are fitted to the profile's pooled training windows
+// (step 6), where a device that is raised far more often than its peers
+// weighs as a few long clusters; live, the same device opens an incident
+// whenever its ordinary runs of raised windows reach the count. (On the
+// campus fleet a thermostat whose once-a-minute report falls within a
+// second or two of the minute's edge shows windows of none or two
+// reports in turn: 37 % of its training windows were elevated, against
+// 0.9 % of its profile's.) Asking each device for the same excess over
+// its own usual count as the rule asks of the profile's usual device over
+// the profile's is the count's analogue of step 2's per-device baseline:
+// a shift of location, as a device's mean is judged against its own. A
+// device as often raised as its profile, or less, is asked the rule's
+// count.
+func (m *Model) RuleKFor(b *DeviceBaseline) (sustained, persistent int) {
+	bh := m.Behaviour
+	return kFor(SustainedK, SustainedN, float64(b.Elevated), bh.ElevatedShare),
+		kFor(PersistentK, PersistentN, float64(b.Persistent), bh.PersistentShare)
+}
+
+// kFor is k of n, plus the device's excess of raised windows over the
+// profile's in n, at share p against q.
+func kFor(k, n int, p, q float64) int {
+	extra := float64(n) * (p - q)
+	if q == 0 || extra < 0.5 {
+		return k
+	}
+	return min(k+int(math.Round(extra)), n+1)
+}
+
+// raisedWindows counts the windows among rows (residuals, ResidualDims
+// a row) and their forest scores whose own level reaches the sustained
+// rule's and the persistent rule's.
+func (m *Model) raisedWindows(rows, scores []float64) (elevated, persistent int) {
+	bh := m.Behaviour
+	for i, f := range scores {
+		own := m.presentLevel(rows[i*ResidualDims:(i+1)*ResidualDims], f)
+		if bh.SustainedLevel > 0 && own >= bh.SustainedLevel {
+			elevated++
+		}
+		if bh.PersistentLevel > 0 && own >= bh.PersistentLevel {
+			persistent++
+		}
+	}
+	return elevated, persistent
 }
 
 // Residuals writes r (step 3) for window v into dst (ResidualDims long).
@@ -991,6 +1076,26 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 	// The evidence of EvidenceN windows is at least that of one anomalous
 	// window.
 	bh.EvidenceLevel = max(bh.EvidenceTail.Quantile(share), bh.AnomalousLevel)
+	// Each device's shares of its training windows elevated and
+	// persistent by their own level, and the profile's over all of them
+	// (Behaviour.ElevatedShare, DeviceBaseline.Elevated; RuleKFor).
+	var nElevated, nPersistent int
+	for d, s := range series {
+		end := len(maxes)
+		if d+1 < len(starts) {
+			end = starts[d+1]
+		}
+		if end == starts[d] {
+			continue
+		}
+		e, p := m.raisedWindows(rows[starts[d]*ResidualDims:end*ResidualDims], scores[starts[d]:end])
+		nElevated, nPersistent = nElevated+e, nPersistent+p
+		b := devBase[s.Device]
+		b.Elevated, b.Persistent = float32(e)/float32(end-starts[d]), float32(p)/float32(end-starts[d])
+		devBase[s.Device] = b
+	}
+	bh.ElevatedShare = float64(nElevated) / float64(len(maxes))
+	bh.PersistentShare = float64(nPersistent) / float64(len(maxes))
 	flagged := 0
 	for _, l := range levels {
 		if l >= bh.AnomalousLevel {
@@ -1039,10 +1144,27 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 // windows are vs, in time order (warmStart, then every window learnt, as
 // TrainBehaviour does): the baseline the service judges the device's next
 // window against once the model is trained.
+//
+// Its shares of elevated and persistent windows are those of the windows
+// vs, judged as training judged them: each (after the first
+// BurnInWindows) against the baseline before it learnt it.
 func (m *Model) TrainedBaseline(vs []features.Vector) DeviceBaseline {
 	b := m.warmStart(vs)
+	var rows []float64
+	r := make([]float64, ResidualDims)
 	for i := range vs {
+		if i >= BurnInWindows {
+			m.Residuals(&b, &vs[i], r)
+			rows = append(rows, r...)
+		}
 		m.Learn(&b, &vs[i])
+	}
+	if n := len(rows) / ResidualDims; n > 0 && m.forest != nil {
+		scores := make([]float64, n)
+		if err := m.forest.ScoreBatch(scores, rows); err == nil {
+			e, p := m.raisedWindows(rows, scores)
+			b.Elevated, b.Persistent = float32(e)/float32(n), float32(p)/float32(n)
+		}
 	}
 	return b
 }
@@ -1109,7 +1231,12 @@ func (m *Model) CheckSchema() error {
 func short(h string) string { return h[:min(12, len(h))] }
 
 // DeviceBaselineEncodingSize is the length of DeviceBaseline.MarshalBinary.
-const DeviceBaselineEncodingSize = 4 * (2*features.Count + 1)
+const DeviceBaselineEncodingSize = 4 * (2*features.Count + 3)
+
+// DeviceBaselineEncodingSizeV4 is the length of a baseline of feature
+// schema 4 before it kept its shares of elevated and persistent windows
+// (a device checkpoint of version 9); it restores with none.
+const DeviceBaselineEncodingSizeV4 = 4 * (2*features.Count + 1)
 
 // DeviceBaselineEncodingSizeV2 is the length of a baseline of feature
 // schema 2, of 14 features, which a device checkpoint before version 8
@@ -1127,12 +1254,14 @@ func (b *DeviceBaseline) MarshalBinary() ([]byte, error) {
 		put(f)
 	}
 	put(b.Weight)
+	put(b.Elevated)
+	put(b.Persistent)
 	return out, nil
 }
 
 // UnmarshalBinary restores a checkpointed baseline.
 func (b *DeviceBaseline) UnmarshalBinary(in []byte) error {
-	if len(in) != DeviceBaselineEncodingSize {
+	if len(in) != DeviceBaselineEncodingSize && len(in) != DeviceBaselineEncodingSizeV4 {
 		return fmt.Errorf("models: baseline checkpoint of %d bytes is damaged", len(in))
 	}
 	get := func() float32 {
@@ -1148,6 +1277,9 @@ func (b *DeviceBaseline) UnmarshalBinary(in []byte) error {
 		g.Var[j] = get()
 	}
 	g.Weight = get()
+	if len(in) > 0 {
+		g.Elevated, g.Persistent = get(), get()
+	}
 	*b = g
 	return nil
 }

@@ -666,3 +666,63 @@ func TestYoungBaselineLearnsItsDevice(t *testing.T) {
 	}
 	t.Logf("young windows anomalous %d of %d; mean %.3f, prior %.3f, own %.3f; later windows anomalous %d of 30", anomalous, n, got, prior, own, later)
 }
+
+// TestRuleKForAsksARaisedDeviceItsExcess: the sustained and persistent
+// rules ask a device the profile's count plus its excess of raised windows
+// over the profile's usual device's in the span, rounded (hand-worked
+// values), the rule off beyond the span; and the shares training leaves
+// each device are those its windows showed, the same whether the service
+// seeds the device from training or from TrainedBaseline after a retrain.
+func TestRuleKForAsksARaisedDeviceItsExcess(t *testing.T) {
+	for _, c := range []struct {
+		k, n int
+		p, q float64
+		want int
+	}{
+		{6, 10, 0.009, 0.009, 6},  // the usual device
+		{6, 10, 0.001, 0.009, 6},  // quieter than usual: never fewer
+		{6, 10, 0.05, 0.009, 6},   // 0.41 windows more in ten: rounds to none
+		{6, 10, 0.10, 0.009, 7},   // 0.91 more
+		{6, 10, 0.374, 0.009, 10}, // 3.65 more: the campus thermostat
+		{6, 10, 0.9, 0.01, 11},    // 8.9 more: beyond the span, off
+		{3, 4, 0.30, 0.005, 4},    // 1.18 more in four
+		{3, 4, 0.40, 0.005, 5},    // 1.58 more: off
+		{6, 10, 0.5, 0, 6},        // a model without the shares
+	} {
+		if got := kFor(c.k, c.n, c.p, c.q); got != c.want {
+			t.Errorf("kFor(%d, %d, %v, %v) = %d, want %d", c.k, c.n, c.p, c.q, got, c.want)
+		}
+	}
+
+	b := DeviceBaseline{Weight: 4, Elevated: 0.5, Persistent: 0.25}
+	b.LearnRaised(Judgement{Elevated: true})
+	if b.Elevated != 0.625 || b.Persistent != 0.1875 {
+		t.Fatalf("shares after one elevated window at weight 4: %v, %v, want 0.625, 0.1875", b.Elevated, b.Persistent)
+	}
+
+	_, series := synthFleet(rand.New(rand.NewPCG(21, 22)), 12, 240)
+	m, seeds, err := TrainBehaviour(series, BehaviourOptions{Forest: iforest.Config{Seed: 3}, Profile: "synthetic",
+		Budget: Budget{FalseAlertsPer1000DeviceHours: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bh := m.Behaviour
+	if bh.ElevatedShare <= 0 || bh.PersistentShare <= 0 || bh.PersistentShare > bh.ElevatedShare {
+		t.Fatalf("profile shares elevated %v, persistent %v: want 0 < persistent ≤ elevated", bh.ElevatedShare, bh.PersistentShare)
+	}
+	windows, elevated := 0.0, 0.0
+	for _, s := range series {
+		seed, again := seeds[s.Device], m.TrainedBaseline(s.Vectors)
+		// TrainedBaseline judges the windows again, from the finished
+		// model; a window or two near a level may fall the other side.
+		n := float64(len(s.Vectors) - BurnInWindows)
+		if math.Abs(float64(seed.Elevated-again.Elevated))*n > 2.01 || math.Abs(float64(seed.Persistent-again.Persistent))*n > 2.01 {
+			t.Fatalf("device %s: training left shares %v, %v; TrainedBaseline %v, %v", s.Device, seed.Elevated, seed.Persistent, again.Elevated, again.Persistent)
+		}
+		windows += n
+		elevated += n * float64(seed.Elevated)
+	}
+	if math.Abs(elevated/windows-bh.ElevatedShare) > 1e-6 {
+		t.Fatalf("profile's elevated share %v, its devices' pooled %v", bh.ElevatedShare, elevated/windows)
+	}
+}

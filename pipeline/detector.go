@@ -550,6 +550,7 @@ func (d *Detector) judgeRun(ctx context.Context, p *profileState, ws []*ClosedWi
 		}
 		if learn || cw.state.baseline.Young() {
 			m.Learn(&cw.state.baseline, &cw.Vector)
+			cw.state.baseline.LearnRaised(j)
 		}
 		d.batchVerdicts = append(d.batchVerdicts, Verdict{Alerts: alerts, Learn: j.Learn})
 	}
@@ -707,7 +708,9 @@ func (d *Detector) incident(p *profileState, cw *ClosedWindow, m *models.Model, 
 		}
 		st.drivers.Add(&st.baseline, &cw.Vector, r, j.Level)
 	}
-	events, joined, opening, learn := p.fleet.advance(d.cfg.Incident, m, &st.incident, incidentWindow(cw.Index, j), j, r, novel, d.events[:0])
+	w := incidentWindow(cw.Index, j)
+	w.SustainedK, w.PersistentK = m.RuleKFor(&st.baseline)
+	events, joined, opening, learn := p.fleet.advance(d.cfg.Incident, m, &st.incident, w, j, r, novel, d.events[:0])
 	if joined {
 		d.metrics.FleetAbsorbed.WithLabelValues(cw.Profile).Inc()
 	}

@@ -10,7 +10,7 @@ import (
 
 // deviceCheckpointVersion heads a device's checkpoint in the state store:
 //
-//	1 byte  version (9)
+//	1 byte  version (10)
 //	…       features.Device encoding (destination history, recent first contacts)
 //	…       models.DeviceBaseline encoding
 //	…       incidents.State encoding
@@ -33,8 +33,10 @@ import (
 // (32 bytes); a checkpoint before it restores no destination history —
 // the device shows its peers again before one counts as new
 // (features.Device.ForgetPeers) — nor its baseline, which was of schema
-// 3's features.
-const deviceCheckpointVersion = 9
+// 3's features. Version 10 added the baseline's share of elevated windows
+// (4 bytes, models.DeviceBaseline.Elevated); a version 9 baseline restores
+// with none, and learns it again.
+const deviceCheckpointVersion = 10
 
 func marshalDevice(d *deviceState) []byte {
 	feat, _ := d.feat.MarshalBinary()
@@ -52,11 +54,14 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 		return errors.New("empty device checkpoint")
 	}
 	incSize, baseSize := incidents.EncodingSize, models.DeviceBaselineEncodingSize
-	if b[0] < 8 { // feature schema 2: a feature fewer
+	switch {
+	case b[0] < 8: // feature schema 2: a feature fewer
 		baseSize = models.DeviceBaselineEncodingSizeV2
+	case b[0] < deviceCheckpointVersion: // before the share of elevated windows
+		baseSize = models.DeviceBaselineEncodingSizeV4
 	}
 	switch b[0] {
-	case deviceCheckpointVersion, 8, 7:
+	case deviceCheckpointVersion, 9, 8, 7:
 	case 6, 5:
 		incSize = incidents.EncodingSizeV4
 	case 4:
@@ -76,11 +81,11 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 	if err := d.feat.UnmarshalBinary(rest[:n]); err != nil {
 		return err
 	}
-	if b[0] < deviceCheckpointVersion {
+	if b[0] < 9 {
 		d.feat.ForgetPeers()
 	}
 	rest = rest[n:]
-	if b[0] == deviceCheckpointVersion {
+	if b[0] >= 9 {
 		if err := d.baseline.UnmarshalBinary(rest[:baseSize]); err != nil {
 			return err
 		}

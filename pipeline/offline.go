@@ -130,7 +130,9 @@ func JudgeOffline(m *models.Model, rule incidents.Rule, series []OfflineSeries, 
 		for n, w := range group {
 			j, r := js[n], rows[n*dims:(n+1)*dims]
 			var joined, opening, learn bool
-			events, joined, opening, learn = fleet.advance(rule, m, &states[w.k], incidentWindow(index[n], j), j, r, novel[n], events[:0])
+			iw := incidentWindow(index[n], j)
+			iw.SustainedK, iw.PersistentK = m.RuleKFor(&baselines[w.k])
+			events, joined, opening, learn = fleet.advance(rule, m, &states[w.k], iw, j, r, novel[n], events[:0])
 			if opening {
 				fleetID = opened
 				opened++
@@ -146,6 +148,7 @@ func JudgeOffline(m *models.Model, rule incidents.Rule, series []OfflineSeries, 
 			}
 			if learn || baselines[w.k].Young() {
 				m.Learn(&baselines[w.k], &series[w.k].Vectors[w.i])
+				baselines[w.k].LearnRaised(j)
 			}
 			oj := OfflineJudgement{Score: j.Score, Anomalous: j.Anomalous, Incident: -1}
 			if states[w.k].Open() && (j.Anomalous || len(events) > 0 || joined) {

@@ -96,7 +96,8 @@ func TestHistoryLearnsOnlyFromNormalWindows(t *testing.T) {
 
 func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	// A device checkpoint of this version restores the destination
-	// history, the baseline and the open incident. One of version 8 (its
+	// history, the baseline and the open incident; one of version 9 all of
+	// them but the baseline's share of elevated windows. One of version 8 (its
 	// destinations keyed by address, feature schema 3), 7 (before the
 	// port history) or 6 (before the incident state kept its windows'
 	// evidence) restores the open incident but neither the destinations,
@@ -106,6 +107,7 @@ func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	saved.feat.History.Add(7)
 	saved.feat.Ports.Add(443)
 	saved.baseline.Weight = 12
+	saved.baseline.Elevated, saved.baseline.Persistent = 0.25, 0.125
 	saved.incident.Observe(incidents.Rule{}, incidents.Window{Index: 100, Level: incidents.High, Score: 0.9}, nil)
 	current := marshalDevice(saved)
 	// Version 7 (feature schema 2): no port history (54 bytes) nor recent
@@ -119,15 +121,19 @@ func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	v6 := append([]byte{6}, v7[1:len(v7)-4*incidents.EvidenceSlots]...)
 	base, _ := saved.baseline.MarshalBinary()
 	v8 := append([]byte{8}, feat[:len(feat)-features.RecentSize*8]...)
-	v8 = append(v8, base...)
+	v8 = append(v8, base[:models.DeviceBaselineEncodingSizeV4]...) // no shares of raised windows
 	v8 = append(v8, inc...)
+	// Version 9: the baseline without its shares of raised windows.
+	v9 := append([]byte{9}, feat...)
+	v9 = append(v9, base[:models.DeviceBaselineEncodingSizeV4]...)
+	v9 = append(v9, inc...)
 	bare, _ := saved.feat.History.MarshalBinary()
-	for _, raw := range [][]byte{current, v8, v7, v6, bare} {
+	for _, raw := range [][]byte{current, v9, v8, v7, v6, bare} {
 		d := newDeviceState("", "")
 		if err := unmarshalDevice(raw, d); err != nil {
 			t.Fatalf("checkpoint of version %d not restored: %v", raw[0], err)
 		}
-		this := raw[0] == deviceCheckpointVersion
+		this := raw[0] >= 9 && len(raw) != len(bare)
 		if d.feat.History.Contains(7) != this || d.feat.History.Len() > 0 && !this {
 			t.Fatalf("checkpoint of version %d: destination history of %d restored", raw[0], d.feat.History.Len())
 		}
@@ -143,6 +149,13 @@ func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 		}
 		if d.baseline.Weight != want {
 			t.Fatalf("checkpoint of version %d: baseline weight %v, want %v", raw[0], d.baseline.Weight, want)
+		}
+		if raw[0] == deviceCheckpointVersion && len(raw) != len(bare) {
+			if d.baseline.Elevated != 0.25 || d.baseline.Persistent != 0.125 {
+				t.Fatalf("checkpoint of version %d: shares of raised windows %v, %v, want 0.25, 0.125", raw[0], d.baseline.Elevated, d.baseline.Persistent)
+			}
+		} else if d.baseline.Elevated != 0 || d.baseline.Persistent != 0 {
+			t.Fatalf("checkpoint of version %d: shares of raised windows %v, %v restored, want none", raw[0], d.baseline.Elevated, d.baseline.Persistent)
 		}
 	}
 	// A device restored from an older checkpoint shows its peers again

@@ -158,6 +158,13 @@ type Window struct {
 	// anomalous level, but SustainedK of the last SustainedN such windows
 	// open an incident too (a moderate anomaly that lasts).
 	Elevated bool
+	// SustainedK and PersistentK, when above the rule's SK and PK, are
+	// how many elevated windows among the last SN, and persistent ones
+	// among the last PN, the sustained and persistent rules ask of this
+	// device: one more often raised than its profile's usual device is
+	// asked for as many more (models.Model.RuleKFor); above SN or PN, the
+	// rule is off for it.
+	SustainedK, PersistentK int
 	// Persistent marks a window at or above the persistent level: PK of
 	// the last PN such windows open an incident.
 	Persistent bool
@@ -357,9 +364,9 @@ func (s *State) Observe(r Rule, w Window, out []Event) []Event {
 			by = OpenedExtreme
 		case s.recent&bit != 0 && bits.OnesCount16(run) >= r.K:
 			by = OpenedKOfN
-		case r.PK > 0 && s.persist&bit != 0 && bits.OnesCount16(persistent) >= r.PK:
+		case r.PK > 0 && s.persist&bit != 0 && bits.OnesCount16(persistent) >= max(r.PK, w.PersistentK):
 			run, by = persistent, OpenedPersistent
-		case r.SK > 0 && s.elevated&bit != 0 && bits.OnesCount16(sustained) >= r.SK:
+		case r.SK > 0 && s.elevated&bit != 0 && bits.OnesCount16(sustained) >= max(r.SK, w.SustainedK):
 			run, by = sustained, OpenedSustained
 		case evident:
 			run, by = s.evidentRun(r.EN), OpenedEvidence

@@ -425,3 +425,45 @@ func TestQuietUntilNothingCountsAnyMore(t *testing.T) {
 		t.Fatalf("an open incident: open %v, quiet %v", open.Open(), open.Quiet(r))
 	}
 }
+
+// TestADeviceIsAskedItsOwnCount: a window's SustainedK and PersistentK
+// above the rule's (a device more often raised than its profile's usual
+// one, models.Model.RuleKFor) ask for that many raised windows; above the
+// span, the rule is off for the device; at or below the rule's, the
+// rule's count stands.
+func TestADeviceIsAskedItsOwnCount(t *testing.T) {
+	r := Rule{SK: 6, SN: 10, PK: 3, PN: 4}
+	elevated := func(i, k int) Window {
+		return Window{Index: int64(300 + i), Score: 0.7, Elevated: true, SustainedK: k}
+	}
+	persistent := func(i, k int) Window {
+		return Window{Index: int64(300 + i), Score: 0.7, Persistent: true, PersistentK: k}
+	}
+	for _, c := range []struct {
+		name   string
+		window func(i, k int) Window
+		k      int
+		opens  int // windows in a row that open an incident; 0: none in 16
+	}{
+		{"sustained, the rule's count", elevated, 0, 6},
+		{"sustained, below the rule's", elevated, 4, 6},
+		{"sustained, two more", elevated, 8, 8},
+		{"sustained, the whole span", elevated, 10, 10},
+		{"sustained, off", elevated, 11, 0},
+		{"persistent, the rule's count", persistent, 0, 3},
+		{"persistent, one more", persistent, 4, 4},
+		{"persistent, off", persistent, 5, 0},
+	} {
+		var s State
+		opened := 0
+		for i := range 16 {
+			if ev := s.Observe(r, c.window(i, c.k), nil); len(ev) > 0 && ev[0].Status == Opened {
+				opened = i + 1
+				break
+			}
+		}
+		if opened != c.opens {
+			t.Errorf("%s (k=%d): opened on window %d, want %d", c.name, c.k, opened, c.opens)
+		}
+	}
+}
