@@ -51,8 +51,7 @@ import (
 //  3. Deviation. z_j = (y_j − m_j)/(s_j·√(v_j + f_j²)), where the floor
 //     f_j (Floors) keeps a feature that never varied in training from
 //     dividing by zero: its first change is a large deviation, not an
-//     undefined one (and y_j within MeanResolution of m_j, the rounding of
-//     the float32 mean, is a deviation of exactly 0); and the scale s_j (Scales, featureScales) is the
+//     undefined one; and the scale s_j (Scales, featureScales) is the
 //     feature's own upper tail in training — the 98th percentile of its
 //     upward deviations, at least 1 — so that features with heavy tails in
 //     ordinary traffic and features that never move count in commensurate
@@ -663,29 +662,9 @@ func (m *Model) Residuals(b *DeviceBaseline, v *features.Vector, dst []float64) 
 		if scales != nil {
 			sd *= scales[j]
 		}
-		d := scaled(j, v[j]) - float64(b.Mean[j])
-		if math.Abs(d) <= MeanResolution*math.Abs(float64(b.Mean[j])) {
-			d = 0
-		}
-		dst[j] = d / sd
+		dst[j] = (scaled(j, v[j]) - float64(b.Mean[j])) / sd
 	}
 }
-
-// MeanResolution is the relative difference from a baseline's mean within
-// which a window's value counts as equal to it: a residual of 0. The mean
-// is a float32 (2⁻²⁴ ≈ 6·10⁻⁸ relative), and a feature that holds one
-// value — a count that is 0 in every window of a profile's training, as
-// a device's recurring new hosts are — differs from it only by rounding,
-// by one device and window more than another. That is no behaviour, but
-// an isolation tree splits a feature at any spread in its sample, however
-// small (Liu, Ting & Zhou 2008 split uniformly between a node's minimum
-// and maximum): the forest of step 4 split on the rounding, and a window's
-// forest score turned on the last bits of its baseline's mean — two
-// windows whose residuals agreed to 10⁻⁹ scored 0.604 and 0.638. That
-// noise widened the training tail of C and raised every level fitted
-// from it. Exact, a feature constant in training is never split on, as
-// step 3 supposes (its first step is scaled for A and B instead).
-const MeanResolution = 1e-6
 
 // Outgrew reports whether a count of one kind of the device's flows — j:
 // its small-packet or failed flows — grew past the device's baseline by
@@ -1168,7 +1147,9 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 //
 // Its shares of elevated and persistent windows are those of the windows
 // vs, judged as training judged them: each (after the first
-// BurnInWindows) against the baseline before it learnt it.
+// BurnInWindows) against the baseline before it learnt it (up to a window
+// or two near a level: the forest splits on the rounding of features
+// constant in training, and the residuals here are rounded otherwise).
 func (m *Model) TrainedBaseline(vs []features.Vector) DeviceBaseline {
 	b := m.warmStart(vs)
 	var rows []float64
