@@ -156,6 +156,14 @@ import (
 //     of their false incidents). Its level, fitted to the full L, opens
 //     then on a subset of the windows the fit counted.
 //
+//     The persistent and sustained rules ask each device its own count
+//     (RuleKFor): k + round(n·(p − q)) of n, p the device's share of
+//     windows at the rule's level and q the profile's, so that a device
+//     raised more often than its peers — which the pooled fit weighs as a
+//     few long clusters — needs the same excess over its own usual count
+//     as the profile's usual device over the profile's. Asked no fewer
+//     than k, every device opens on a subset of what the fit counted.
+//
 //     The levels' tails (of L and of the rules' statistics) are fitted
 //     with the shape fixed at ξ = 0: a level is a −log₁₀ tail probability,
 //     exponential in its upper tail by construction. And what the budget
