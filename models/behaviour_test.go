@@ -710,7 +710,7 @@ func TestRuleKForAsksARaisedDeviceItsExcess(t *testing.T) {
 	if bh.ElevatedShare <= 0 || bh.PersistentShare <= 0 || bh.PersistentShare > bh.ElevatedShare {
 		t.Fatalf("profile shares elevated %v, persistent %v: want 0 < persistent ≤ elevated", bh.ElevatedShare, bh.PersistentShare)
 	}
-	windows, elevated := 0.0, 0.0
+	windows, elevated, recounted := 0.0, 0.0, 0.0
 	for _, s := range series {
 		seed, again := seeds[s.Device], m.TrainedBaseline(s.Vectors)
 		// TrainedBaseline computes each residual in one step where
@@ -724,6 +724,14 @@ func TestRuleKForAsksARaisedDeviceItsExcess(t *testing.T) {
 		}
 		windows += n
 		elevated += n * float64(seed.Elevated)
+		recounted += n * float64(again.Elevated)
+	}
+	// A TrainedBaseline that left every share at 0 would pass the check
+	// above on devices with one or two raised windows; over the fleet it
+	// must find about as many as training did (15 and 19 here: the
+	// rounding moves a few windows across the level).
+	if elevated < 10 || math.Abs(recounted-elevated) > elevated/2 {
+		t.Fatalf("elevated windows over the fleet: training %v, TrainedBaseline %v; want at least 10 and within half", elevated, recounted)
 	}
 	if math.Abs(elevated/windows-bh.ElevatedShare) > 1e-6 {
 		t.Fatalf("profile's elevated share %v, its devices' pooled %v", bh.ElevatedShare, elevated/windows)
