@@ -708,9 +708,7 @@ func (d *Detector) incident(p *profileState, cw *ClosedWindow, m *models.Model, 
 		}
 		st.drivers.Add(&st.baseline, &cw.Vector, r, j.Level)
 	}
-	w := incidentWindow(cw.Index, j)
-	w.SustainedK, w.PersistentK = m.RuleKFor(&st.baseline)
-	events, joined, opening, learn := p.fleet.advance(d.cfg.Incident, m, &st.incident, w, j, r, novel, d.events[:0])
+	events, joined, opening, learn := p.fleet.advance(d.cfg.Incident, m, &st.incident, incidentWindow(cw.Index, j, m, &st.baseline), j, r, novel, d.events[:0])
 	if joined {
 		d.metrics.FleetAbsorbed.WithLabelValues(cw.Profile).Inc()
 	}
@@ -776,8 +774,10 @@ func (d *Detector) fleetAlert(p *profileState, cw *ClosedWindow, modelHash strin
 	return a
 }
 
-// incidentWindow is a judged window as the incident rule sees it.
-func incidentWindow(index int64, j models.Judgement) incidents.Window {
+// incidentWindow is a judged window as the incident rules see it, with the
+// counts the persistent and sustained rules ask of the device of baseline b
+// (models.Model.RuleKFor).
+func incidentWindow(index int64, j models.Judgement, m *models.Model, b *models.DeviceBaseline) incidents.Window {
 	level := incidents.Normal
 	// Anomalous only by a damped count an earlier window's event left
 	// (and not extreme): the event was counted in its own window.
@@ -792,8 +792,10 @@ func incidentWindow(index int64, j models.Judgement) incidents.Window {
 			level = incidents.Low
 		}
 	}
-	return incidents.Window{Index: index, Level: level, Score: j.Score, Elevated: j.Elevated, Persistent: j.Persistent,
+	w := incidents.Window{Index: index, Level: level, Score: j.Score, Elevated: j.Elevated, Persistent: j.Persistent,
 		Evidence: j.Evidence, Lingering: lingering}
+	w.SustainedK, w.PersistentK = m.RuleKFor(b)
+	return w
 }
 
 // incidentAlert is the alert that reports one incident event.

@@ -33,9 +33,10 @@ import (
 // (32 bytes); a checkpoint before it restores no destination history —
 // the device shows its peers again before one counts as new
 // (features.Device.ForgetPeers) — nor its baseline, which was of schema
-// 3's features. Version 10 added the baseline's share of elevated windows
-// (4 bytes, models.DeviceBaseline.Elevated); a version 9 baseline restores
-// with none, and learns it again.
+// 3's features. Version 10 added the baseline's shares of elevated and
+// persistent windows (8 bytes, models.DeviceBaseline.Elevated and
+// .Persistent); a version 9 baseline restores with none, and learns them
+// again.
 const deviceCheckpointVersion = 10
 
 func marshalDevice(d *deviceState) []byte {
@@ -57,7 +58,7 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 	switch {
 	case b[0] < 8: // feature schema 2: a feature fewer
 		baseSize = models.DeviceBaselineEncodingSizeV2
-	case b[0] < deviceCheckpointVersion: // before the share of elevated windows
+	case b[0] < deviceCheckpointVersion: // before the shares of raised windows
 		baseSize = models.DeviceBaselineEncodingSizeV4
 	}
 	switch b[0] {

@@ -428,7 +428,7 @@ func TestEpisodeVouchesForAnIncidentOpenedBeforeIt(t *testing.T) {
 	}
 	// The device's incident, opened at minute 100 before the episode.
 	var st incidents.State
-	st.Observe(rule, incidentWindow(100, js), nil)
+	st.Observe(rule, incidentWindow(100, js, m, &models.DeviceBaseline{}), nil)
 	if !st.Open() || st.Absorbed() {
 		t.Fatal("the device's incident did not open on its own")
 	}
@@ -446,14 +446,14 @@ func TestEpisodeVouchesForAnIncidentOpenedBeforeIt(t *testing.T) {
 		wantLearn bool
 	}{{step, js, true}, {off, jo, false}} {
 		s := st
-		_, joined, _, learn := f.advance(rule, m, &s, incidentWindow(101+int64(k), c.j), c.j, c.r, false, nil)
+		_, joined, _, learn := f.advance(rule, m, &s, incidentWindow(101+int64(k), c.j, m, &models.DeviceBaseline{}), c.j, c.r, false, nil)
 		if joined || learn != c.wantLearn {
 			t.Errorf("window %d: joined %v, teaches the baseline %v; want false, %v", k, joined, learn, c.wantLearn)
 		}
 	}
 	var closed fleetJudge // no episode
 	s := st
-	if _, _, _, learn := closed.advance(rule, m, &s, incidentWindow(101, js), js, step, false, nil); learn {
+	if _, _, _, learn := closed.advance(rule, m, &s, incidentWindow(101, js, m, &models.DeviceBaseline{}), js, step, false, nil); learn {
 		t.Error("an anomalous window of an incident taught the baseline with no episode open")
 	}
 }

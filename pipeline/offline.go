@@ -130,9 +130,7 @@ func JudgeOffline(m *models.Model, rule incidents.Rule, series []OfflineSeries, 
 		for n, w := range group {
 			j, r := js[n], rows[n*dims:(n+1)*dims]
 			var joined, opening, learn bool
-			iw := incidentWindow(index[n], j)
-			iw.SustainedK, iw.PersistentK = m.RuleKFor(&baselines[w.k])
-			events, joined, opening, learn = fleet.advance(rule, m, &states[w.k], iw, j, r, novel[n], events[:0])
+			events, joined, opening, learn = fleet.advance(rule, m, &states[w.k], incidentWindow(index[n], j, m, &baselines[w.k]), j, r, novel[n], events[:0])
 			if opening {
 				fleetID = opened
 				opened++
