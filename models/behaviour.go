@@ -48,10 +48,21 @@ import (
 //     of a device on a steep daily ramp, which then drifts ever further
 //     from it.
 //
-//  3. Deviation. z_j = (y_j − m_j)/(s_j·√(v_j + f_j²)), where the floor
+//  3. Deviation. z_j = (y_j − m_j)/(s_j·√(c_j·v_j + f_j²)), where the floor
 //     f_j (Floors) keeps a feature that never varied in training from
 //     dividing by zero: its first change is a large deviation, not an
-//     undefined one; and the scale s_j (Scales, featureScales) is the
+//     undefined one (and y_j within MeanResolution of m_j, the rounding of
+//     the float32 mean, is a deviation of exactly 0); c_j is 1 but for a
+//     mean over the window's flows (bytes per packet,
+//     features.Spec.PerFlow), whose spread shrinks as 1/n with the n flows
+//     it averages (the standard error of a mean): its v_j is kept for a
+//     window of the device's usual F flows (DeviceBaseline.Flows, learnt
+//     as v_j is, each window's δ² divided by its c_j) and c_j = max(1, F/n)
+//     widens it for a window of fewer — a device whose flows thin out in
+//     the afternoon is not judged on the bytes per packet of its busy
+//     morning. It is never narrowed below 1 for a window of more flows:
+//     the device's own mean moves from window to window as well, and that
+//     part of the spread does not shrink with n. And the scale s_j (Scales, featureScales) is the
 //     feature's own upper tail in training — the 98th percentile of its
 //     upward deviations, at least 1 — so that features with heavy tails in
 //     ordinary traffic and features that never move count in commensurate
@@ -190,7 +201,9 @@ import (
 const BaselineWindows = 60
 
 // VarianceWindows is the most windows a device's variances weigh: eight
-// hours. On the features' scales spread hardly depends on level, so the
+// hours. On the features' scales spread hardly depends on level (but for a
+// mean over a window's flows, whose spread step 3 widens for a window of
+// fewer flows than the device's usual), so the
 // variance need not follow the daily cycle as the mean must, and a longer
 // memory keeps its estimate from being small by chance (which would make
 // ordinary windows look extreme).
@@ -545,6 +558,26 @@ type DeviceBaseline struct {
 	// and persistent rules ask a device that shows such windows more often
 	// than its profile's usual device for as many more (Model.RuleKFor).
 	Elevated, Persistent float32
+	// Flows is the device's mean flows a window over the windows its
+	// variances weigh (0: not yet known). A feature that is a mean over a
+	// window's flows (features.Spec.PerFlow) varies more in a window of
+	// fewer flows; its variance is kept for a window of Flows flows and
+	// widened by Flows/n for a window of n < Flows (spreadFactor).
+	Flows float32
+}
+
+// spreadFactor is the factor by which feature j's variance in b widens
+// for window v: Flows/n for a per-flow mean (features.Spec.PerFlow) in a
+// window of n < Flows flows — the variance of a mean of n independent
+// flows is σ²/n (the standard error of a mean) — and 1 otherwise. A window
+// of more flows than usual is not judged more narrowly: the device's mean
+// itself drifts from window to window, and that part of the spread does
+// not shrink with n.
+func (b *DeviceBaseline) spreadFactor(j int, v *features.Vector) float64 {
+	if !features.Specs[j].PerFlow || b.Flows <= 0 {
+		return 1
+	}
+	return max(1, float64(b.Flows)/max(v[features.Flows], 1))
 }
 
 // Started reports whether the baseline holds anything.
@@ -584,10 +617,16 @@ func (m *Model) Learn(b *DeviceBaseline, v *features.Vector) {
 	av := 1 / float64(b.Weight)
 	floors := m.Behaviour.Floors
 	for j := range features.Count {
-		c := HuberK * math.Sqrt(float64(b.Var[j])+floors[j]*floors[j])
+		f := b.spreadFactor(j, v)
+		c := HuberK * math.Sqrt(float64(b.Var[j])*f+floors[j]*floors[j])
 		d := min(max(scaled(j, v[j])-float64(b.Mean[j]), -c), c)
 		b.Mean[j] = float32(float64(b.Mean[j]) + am*d)
-		b.Var[j] = float32((1 - av) * (float64(b.Var[j]) + av*d*d))
+		b.Var[j] = float32((1 - av) * (float64(b.Var[j]) + av*d*d/f))
+	}
+	if b.Flows == 0 {
+		b.Flows = float32(v[features.Flows])
+	} else {
+		b.Flows = float32(float64(b.Flows) + av*(v[features.Flows]-float64(b.Flows)))
 	}
 }
 
@@ -666,13 +705,33 @@ func (m *Model) raisedWindows(rows, scores []float64) (elevated, persistent int)
 func (m *Model) Residuals(b *DeviceBaseline, v *features.Vector, dst []float64) {
 	floors, scales := m.Behaviour.Floors, m.Behaviour.Scales
 	for j := range features.Count {
-		sd := math.Sqrt(float64(b.Var[j]) + floors[j]*floors[j])
+		sd := math.Sqrt(float64(b.Var[j])*b.spreadFactor(j, v) + floors[j]*floors[j])
 		if scales != nil {
 			sd *= scales[j]
 		}
-		dst[j] = (scaled(j, v[j]) - float64(b.Mean[j])) / sd
+		d := scaled(j, v[j]) - float64(b.Mean[j])
+		if math.Abs(d) <= MeanResolution*math.Abs(float64(b.Mean[j])) {
+			d = 0
+		}
+		dst[j] = d / sd
 	}
 }
+
+// MeanResolution is the relative difference from a baseline's mean within
+// which a window's value counts as equal to it: a residual of 0. The mean
+// is a float32 (2⁻²⁴ ≈ 6·10⁻⁸ relative), and a feature that holds one
+// value — a count that is 0 in every window of a profile's training, as
+// a device's recurring new hosts are — differs from it only by rounding,
+// by one device and window more than another. That is no behaviour, but
+// an isolation tree splits a feature at any spread in its sample, however
+// small (Liu, Ting & Zhou 2008 split uniformly between a node's minimum
+// and maximum): the forest of step 4 split on the rounding, and a window's
+// forest score turned on the last bits of its baseline's mean — two
+// windows whose residuals agreed to 10⁻⁹ scored 0.604 and 0.638. That
+// noise widened the training tail of C and raised every level fitted
+// from it. Exact, a feature constant in training is never split on, as
+// step 3 supposes (its first step is scaled for A and B instead).
+const MeanResolution = 1e-6
 
 // Outgrew reports whether a count of one kind of the device's flows — j:
 // its small-packet or failed flows — grew past the device's baseline by
@@ -1155,9 +1214,7 @@ func TrainBehaviour(series []DeviceSeries, opts BehaviourOptions) (*Model, map[s
 //
 // Its shares of elevated and persistent windows are those of the windows
 // vs, judged as training judged them: each (after the first
-// BurnInWindows) against the baseline before it learnt it (up to a window
-// or two near a level: the forest splits on the rounding of features
-// constant in training, and the residuals here are rounded otherwise).
+// BurnInWindows) against the baseline before it learnt it.
 func (m *Model) TrainedBaseline(vs []features.Vector) DeviceBaseline {
 	b := m.warmStart(vs)
 	var rows []float64
@@ -1203,6 +1260,11 @@ func (m *Model) warmStart(vs []features.Vector) DeviceBaseline {
 	}
 	head := min(n, BaselineWindows)
 	prior := float64(PriorWeight)
+	flows := 0.0
+	for i := range min(n, VarianceWindows) {
+		flows += vs[i][features.Flows]
+	}
+	b.Flows = float32(flows / float64(min(n, VarianceWindows)))
 	for j := range features.Count {
 		mean := 0.0
 		for i := range head {
@@ -1213,7 +1275,7 @@ func (m *Model) warmStart(vs []features.Vector) DeviceBaseline {
 		run, ss := mean, 0.0
 		for i := range n {
 			d := scaled(j, vs[i][j]) - run
-			ss += d * d
+			ss += d * d / b.spreadFactor(j, &vs[i])
 			run += d / float64(min(i+1+head, BaselineWindows))
 		}
 		w := float64(min(n, VarianceWindows))
@@ -1241,7 +1303,12 @@ func (m *Model) CheckSchema() error {
 func short(h string) string { return h[:min(12, len(h))] }
 
 // DeviceBaselineEncodingSize is the length of DeviceBaseline.MarshalBinary.
-const DeviceBaselineEncodingSize = 4 * (2*features.Count + 3)
+const DeviceBaselineEncodingSize = 4 * (2*features.Count + 4)
+
+// DeviceBaselineEncodingSizeV5 is the length of a baseline before it kept
+// its mean flows (a device checkpoint of version 10); it restores with
+// none, and learns it again.
+const DeviceBaselineEncodingSizeV5 = 4 * (2*features.Count + 3)
 
 // DeviceBaselineEncodingSizeV4 is the length of a baseline of feature
 // schema 4 before it kept its shares of elevated and persistent windows
@@ -1266,12 +1333,13 @@ func (b *DeviceBaseline) MarshalBinary() ([]byte, error) {
 	put(b.Weight)
 	put(b.Elevated)
 	put(b.Persistent)
+	put(b.Flows)
 	return out, nil
 }
 
 // UnmarshalBinary restores a checkpointed baseline.
 func (b *DeviceBaseline) UnmarshalBinary(in []byte) error {
-	if len(in) != DeviceBaselineEncodingSize && len(in) != DeviceBaselineEncodingSizeV4 {
+	if len(in) != DeviceBaselineEncodingSize && len(in) != DeviceBaselineEncodingSizeV5 && len(in) != DeviceBaselineEncodingSizeV4 {
 		return fmt.Errorf("models: baseline checkpoint of %d bytes is damaged", len(in))
 	}
 	get := func() float32 {
@@ -1289,6 +1357,9 @@ func (b *DeviceBaseline) UnmarshalBinary(in []byte) error {
 	g.Weight = get()
 	if len(in) > 0 {
 		g.Elevated, g.Persistent = get(), get()
+	}
+	if len(in) > 0 {
+		g.Flows = get()
 	}
 	*b = g
 	return nil

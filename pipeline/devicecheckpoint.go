@@ -10,7 +10,7 @@ import (
 
 // deviceCheckpointVersion heads a device's checkpoint in the state store:
 //
-//	1 byte  version (10)
+//	1 byte  version (11)
 //	…       features.Device encoding (destination history, recent first contacts)
 //	…       models.DeviceBaseline encoding
 //	…       incidents.State encoding
@@ -36,8 +36,10 @@ import (
 // 3's features. Version 10 added the baseline's shares of elevated and
 // persistent windows (8 bytes, models.DeviceBaseline.Elevated and
 // .Persistent); a version 9 baseline restores with none, and learns them
-// again.
-const deviceCheckpointVersion = 10
+// again. Version 11 added the baseline's mean flows a window (4 bytes,
+// models.DeviceBaseline.Flows); a version 10 baseline restores with none,
+// and its next learnt window sets it.
+const deviceCheckpointVersion = 11
 
 func marshalDevice(d *deviceState) []byte {
 	feat, _ := d.feat.MarshalBinary()
@@ -58,11 +60,13 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 	switch {
 	case b[0] < 8: // feature schema 2: a feature fewer
 		baseSize = models.DeviceBaselineEncodingSizeV2
-	case b[0] < deviceCheckpointVersion: // before the shares of raised windows
+	case b[0] < 10: // before the shares of raised windows
 		baseSize = models.DeviceBaselineEncodingSizeV4
+	case b[0] < deviceCheckpointVersion: // before the mean flows
+		baseSize = models.DeviceBaselineEncodingSizeV5
 	}
 	switch b[0] {
-	case deviceCheckpointVersion, 9, 8, 7:
+	case deviceCheckpointVersion, 10, 9, 8, 7:
 	case 6, 5:
 		incSize = incidents.EncodingSizeV4
 	case 4:

@@ -122,7 +122,7 @@ func TestBatchJudgedOnEveryCoreAsOnOne(t *testing.T) {
 }
 
 // TestIncidentExplainedByTheWindowsThatOpenedIt: a meter sends three
-// small-packet flows in minute 70 (it never does) and half again its bytes
+// small-packet flows in minute 70 (it never does) and twice its bytes
 // in minute 71, and the k-of-n rule opens its incident on minute 71. The
 // opening alert names what drove both windows, the small-packet flows
 // first — though the window it opened on had none — with their value in
@@ -145,7 +145,7 @@ func TestIncidentExplainedByTheWindowsThatOpenedIt(t *testing.T) {
 			case i == 70:
 				v[features.SmallPacketFlows] = 3
 			case i == 71:
-				v[features.BytesOut] *= 1.5
+				v[features.BytesOut] *= 2
 			case i == 100 || i == 101:
 				v[features.BytesOut] *= 20
 			}

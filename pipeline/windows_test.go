@@ -96,8 +96,9 @@ func TestHistoryLearnsOnlyFromNormalWindows(t *testing.T) {
 
 func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	// A device checkpoint of this version restores the destination
-	// history, the baseline and the open incident; one of version 9 all of
-	// them but the baseline's share of elevated windows. One of version 8 (its
+	// history, the baseline and the open incident; one of version 10 all of
+	// them but the baseline's mean flows, one of version 9 nor its shares
+	// of raised windows either. One of version 8 (its
 	// destinations keyed by address, feature schema 3), 7 (before the
 	// port history) or 6 (before the incident state kept its windows'
 	// evidence) restores the open incident but neither the destinations,
@@ -108,6 +109,7 @@ func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	saved.feat.Ports.Add(443)
 	saved.baseline.Weight = 12
 	saved.baseline.Elevated, saved.baseline.Persistent = 0.25, 0.125
+	saved.baseline.Flows = 6.5
 	saved.incident.Observe(incidents.Rule{}, incidents.Window{Index: 100, Level: incidents.High, Score: 0.9}, nil)
 	current := marshalDevice(saved)
 	// Version 7 (feature schema 2): no port history (54 bytes) nor recent
@@ -127,8 +129,12 @@ func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	v9 := append([]byte{9}, feat...)
 	v9 = append(v9, base[:models.DeviceBaselineEncodingSizeV4]...)
 	v9 = append(v9, inc...)
+	// Version 10: the baseline without its mean flows.
+	v10 := append([]byte{10}, feat...)
+	v10 = append(v10, base[:models.DeviceBaselineEncodingSizeV5]...)
+	v10 = append(v10, inc...)
 	bare, _ := saved.feat.History.MarshalBinary()
-	for _, raw := range [][]byte{current, v9, v8, v7, v6, bare} {
+	for _, raw := range [][]byte{current, v10, v9, v8, v7, v6, bare} {
 		d := newDeviceState("", "")
 		if err := unmarshalDevice(raw, d); err != nil {
 			t.Fatalf("checkpoint of version %d not restored: %v", raw[0], err)
@@ -150,7 +156,14 @@ func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 		if d.baseline.Weight != want {
 			t.Fatalf("checkpoint of version %d: baseline weight %v, want %v", raw[0], d.baseline.Weight, want)
 		}
+		wantFlows := float32(0) // none before version 11
 		if raw[0] == deviceCheckpointVersion && len(raw) != len(bare) {
+			wantFlows = 6.5
+		}
+		if d.baseline.Flows != wantFlows {
+			t.Fatalf("checkpoint of version %d: mean flows %v, want %v", raw[0], d.baseline.Flows, wantFlows)
+		}
+		if raw[0] >= 10 && len(raw) != len(bare) {
 			if d.baseline.Elevated != 0.25 || d.baseline.Persistent != 0.125 {
 				t.Fatalf("checkpoint of version %d: shares of raised windows %v, %v, want 0.25, 0.125", raw[0], d.baseline.Elevated, d.baseline.Persistent)
 			}

@@ -109,6 +109,11 @@ type Spec struct {
 	// over about an hour): its value in a window is not that window's
 	// evidence alone.
 	Damped bool
+	// PerFlow marks a mean over the window's flows: its spread from
+	// window to window shrinks as 1/flows (the standard error of a mean),
+	// so a window of fewer flows than its device's usual is less certain
+	// (models.DeviceBaseline.Flows).
+	PerFlow bool
 }
 
 // Specs are the features' scales and directions, in Vector order.
@@ -124,7 +129,7 @@ var Specs = [Count]Spec{
 	NewInternalDst:        {Scale: ScaleCount},
 	FailedFlows:           {Scale: ScaleCount},
 	SmallPacketFlows:      {Scale: ScaleCount},
-	BytesPerPacket:        {Scale: ScaleLog},
+	BytesPerPacket:        {Scale: ScaleLog, PerFlow: true},
 	FirstContactWindows1h: {Scale: ScaleCount, Damped: true},
 	NewDstRecurrence:      {Scale: ScaleCount},
 	NewDstPorts:           {Scale: ScaleCount},
