@@ -62,10 +62,11 @@ import (
 //     the afternoon is not judged on the bytes per packet of its busy
 //     morning. It is never narrowed below 1 for a window of more flows:
 //     the device's own mean moves from window to window as well, and that
-//     part of the spread does not shrink with n. And the scale s_j (Scales, featureScales) is the
-//     feature's own upper tail in training — the 98th percentile of its
-//     upward deviations, at least 1 — so that features with heavy tails in
-//     ordinary traffic and features that never move count in commensurate
+//     part of the spread does not shrink with n. And the scale s_j
+//     (Scales, featureScales) is the feature's own upper tail in training
+//     — the 98th percentile of its upward deviations, at least 1 — so
+//     that features with heavy tails in ordinary traffic and features that
+//     never move count in commensurate
 //     units in step 4. A count (or port entropy) that took one value in
 //     every training window has no upper tail to measure; its s_j puts its
 //     first step past that value where the training history does: at
@@ -545,7 +546,7 @@ func LevelScore(l float64) float64 {
 }
 
 // DeviceBaseline is one device's own normal (step 2). Its zero value is
-// "not started": start it from the model's prior. 132 bytes, kept per
+// "not started": start it from the model's prior. 136 bytes, kept per
 // tracked device.
 type DeviceBaseline struct {
 	Mean   [features.Count]float32
@@ -1247,10 +1248,12 @@ func (m *Model) WarmBaseline(vs []features.Vector) DeviceBaseline { return m.war
 // of windows, and its variance that of its one-step-ahead residuals when
 // the mean follows the training windows as step 2 makes a live baseline
 // follow them — not the spread around its whole-period mean, which would
-// count a daily cycle as noise. Both are shrunk towards the profile prior
-// by PriorWeight. Judging training windows against such a baseline makes
-// their deviations, and so the tails and the clustering fitted to them,
-// those live windows will show.
+// count a daily cycle as noise. Mean and variance are shrunk towards the
+// profile prior by PriorWeight. Its mean flows a window
+// (DeviceBaseline.Flows) are those of its windows, up to VarianceWindows
+// of them. Judging training windows against such a baseline makes their
+// deviations, and so the tails and the clustering fitted to them, those
+// live windows will show.
 func (m *Model) warmStart(vs []features.Vector) DeviceBaseline {
 	var b DeviceBaseline
 	m.StartBaseline(&b)
