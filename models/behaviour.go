@@ -1308,10 +1308,11 @@ func short(h string) string { return h[:min(12, len(h))] }
 // DeviceBaselineEncodingSize is the length of DeviceBaseline.MarshalBinary.
 const DeviceBaselineEncodingSize = 4 * (2*features.Count + 4)
 
-// DeviceBaselineEncodingSizeV5 is the length of a baseline before it kept
+// DeviceBaselineEncodingSizeV4Shares is the length of a baseline of
+// feature schema 4 with its shares of raised windows but before it kept
 // its mean flows (a device checkpoint of version 10); it restores with
-// none, and learns it again.
-const DeviceBaselineEncodingSizeV5 = 4 * (2*features.Count + 3)
+// none, and learns them again.
+const DeviceBaselineEncodingSizeV4Shares = 4 * (2*features.Count + 3)
 
 // DeviceBaselineEncodingSizeV4 is the length of a baseline of feature
 // schema 4 before it kept its shares of elevated and persistent windows
@@ -1342,7 +1343,7 @@ func (b *DeviceBaseline) MarshalBinary() ([]byte, error) {
 
 // UnmarshalBinary restores a checkpointed baseline.
 func (b *DeviceBaseline) UnmarshalBinary(in []byte) error {
-	if len(in) != DeviceBaselineEncodingSize && len(in) != DeviceBaselineEncodingSizeV5 && len(in) != DeviceBaselineEncodingSizeV4 {
+	if len(in) != DeviceBaselineEncodingSize && len(in) != DeviceBaselineEncodingSizeV4Shares && len(in) != DeviceBaselineEncodingSizeV4 {
 		return fmt.Errorf("models: baseline checkpoint of %d bytes is damaged", len(in))
 	}
 	get := func() float32 {

@@ -63,7 +63,7 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 	case b[0] < 10: // before the shares of raised windows
 		baseSize = models.DeviceBaselineEncodingSizeV4
 	case b[0] < deviceCheckpointVersion: // before the mean flows
-		baseSize = models.DeviceBaselineEncodingSizeV5
+		baseSize = models.DeviceBaselineEncodingSizeV4Shares
 	}
 	switch b[0] {
 	case deviceCheckpointVersion, 10, 9, 8, 7:

@@ -131,7 +131,7 @@ func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	v9 = append(v9, inc...)
 	// Version 10: the baseline without its mean flows.
 	v10 := append([]byte{10}, feat...)
-	v10 = append(v10, base[:models.DeviceBaselineEncodingSizeV5]...)
+	v10 = append(v10, base[:models.DeviceBaselineEncodingSizeV4Shares]...)
 	v10 = append(v10, inc...)
 	bare, _ := saved.feat.History.MarshalBinary()
 	for _, raw := range [][]byte{current, v10, v9, v8, v7, v6, bare} {
