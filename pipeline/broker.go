@@ -292,7 +292,7 @@ func compactView(first int64, records []kafka.Message) (int64, []forgedRecord) {
 	start, bytes := len(records)-1, 0
 	for start > 0 && bytes < forgeWindowBytes {
 		start--
-		bytes += len(records[start].Key) + len(records[start].Value) + 64
+		bytes += len(records[start].Key) + len(records[start].Value)
 	}
 	records = records[start:]
 	size := 0
@@ -334,9 +334,18 @@ func (b *EmbeddedBroker) read(ctx context.Context, topic string, partition int32
 
 const (
 	forgeWindow = 65_536 // records before a forged one read to build its segment
-	// forgeWindowBytes is how much of them the segment keeps: more than a
-	// verifier's fetch carries (integrity.ReadMaxBytes).
-	forgeWindowBytes  = integrity.ReadMaxBytes + 1<<20
+	// forgeWindowBytes is how much of them the segment keeps, counting
+	// their keys and values only (less than their record batches take):
+	// more than a verifier's fetch can carry, so that every sequential
+	// read starts a fetch inside the segment. A fetch asks for
+	// integrity.ReadMaxBytes, and the broker ends it after the batch that
+	// reaches that, which may be as large as a producer's batch
+	// (kafkaconn.MaxBatchBytes); with a margin of one batch less than that
+	// (ReadMaxBytes + 1 MiB), a fetch begun just before the segment could
+	// carry past the forged record, and every pass of the audit, its
+	// fetches falling at the same offsets, read the log unforged
+	// (make test, twice in the twenty-sixth session).
+	forgeWindowBytes  = integrity.ReadMaxBytes + 2*kafkaconn.MaxBatchBytes
 	forgedBatch       = 2_000 // records per forged fetch response
 	maxForgedSegments = 4     // per partition
 )
