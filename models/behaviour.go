@@ -25,17 +25,33 @@ import (
 //     (Anscombe 1948), ln(1 + x_j) for volumes, and for an entropy H the
 //     count scale of its perplexity, 2√(2^H − 1 + 3/8).
 //
-//  2. Device baseline. Each device keeps an exponentially weighted mean m_j
-//     and variance v_j of y_j over its normal windows (West, "Updating mean
-//     and variance estimates", CACM 22, 1979, with weights 1/w):
+//  2. Device baseline. Each device keeps a forecast m_j of y_j for its next
+//     window, with the rise it is on, t_j, and a variance v_j of y_j over
+//     its normal windows: the mean and rise by Brown's double exponential
+//     smoothing with discount λ = 1/min(w, W) (Brown, Smoothing, Forecasting
+//     and Prediction of Discrete Time Series, 1963; in Holt's form, level
+//     gain λ(2 − λ) and trend gain λ², Gardner, "Exponential smoothing: the
+//     state of the art", J. Forecasting 4, 1985, §2.2), the variance as
+//     West's weighted update ("Updating mean and variance estimates", CACM
+//     22, 1979, with weights 1/w):
 //
-//     w ← w + 1,  δ = y − m,  m ← m + δ/min(w, W),  v ← (1 − 1/min(w, V))(v + δ²/min(w, V))
+//     w ← w + 1,  δ = y − m,  t ← max(0, t + λ²δ),  m ← m + λ(2 − λ)δ + t,
+//     v ← (1 − 1/min(w, V))(v + δ²/min(w, V))
 //
 //     starting from the profile's pooled mean and variance with the weight
 //     of PriorWeight windows, so a device first seen live is judged against
 //     its profile until it has a history of its own. W = BaselineWindows
 //     (an hour of one-minute windows) lets the mean follow a daily cycle;
-//     V = VarianceWindows (eight hours) keeps the variance steady.
+//     V = VarianceWindows (eight hours) keeps the variance steady. A plain
+//     weighted mean follows a ramp a constant 1/λ − 1 windows behind it —
+//     on the morning rise an hour's growth below the device's traffic, all
+//     of it an upward deviation — where the discounted linear trend follows
+//     a linear ramp with no lag at all (Brown's steady-state forecast error
+//     on a line is 0). Only a rise is followed (t ≥ 0): the detector counts
+//     upward deviations alone (step 4), so a forecast that lags a fall
+//     errs on the quiet side, while one that carried a fall on past its
+//     end — the night's trough, a device's lull — would put every window
+//     after it above the forecast (DeviceBaseline.Trend).
 //     Every window that is not anomalous teaches it — every window at all
 //     while the baseline is young (fewer than YoungWeight windows, the
 //     prior's counted), so that a device far from its profile's prior
@@ -83,11 +99,16 @@ import (
 //     elevated levels they make in ordinary traffic raised the thresholds
 //     of step 6 for every attack (docs/DETECTION.md).
 //
-//  4. Three statistics of the deviations r = z: A = max of their
-//     parts above the baseline (features.Spec), B = Σ of their squares (several
-//     features moving together), and C = the isolation-forest score of r,
-//     whose forest is grown on the training windows' r (Liu, Ting & Zhou
-//     2008): the profile's joint normal, with each device's scale removed.
+//  4. Three statistics of the upward deviations r = max(z, 0): A = their
+//     max, B = Σ of their squares (several features moving together), and
+//     C = the isolation-forest score of r, whose forest is grown on the
+//     training windows' r (Liu, Ting & Zhou 2008): the profile's joint
+//     normal, with each device's scale removed. Less of a feature than the
+//     device's forecast is no evidence of an attack, and the forest, which
+//     splits wherever its sample spreads, used to isolate a window by a
+//     small shortfall in every window (a thermostat whose baseline expects
+//     1.04 reports a minute shows −0.16 in flows in each window of one; at
+//     a forest level of 2.4 while A and B stood below 1).
 //
 //  5. Tail probabilities. Each statistic's training distribution — computed
 //     prequentially, each window judged before it teaches the baseline, as
@@ -546,8 +567,8 @@ func LevelScore(l float64) float64 {
 }
 
 // DeviceBaseline is one device's own normal (step 2). Its zero value is
-// "not started": start it from the model's prior. 136 bytes, kept per
-// tracked device.
+// "not started": start it from the model's prior. 196 bytes, kept per
+// tracked device. Mean is the forecast of the device's next window.
 type DeviceBaseline struct {
 	Mean   [features.Count]float32
 	Var    [features.Count]float32
@@ -565,6 +586,10 @@ type DeviceBaseline struct {
 	// fewer flows; its variance is kept for a window of Flows flows and
 	// widened by Flows/n for a window of n < Flows (spreadFactor).
 	Flows float32
+	// Trend is the rise per window of each feature's forecast Mean, on
+	// the feature's scale: Brown's discounted linear trend (step 2),
+	// never below 0 — a rise is followed, a fall is not carried on.
+	Trend [features.Count]float32
 }
 
 // spreadFactor is the factor by which feature j's variance in b widens
@@ -621,7 +646,8 @@ func (m *Model) Learn(b *DeviceBaseline, v *features.Vector) {
 		f := b.spreadFactor(j, v)
 		c := HuberK * math.Sqrt(float64(b.Var[j])*f+floors[j]*floors[j])
 		d := min(max(scaled(j, v[j])-float64(b.Mean[j]), -c), c)
-		b.Mean[j] = float32(float64(b.Mean[j]) + am*d)
+		mean, trend := brown(float64(b.Mean[j]), float64(b.Trend[j]), d, am, scaled(j, 0))
+		b.Mean[j], b.Trend[j] = float32(mean), float32(trend)
 		b.Var[j] = float32((1 - av) * (float64(b.Var[j]) + av*d*d/f))
 	}
 	if b.Flows == 0 {
@@ -629,6 +655,14 @@ func (m *Model) Learn(b *DeviceBaseline, v *features.Vector) {
 	} else {
 		b.Flows = float32(float64(b.Flows) + av*(v[features.Flows]-float64(b.Flows)))
 	}
+}
+
+// brown is one step of step 2's forecast: the forecast mean and rise
+// after a window that fell d above the forecast mean, at discount l, the
+// forecast kept at or above the scale's least value lo (a count of 0).
+func brown(mean, trend, d, l, lo float64) (float64, float64) {
+	trend = max(trend+l*l*d, 0)
+	return max(mean+l*(2-l)*d+trend, lo), trend
 }
 
 // LearnRaised teaches the device's shares of elevated and persistent
@@ -702,7 +736,9 @@ func (m *Model) raisedWindows(rows, scores []float64) (elevated, persistent int)
 	return elevated, persistent
 }
 
-// Residuals writes r (step 3) for window v into dst (ResidualDims long).
+// Residuals writes r (steps 3 and 4: the upward deviations, 0 for a
+// feature at or below its forecast) for window v into dst (ResidualDims
+// long).
 func (m *Model) Residuals(b *DeviceBaseline, v *features.Vector, dst []float64) {
 	floors, scales := m.Behaviour.Floors, m.Behaviour.Scales
 	for j := range features.Count {
@@ -714,7 +750,7 @@ func (m *Model) Residuals(b *DeviceBaseline, v *features.Vector, dst []float64) 
 		if math.Abs(d) <= MeanResolution*math.Abs(float64(b.Mean[j])) {
 			d = 0
 		}
-		dst[j] = d / sd
+		dst[j] = max(d/sd, 0)
 	}
 }
 
@@ -1274,12 +1310,12 @@ func (m *Model) warmStart(vs []features.Vector) DeviceBaseline {
 			mean += scaled(j, vs[i][j])
 		}
 		mean /= float64(head)
-		// Residuals of the running mean, as Learn would run it.
-		run, ss := mean, 0.0
+		// Residuals of the running forecast, as Learn would run it.
+		run, rise, ss := mean, 0.0, 0.0
 		for i := range n {
 			d := scaled(j, vs[i][j]) - run
 			ss += d * d / b.spreadFactor(j, &vs[i])
-			run += d / float64(min(i+1+head, BaselineWindows))
+			run, rise = brown(run, rise, d, 1/float64(min(i+1+head, BaselineWindows)), scaled(j, 0))
 		}
 		w := float64(min(n, VarianceWindows))
 		b.Mean[j] = float32((float64(head)*mean + prior*m.Behaviour.PriorMean[j]) / (float64(head) + prior))
@@ -1306,7 +1342,13 @@ func (m *Model) CheckSchema() error {
 func short(h string) string { return h[:min(12, len(h))] }
 
 // DeviceBaselineEncodingSize is the length of DeviceBaseline.MarshalBinary.
-const DeviceBaselineEncodingSize = 4 * (2*features.Count + 4)
+const DeviceBaselineEncodingSize = 4 * (3*features.Count + 4)
+
+// DeviceBaselineEncodingSizeV4Flows is the length of a baseline of
+// feature schema 4 with its mean flows but before it kept its trends (a
+// device checkpoint of version 11); it restores with none, a flat
+// forecast, and learns them again.
+const DeviceBaselineEncodingSizeV4Flows = 4 * (2*features.Count + 4)
 
 // DeviceBaselineEncodingSizeV4Shares is the length of a baseline of
 // feature schema 4 with its shares of raised windows but before it kept
@@ -1338,12 +1380,17 @@ func (b *DeviceBaseline) MarshalBinary() ([]byte, error) {
 	put(b.Elevated)
 	put(b.Persistent)
 	put(b.Flows)
+	for _, f := range b.Trend {
+		put(f)
+	}
 	return out, nil
 }
 
 // UnmarshalBinary restores a checkpointed baseline.
 func (b *DeviceBaseline) UnmarshalBinary(in []byte) error {
-	if len(in) != DeviceBaselineEncodingSize && len(in) != DeviceBaselineEncodingSizeV4Shares && len(in) != DeviceBaselineEncodingSizeV4 {
+	switch len(in) {
+	case DeviceBaselineEncodingSize, DeviceBaselineEncodingSizeV4Flows, DeviceBaselineEncodingSizeV4Shares, DeviceBaselineEncodingSizeV4:
+	default:
 		return fmt.Errorf("models: baseline checkpoint of %d bytes is damaged", len(in))
 	}
 	get := func() float32 {
@@ -1364,6 +1411,11 @@ func (b *DeviceBaseline) UnmarshalBinary(in []byte) error {
 	}
 	if len(in) > 0 {
 		g.Flows = get()
+	}
+	if len(in) > 0 {
+		for j := range g.Trend {
+			g.Trend[j] = get()
+		}
 	}
 	*b = g
 	return nil

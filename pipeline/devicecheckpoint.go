@@ -10,7 +10,7 @@ import (
 
 // deviceCheckpointVersion heads a device's checkpoint in the state store:
 //
-//	1 byte  version (11)
+//	1 byte  version (12)
 //	…       features.Device encoding (destination history, recent first contacts)
 //	…       models.DeviceBaseline encoding
 //	…       incidents.State encoding
@@ -38,8 +38,10 @@ import (
 // .Persistent); a version 9 baseline restores with none, and learns them
 // again. Version 11 added the baseline's mean flows a window (4 bytes,
 // models.DeviceBaseline.Flows); a version 10 baseline restores with none,
-// and its next learnt window sets it.
-const deviceCheckpointVersion = 11
+// and its next learnt window sets it. Version 12 added the baseline's
+// trends (60 bytes, models.DeviceBaseline.Trend); a version 11 baseline
+// restores with a flat forecast, and learns its trends again.
+const deviceCheckpointVersion = 12
 
 func marshalDevice(d *deviceState) []byte {
 	feat, _ := d.feat.MarshalBinary()
@@ -62,11 +64,13 @@ func unmarshalDevice(b []byte, d *deviceState) error {
 		baseSize = models.DeviceBaselineEncodingSizeV2
 	case b[0] < 10: // before the shares of raised windows
 		baseSize = models.DeviceBaselineEncodingSizeV4
-	case b[0] < deviceCheckpointVersion: // before the mean flows
+	case b[0] < 11: // before the mean flows
 		baseSize = models.DeviceBaselineEncodingSizeV4Shares
+	case b[0] < deviceCheckpointVersion: // before the trends
+		baseSize = models.DeviceBaselineEncodingSizeV4Flows
 	}
 	switch b[0] {
-	case deviceCheckpointVersion, 10, 9, 8, 7:
+	case deviceCheckpointVersion, 11, 10, 9, 8, 7:
 	case 6, 5:
 		incSize = incidents.EncodingSizeV4
 	case 4:

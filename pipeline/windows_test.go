@@ -96,8 +96,9 @@ func TestHistoryLearnsOnlyFromNormalWindows(t *testing.T) {
 
 func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	// A device checkpoint of this version restores the destination
-	// history, the baseline and the open incident; one of version 10 all of
-	// them but the baseline's mean flows, one of version 9 nor its shares
+	// history, the baseline and the open incident; one of version 11 all of
+	// them but the baseline's trends, one of version 10 nor its mean
+	// flows, one of version 9 nor its shares
 	// of raised windows either. One of version 8 (its
 	// destinations keyed by address, feature schema 3), 7 (before the
 	// port history) or 6 (before the incident state kept its windows'
@@ -110,6 +111,7 @@ func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	saved.baseline.Weight = 12
 	saved.baseline.Elevated, saved.baseline.Persistent = 0.25, 0.125
 	saved.baseline.Flows = 6.5
+	saved.baseline.Trend[features.Flows] = 0.01
 	saved.incident.Observe(incidents.Rule{}, incidents.Window{Index: 100, Level: incidents.High, Score: 0.9}, nil)
 	current := marshalDevice(saved)
 	// Version 7 (feature schema 2): no port history (54 bytes) nor recent
@@ -133,8 +135,12 @@ func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 	v10 := append([]byte{10}, feat...)
 	v10 = append(v10, base[:models.DeviceBaselineEncodingSizeV4Shares]...)
 	v10 = append(v10, inc...)
+	// Version 11: the baseline without its trends.
+	v11 := append([]byte{11}, feat...)
+	v11 = append(v11, base[:models.DeviceBaselineEncodingSizeV4Flows]...)
+	v11 = append(v11, inc...)
 	bare, _ := saved.feat.History.MarshalBinary()
-	for _, raw := range [][]byte{current, v10, v9, v8, v7, v6, bare} {
+	for _, raw := range [][]byte{current, v11, v10, v9, v8, v7, v6, bare} {
 		d := newDeviceState("", "")
 		if err := unmarshalDevice(raw, d); err != nil {
 			t.Fatalf("checkpoint of version %d not restored: %v", raw[0], err)
@@ -157,11 +163,18 @@ func TestRestoredHistoryKnowsItsDestinations(t *testing.T) {
 			t.Fatalf("checkpoint of version %d: baseline weight %v, want %v", raw[0], d.baseline.Weight, want)
 		}
 		wantFlows := float32(0) // none before version 11
-		if raw[0] == deviceCheckpointVersion && len(raw) != len(bare) {
+		if raw[0] >= 11 && len(raw) != len(bare) {
 			wantFlows = 6.5
 		}
 		if d.baseline.Flows != wantFlows {
 			t.Fatalf("checkpoint of version %d: mean flows %v, want %v", raw[0], d.baseline.Flows, wantFlows)
+		}
+		wantTrend := float32(0) // a flat forecast before version 12
+		if raw[0] == deviceCheckpointVersion && len(raw) != len(bare) {
+			wantTrend = 0.01
+		}
+		if got := d.baseline.Trend[features.Flows]; got != wantTrend {
+			t.Fatalf("checkpoint of version %d: trend of flows %v, want %v", raw[0], got, wantTrend)
 		}
 		if raw[0] >= 10 && len(raw) != len(bare) {
 			if d.baseline.Elevated != 0.25 || d.baseline.Persistent != 0.125 {
