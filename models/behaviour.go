@@ -38,7 +38,8 @@ import (
 //     w ← w + 1,  δ = y − m,  t ← max(0, t + λ²δ),  m ← m + λ(2 − λ)δ + t,
 //     v ← (1 − 1/min(w, V))(v + δ²/min(w, V))
 //
-//     starting from the profile's pooled mean and variance with the weight
+//     with m kept at or above the scale's value for 0 (a forecast never
+//     falls below no traffic), starting from the profile's pooled mean and variance with the weight
 //     of PriorWeight windows, so a device first seen live is judged against
 //     its profile until it has a history of its own. W = BaselineWindows
 //     (an hour of one-minute windows) lets the mean follow a daily cycle;
